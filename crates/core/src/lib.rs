@@ -1,0 +1,21 @@
+//! polyrepl's domain, shared by the source, every sink and the pipeline.
+//!
+//! The smallest set of concepts that covers the tool: a [`Value`] in a row of a table described by a
+//! [`TableSchema`]; a [`Change`] to one row at a [`Position`] of the source; a [`Batch`] of changes that a
+//! [`Sink`] applies idempotently together with its [`Checkpoint`].
+
+pub mod change;
+pub mod checkpoint;
+pub mod position;
+pub mod schema;
+pub mod sink;
+pub mod tables;
+pub mod value;
+
+pub use change::{Batch, Change, Op, Row};
+pub use checkpoint::{Checkpoint, SnapshotProgress};
+pub use position::Position;
+pub use schema::{Column, ColumnKind, TableId, TableSchema};
+pub use sink::{Sink, SinkError};
+pub use tables::TableFilter;
+pub use value::{Date, DateTime, Time, Value};

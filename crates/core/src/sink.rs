@@ -1,0 +1,45 @@
+//! The one trait a target database implements. A new sink is one crate implementing it.
+//!
+//! Every method is required (no no-op defaults: a sink that forgets one must not compile).
+
+use crate::{Batch, Checkpoint, Row, TableSchema, Value};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A sink failure, split the way the pipeline must react to it.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The sink is unreachable or overloaded: retry the same batch with backoff.
+    #[error("{sink}: {message} (will retry)")]
+    Transient { sink: String, message: String },
+    /// Retrying cannot help (bad data, refused schema, wrong server): stop and say why.
+    #[error("{sink}: {message}")]
+    Definite { sink: String, message: String },
+}
+
+impl SinkError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SinkError::Transient { .. })
+    }
+}
+
+/// A target database kept in step with the source.
+#[async_trait]
+pub trait Sink: Send {
+    /// A short name for logs and metrics, e.g. `mongodb://127.0.0.1:1800` (no credentials).
+    fn name(&self) -> &str;
+
+    /// Creates what the tables need (collections, indexes, tables); idempotent.
+    async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError>;
+
+    /// Applies every change of the batch, in order per key, and stores the batch's checkpoint.
+    /// Applying a batch twice has the effect of applying it once.
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
+
+    /// The checkpoint stored for `pipeline` (the run's name), if any.
+    async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError>;
+
+    /// Reads back the rows with the given primary keys, for verification: `None` where absent.
+    /// Rows come back in the source's column order, with values as the sink's mapping decodes them.
+    async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError>;
+}
