@@ -1,1 +1,50 @@
-fn main(){}
+//! `polyrepl`: the one binary. Parses the command line and hands each command to its module.
+
+mod stack_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Keeps MongoDB, Redis and Cassandra in step with MySQL/MariaDB tables, and stands up the whole
+/// database stack for a developer.
+///
+/// Every flag can also be set with the POLYREPL_* environment variable shown in its help;
+/// flags beat environment variables, which beat defaults.
+#[derive(Parser)]
+#[command(name = "polyrepl", version, about, long_about, propagate_version = true)]
+struct Cli {
+    /// Log level filter (error, warn, info, debug, trace, or a tracing filter such as polyrepl=debug).
+    #[arg(long, global = true, env = "POLYREPL_LOG", default_value = "info,scylla=off,mongodb=warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start, initialise, inspect or stop the local database stack (MariaDB :5600, MongoDB-wire :1800,
+    /// Redis :6379, Cassandra :9042).
+    Stack(stack_cmd::StackArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Stack(args) => stack_cmd::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

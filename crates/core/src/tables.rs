@@ -30,6 +30,11 @@ impl TableFilter {
         self.include.iter().any(hit) && !self.exclude.iter().any(hit)
     }
 
+    /// The include patterns as given (`db.table`, `db.*`), e.g. to report one that matches no table.
+    pub fn include_patterns(&self) -> Vec<String> {
+        self.include.iter().map(|(d, t)| format!("{d}.{t}")).collect()
+    }
+
     /// The databases named by the include patterns (`None` when a pattern is `*.…`).
     pub fn databases(&self) -> Option<Vec<String>> {
         let mut out: Vec<String> = Vec::new();

@@ -1,0 +1,228 @@
+//! `polyrepl stack up|init|status|down`: the Rust replacement of the old container scripts.
+
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use polyrepl_stack::docker::DockerBackend;
+use polyrepl_stack::local::LocalBackend;
+use polyrepl_stack::{Backend, Service, ServiceStatus, StackConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct StackArgs {
+    #[command(subcommand)]
+    action: StackAction,
+    #[command(flatten)]
+    opts: StackOpts,
+}
+
+#[derive(Subcommand)]
+enum StackAction {
+    /// Start every service that is not running and wait until each answers a real query.
+    Up,
+    /// Create the demo schema: MySQL polyrepl_demo.events, the MongoDB collection with an index on ts,
+    /// the Cassandra keyspace and table. Safe to run again.
+    Init,
+    /// Show each service: backend, address, pid or container, up or down, version.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop (and for docker, remove) what `up` started, nothing else. Data is kept unless --purge.
+    Down {
+        /// Also delete the services' data (local: the state directory's data; docker: volumes).
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendChoice {
+    /// Docker when an engine answers, local processes otherwise (and whatever `up` used, for status/down).
+    Auto,
+    /// Child processes from this machine's programs, under --state-dir.
+    Local,
+    /// Containers through the Docker Engine API.
+    Docker,
+}
+
+/// Settings shared by the stack commands.
+#[derive(Args)]
+pub struct StackOpts {
+    /// Where servers run.
+    #[arg(long, global = true, env = "POLYREPL_BACKEND", value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Data, logs and pid files of the local backend.
+    #[arg(long, global = true, env = "POLYREPL_STATE_DIR", default_value = ".polyrepl")]
+    state_dir: PathBuf,
+    /// Where scripts/install-deps put FerretDB and Cassandra's jars [default: ~/.local/share/polyrepl].
+    #[arg(long, global = true, env = "POLYREPL_TOOLS_DIR")]
+    tools_dir: Option<PathBuf>,
+    /// Only these services (repeatable or comma-separated): mysql, mongodb, redis, cassandra [default: all].
+    #[arg(long = "service", global = true, env = "POLYREPL_SERVICES", value_delimiter = ',', value_parser = parse_service)]
+    services: Vec<Service>,
+    /// MySQL/MariaDB port.
+    #[arg(long, global = true, env = "POLYREPL_MYSQL_PORT", default_value_t = 5600)]
+    mysql_port: u16,
+    /// MongoDB-wire port.
+    #[arg(long, global = true, env = "POLYREPL_MONGO_PORT", default_value_t = 1800)]
+    mongo_port: u16,
+    /// Redis port.
+    #[arg(long, global = true, env = "POLYREPL_REDIS_PORT", default_value_t = 6379)]
+    redis_port: u16,
+    /// Cassandra CQL port.
+    #[arg(long, global = true, env = "POLYREPL_CASSANDRA_PORT", default_value_t = 9042)]
+    cassandra_port: u16,
+    /// Cassandra inter-node (storage) port, bound on 127.0.0.1.
+    #[arg(long, global = true, env = "POLYREPL_CASSANDRA_STORAGE_PORT", default_value_t = 7000)]
+    cassandra_storage_port: u16,
+    /// MySQL user polyrepl connects as (the local stack creates it when it is not root).
+    #[arg(long, global = true, env = "POLYREPL_MYSQL_USER", default_value = "root")]
+    mysql_user: String,
+    /// MySQL password [default: empty, for the local stack's root on 127.0.0.1].
+    #[arg(long, global = true, env = "POLYREPL_MYSQL_PASSWORD", hide_env_values = true, default_value = "", hide_default_value = true)]
+    mysql_password: String,
+    /// The MySQL/MariaDB server program [default: mariadbd, else mysqld, from PATH or /usr/sbin].
+    #[arg(long, global = true, env = "POLYREPL_MYSQLD_BIN")]
+    mysqld_bin: Option<PathBuf>,
+    /// The MongoDB-wire server program [default: mongod from PATH, else FerretDB from the tools dir].
+    #[arg(long, global = true, env = "POLYREPL_MONGO_BIN")]
+    mongo_bin: Option<PathBuf>,
+    /// The Redis server program [default: redis-server from PATH].
+    #[arg(long, global = true, env = "POLYREPL_REDIS_BIN")]
+    redis_bin: Option<PathBuf>,
+    /// The Java 17 program that runs Cassandra [default: java from PATH].
+    #[arg(long, global = true, env = "POLYREPL_JAVA_BIN")]
+    java_bin: Option<PathBuf>,
+    /// Directory holding Cassandra's lib/*.jar [default: <tools dir>/cassandra-5.0.6].
+    #[arg(long, global = true, env = "POLYREPL_CASSANDRA_HOME")]
+    cassandra_home: Option<PathBuf>,
+    /// Java heap for Cassandra.
+    #[arg(long, global = true, env = "POLYREPL_CASSANDRA_HEAP", default_value = "512m")]
+    cassandra_heap: String,
+}
+
+fn parse_service(s: &str) -> Result<Service, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "mysql" | "mariadb" => Ok(Service::Mysql),
+        "mongo" | "mongodb" => Ok(Service::Mongo),
+        "redis" => Ok(Service::Redis),
+        "cassandra" => Ok(Service::Cassandra),
+        other => Err(format!("unknown service '{other}' (expected mysql, mongodb, redis or cassandra)")),
+    }
+}
+
+impl StackOpts {
+    /// The stack configuration these flags describe.
+    pub fn config(&self) -> StackConfig {
+        let mut cfg = StackConfig {
+            state_dir: self.state_dir.clone(),
+            mysql_port: self.mysql_port,
+            mongo_port: self.mongo_port,
+            redis_port: self.redis_port,
+            cassandra_port: self.cassandra_port,
+            cassandra_storage_port: self.cassandra_storage_port,
+            mysql_user: self.mysql_user.clone(),
+            mysql_password: self.mysql_password.clone(),
+            mysqld_bin: self.mysqld_bin.clone(),
+            mongo_bin: self.mongo_bin.clone(),
+            redis_bin: self.redis_bin.clone(),
+            java_bin: self.java_bin.clone(),
+            cassandra_home: self.cassandra_home.clone(),
+            cassandra_heap: self.cassandra_heap.clone(),
+            ..StackConfig::default()
+        };
+        if let Some(t) = &self.tools_dir {
+            cfg.tools_dir = t.clone();
+        }
+        if !self.services.is_empty() {
+            cfg.services = Service::ALL.into_iter().filter(|s| self.services.contains(s)).collect();
+        }
+        cfg
+    }
+
+    /// The backend to use: as asked; for `auto`, the one `up` recorded, else Docker if an engine answers.
+    async fn backend(&self) -> Backend {
+        match self.backend {
+            BackendChoice::Local => Backend::Local,
+            BackendChoice::Docker => Backend::Docker,
+            BackendChoice::Auto => match std::fs::read_to_string(self.state_dir.join("backend")).ok().as_deref().map(str::trim) {
+                Some("docker") => Backend::Docker,
+                Some("local") => Backend::Local,
+                _ if DockerBackend::available().await => Backend::Docker,
+                _ => Backend::Local,
+            },
+        }
+    }
+}
+
+fn say(line: String) {
+    eprintln!("  {line}");
+}
+
+pub async fn run(args: StackArgs) -> Result<ExitCode> {
+    let cfg = args.opts.config();
+    let backend = args.opts.backend().await;
+    match args.action {
+        StackAction::Up => {
+            eprintln!("stack up ({backend} backend, state in {})", cfg.state_dir.display());
+            let statuses = match backend {
+                Backend::Local => LocalBackend::new(cfg.clone()).up(&say).await?,
+                Backend::Docker => DockerBackend::connect(cfg.clone()).await?.up(&say).await?,
+            };
+            std::fs::write(cfg.state_dir.join("backend"), backend.to_string())?;
+            print_table(&statuses);
+            Ok(exit_for(&statuses))
+        }
+        StackAction::Init => {
+            for line in polyrepl_stack::init::init(&cfg).await? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StackAction::Status { json } => {
+            let statuses = match backend {
+                Backend::Local => LocalBackend::new(cfg).status().await,
+                Backend::Docker => DockerBackend::connect(cfg).await?.status().await,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print_table(&statuses);
+            }
+            Ok(exit_for(&statuses))
+        }
+        StackAction::Down { purge } => {
+            eprintln!("stack down ({backend} backend{})", if purge { ", purging data" } else { "" });
+            match backend {
+                Backend::Local => LocalBackend::new(cfg.clone()).down(purge, &say).await?,
+                Backend::Docker => DockerBackend::connect(cfg.clone()).await?.down(purge, &say).await?,
+            }
+            if !purge {
+                let _ = std::fs::remove_file(cfg.state_dir.join("backend"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// 0 when every service is up, 1 otherwise (so scripts can wait on `stack status`).
+fn exit_for(statuses: &[ServiceStatus]) -> ExitCode {
+    if statuses.iter().all(|s| s.up) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn print_table(statuses: &[ServiceStatus]) {
+    println!("{:<10} {:<8} {:<17} {:<14} {:<5} VERSION", "SERVICE", "BACKEND", "ADDRESS", "PID/CONTAINER", "STATE");
+    for s in statuses {
+        println!(
+            "{:<10} {:<8} {:<17} {:<14} {:<5} {}",
+            s.service.name(),
+            s.backend.to_string(),
+            s.address,
+            s.handle.as_deref().unwrap_or("-"),
+            if s.up { "up" } else { "down" },
+            s.version.as_deref().or(s.detail.as_deref()).unwrap_or("-")
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Where a source row lives in MongoDB: database = source database, collection = table,
+//! `_id` = the primary key, one field per column named like the column.
+//!
+//! Invariants:
+//! - `_id` of a single-column key is the mapped key value; of a composite key, a sub-document
+//!   `{column: value, ...}` in key order (field order is part of equality in MongoDB, so it is fixed).
+//! - The same key always gives the same `_id` bytes: writes, deletes and `read_rows` agree.
+//! - A column named `_id` is allowed only when it is the whole primary key (it then *is* the `_id`).
+
+use mongodb::bson::{Bson, Document};
+use polyrepl_core::{TableSchema, Value};
+
+use crate::mapping::Mapping;
+
+/// The field holding the primary key in every document.
+pub const ID_FIELD: &str = "_id";
+
+/// Why a table cannot be stored in MongoDB.
+pub fn check_table(table: &TableSchema) -> Result<(), String> {
+    let db = &table.id.database;
+    let coll = &table.id.table;
+    if db.is_empty() || db.len() > 63 || db.chars().any(|c| "/\\. \"$*<>:|?\0".contains(c)) {
+        return Err(format!(
+            "source database name '{db}' is not a valid MongoDB database name (1–63 bytes, none of /\\. \"$*<>:|?)"
+        ));
+    }
+    if coll.is_empty() || coll.contains('$') || coll.contains('\0') || coll.starts_with("system.") {
+        return Err(format!(
+            "table name '{coll}' of {} is not a valid MongoDB collection name (no '$', not 'system.*')",
+            table.id
+        ));
+    }
+    if table.primary_key.is_empty() {
+        return Err(format!("table {} has no primary key: documents could not be addressed by _id", table.id));
+    }
+    if table.primary_key.iter().any(|&i| i >= table.columns.len()) {
+        return Err(format!("table {}: primary key refers to a column that does not exist", table.id));
+    }
+    if let Some(i) = table.column_index(ID_FIELD) {
+        if table.primary_key != [i] {
+            return Err(format!(
+                "table {} has a column named _id that is not its whole primary key: it would clash with MongoDB's _id",
+                table.id
+            ));
+        }
+    }
+    for column in &table.columns {
+        if column.name.is_empty() || column.name.starts_with('$') || column.name.contains('.') || column.name.contains('\0') {
+            return Err(format!(
+                "column '{}' of {} cannot be a MongoDB field name (empty, starts with '$' or contains '.')",
+                column.name, table.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `_id` for `key` (values in key order) of `table`.
+pub fn document_id(mapping: &Mapping, table: &TableSchema, key: &[Value]) -> Result<Bson, String> {
+    if key.len() != table.primary_key.len() {
+        return Err(format!(
+            "table {}: a change carries {} key values but the primary key has {} columns",
+            table.id,
+            key.len(),
+            table.primary_key.len()
+        ));
+    }
+    if key.iter().any(Value::is_null) {
+        return Err(format!("table {}: a change has a NULL primary-key value", table.id));
+    }
+    if let [index] = table.primary_key[..] {
+        return Ok(mapping.to_bson(&table.columns[index], &key[0]));
+    }
+    let mut id = Document::new();
+    for (&index, value) in table.primary_key.iter().zip(key) {
+        let column = &table.columns[index];
+        id.insert(column.name.clone(), mapping.to_bson(column, value));
+    }
+    Ok(Bson::Document(id))
+}
+
+/// The full document for `row` (values in column order): `_id` first, then one field per column.
+pub fn row_document(mapping: &Mapping, table: &TableSchema, id: Bson, row: &[Value]) -> Result<Document, String> {
+    if row.len() != table.columns.len() {
+        return Err(format!(
+            "table {}: a row has {} values but the table has {} columns",
+            table.id,
+            row.len(),
+            table.columns.len()
+        ));
+    }
+    let mut doc = Document::new();
+    doc.insert(ID_FIELD, id);
+    for (column, value) in table.columns.iter().zip(row) {
+        if column.name == ID_FIELD {
+            continue;
+        }
+        doc.insert(column.name.clone(), mapping.to_bson(column, value));
+    }
+    Ok(doc)
+}
+
+/// Bytes that identify an `_id` exactly (BSON equality of the value, including its type).
+pub fn id_bytes(id: &Bson) -> Vec<u8> {
+    let mut wrapper = Document::new();
+    wrapper.insert("k", id.clone());
+    mongodb::bson::to_vec(&wrapper).unwrap_or_else(|_| format!("{id:?}").into_bytes())
+}

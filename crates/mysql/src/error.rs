@@ -1,0 +1,72 @@
+//! The source's error type: every message says what failed, where, and what to do.
+//!
+//! Errors are split the way a caller must react: [`SourceError::is_transient`] ones (network,
+//! server restart, stalled stream) are retried with backoff; every other one is definite — stop and
+//! show the message, retrying cannot help.
+
+use crate::checks::CheckError;
+use polyrepl_core::Position;
+
+/// Result alias of this crate.
+pub type Result<T, E = SourceError> = std::result::Result<T, E>;
+
+/// A failure of the MySQL/MariaDB source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A start-up check failed (server settings, privileges, tables).
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// A statement failed on the server.
+    #[error("{what} failed on {server}: {source}")]
+    Query {
+        what: String,
+        server: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A value could not be decoded into a polyrepl value.
+    #[error("cannot decode {table}.{column} ({context}): {message}")]
+    Decode { table: String, column: String, context: String, message: String },
+    /// The binlog holds an event polyrepl cannot decode; skipping it could lose changes.
+    #[error("unsupported binlog event type {event_type} ({name}) at {position}: {hint}")]
+    UnsupportedEvent { event_type: u8, name: &'static str, position: Position, hint: String },
+    /// The binlog stream broke its own rules (truncated event, rows without a table map...).
+    #[error("binlog stream error at {position}: {message}")]
+    Stream { position: Position, message: String },
+    /// No event (not even a heartbeat) arrived within the allowed time.
+    #[error("binlog stream from {server} stalled: no event for {seconds}s (will reconnect)")]
+    Stalled { server: String, seconds: u64 },
+    /// The caller asked for something that cannot work (bad position, table not in the snapshot...).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl SourceError {
+    /// True when retrying (after reconnecting) may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Stalled { .. } => true,
+            SourceError::Query { source, .. } => is_transient_driver_error(source),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn query(what: impl Into<String>, server: &str, source: mysql_async::Error) -> Self {
+        SourceError::Query { what: what.into(), server: server.to_string(), source }
+    }
+}
+
+/// Network and I/O failures are transient; server errors (bad SQL, no privilege) are not, except
+/// the ones a restarting or overloaded server gives.
+pub(crate) fn is_transient_driver_error(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(_) => false,
+        mysql_async::Error::Server(s) => matches!(
+            s.code,
+            1040 /* too many connections */ | 1053 /* shutdown in progress */ | 1205 /* lock wait timeout */
+                | 1213 /* deadlock */ | 2006 | 2013 /* gone away / lost connection */
+        ),
+        _ => false,
+    }
+}

@@ -1,0 +1,220 @@
+//! The consistent initial snapshot, read chunk by chunk in primary-key order.
+//!
+//! Invariants:
+//! - one connection, one transaction: `START TRANSACTION WITH CONSISTENT SNAPSHOT` is issued first and
+//!   every SELECT of every table runs inside it, so all chunks see one instant of the database;
+//! - [`Snapshot::position`] is the binlog position of exactly that instant (MariaDB:
+//!   `binlog_snapshot_file/position` status, which needs no global lock, and the GTID state of that
+//!   file/offset via `BINLOG_GTID_POS`); streaming from it yields every later change and no earlier one;
+//! - a chunk is `WHERE (pk...) > (last...) ORDER BY pk... LIMIT n`: at most `n` rows are in memory,
+//!   and a chunk can resume after any key (a crash resumes after the last applied key);
+//! - values are read with the binary protocol on a `time_zone='+00:00'` session and decoded by
+//!   [`crate::decode::from_protocol`], which yields the same values as the binlog decoder.
+
+use crate::decode::{from_protocol, to_param};
+use crate::error::{Result, SourceError};
+use crate::schema::{quote_ident, quote_table};
+use crate::source_url::SourceUrl;
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Params};
+use polyrepl_core::{Change, Op, Position, TableSchema, Value};
+use std::sync::Arc;
+
+/// Default rows per chunk.
+pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
+
+/// An open consistent snapshot: a connection inside a `WITH CONSISTENT SNAPSHOT` transaction.
+pub struct Snapshot {
+    conn: Conn,
+    position: Position,
+    server: String,
+    chunk_rows: usize,
+}
+
+impl Snapshot {
+    /// Connects, starts the consistent-snapshot transaction and reads the binlog position it matches.
+    pub async fn begin(url: &SourceUrl) -> Result<Snapshot> {
+        let server = url.address();
+        let mut conn = Conn::new(url.opts(false))
+            .await
+            .map_err(|e| SourceError::query("connecting for the snapshot", &server, e))?;
+        let q = |what: &'static str| move |e| SourceError::query(what, &server, e);
+        let version: String = conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
+        let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        conn.query_drop("SET SESSION time_zone = '+00:00'").await.map_err(q("setting the session time zone"))?;
+        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(q("setting REPEATABLE READ"))?;
+        let position = if mariadb {
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
+            let status: Vec<(String, String)> = conn
+                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                .await
+                .map_err(q("SHOW STATUS LIKE 'binlog_snapshot_%'"))?;
+            let get = |n: &str| status.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+            let file = get("binlog_snapshot_file").filter(|f| !f.is_empty()).ok_or_else(|| {
+                SourceError::Usage(format!("{server} reports no binlog_snapshot_file: is log_bin on?"))
+            })?;
+            let offset: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
+            let gtid: Option<String> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset))
+                .await
+                .map_err(q("SELECT BINLOG_GTID_POS"))?
+                .flatten();
+            Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()) }
+        } else {
+            // MySQL has no lock-free snapshot position: hold a global read lock for an instant.
+            conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(q("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
+            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                .await
+                .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
+            let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
+                Ok(r) => r,
+                Err(_) => conn.query_first("SHOW MASTER STATUS").await.map_err(q("SHOW MASTER STATUS"))?,
+            };
+            conn.query_drop("UNLOCK TABLES").await.map_err(q("UNLOCK TABLES"))?;
+            let row = row.ok_or_else(|| SourceError::Usage(format!("{server} has no binary log status: is log_bin on?")))?;
+            let file: String = row.get(0).unwrap_or_default();
+            let offset: u64 = row.get(1).unwrap_or(4);
+            let gtid: Option<String> = row.get::<Option<String>, _>(4).flatten().filter(|g| !g.is_empty());
+            Position { file, offset, gtid }
+        };
+        Ok(Snapshot { conn, position, server, chunk_rows: DEFAULT_CHUNK_ROWS })
+    }
+
+    /// Rows per chunk (at least 1).
+    pub fn with_chunk_rows(mut self, rows: usize) -> Self {
+        self.chunk_rows = rows.max(1);
+        self
+    }
+
+    /// The binlog position this snapshot is consistent with: stream from here once it is applied.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// The server's estimate of a table's row count (information_schema.TABLES), for progress.
+    pub async fn estimated_rows(&mut self, table: &TableSchema) -> Result<u64> {
+        let n: Option<Option<u64>> = self
+            .conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (table.id.database.clone(), table.id.table.clone()),
+            )
+            .await
+            .map_err(|e| SourceError::query("reading TABLE_ROWS", &self.server, e))?;
+        Ok(n.flatten().unwrap_or(0))
+    }
+
+    /// The next chunk of `table`: up to `chunk_rows` rows with a key greater than `after_key` (from the
+    /// first row when `None`), in key order, as `Insert` changes at [`Snapshot::position`].
+    /// An empty vector means the table is done.
+    pub async fn read_chunk(&mut self, table: &Arc<TableSchema>, after_key: Option<&[Value]>) -> Result<Vec<Change>> {
+        if table.primary_key.is_empty() {
+            return Err(SourceError::Usage(format!("table {} has no primary key: it cannot be snapshotted in chunks", table.id)));
+        }
+        let key_cols: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
+        let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote_table(&table.id));
+        let mut params: Vec<mysql_async::Value> = Vec::new();
+        if let Some(after) = after_key {
+            if after.len() != key_cols.len() {
+                return Err(SourceError::Usage(format!(
+                    "resume key for {} has {} values, the primary key has {} columns",
+                    table.id,
+                    after.len(),
+                    key_cols.len()
+                )));
+            }
+            let key_params = table.key_columns().zip(after).map(|(c, v)| to_param(c, v));
+            if key_cols.len() == 1 {
+                sql.push_str(&format!(" WHERE {} > ?", key_cols[0]));
+                params.extend(key_params);
+            } else {
+                // The leading `>=` lets the optimizer use a range scan; the row comparison is exact.
+                let marks = vec!["?"; key_cols.len()].join(", ");
+                sql.push_str(&format!(" WHERE {} >= ? AND ({}) > ({marks})", key_cols[0], key_cols.join(", ")));
+                params.push(to_param(table.key_columns().next().expect("non-empty key"), &after[0]));
+                params.extend(key_params);
+            }
+        }
+        sql.push_str(&format!(" ORDER BY {} LIMIT {}", key_cols.join(", "), self.chunk_rows));
+        let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
+        let rows: Vec<mysql_async::Row> = self
+            .conn
+            .exec(sql, params)
+            .await
+            .map_err(|e| SourceError::query(format!("snapshot SELECT of {}", table.id), &self.server, e))?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            let raw = row.unwrap();
+            let mut values = Vec::with_capacity(raw.len());
+            for (column, v) in table.columns.iter().zip(raw) {
+                values.push(from_protocol(column, v).map_err(|message| SourceError::Decode {
+                    table: table.id.to_string(),
+                    column: column.name.clone(),
+                    context: "snapshot".into(),
+                    message,
+                })?);
+            }
+            changes.push(Change {
+                position: self.position.clone(),
+                seq: i as u32,
+                table: table.clone(),
+                op: Op::Insert,
+                key: Change::key_of(table, &values),
+                after: Some(values),
+                source_ts: 0,
+            });
+        }
+        Ok(changes)
+    }
+
+    /// A cursor over `table`'s chunks, starting after `resume_after` (e.g. from
+    /// [`polyrepl_core::SnapshotProgress::current`]).
+    pub fn table_chunks(&mut self, table: Arc<TableSchema>, resume_after: Option<Vec<Value>>) -> TableChunks<'_> {
+        TableChunks { snapshot: self, table, last_key: resume_after, done: false }
+    }
+
+    /// Ends the snapshot transaction and closes the connection.
+    pub async fn finish(mut self) -> Result<()> {
+        self.conn.query_drop("COMMIT").await.map_err(|e| SourceError::query("COMMIT of the snapshot", &self.server, e))?;
+        let _ = self.conn.disconnect().await;
+        Ok(())
+    }
+}
+
+/// Chunks of one table, in key order; remembers the last key it returned.
+pub struct TableChunks<'a> {
+    snapshot: &'a mut Snapshot,
+    table: Arc<TableSchema>,
+    last_key: Option<Vec<Value>>,
+    done: bool,
+}
+
+impl TableChunks<'_> {
+    /// The next chunk, or `None` when the table is done.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Change>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = self.snapshot.read_chunk(&self.table, self.last_key.as_deref()).await?;
+        match chunk.last() {
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(last) => {
+                self.last_key = Some(last.key.clone());
+                Ok(Some(chunk))
+            }
+        }
+    }
+
+    /// The key of the last row returned (the resume point once that chunk is applied).
+    pub fn last_key(&self) -> Option<&[Value]> {
+        self.last_key.as_deref()
+    }
+}
