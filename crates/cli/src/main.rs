@@ -1,5 +1,8 @@
 //! `polyrepl`: the one binary. Parses the command line and hands each command to its module.
 
+mod config;
+mod http;
+mod run;
 mod stack_cmd;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,9 @@ enum Command {
     /// Start, initialise, inspect or stop the local database stack (MariaDB :5600, MongoDB-wire :1800,
     /// Redis :6379, Cassandra :9042).
     Stack(stack_cmd::StackArgs),
+    /// Replicate: start-up checks, an initial snapshot where a sink has none, then binlog streaming
+    /// into every --sink, with checkpoints stored in each sink. Ctrl-C stops cleanly.
+    Run(config::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Stack(args) => stack_cmd::run(args).await,
+            Command::Run(args) => run_command(args).await,
         }
     });
     match result {
@@ -47,4 +54,27 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A watch that turns true on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        tracing::info!("stopping: finishing the batches in flight");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn run_command(args: config::RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.resolve()?;
+    let metrics = std::sync::Arc::new(polyrepl_core::metrics::Metrics::default());
+    if let Some(addr) = &cfg.metrics_addr {
+        http::serve(addr, metrics.clone()).await?;
+    }
+    let prepared = run::prepare(&cfg).await?;
+    run::run(cfg, prepared, metrics, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,8 @@
 
 pub mod change;
 pub mod checkpoint;
+pub mod metrics;
+pub mod pipeline;
 pub mod position;
 pub mod schema;
 pub mod sink;

@@ -86,7 +86,7 @@ pub async fn connect(url: &str) -> Result<(Client, String, ServerInfo), SinkErro
 /// Runs the raw handshake against every plain TCP host (not SRV, TLS, proxy or Unix socket).
 async fn probe_hosts(name: &str, url: &str, options: &ClientOptions) -> Result<(), SinkError> {
     let tls = matches!(options.tls, Some(Tls::Enabled(_)));
-    if url.starts_with("mongodb+srv://") || tls || options.proxy_host.is_some() {
+    if url.starts_with("mongodb+srv://") || tls || url.to_ascii_lowercase().contains("proxyhost=") {
         return Ok(());
     }
     let timeout = options.connect_timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_PROBE_TIMEOUT).min(DEFAULT_PROBE_TIMEOUT);

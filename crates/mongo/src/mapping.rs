@@ -443,6 +443,7 @@ mod tests {
         Column { name: "c".into(), kind, unsigned, nullable: true }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> DateTime {
         DateTime { date: Date { year: y, month: mo, day: d }, hour: h, minute: mi, second: s, micros, fsp }
     }
@@ -461,7 +462,7 @@ mod tests {
             (col(K::BigInt, true), Value::UInt(i64::MAX as u64 + 1)),
             (col(K::BigInt, true), Value::UInt(u64::MAX)),
             (col(K::BigInt, true), Value::UInt(0)),
-            (col(K::Float, false), Value::Float(3.14159)),
+            (col(K::Float, false), Value::Float(1.234_567_9)),
             (col(K::Float, false), Value::Float(f32::MAX)),
             (col(K::Double, false), Value::Double(-1.5e300)),
             (col(K::Double, false), Value::Double(f64::MIN_POSITIVE)),

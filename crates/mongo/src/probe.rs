@@ -3,6 +3,7 @@
 //!
 //! Invariants:
 //! - Sends one OP_MSG `hello` and reads only the 16-byte reply header; never writes anything else.
+//!   Any well-formed reply header counts, even one carrying a command error.
 //! - A reply header with our `responseTo` and opcode OP_MSG/OP_REPLY means MongoDB (or a compatible
 //!   server such as FerretDB). Anything else that answers is "not MongoDB" — a definite error.
 //! - Bounded by `timeout` at every step; never hangs.
@@ -61,7 +62,8 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
         match tokio::time::timeout_at(deadline, stream.read(&mut header[filled..])).await {
             Err(_) => {
                 return ProbeOutcome::NotMongoDb(if filled == 0 {
-                    format!("{address} accepted a connection but did not answer the MongoDB handshake within {timeout:?}")
+                    let guess = identify_silent_server(host, port).await;
+                    format!("{address} accepted a connection but did not answer the MongoDB handshake within {timeout:?}{guess}")
                 } else {
                     format!("{address} answered the MongoDB handshake with {}", preview(&header[..filled]))
                 })
@@ -87,6 +89,25 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
         ProbeOutcome::MongoDb
     } else {
         ProbeOutcome::NotMongoDb(format!("{address} answered the MongoDB handshake with {}", preview(&header)))
+    }
+}
+
+/// A server that stays silent on a MongoDB handshake may be line-based: Redis, for one, waits for a
+/// newline that its C-string scan never finds past the handshake's NUL bytes. One inline `PING` on a
+/// fresh connection tells; the answer only improves the error message.
+async fn identify_silent_server(host: &str, port: u16) -> &'static str {
+    let attempt = async {
+        let mut stream = TcpStream::connect((host, port)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = [0u8; 16];
+        let n = stream.read(&mut reply).await.ok()?;
+        Some(reply[..n].to_vec())
+    };
+    match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+        Ok(Some(reply)) if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") || reply.starts_with(b"-ERR") => {
+            " — it answers the Redis protocol: this URL points at a Redis server"
+        }
+        _ => "",
     }
 }
 

@@ -181,7 +181,13 @@ fn parse_grant(line: &str) -> Option<(Vec<String>, String)> {
     let mut depth = 0;
     for c in privs.chars() {
         match c {
-            '(' => depth += 1,
+            '(' => {
+                // A column-level grant covers only some columns: it does not count as the privilege.
+                if depth == 0 {
+                    without_columns.push_str(" ON SOME COLUMNS");
+                }
+                depth += 1
+            }
             ')' => depth -= 1,
             _ if depth == 0 => without_columns.push(c),
             _ => {}

@@ -100,10 +100,8 @@ pub async fn discover_tables(conn: &mut Conn, filter: &TableFilter, server: &str
 
 /// Reads one table (e.g. after a DDL), `None` when it does not exist.
 pub async fn discover_table(conn: &mut Conn, id: &TableId, server: &str) -> Result<Option<TableSchema>> {
-    let pattern = format!("{}.{}", id.database, id.table);
-    // A table name with '*' would be a glob; match it exactly instead.
+    // Read the database and pick the table: a table name containing '*' must not act as a glob.
     let filter = TableFilter::new(&[format!("{}.*", id.database)], &[]).map_err(SourceError::Usage)?;
-    let _ = pattern;
     Ok(discover_tables(conn, &filter, server).await?.into_iter().find(|t| &t.id == id))
 }
 

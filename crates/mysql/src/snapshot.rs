@@ -38,9 +38,14 @@ impl Snapshot {
         let mut conn = Conn::new(url.opts(false))
             .await
             .map_err(|e| SourceError::query("connecting for the snapshot", &server, e))?;
-        let q = |what: &'static str| move |e| SourceError::query(what, &server, e);
+        let server_for_errors = server.clone();
+        let q = |what: &'static str| {
+            let server = server_for_errors.clone();
+            move |e| SourceError::query(what, &server, e)
+        };
         let version: String = conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        conn.query_drop("SET NAMES utf8mb4").await.map_err(q("SET NAMES utf8mb4"))?;
         conn.query_drop("SET SESSION time_zone = '+00:00'").await.map_err(q("setting the session time zone"))?;
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await

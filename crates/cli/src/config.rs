@@ -1,0 +1,154 @@
+//! `run` settings: flags beat `POLYREPL_*` environment variables, which beat the `--config` TOML file,
+//! which beats the defaults.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Flags of `polyrepl run` (also used by `demo`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Source URL: mysql://USER:PASS@HOST:PORT[/DB]. The password never appears in logs or errors.
+    #[arg(long, env = "POLYREPL_SOURCE", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Tables to replicate: db.table or db.* (repeatable or comma-separated).
+    #[arg(long = "tables", env = "POLYREPL_TABLES", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Tables to leave out, same patterns (repeatable or comma-separated).
+    #[arg(long = "exclude", env = "POLYREPL_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// A target: mongodb://HOST:PORT (repeatable or comma-separated).
+    #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
+    pub sinks: Vec<String>,
+    /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
+    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows).
+    #[arg(long, env = "POLYREPL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Name of this pipeline: the key of its checkpoints in every sink [default: polyrepl].
+    #[arg(long, env = "POLYREPL_NAME")]
+    pub name: Option<String>,
+    /// Server id the binlog reader presents to the source; unique per reader [default: derived from --name].
+    #[arg(long, env = "POLYREPL_SERVER_ID")]
+    pub server_id: Option<u32>,
+    /// Serve Prometheus /metrics and /status JSON on this address, e.g. 127.0.0.1:9187.
+    #[arg(long, env = "POLYREPL_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// A batch closes at this many changes [default: 5000].
+    #[arg(long, env = "POLYREPL_BATCH_CHANGES")]
+    pub batch_changes: Option<usize>,
+    /// …or this many milliseconds after it opened [default: 50].
+    #[arg(long, env = "POLYREPL_BATCH_DELAY_MS")]
+    pub batch_delay_ms: Option<u64>,
+    /// Rows per snapshot chunk (primary-key range) [default: 5000].
+    #[arg(long, env = "POLYREPL_CHUNK_ROWS")]
+    pub chunk_rows: Option<usize>,
+    /// Stop once the end of the binlog is reached (for tests and one-off copies) instead of following it.
+    #[arg(long)]
+    pub stop_at_end: bool,
+}
+
+/// The TOML file's shape.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    source: Option<String>,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    sinks: Vec<String>,
+    name: Option<String>,
+    server_id: Option<u32>,
+    metrics_addr: Option<String>,
+    batch_changes: Option<usize>,
+    batch_delay_ms: Option<u64>,
+    chunk_rows: Option<usize>,
+}
+
+/// Resolved settings of a run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub source: String,
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+    pub sinks: Vec<String>,
+    pub name: String,
+    pub server_id: u32,
+    pub metrics_addr: Option<String>,
+    pub batch_changes: usize,
+    pub batch_delay_ms: u64,
+    pub chunk_rows: usize,
+    pub stop_at_end: bool,
+}
+
+impl RunArgs {
+    /// Merges flags/env with the file and defaults; errors say which setting is missing or wrong.
+    pub fn resolve(&self) -> Result<RunConfig> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("the config file {} is not valid", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let pick = |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
+        let Some(source) = self.source.clone().or(file.source) else {
+            bail!("no source given: pass --source mysql://USER:PASS@HOST:PORT (or set POLYREPL_SOURCE, or `source` in --config)");
+        };
+        let tables = pick(&self.tables, file.tables);
+        if tables.is_empty() {
+            bail!("no tables given: pass --tables 'db.*' or --tables db.table (or POLYREPL_TABLES, or `tables` in --config)");
+        }
+        let sinks = pick(&self.sinks, file.sinks);
+        if sinks.is_empty() {
+            bail!("no sink given: pass --sink mongodb://HOST:PORT (or POLYREPL_SINKS, or `sinks` in --config)");
+        }
+        let name = self.name.clone().or(file.name).unwrap_or_else(|| "polyrepl".into());
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            bail!("--name '{name}' must be letters, digits, '_' or '-'");
+        }
+        let server_id = self.server_id.or(file.server_id).unwrap_or_else(|| default_server_id(&name));
+        Ok(RunConfig {
+            source,
+            tables,
+            exclude: pick(&self.exclude, file.exclude),
+            sinks,
+            server_id,
+            name,
+            metrics_addr: self.metrics_addr.clone().or(file.metrics_addr),
+            batch_changes: self.batch_changes.or(file.batch_changes).unwrap_or(5_000).max(1),
+            batch_delay_ms: self.batch_delay_ms.or(file.batch_delay_ms).unwrap_or(50),
+            chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(5_000).max(1),
+            stop_at_end: self.stop_at_end,
+        })
+    }
+}
+
+/// A stable server id per pipeline name, away from the small ids servers themselves use.
+fn default_server_id(name: &str) -> u32 {
+    let h = name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    100_000 + h % 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("polyrepl-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("run.toml");
+        std::fs::write(&f, "source = \"mysql://a@h:1\"\ntables = [\"x.*\"]\nsinks = [\"mongodb://h:2\"]\nname = \"fromfile\"\n").unwrap();
+        let args = RunArgs { config: Some(f.clone()), name: Some("fromflag".into()), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!((c.name.as_str(), c.source.as_str(), c.tables.clone()), ("fromflag", "mysql://a@h:1", vec!["x.*".to_string()]));
+        std::fs::write(&f, "source = \"mysql://a@h:1\"\ntabels = [\"x.*\"]\n").unwrap();
+        let err = format!("{:#}", RunArgs { config: Some(f), ..Default::default() }.resolve().unwrap_err());
+        assert!(err.contains("tabels"), "{err}");
+        let err = format!("{:#}", RunArgs::default().resolve().unwrap_err());
+        assert!(err.contains("--source"), "{err}");
+    }
+}

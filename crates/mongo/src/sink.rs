@@ -1,0 +1,168 @@
+//! [`MongoSink`]: the [`Sink`] implementation tying connection, mapping, planning, writing and
+//! checkpoints together.
+//!
+//! Invariants:
+//! - `apply` writes data first and the checkpoint second (see [`crate::checkpoint`]); a failure at any
+//!   step returns an error without storing the checkpoint, so the pipeline retries the whole batch.
+//! - `read_rows` decodes with the same [`Mapping`] that wrote, so a row read back equals the source row
+//!   (up to the documented exceptions of the mapping).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::Client;
+use polyrepl_core::{Batch, Change, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+
+use crate::checkpoint::{self, CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
+use crate::connection::{connect, ServerInfo};
+use crate::error::{classify, definite};
+use crate::mapping::{Mapping, MappingCounts, MappingStats};
+use crate::naming::{check_table, document_id, id_bytes, ID_FIELD};
+use crate::plan::plan;
+use crate::write::{send, WriteLimits};
+
+/// Keys per `find` in `read_rows`.
+const READ_CHUNK: usize = 1000;
+/// MongoDB's error code for "collection already exists".
+const NAMESPACE_EXISTS: i32 = 48;
+
+/// A MongoDB (or FerretDB) sink: one database per source database, one collection per table,
+/// one document per row with `_id` = primary key.
+pub struct MongoSink {
+    client: Client,
+    name: String,
+    pipeline: String,
+    server: ServerInfo,
+    limits: WriteLimits,
+    mapping: Mapping,
+}
+
+impl MongoSink {
+    /// Connects to `url` (`mongodb://…` or `mongodb+srv://…`) for the pipeline named `pipeline`, whose
+    /// checkpoint `apply` stores. Fails transiently when nothing answers at the address, definitely
+    /// when the URL is invalid or the server is not MongoDB.
+    pub async fn connect(url: &str, pipeline: &str) -> Result<MongoSink, SinkError> {
+        let (client, name, server) = connect(url).await?;
+        let mapping = Mapping::new(server.features, Arc::new(MappingStats::default()));
+        let limits = WriteLimits::for_server(&server);
+        Ok(MongoSink { client, name, pipeline: pipeline.to_string(), server, limits, mapping })
+    }
+
+    /// Lowers the per-command bounds of `update`/`delete` commands (never above the server's own
+    /// limits), e.g. to keep commands small on a slow link. Not used with MongoDB 8.0's `bulkWrite`,
+    /// which the driver splits itself.
+    pub fn limit_commands(&mut self, max_ops: usize, max_command_bytes: usize) {
+        self.limits = WriteLimits::for_server(&self.server).lowered_to(max_ops, max_command_bytes);
+    }
+
+    /// The per-command bounds in use.
+    pub fn write_limits(&self) -> WriteLimits {
+        self.limits
+    }
+
+    /// The pipeline name checkpoints are stored under.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// What the server reported at connection (version, limits, features).
+    pub fn server(&self) -> &ServerInfo {
+        &self.server
+    }
+
+    /// The driver client, e.g. for `stack init` to create indexes.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Counts of values stored in a fallback form so far (zero dates, long decimals, JSON as text).
+    pub fn mapping_counts(&self) -> MappingCounts {
+        self.mapping.stats().snapshot()
+    }
+
+    /// The live counters behind [`MongoSink::mapping_counts`], e.g. for a metrics exporter.
+    pub fn mapping_stats(&self) -> Arc<MappingStats> {
+        self.mapping.stats().clone()
+    }
+
+    /// Creates a collection, accepting that it exists already.
+    async fn create_collection(&self, database: &str, collection: &str) -> Result<(), SinkError> {
+        match self.client.database(database).create_collection(collection).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) => Ok(()),
+            Err(e) => Err(classify(&self.name, &format!("creating collection {database}.{collection}"), &e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for MongoSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        for table in tables {
+            check_table(table).map_err(|m| definite(&self.name, m))?;
+        }
+        self.create_collection(CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION).await?;
+        for table in tables {
+            self.create_collection(&table.id.database, &table.id.table).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let writes = plan(&self.mapping, batch).map_err(|m| definite(&self.name, m))?;
+        send(&self.client, &self.name, &self.server, self.limits, &writes).await?;
+        checkpoint::store(&self.client, &self.name, &self.pipeline, &batch.checkpoint).await
+    }
+
+    async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+        checkpoint::load(&self.client, &self.name, pipeline).await
+    }
+
+    async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        let ids = keys
+            .iter()
+            .map(|key| document_id(&self.mapping, table, key))
+            .collect::<Result<Vec<Bson>, String>>()
+            .map_err(|m| definite(&self.name, m))?;
+        let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
+        let mut found: HashMap<Vec<u8>, Row> = HashMap::new();
+        for chunk in ids.chunks(READ_CHUNK) {
+            let doing = format!("reading {} row(s) of {}", chunk.len(), table.id);
+            let mut cursor = collection
+                .find(doc! { ID_FIELD: { "$in": chunk.to_vec() } })
+                .await
+                .map_err(|e| classify(&self.name, &doing, &e))?;
+            while let Some(document) = cursor.try_next().await.map_err(|e| classify(&self.name, &doing, &e))? {
+                let row = self.row_of(table, &document);
+                // Re-derive the _id from the decoded row, so a server that normalises number types
+                // still matches the key that was asked for.
+                let key = Change::key_of(table, &row);
+                let id = document_id(&self.mapping, table, &key).unwrap_or_else(|_| document.get(ID_FIELD).cloned().unwrap_or(Bson::Null));
+                found.insert(id_bytes(&id), row);
+            }
+        }
+        Ok(ids.iter().map(|id| found.get(&id_bytes(id)).cloned()).collect())
+    }
+}
+
+impl MongoSink {
+    /// Decodes a stored document into a row in column order (a missing field reads as NULL).
+    fn row_of(&self, table: &TableSchema, document: &Document) -> Row {
+        table
+            .columns
+            .iter()
+            .map(|column| match document.get(&column.name) {
+                Some(bson) => self.mapping.from_bson(column, bson),
+                None => Value::Null,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,278 @@
+//! Sending planned operations to the server as unordered bulk writes.
+//!
+//! Invariants:
+//! - Servers with wire version ≥ 25 (MongoDB 8.0+) get one `Client::bulk_write` (the driver splits it);
+//!   older servers and FerretDB get `update` (replacement, `upsert: true`) and `delete` (`limit: 1`)
+//!   commands with `ordered: false`, each at most `maxWriteBatchSize` (≤ 100 000) operations and at most
+//!   `maxBsonObjectSize` (16 MiB) of statements.
+//! - Unordered is safe because the plan holds at most one operation per key.
+//! - A reply's `writeErrors` fail the batch (the driver's `Ok` is not trusted).
+//! - A single row larger than the server's document limit is a definite error naming it.
+//! - FerretDB 1.x gets neither: its `update` (and any query by `_id`) scans the whole collection for
+//!   every statement, so 20 000-row collections took minutes per batch. There an upsert is "delete the
+//!   keys that may exist (one `$in` delete), then one unordered `insert`"; keys whose last change was an
+//!   insert are inserted directly, and only those that turn out to exist (duplicate key, i.e. a replay)
+//!   are deleted and inserted again. Not atomic per document, but idempotent: a crash between the two
+//!   leaves the batch's checkpoint unwritten, so the batch is replayed.
+
+use mongodb::bson::{doc, Bson, RawArrayBuf, RawDocumentBuf};
+use mongodb::options::{DeleteOneModel, ReplaceOneModel, WriteModel};
+use mongodb::{Client, Namespace};
+use polyrepl_core::SinkError;
+
+use crate::connection::ServerInfo;
+use crate::error::{check_write_reply, classify, definite};
+use crate::plan::{chunk_ranges, CollectionWrites, WriteOp};
+
+/// Room left in a command for everything but the statements (command name, options, `$db`...).
+const COMMAND_OVERHEAD: usize = 16 * 1024;
+/// Bytes an array element adds around a statement: type byte and decimal index key with its NUL.
+const ARRAY_ELEMENT_OVERHEAD: usize = 8;
+
+/// Bounds of one `update`/`delete` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Most operations per command (the server's `maxWriteBatchSize`, at most 100 000).
+    pub max_ops: usize,
+    /// Most bytes of statements per command (the server's `maxBsonObjectSize` less room for the rest
+    /// of the command); a single row larger than this cannot be written.
+    pub max_command_bytes: usize,
+}
+
+impl WriteLimits {
+    /// The largest limits the server allows.
+    pub fn for_server(server: &ServerInfo) -> WriteLimits {
+        WriteLimits {
+            max_ops: server.max_write_batch_size.clamp(1, 100_000),
+            max_command_bytes: server.max_bson_object_size.saturating_sub(COMMAND_OVERHEAD).max(1024),
+        }
+    }
+
+    /// These limits, lowered to `max_ops` and `max_command_bytes` where those are smaller (never raised
+    /// above what the server allows).
+    pub fn lowered_to(self, max_ops: usize, max_command_bytes: usize) -> WriteLimits {
+        WriteLimits { max_ops: self.max_ops.min(max_ops.max(1)), max_command_bytes: self.max_command_bytes.min(max_command_bytes.max(1)) }
+    }
+}
+
+/// Applies every planned operation.
+pub async fn send(
+    client: &Client,
+    sink: &str,
+    server: &ServerInfo,
+    limits: WriteLimits,
+    writes: &[CollectionWrites],
+) -> Result<(), SinkError> {
+    if server.bulk_write {
+        send_bulk_write(client, sink, writes).await
+    } else if server.ferretdb_version.is_some() {
+        for group in writes {
+            send_delete_insert(client, sink, limits, group).await?;
+        }
+        Ok(())
+    } else {
+        for group in writes {
+            send_commands(client, sink, limits, group).await?;
+        }
+        Ok(())
+    }
+}
+
+/// MongoDB 8.0+: one client-level bulk write across collections.
+async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites]) -> Result<(), SinkError> {
+    let mut models: Vec<WriteModel> = Vec::new();
+    for group in writes {
+        let namespace = Namespace::new(group.database.clone(), group.collection.clone());
+        for op in &group.ops {
+            models.push(match op {
+                WriteOp::Upsert { id, document, .. } => ReplaceOneModel::builder()
+                    .namespace(namespace.clone())
+                    .filter(doc! { "_id": id.clone() })
+                    .replacement(document.clone())
+                    .upsert(true)
+                    .build()
+                    .into(),
+                WriteOp::Delete { id } => {
+                    DeleteOneModel::builder().namespace(namespace.clone()).filter(doc! { "_id": id.clone() }).build().into()
+                }
+            });
+        }
+    }
+    if models.is_empty() {
+        return Ok(());
+    }
+    let count = models.len();
+    client
+        .bulk_write(models)
+        .ordered(false)
+        .await
+        .map_err(|e| classify(sink, &format!("bulk-writing {count} operations"), &e))?;
+    Ok(())
+}
+
+/// Before MongoDB 8.0 and on FerretDB: `update` and `delete` commands per collection.
+async fn send_commands(client: &Client, sink: &str, limits: WriteLimits, group: &CollectionWrites) -> Result<(), SinkError> {
+    let namespace = format!("{}.{}", group.database, group.collection);
+    let mut upserts: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
+    let mut deletes: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
+    for op in &group.ops {
+        let (list, statement) = match op {
+            WriteOp::Upsert { id, document, .. } => {
+                (&mut upserts, doc! { "q": { "_id": id.clone() }, "u": document.clone(), "upsert": true })
+            }
+            WriteOp::Delete { id } => (&mut deletes, doc! { "q": { "_id": id.clone() }, "limit": 1 }),
+        };
+        let raw = RawDocumentBuf::from_document(&statement)
+            .map_err(|e| definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id())))?;
+        list.push((op.id(), raw));
+    }
+    let database = client.database(&group.database);
+    let max_bytes = limits.max_command_bytes;
+    for (command, field, statements) in [("update", "updates", upserts), ("delete", "deletes", deletes)] {
+        let sizes: Vec<usize> = statements.iter().map(|(_, raw)| raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD).collect();
+        for range in chunk_ranges(&sizes, limits.max_ops, max_bytes) {
+            let chunk = &statements[range];
+            if let [(id, raw)] = chunk {
+                if raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD > max_bytes {
+                    return Err(definite(
+                        sink,
+                        format!(
+                            "the row with _id {id} of {namespace} is {} bytes as a write, more than the {max_bytes}-byte command limit (the server's document limit less command overhead): MongoDB cannot store it",
+                            raw.as_bytes().len()
+                        ),
+                    ));
+                }
+            }
+            let mut array = RawArrayBuf::new();
+            for (_, raw) in chunk {
+                array.push(raw.clone());
+            }
+            let mut body = RawDocumentBuf::new();
+            body.append(command, group.collection.as_str());
+            body.append(field, array);
+            body.append("ordered", false);
+            let doing = format!("{command} of {} document(s) in {namespace}", chunk.len());
+            let reply = database.run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
+            let ids: Vec<&Bson> = chunk.iter().map(|(id, _)| *id).collect();
+            check_write_reply(sink, &doing, &reply, &ids)?;
+        }
+    }
+    Ok(())
+}
+
+/// Duplicate key: the document already exists.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// FerretDB: replace documents by deleting the keys that may exist and inserting the new images.
+async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, group: &CollectionWrites) -> Result<(), SinkError> {
+    let namespace = format!("{}.{}", group.database, group.collection);
+    let stale: Vec<Bson> = group
+        .ops
+        .iter()
+        .filter(|op| !matches!(op, WriteOp::Upsert { fresh: true, .. }))
+        .map(|op| op.id().clone())
+        .collect();
+    delete_ids(client, sink, limits, group, &stale).await?;
+    let mut documents: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
+    for op in &group.ops {
+        if let WriteOp::Upsert { id, document, .. } = op {
+            let raw = RawDocumentBuf::from_document(document)
+                .map_err(|e| definite(sink, format!("encoding a row of {namespace} with _id {id}: {e}")))?;
+            documents.push((id, raw));
+        }
+    }
+    let existing = insert_documents(client, sink, limits, group, &documents, true).await?;
+    if !existing.is_empty() {
+        // A replay: those keys were inserted before. Replace them the same way.
+        let ids: Vec<Bson> = existing.iter().map(|&i| documents[i].0.clone()).collect();
+        delete_ids(client, sink, limits, group, &ids).await?;
+        let again: Vec<(&Bson, RawDocumentBuf)> = existing.iter().map(|&i| documents[i].clone()).collect();
+        insert_documents(client, sink, limits, group, &again, false).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every document whose `_id` is in `ids`, with `$in` statements (one collection scan each on FerretDB).
+async fn delete_ids(client: &Client, sink: &str, limits: WriteLimits, group: &CollectionWrites, ids: &[Bson]) -> Result<(), SinkError> {
+    let namespace = format!("{}.{}", group.database, group.collection);
+    let sizes: Vec<usize> = ids.iter().map(|id| id_size(id) + ARRAY_ELEMENT_OVERHEAD).collect();
+    for range in chunk_ranges(&sizes, limits.max_ops, limits.max_command_bytes) {
+        let chunk: Vec<Bson> = ids[range].to_vec();
+        let count = chunk.len();
+        let command = doc! {
+            "delete": group.collection.as_str(),
+            "deletes": [ { "q": { "_id": { "$in": chunk } }, "limit": 0 } ],
+            "ordered": false,
+        };
+        let doing = format!("delete of up to {count} document(s) in {namespace}");
+        let reply = client.database(&group.database).run_command(command).await.map_err(|e| classify(sink, &doing, &e))?;
+        check_write_reply(sink, &doing, &reply, &[])?;
+    }
+    Ok(())
+}
+
+/// Inserts the documents unordered; returns the indexes (into `documents`) that already existed when
+/// `tolerate_existing`, and fails on any other refusal.
+async fn insert_documents(
+    client: &Client,
+    sink: &str,
+    limits: WriteLimits,
+    group: &CollectionWrites,
+    documents: &[(&Bson, RawDocumentBuf)],
+    tolerate_existing: bool,
+) -> Result<Vec<usize>, SinkError> {
+    let namespace = format!("{}.{}", group.database, group.collection);
+    let sizes: Vec<usize> = documents.iter().map(|(_, raw)| raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD).collect();
+    let mut existing = Vec::new();
+    for range in chunk_ranges(&sizes, limits.max_ops, limits.max_command_bytes) {
+        let start = range.start;
+        let chunk = &documents[range];
+        if let [(id, raw)] = chunk {
+            if raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD > limits.max_command_bytes {
+                return Err(definite(sink, format!("the row with _id {id} of {namespace} is {} bytes, more than the {}-byte command limit: MongoDB cannot store it", raw.as_bytes().len(), limits.max_command_bytes)));
+            }
+        }
+        let mut array = RawArrayBuf::new();
+        for (_, raw) in chunk {
+            array.push(raw.clone());
+        }
+        let mut body = RawDocumentBuf::new();
+        body.append("insert", group.collection.as_str());
+        body.append("documents", array);
+        body.append("ordered", false);
+        let doing = format!("insert of {} document(s) in {namespace}", chunk.len());
+        let reply = client.database(&group.database).run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
+        let mut rest = reply.clone();
+        if tolerate_existing {
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                let mut others = Vec::new();
+                for e in errors {
+                    match e.as_document() {
+                        Some(d) if d.get_i32("code").ok() == Some(DUPLICATE_KEY) => {
+                            if let Some(i) = d.get_i32("index").ok().and_then(|i| usize::try_from(i).ok()) {
+                                existing.push(start + i);
+                            }
+                        }
+                        _ => others.push(e.clone()),
+                    }
+                }
+                if others.is_empty() {
+                    rest.remove("writeErrors");
+                } else {
+                    rest.insert("writeErrors", others);
+                }
+            }
+        }
+        let ids: Vec<&Bson> = chunk.iter().map(|(id, _)| *id).collect();
+        check_write_reply(sink, &doing, &rest, &ids)?;
+    }
+    Ok(existing)
+}
+
+/// Bytes an `_id` takes in a command, for chunking.
+fn id_size(id: &Bson) -> usize {
+    match RawDocumentBuf::from_document(&doc! { "_id": id.clone() }) {
+        Ok(raw) => raw.as_bytes().len(),
+        Err(_) => 64,
+    }
+}

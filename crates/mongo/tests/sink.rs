@@ -1,0 +1,198 @@
+//! Behaviour of `MongoSink::apply` and friends against the real server: upsert/update/delete,
+//! collapse per key, composite keys, replay, checkpoints, chunking, refusals.
+
+mod common;
+
+use common::*;
+use mongodb::bson::{doc, Bson};
+use polyrepl_core::{Checkpoint, ColumnKind as K, Position, Sink, SnapshotProgress, TableId, Value};
+use std::sync::Arc;
+
+fn people(db: &str) -> Arc<polyrepl_core::TableSchema> {
+    table(db, "people", vec![column("id", K::BigInt), column("name", K::VarChar), column("age", K::Int)], vec![0])
+}
+
+fn person(id: i64, name: &str, age: i64) -> Vec<Value> {
+    vec![Value::Int(id), Value::String(name.into()), Value::Int(age)]
+}
+
+#[tokio::test]
+async fn upsert_then_update_then_delete() {
+    with_sink(|mut sink, db| async move {
+        let t = people(&db);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        sink.prepare(std::slice::from_ref(&t)).await.expect("prepare is idempotent");
+        let names = sink.client().database(&db).list_collection_names().await.unwrap();
+        assert!(names.contains(&"people".to_string()), "{names:?}");
+
+        sink.apply(&batch(vec![insert(&t, person(1, "ada", 36)), insert(&t, person(2, "bob", 40))], 1)).await.unwrap();
+        assert_eq!(document(&sink, &db, "people", 1).await.unwrap(), doc! { "_id": 1, "id": 1, "name": "ada", "age": 36 });
+        sink.apply(&batch(vec![upsert(&t, person(1, "ada lovelace", 37))], 2)).await.unwrap();
+        assert_eq!(document(&sink, &db, "people", 1).await.unwrap(), doc! { "_id": 1, "id": 1, "name": "ada lovelace", "age": 37 });
+        sink.apply(&batch(vec![delete(&t, vec![Value::Int(1)]), delete(&t, vec![Value::Int(99)])], 3)).await.unwrap();
+        assert_eq!(document(&sink, &db, "people", 1).await, None);
+        let rows = sink.read_rows(&t, &[vec![Value::Int(1)], vec![Value::Int(2)]]).await.unwrap();
+        assert_eq!(rows, vec![None, Some(person(2, "bob", 40))]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn several_changes_to_one_key_collapse_to_the_last() {
+    with_sink(|mut sink, db| async move {
+        let t = people(&db);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        sink.apply(&batch(vec![insert(&t, person(3, "was here", 1))], 1)).await.unwrap();
+        let changes = vec![
+            insert(&t, person(1, "v1", 1)),
+            upsert(&t, person(1, "v2", 2)),
+            insert(&t, person(2, "gone", 1)),
+            upsert(&t, person(1, "v3", 3)),
+            delete(&t, vec![Value::Int(2)]),
+            delete(&t, vec![Value::Int(3)]),
+            insert(&t, person(3, "back", 2)),
+        ];
+        sink.apply(&batch(changes, 2)).await.unwrap();
+        let docs = documents(&sink, &db, "people").await;
+        assert_eq!(
+            docs,
+            vec![
+                doc! { "_id": 1, "id": 1, "name": "v3", "age": 3 },
+                doc! { "_id": 3, "id": 3, "name": "back", "age": 2 },
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn composite_keys_become_sub_documents_in_key_order() {
+    with_sink(|mut sink, db| async move {
+        // Key order (region, id) differs from column order (id, region).
+        let t = table(&db, "orders", vec![column("id", K::Int), column("region", K::VarChar), column("total", K::Decimal { precision: 8, scale: 2 })], vec![1, 0]);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        let row = |id: i64, region: &str, total: &str| vec![Value::Int(id), Value::String(region.into()), Value::Decimal(total.into())];
+        sink.apply(&batch(vec![insert(&t, row(1, "eu", "10.50")), insert(&t, row(1, "us", "20.00")), insert(&t, row(2, "eu", "0.01"))], 1))
+            .await
+            .unwrap();
+        let stored = document(&sink, &db, "orders", doc! { "region": "eu", "id": 1 }).await.expect("composite _id");
+        assert_eq!(stored.get_document("_id").unwrap().keys().collect::<Vec<_>>(), vec!["region", "id"]);
+        assert_eq!(stored.get_str("region").unwrap(), "eu");
+        sink.apply(&batch(vec![delete(&t, vec![Value::String("us".into()), Value::Int(1)])], 2)).await.unwrap();
+        let keys = vec![
+            vec![Value::String("eu".into()), Value::Int(1)],
+            vec![Value::String("us".into()), Value::Int(1)],
+            vec![Value::String("eu".into()), Value::Int(2)],
+        ];
+        let rows = sink.read_rows(&t, &keys).await.unwrap();
+        assert_eq!(rows, vec![Some(row(1, "eu", "10.50")), None, Some(row(2, "eu", "0.01"))]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replaying_a_batch_gives_the_same_result() {
+    with_sink(|mut sink, db| async move {
+        let t = people(&db);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        sink.apply(&batch(vec![insert(&t, person(5, "five", 5))], 1)).await.unwrap();
+        let b = batch(
+            vec![insert(&t, person(1, "one", 1)), upsert(&t, person(2, "two", 2)), delete(&t, vec![Value::Int(5)]), upsert(&t, person(1, "uno", 11))],
+            2,
+        );
+        sink.apply(&b).await.unwrap();
+        let once = documents(&sink, &db, "people").await;
+        sink.apply(&b).await.unwrap();
+        assert_eq!(documents(&sink, &db, "people").await, once);
+        assert_eq!(once.len(), 2);
+        let pipeline = sink.pipeline().to_string();
+        assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(b.checkpoint.clone()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn checkpoint_is_stored_after_the_data_and_loads_back() {
+    with_sink(|mut sink, db| async move {
+        let pipeline = sink.pipeline().to_string();
+        assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), None, "nothing stored yet");
+        let t = people(&db);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        let snapshotting = Checkpoint {
+            position: Position { file: "binlog.000042".into(), offset: 1234, gtid: Some("0-1-77".into()) },
+            snapshot: Some(SnapshotProgress {
+                done: vec![TableId::new(&db, "done_table")],
+                current: Some((t.id.clone(), vec![Value::Int(7)])),
+            }),
+        };
+        let b = polyrepl_core::Batch { changes: vec![insert(&t, person(7, "seven", 7))], checkpoint: snapshotting.clone() };
+        sink.apply(&b).await.unwrap();
+        assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(snapshotting.clone()));
+        let stored = sink
+            .client()
+            .database("polyrepl")
+            .collection::<mongodb::bson::Document>("_polyrepl_checkpoints")
+            .find_one(doc! { "_id": &pipeline })
+            .await
+            .unwrap()
+            .expect("checkpoint document");
+        assert_eq!(stored.get_str("position").unwrap(), "binlog.000042:1234");
+        assert!(matches!(stored.get("updated"), Some(Bson::DateTime(_))));
+        assert_eq!(Checkpoint::from_json(stored.get_str("checkpoint").unwrap()).unwrap(), snapshotting);
+
+        // An empty batch still moves the checkpoint forward.
+        sink.apply(&batch(vec![], 5000)).await.unwrap();
+        assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap().unwrap().position, position(5000));
+        assert_eq!(sink.load_checkpoint("no-such-pipeline-xyz").await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn batches_are_split_into_bounded_commands() {
+    with_sink(|mut sink, db| async move {
+        let full = sink.write_limits();
+        assert_eq!(full.max_ops, 100_000);
+        assert!(full.max_command_bytes <= 16 * 1024 * 1024 && full.max_command_bytes > 16 * 1024 * 1024 - 64 * 1024);
+        // Small bounds force many commands (real 16 MiB chunks are too slow for a FerretDB test).
+        sink.limit_commands(7, 20 * 1024);
+        let t = table(&db, "blobs", vec![column("id", K::Int), column("payload", K::Blob)], vec![0]);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        let payload = |i: i64| Value::Bytes(vec![(i % 251) as u8; 4096]);
+        let mut changes: Vec<_> = (0..60).map(|i| insert(&t, vec![Value::Int(i), payload(i)])).collect();
+        changes.extend((0..20).map(|i| delete(&t, vec![Value::Int(i * 3)])));
+        sink.apply(&batch(changes, 1)).await.unwrap();
+        let count = sink.client().database(&db).collection::<mongodb::bson::Document>("blobs").count_documents(doc! {}).await.unwrap();
+        assert_eq!(count, 40);
+        let back = sink.read_rows(&t, &[vec![Value::Int(59)], vec![Value::Int(57)]]).await.unwrap();
+        assert_eq!(back, vec![Some(vec![Value::Int(59), payload(59)]), None]);
+
+        // A row larger than one command is refused by name, definitely.
+        let huge = insert(&t, vec![Value::Int(1000), Value::Bytes(vec![1; 64 * 1024])]);
+        let err = sink.apply(&batch(vec![huge], 2)).await.unwrap_err();
+        assert!(!err.is_transient() && err.to_string().contains("_id 1000"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_changes_are_definite_errors_and_store_no_checkpoint() {
+    with_sink(|mut sink, db| async move {
+        let pipeline = sink.pipeline().to_string();
+        let no_key = table(&db, "nokey", vec![column("a", K::Int)], vec![]);
+        let err = sink.prepare(std::slice::from_ref(&no_key)).await.unwrap_err();
+        assert!(!err.is_transient() && err.to_string().contains("no primary key"), "{err}");
+
+        let t = people(&db);
+        let mut short = insert(&t, person(1, "x", 1));
+        short.after = Some(vec![Value::Int(1)]);
+        let err = sink.apply(&batch(vec![short], 9)).await.unwrap_err();
+        assert!(!err.is_transient() && err.to_string().contains("1 values"), "{err}");
+        assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), None);
+
+        let clash = table(&db, "clash", vec![column("k", K::Int), column("_id", K::Int)], vec![0]);
+        let err = sink.prepare(&[clash]).await.unwrap_err();
+        assert!(err.to_string().contains("_id"), "{err}");
+    })
+    .await;
+}
