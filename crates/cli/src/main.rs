@@ -1,6 +1,7 @@
 //! `polyrepl`: the one binary. Parses the command line and hands each command to its module.
 
 mod config;
+mod demo;
 mod http;
 mod run;
 mod stack_cmd;
@@ -32,6 +33,9 @@ enum Command {
     /// Replicate: start-up checks, an initial snapshot where a sink has none, then binlog streaming
     /// into every --sink, with checkpoints stored in each sink. Ctrl-C stops cleanly.
     Run(config::RunArgs),
+    /// The seed project's demo: stack up (if needed) + init + run into MongoDB + a writer inserting a
+    /// timestamp + UUID row every --interval, printing both sides and whether they match.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Stack(args) => stack_cmd::run(args).await,
             Command::Run(args) => run_command(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

@@ -274,7 +274,7 @@ fn progress_line(table: &str, rows: u64, estimate: u64, elapsed: Duration) -> St
     let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
     let total = estimate.max(rows);
     let eta = if rate > 0.0 { (total - rows) as f64 / rate } else { 0.0 };
-    let pct = if total > 0 { rows * 100 / total } else { 100 };
+    let pct = (rows * 100).checked_div(total).unwrap_or(100);
     format!("snapshot {table}: {rows}/{total} rows ({pct}%), {rate:.0} rows/s, ETA {eta:.0} s")
 }
 

@@ -1,0 +1,161 @@
+//! `polyrepl demo`: the seed project's scheduler, done properly. Brings the stack up (when it is not
+//! already answering), creates the demo schema, runs the pipeline into MongoDB, and every interval
+//! inserts a timestamp + UUID row into MySQL, then prints the latest rows of each side and whether the
+//! sink holds exactly what MySQL holds for them (read back through the sink's own mapping).
+
+use crate::config::RunConfig;
+use crate::run;
+use crate::stack_cmd::StackOpts;
+use anyhow::{Context, Result};
+use clap::Args;
+use mysql_async::prelude::Queryable;
+use polyrepl_core::metrics::Metrics;
+use polyrepl_core::{Row, TableId, TableSchema, Value};
+use polyrepl_stack::init::{DEMO_DATABASE, DEMO_TABLE};
+use polyrepl_stack::local::LocalBackend;
+use polyrepl_stack::{probe, Service};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Seconds between two writes.
+    #[arg(long, default_value_t = 5.0)]
+    interval: f64,
+    /// Stop after this many loops [default: run until Ctrl-C].
+    #[arg(long)]
+    loops: Option<u64>,
+    /// How many of the latest rows to print and verify on each side.
+    #[arg(long, default_value_t = 5)]
+    rows: usize,
+    /// Longest wait for a sink to show a write before the loop is reported as not verified.
+    #[arg(long, default_value_t = 10.0)]
+    verify_timeout: f64,
+    #[command(flatten)]
+    stack: StackOpts,
+}
+
+pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+    let mut stack = args.stack.config();
+    // The demo replicates into MongoDB: it needs these two services.
+    stack.services = vec![Service::Mysql, Service::Mongo];
+    let mut missing = Vec::new();
+    for &s in &stack.services {
+        if probe::version(&stack, s).await.is_err() {
+            missing.push(s);
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("starting the stack ({})", missing.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "));
+        let mut up = stack.clone();
+        up.services = missing;
+        LocalBackend::new(up).up(&|l| eprintln!("  {l}")).await?;
+    }
+    for line in polyrepl_stack::init::init(&stack).await? {
+        eprintln!("init: {line}");
+    }
+
+    let source = stack.mysql_connect_url().replacen("?", &format!("/{DEMO_DATABASE}?"), 1);
+    let mongo_url = format!("mongodb://127.0.0.1:{}", stack.mongo_port);
+    let cfg = RunConfig {
+        source: source.clone(),
+        tables: vec![format!("{DEMO_DATABASE}.{DEMO_TABLE}")],
+        exclude: vec![],
+        sinks: vec![mongo_url.clone()],
+        name: "demo".into(),
+        server_id: 4_200_001,
+        metrics_addr: None,
+        batch_changes: 5_000,
+        batch_delay_ms: 10,
+        chunk_rows: 5_000,
+        stop_at_end: false,
+    };
+    let prepared = run::prepare(&cfg).await?;
+    let table = prepared.tables.iter().find(|t| t.id == TableId::new(DEMO_DATABASE, DEMO_TABLE)).cloned().context("the demo table")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let mut pipeline = tokio::spawn(run::run(cfg, prepared, metrics, stop_rx));
+
+    let mut reader = run::open_sink(&mongo_url, "demo-verify").await?;
+    let mut mysql = mysql_async::Conn::from_url(&source).await.context("connecting to MySQL for the demo writer")?;
+    mysql.query_drop("SET time_zone = '+00:00'").await?;
+
+    let interval = Duration::from_secs_f64(args.interval.max(0.01));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u64;
+    let mut loop_no = 0u64;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut ctrl_c => { eprintln!("stopping…"); break; }
+            r = &mut pipeline => { r??; anyhow::bail!("the pipeline stopped"); }
+        }
+        loop_no += 1;
+        let now = chrono::Utc::now();
+        let ts = now.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+        let uuid = uuid::Uuid::new_v4().to_string();
+        mysql.exec_drop(format!("INSERT INTO {DEMO_TABLE} (ts, uuid) VALUES (?, ?)"), (ts.as_str(), uuid.as_str())).await?;
+        let written = Instant::now();
+
+        let source_rows = latest_rows(&mut mysql, &table, args.rows).await?;
+        let keys: Vec<Vec<Value>> = source_rows.iter().map(|r| polyrepl_core::Change::key_of(&table, r)).collect();
+        let deadline = written + Duration::from_secs_f64(args.verify_timeout);
+        let (sink_rows, lag) = loop {
+            let rows = reader.read_rows(&table, &keys).await?;
+            let same = rows.iter().zip(&source_rows).all(|(s, m)| s.as_ref() == Some(m));
+            if same || Instant::now() > deadline {
+                break (rows, same.then(|| written.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+
+        println!("--- LOOP: {} ---", now.format("%a %b %e %H:%M:%S %Y"));
+        println!("Data in mysql:");
+        for r in source_rows.iter().rev() {
+            println!("{}", show(r));
+        }
+        println!("Data in mongo:");
+        for r in sink_rows.iter().rev() {
+            println!("{}", r.as_ref().map(show).unwrap_or_else(|| "(missing)".into()));
+        }
+        match lag {
+            Some(l) => println!("verified: mongo ✔ (lag {:.2} s)", l.as_secs_f64()),
+            None => {
+                failures += 1;
+                println!("verified: mongo ✘ (not equal after {:.0} s)", args.verify_timeout);
+            }
+        }
+        if args.loops.is_some_and(|n| loop_no >= n) {
+            break;
+        }
+    }
+    let _ = stop_tx.send(true);
+    if !pipeline.is_finished() {
+        pipeline.await??;
+    }
+    eprintln!("demo stopped after {loop_no} loop(s), {failures} not verified; checkpoint written");
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The latest `n` rows of the demo table, newest first, decoded like the snapshot decodes them.
+async fn latest_rows(conn: &mut mysql_async::Conn, table: &TableSchema, n: usize) -> Result<Vec<Row>> {
+    let rows: Vec<mysql_async::Row> = conn.exec(format!("SELECT id, ts, uuid FROM {DEMO_TABLE} ORDER BY id DESC LIMIT {n}"), ()).await?;
+    rows.into_iter()
+        .map(|row| {
+            row.unwrap()
+                .into_iter()
+                .zip(&table.columns)
+                .map(|(v, c)| polyrepl_mysql::decode::from_protocol(c, v).map_err(|e| anyhow::anyhow!("{}: {e}", c.name)))
+                .collect::<Result<Row>>()
+        })
+        .collect()
+}
+
+/// `2025-11-29 12:00:00.123456  6f1c…` (every column but the key, as MySQL prints it).
+fn show(row: &Row) -> String {
+    row.iter().skip(1).map(|v| v.mysql_text().unwrap_or_else(|| "NULL".into())).collect::<Vec<_>>().join("  ")
+}

@@ -1,0 +1,30 @@
+//! `polyrepl demo --interval 1 --loops 5` on the suite's stack prints five loops, each verified.
+
+use std::process::Command;
+
+#[test]
+fn five_loops_each_verified() {
+    let out = Command::new(env!("CARGO_BIN_EXE_polyrepl"))
+        .args(["demo", "--interval", "1", "--loops", "5", "--log", "warn"])
+        .output()
+        .expect("run polyrepl demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("--- LOOP: ").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches("verified: mongo ✔").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches("Data in mysql:").count(), 5);
+    assert_eq!(stdout.matches("Data in mongo:").count(), 5);
+    // Each loop lists the same rows on both sides: the blocks between the headers are equal.
+    for block in stdout.split("--- LOOP: ").skip(1) {
+        let mysql = block.split("Data in mysql:\n").nth(1).unwrap().split("Data in mongo:\n").next().unwrap();
+        let mongo = block.split("Data in mongo:\n").nth(1).unwrap().split("verified:").next().unwrap();
+        assert_eq!(mysql, mongo, "{block}");
+        assert!(mysql.lines().count() >= 1);
+        for line in mysql.lines() {
+            let (ts, uuid) = line.split_once("  ").unwrap();
+            assert_eq!(ts.len(), "2025-11-29 12:00:00.123456".len(), "{line}");
+            assert_eq!(uuid.len(), 36, "{line}");
+        }
+    }
+}
