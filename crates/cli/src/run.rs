@@ -28,10 +28,13 @@ pub async fn open_sink(url: &str, pipeline_name: &str) -> Result<Box<dyn Sink>> 
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
         "mongodb" | "mongodb+srv" => Ok(Box::new(polyrepl_mongo::MongoSink::connect(url, pipeline_name).await?)),
-        "redis" | "rediss" | "cassandra" => bail!(
-            "the {scheme} sink is not available in this build yet (it is planned); use a mongodb:// sink"
-        ),
-        _ => bail!("'{}' is not a sink URL polyrepl knows: expected mongodb://HOST:PORT", redact(url)),
+        "redis" | "rediss" => Ok(Box::new(
+            polyrepl_redis::RedisSink::connect(url, pipeline_name, Default::default()).await?,
+        )),
+        "cassandra" => Ok(Box::new(
+            polyrepl_cassandra::CassandraSink::connect(url, pipeline_name, Default::default()).await?,
+        )),
+        _ => bail!("'{}' is not a sink URL polyrepl knows: expected mongodb://HOST:PORT, redis://HOST:PORT or cassandra://HOST:PORT", redact(url)),
     }
 }
 

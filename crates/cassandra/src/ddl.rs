@@ -1,0 +1,232 @@
+//! Keyspaces and tables: created from the source schema, widened when the source adds columns.
+//!
+//! Invariants:
+//! - `CREATE KEYSPACE/TABLE IF NOT EXISTS` only: an existing keyspace keeps its replication, an existing
+//!   table its data. Creation is idempotent and safe to race with another polyrepl.
+//! - What Cassandra holds is read from `system_schema.columns`, never assumed: a column the source has and
+//!   the table lacks is added (`ALTER TABLE … ADD`, one statement for all of them); a column whose CQL type
+//!   differs from the mapping, or a partition key other than the source's primary key, is a definite
+//!   error that says what to do — polyrepl never drops or retypes a column.
+//! - Columns the table has and the source lacks (a source `DROP COLUMN`) are left alone: they keep their
+//!   old values and are not written any more.
+//! - A schema (its column list) is checked against Cassandra once; later changes with the same column
+//!   list cost a comparison, not a query.
+
+use std::collections::{HashMap, HashSet};
+
+use polyrepl_core::{Column, SinkError, TableId, TableSchema};
+use scylla::client::session::Session;
+
+use crate::error::{classify, definite};
+use crate::mapping::cql_type;
+use crate::naming::{qualified, quote};
+
+/// A table as Cassandra describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableState {
+    /// Column name → CQL type as `system_schema.columns` reports it.
+    pub columns: HashMap<String, String>,
+    /// Partition key columns in order.
+    pub partition_key: Vec<String>,
+    /// Clustering columns in order (none in a table polyrepl creates).
+    pub clustering_key: Vec<String>,
+}
+
+/// What the sink knows of Cassandra's keyspaces and tables.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    keyspaces: HashSet<String>,
+    tables: HashMap<TableId, TableState>,
+    /// Column lists already checked against (and present in) the table.
+    verified: HashMap<TableId, Vec<Column>>,
+}
+
+impl Catalog {
+    /// Makes sure the keyspace and table exist and hold every column of `schema` with the mapped type.
+    pub async fn ensure(&mut self, session: &Session, sink: &str, replication: &str, schema: &TableSchema) -> Result<(), SinkError> {
+        if self.verified.get(&schema.id).is_some_and(|c| *c == schema.columns) {
+            return Ok(());
+        }
+        if !self.keyspaces.contains(&schema.id.database) {
+            create_keyspace(session, sink, &schema.id.database, replication).await?;
+            self.keyspaces.insert(schema.id.database.clone());
+        }
+        let mut state = read_table(session, sink, &schema.id).await?;
+        if state.is_none() {
+            run(session, sink, &create_table_cql(schema).map_err(|e| definite(sink, e))?, &format!("creating table {}", schema.id)).await?;
+            state = read_table(session, sink, &schema.id).await?;
+        }
+        let mut state = state.ok_or_else(|| definite(sink, format!("table {} is still absent after CREATE TABLE", schema.id)))?;
+        let missing = reconcile(&state, schema).map_err(|e| definite(sink, e))?;
+        if !missing.is_empty() {
+            let cql = add_columns_cql(schema, &missing).map_err(|e| definite(sink, e))?;
+            let names: Vec<&str> = missing.iter().map(|c| c.name.as_str()).collect();
+            tracing::info!(sink, table = %schema.id, columns = ?names, "adding columns the source table gained");
+            let added = run(session, sink, &cql, &format!("adding column(s) {names:?} to {}", schema.id)).await;
+            // Another writer may have added them meanwhile: what counts is the table afterwards.
+            state = read_table(session, sink, &schema.id).await?.unwrap_or(state);
+            let still_missing = reconcile(&state, schema).map_err(|e| definite(sink, e))?;
+            if !still_missing.is_empty() {
+                added?;
+                return Err(definite(sink, format!("table {}: columns {names:?} are still absent after ALTER TABLE", schema.id)));
+            }
+        }
+        self.tables.insert(schema.id.clone(), state);
+        self.verified.insert(schema.id.clone(), schema.columns.clone());
+        Ok(())
+    }
+
+    /// The table as Cassandra holds it, without creating anything; `None` when it does not exist.
+    pub async fn existing(&mut self, session: &Session, sink: &str, id: &TableId) -> Result<Option<&TableState>, SinkError> {
+        if !self.tables.contains_key(id) {
+            match read_table(session, sink, id).await? {
+                Some(state) => {
+                    self.tables.insert(id.clone(), state);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.tables.get(id))
+    }
+}
+
+/// Runs one schema statement (the driver waits for schema agreement afterwards).
+async fn run(session: &Session, sink: &str, cql: &str, doing: &str) -> Result<(), SinkError> {
+    session.query_unpaged(cql, &[]).await.map_err(|e| classify(sink, doing, &e))?;
+    Ok(())
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS`.
+pub async fn create_keyspace(session: &Session, sink: &str, keyspace: &str, replication: &str) -> Result<(), SinkError> {
+    let cql = format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {replication}", quote(keyspace));
+    run(session, sink, &cql, &format!("creating keyspace {keyspace}")).await
+}
+
+/// Reads a table's columns from `system_schema.columns`; `None` when it has none (absent).
+pub async fn read_table(session: &Session, sink: &str, id: &TableId) -> Result<Option<TableState>, SinkError> {
+    let doing = format!("reading the columns of {id} from system_schema");
+    let result = session
+        .query_unpaged(
+            "SELECT column_name, kind, position, type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (&id.database, &id.table),
+        )
+        .await
+        .map_err(|e| classify(sink, &doing, &e))?
+        .into_rows_result()
+        .map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+    let mut columns = HashMap::new();
+    let mut partition: Vec<(i32, String)> = Vec::new();
+    let mut clustering: Vec<(i32, String)> = Vec::new();
+    for row in result.rows::<(String, String, i32, String)>().map_err(|e| definite(sink, format!("{doing}: {e}")))? {
+        let (name, kind, position, cql_type) = row.map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+        if kind == "partition_key" {
+            partition.push((position, name.clone()));
+        } else if kind == "clustering" {
+            clustering.push((position, name.clone()));
+        }
+        columns.insert(name, cql_type);
+    }
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    partition.sort();
+    clustering.sort();
+    Ok(Some(TableState {
+        columns,
+        partition_key: partition.into_iter().map(|(_, n)| n).collect(),
+        clustering_key: clustering.into_iter().map(|(_, n)| n).collect(),
+    }))
+}
+
+/// Checks an existing table against the schema; returns the columns it lacks.
+pub fn reconcile<'a>(state: &TableState, schema: &'a TableSchema) -> Result<Vec<&'a Column>, String> {
+    let key: Vec<String> = schema.key_columns().map(|c| c.name.clone()).collect();
+    if state.partition_key != key || !state.clustering_key.is_empty() {
+        return Err(format!(
+            "table {} exists in Cassandra with partition key {:?} and clustering columns {:?}, but the source's primary key is {key:?}: \
+             drop the Cassandra table (polyrepl recreates it) or exclude the source table",
+            schema.id, state.partition_key, state.clustering_key
+        ));
+    }
+    let mut missing = Vec::new();
+    for column in &schema.columns {
+        let wanted = cql_type(column).map_err(|e| format!("{}: {e}", schema.id))?;
+        match state.columns.get(&column.name) {
+            None => missing.push(column),
+            Some(have) if have == wanted => {}
+            Some(have) => {
+                return Err(format!(
+                    "table {}: column '{}' is {have} in Cassandra, but polyrepl maps its source type ({:?}{}) to {wanted}: \
+                     the source column's type changed, or the table was created by hand — drop or fix the Cassandra table",
+                    schema.id,
+                    column.name,
+                    column.kind,
+                    if column.unsigned { " UNSIGNED" } else { "" }
+                ))
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// `CREATE TABLE IF NOT EXISTS "ks"."t" ("a" int, …, PRIMARY KEY (("a", …)))`.
+pub fn create_table_cql(schema: &TableSchema) -> Result<String, String> {
+    let mut parts = Vec::with_capacity(schema.columns.len() + 1);
+    for column in &schema.columns {
+        parts.push(format!("{} {}", quote(&column.name), cql_type(column)?));
+    }
+    let key: Vec<String> = schema.key_columns().map(|c| quote(&c.name)).collect();
+    parts.push(format!("PRIMARY KEY (({}))", key.join(", ")));
+    Ok(format!("CREATE TABLE IF NOT EXISTS {} ({})", qualified(schema), parts.join(", ")))
+}
+
+/// `ALTER TABLE "ks"."t" ADD ("c" int, …)`.
+pub fn add_columns_cql(schema: &TableSchema, columns: &[&Column]) -> Result<String, String> {
+    let mut parts = Vec::with_capacity(columns.len());
+    for column in columns {
+        parts.push(format!("{} {}", quote(&column.name), cql_type(column)?));
+    }
+    Ok(format!("ALTER TABLE {} ADD ({})", qualified(schema), parts.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyrepl_core::ColumnKind;
+
+    fn schema(columns: &[(&str, ColumnKind)], pk: Vec<usize>) -> TableSchema {
+        TableSchema {
+            id: TableId::new("db", "t"),
+            columns: columns.iter().map(|(n, k)| Column { name: n.to_string(), kind: k.clone(), unsigned: false, nullable: true }).collect(),
+            primary_key: pk,
+        }
+    }
+
+    #[test]
+    fn statements_quote_everything() {
+        let s = schema(&[("Id", ColumnKind::Int), ("we\"ird", ColumnKind::Text), ("k2", ColumnKind::Date)], vec![0, 2]);
+        assert_eq!(
+            create_table_cql(&s).unwrap(),
+            "CREATE TABLE IF NOT EXISTS \"db\".\"t\" (\"Id\" int, \"we\"\"ird\" text, \"k2\" date, PRIMARY KEY ((\"Id\", \"k2\")))"
+        );
+        assert_eq!(add_columns_cql(&s, &[&s.columns[1]]).unwrap(), "ALTER TABLE \"db\".\"t\" ADD (\"we\"\"ird\" text)");
+    }
+
+    #[test]
+    fn reconcile_finds_missing_and_refuses_mismatches() {
+        let s = schema(&[("id", ColumnKind::Int), ("v", ColumnKind::Text), ("w", ColumnKind::Double)], vec![0]);
+        let state = TableState {
+            columns: [("id", "int"), ("v", "text"), ("old", "blob")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            partition_key: vec!["id".into()],
+            clustering_key: vec![],
+        };
+        let missing = reconcile(&state, &s).unwrap();
+        assert_eq!(missing.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["w"]);
+        let mut wrong_type = state.clone();
+        wrong_type.columns.insert("v".into(), "int".into());
+        assert!(reconcile(&wrong_type, &s).unwrap_err().contains("column 'v' is int"));
+        let mut wrong_key = state;
+        wrong_key.partition_key = vec!["v".into()];
+        assert!(reconcile(&wrong_key, &s).unwrap_err().contains("partition key"));
+    }
+}

@@ -1,0 +1,30 @@
+//! Cassandra sink of polyrepl (Apache Cassandra 4/5, through the `scylla` driver, CQL v4).
+//!
+//! Layout in Cassandra: keyspace = source database (created with the configured replication,
+//! SimpleStrategy RF 1 by default), table = source table with the same column names (quoted identifiers)
+//! and `PRIMARY KEY ((source primary key…))`, one partition per row. The exact type mapping is documented
+//! in [`mapping`]. Every write carries `USING TIMESTAMP` derived from the change's binlog position, which
+//! is what makes replays and crash recovery converge ([`timestamp`]).
+//!
+//! Use: [`CassandraSink::connect`]`(url, pipeline, options)`, then the [`polyrepl_core::Sink`] methods.
+//!
+//! Modules, one job each: [`connection`] (URL, options, handshake probe, session), [`naming`] (what
+//! Cassandra can name), [`ddl`] (keyspaces, tables, added columns), [`mapping`] (values ⇄ CQL),
+//! [`timestamp`] (write timestamps from positions), [`plan`] (collapse a batch per key), [`write`]
+//! (prepared statements, concurrent execution), [`checkpoint`] (resume point), [`error`] (transient vs
+//! definite).
+
+pub mod checkpoint;
+pub mod connection;
+pub mod ddl;
+pub mod error;
+pub mod mapping;
+pub mod naming;
+pub mod plan;
+pub mod sink;
+pub mod timestamp;
+pub mod write;
+
+pub use connection::{CassandraOptions, Replication};
+pub use mapping::{MappingCounts, MappingStats};
+pub use sink::CassandraSink;

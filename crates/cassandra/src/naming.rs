@@ -1,0 +1,74 @@
+//! Where a row lives in Cassandra, and which source tables Cassandra can name.
+//!
+//! Layout: keyspace = source database, table = source table, same column names (always written as quoted
+//! identifiers, so case and any character survive), `PRIMARY KEY ((pk columns…))`: the whole source key
+//! is the partition key, so one row = one partition.
+//!
+//! Invariants:
+//! - Keyspace and table names must be 1–48 characters of `[A-Za-z0-9_]` (Cassandra's rule); other names
+//!   are refused with a definite error that says so, never mangled into a name that could collide.
+//! - A table without a primary key is refused: a row could not be addressed idempotently.
+
+use polyrepl_core::TableSchema;
+
+use crate::mapping::cql_type;
+
+/// Longest keyspace or table name Cassandra accepts.
+const MAX_NAME: usize = 48;
+
+/// A CQL quoted identifier: `"name"` with inner quotes doubled.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"keyspace"."table"` of a source table.
+pub fn qualified(table: &TableSchema) -> String {
+    format!("{}.{}", quote(&table.id.database), quote(&table.id.table))
+}
+
+/// Checks that Cassandra can hold `table`: names, a primary key, and a mapping for every column.
+pub fn check_table(table: &TableSchema) -> Result<(), String> {
+    for (what, name) in [("keyspace (source database)", &table.id.database), ("table", &table.id.table)] {
+        if name.is_empty() || name.len() > MAX_NAME || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "{}: Cassandra cannot name a {what} '{name}': only 1–{MAX_NAME} letters, digits and underscores are allowed \
+                 (exclude this table, or rename it in the source)",
+                table.id
+            ));
+        }
+    }
+    if table.primary_key.is_empty() {
+        return Err(format!("{}: the table has no primary key, so its rows cannot be addressed in Cassandra: add one in the source or exclude the table", table.id));
+    }
+    if let Some(&i) = table.primary_key.iter().find(|&&i| i >= table.columns.len()) {
+        return Err(format!("{}: primary key column index {i} is outside the table's {} columns", table.id, table.columns.len()));
+    }
+    for column in &table.columns {
+        cql_type(column).map_err(|e| format!("{}: {e} — exclude the table", table.id))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyrepl_core::{Column, ColumnKind, TableId};
+
+    fn table(db: &str, name: &str, pk: Vec<usize>) -> TableSchema {
+        TableSchema {
+            id: TableId::new(db, name),
+            columns: vec![Column { name: "id".into(), kind: ColumnKind::Int, unsigned: false, nullable: false }],
+            primary_key: pk,
+        }
+    }
+
+    #[test]
+    fn names_are_quoted_and_checked() {
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+        assert_eq!(qualified(&table("Shop", "orders", vec![0])), "\"Shop\".\"orders\"");
+        assert!(check_table(&table("shop", "orders", vec![0])).is_ok());
+        assert!(check_table(&table("shop-1", "orders", vec![0])).unwrap_err().contains("shop-1"));
+        assert!(check_table(&table("shop", "orders", vec![])).unwrap_err().contains("no primary key"));
+        assert!(check_table(&table(&"x".repeat(49), "t", vec![0])).is_err());
+    }
+}

@@ -1,0 +1,203 @@
+//! [`CassandraSink`]: the [`Sink`] implementation tying connection, tables, mapping, planning, writing
+//! and checkpoints together.
+//!
+//! Invariants:
+//! - `apply` makes sure every table of the batch exists with every column of the change's schema
+//!   (created or widened as needed), then writes the data, then the checkpoint
+//!   ([`crate::checkpoint`]); a failure at any step returns an error without storing the checkpoint,
+//!   so the pipeline retries the whole batch, which is harmless ([`crate::timestamp`]).
+//! - `read_rows` decodes with the same mapping that wrote, so a row read back equals the source row (up
+//!   to the documented exceptions of [`crate::mapping`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use scylla::client::session::Session;
+use scylla::value::{CqlValue, Row as CqlRow};
+
+use crate::checkpoint::{self, now_micros};
+use crate::connection::{connect, CassandraOptions};
+use crate::ddl::Catalog;
+use crate::error::{classify, definite};
+use crate::mapping::{from_cql, MappingCounts, MappingStats};
+use crate::naming::check_table;
+use crate::plan::{plan, WriteKind};
+use crate::write::{delete_cql, execute_all, insert_cql, key_values, row_values, select_cql, Bound, Statements};
+
+/// A Cassandra sink: one keyspace per source database, one table per source table, one partition per
+/// row keyed by the source primary key, every write timestamped by its source position.
+pub struct CassandraSink {
+    session: Session,
+    name: String,
+    pipeline: String,
+    options: CassandraOptions,
+    replication: String,
+    stats: Arc<MappingStats>,
+    catalog: Catalog,
+    statements: Statements,
+    checkpoint_table_ready: bool,
+    last_checkpoint_timestamp: i64,
+}
+
+impl CassandraSink {
+    /// Connects to `url` (`cassandra://[user:password@]host:port[/ignored]`) for the pipeline named
+    /// `pipeline`, whose checkpoint `apply` stores. Fails transiently (and quickly) when nothing answers
+    /// at the address, definitely when the URL is invalid or the server is not Cassandra.
+    pub async fn connect(url: &str, pipeline: &str, options: CassandraOptions) -> Result<CassandraSink, SinkError> {
+        let (session, name) = connect(url, &options).await?;
+        Ok(CassandraSink {
+            session,
+            name,
+            pipeline: pipeline.to_string(),
+            replication: options.replication.cql(),
+            options,
+            stats: Arc::new(MappingStats::default()),
+            catalog: Catalog::default(),
+            statements: Statements::default(),
+            checkpoint_table_ready: false,
+            last_checkpoint_timestamp: 0,
+        })
+    }
+
+    /// The pipeline name checkpoints are stored under.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The driver session, e.g. for `stack init` or tests.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &CassandraOptions {
+        &self.options
+    }
+
+    /// Counts of values stored in a fallback form so far (zero dates).
+    pub fn mapping_counts(&self) -> MappingCounts {
+        self.stats.snapshot()
+    }
+
+    /// The live counters behind [`CassandraSink::mapping_counts`], e.g. for a metrics exporter.
+    pub fn mapping_stats(&self) -> Arc<MappingStats> {
+        self.stats.clone()
+    }
+
+    async fn ensure_checkpoint_table(&mut self) -> Result<(), SinkError> {
+        if !self.checkpoint_table_ready {
+            checkpoint::ensure(&self.session, &self.name, &self.replication).await?;
+            self.checkpoint_table_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the table holds every column of `table`'s schema.
+    async fn ensure_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        self.catalog.ensure(&self.session, &self.name, &self.replication, table).await
+    }
+}
+
+#[async_trait]
+impl Sink for CassandraSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        for table in tables {
+            check_table(table).map_err(|m| definite(&self.name, m))?;
+        }
+        self.ensure_checkpoint_table().await?;
+        for table in tables {
+            self.ensure_table(table).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let writes = plan(batch).map_err(|m| definite(&self.name, m))?;
+        // Every schema of the batch (compared by pointer first, then by column list in the catalog).
+        let mut seen: HashSet<usize> = HashSet::new();
+        for change in &batch.changes {
+            if seen.insert(Arc::as_ptr(&change.table) as usize) {
+                self.ensure_table(&change.table).await?;
+            }
+        }
+        let mut bound = Vec::with_capacity(writes.len());
+        for write in &writes {
+            let table = &*write.table;
+            let key = key_values(table, &write.key, &self.stats).map_err(|m| definite(&self.name, m))?;
+            let (cql, values, what) = match &write.kind {
+                WriteKind::Upsert(row) => {
+                    let mut values = row_values(table, row, &self.stats).map_err(|m| definite(&self.name, m))?;
+                    values.push(Some(CqlValue::BigInt(write.timestamp)));
+                    (insert_cql(table), values, "writing")
+                }
+                WriteKind::Delete => {
+                    let mut values = vec![Some(CqlValue::BigInt(write.timestamp))];
+                    values.extend(key.into_iter().map(Some));
+                    (delete_cql(table), values, "deleting")
+                }
+            };
+            let statement = self.statements.get(&self.session, &self.name, &cql).await?;
+            bound.push(Bound { what: format!("{what} key {:?} of {}", write.key, table.id), statement, values });
+        }
+        execute_all(&self.session, &self.name, bound, self.options.max_in_flight).await?;
+        self.ensure_checkpoint_table().await?;
+        let timestamp = now_micros().max(self.last_checkpoint_timestamp + 1);
+        let statement = self.statements.get(&self.session, &self.name, &checkpoint::store_cql()).await?;
+        checkpoint::store(&self.session, &self.name, &statement, &self.pipeline, &batch.checkpoint, timestamp).await?;
+        self.last_checkpoint_timestamp = timestamp;
+        Ok(())
+    }
+
+    async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+        checkpoint::load(&self.session, &self.name, pipeline).await
+    }
+
+    async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        let Some(state) = self.catalog.existing(&self.session, &self.name, &table.id).await? else {
+            return Ok(vec![None; keys.len()]);
+        };
+        // Columns the table has; a schema column it lacks (not added yet) reads as NULL.
+        let present: Vec<usize> = (0..table.columns.len()).filter(|&i| state.columns.contains_key(&table.columns[i].name)).collect();
+        let names: Vec<&str> = present.iter().map(|&i| table.columns[i].name.as_str()).collect();
+        let statement = self.statements.get(&self.session, &self.name, &select_cql(table, &names)).await?;
+        let bound = keys
+            .iter()
+            .map(|key| key_values(table, key, &self.stats).map_err(|m| definite(&self.name, m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (session, name) = (&self.session, self.name.as_str());
+        let results: Vec<Option<CqlRow>> = stream::iter(bound)
+            .map(|values| {
+                let statement = &statement;
+                async move {
+                    let doing = format!("reading a row of {}", table.id);
+                    let result = session.execute_unpaged(statement, &values).await.map_err(|e| classify(name, &doing, &e))?;
+                    let rows = result.into_rows_result().map_err(|e| definite(name, format!("{doing}: {e}")))?;
+                    rows.maybe_first_row::<CqlRow>().map_err(|e| definite(name, format!("{doing}: {e}")))
+                }
+            })
+            .buffered(self.options.max_in_flight.max(1))
+            .try_collect()
+            .await?;
+        Ok(results
+            .into_iter()
+            .map(|found| {
+                found.map(|cql_row| {
+                    let mut row = vec![Value::Null; table.columns.len()];
+                    for (&i, cell) in present.iter().zip(cql_row.columns) {
+                        row[i] = from_cql(&table.columns[i], cell);
+                    }
+                    row
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,42 @@
+//! Redis sink of polyrepl: one HASH per row, each batch in one MULTI/EXEC with its checkpoint, an
+//! optional TTL and an optional per-table change stream.
+//!
+//! Layout in Redis:
+//! - row `[prefix]DB:TABLE:PK` → HASH, one field per non-NULL column named like the column; a NULL column
+//!   is an absent field. PK is the key value's MySQL text, composite keys joined by `:` (details and
+//!   escaping in [`naming`]). The exact type mapping is in [`mapping`].
+//! - checkpoint `polyrepl:checkpoint:<pipeline>` → STRING, the checkpoint JSON ([`checkpoint`]).
+//! - change stream `polyrepl:stream:DB:TABLE` → STREAM, when enabled ([`stream`] documents the entries).
+//!
+//! Writes: an insert or update is `DEL` + `HSET` of the whole row (so fields of columns that became NULL
+//! vanish), a delete is `DEL`; several changes to one key in a batch collapse to the last ([`plan`]). The
+//! batch's writes and its checkpoint go in one MULTI/EXEC, so they land together or not at all; huge
+//! batches are split into several transactions, the checkpoint in the last ([`write`](mod@write)).
+//!
+//! Use: [`RedisSink::connect`]`(url, pipeline, `[`RedisOptions`]`)`, then the [`polyrepl_core::Sink`] methods.
+//! Options can also be given in the URL: `redis://127.0.0.1:6379/0?prefix=app:&ttl=60&stream=10000`
+//! ([`options`]).
+//!
+//! Not supported yet, refused at `connect` with a message saying so:
+//! - Redis Cluster (`redis+cluster://…` URLs, or a server with `cluster_enabled:1`): a batch's MULTI/EXEC
+//!   spans keys in many hash slots, which a cluster refuses (CROSSSLOT).
+//! - TLS (`rediss://`): the redis crate is built without a TLS backend.
+//!
+//! Modules, one job each: [`connection`] (URL, probe, handshake), [`options`] (what to write besides
+//! rows), [`naming`] (where a row lives), [`mapping`] (values ⇄ field bytes), [`plan`] (collapse a batch
+//! per key), [`stream`] (change-stream entries), [`write`](mod@write) (MULTI/EXEC chunks), [`checkpoint`] (resume
+//! point), [`error`] (transient vs definite).
+
+pub mod checkpoint;
+pub mod connection;
+pub mod error;
+pub mod mapping;
+pub mod naming;
+pub mod options;
+pub mod plan;
+pub mod sink;
+pub mod stream;
+pub mod write;
+
+pub use options::RedisOptions;
+pub use sink::RedisSink;

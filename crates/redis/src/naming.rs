@@ -1,0 +1,135 @@
+//! Where things live in Redis: row hashes, the checkpoint and the change streams.
+//!
+//! - Row: `[prefix]DB:TABLE:PK`, a HASH with one field per non-NULL column, named like the column.
+//!   PK is the key value's text ([`Value::mysql_text`]; BINARY/VARBINARY/BLOB key values as their raw
+//!   bytes — Redis keys are binary-safe). A composite key joins its values' texts with `:` in key order,
+//!   each value escaped (`\` → `\\`, `:` → `\:`) so that two different keys can never give the same
+//!   Redis key (`("a:b","c")` is `a\:b:c`, `("a","b:c")` is `a:b\:c`). A single-column key is never
+//!   escaped: `shop:orders:2025-01-01 12:00:00` is what it looks like.
+//! - Checkpoint: `polyrepl:checkpoint:<pipeline>` (a STRING holding the checkpoint JSON).
+//! - Change stream (optional): `polyrepl:stream:DB:TABLE`.
+//!
+//! Invariants:
+//! - The same key always gives the same bytes: writes, deletes and `read_rows` agree.
+//! - Database and table names containing `:` are refused (they would make keys of different tables
+//!   collide); so are tables without a primary key (rows could not be addressed).
+//! - The prefix applies to row keys only; checkpoint and stream keys are fixed so that tools find them.
+
+use polyrepl_core::{ColumnKind, TableSchema, Value};
+
+/// Prefix of every checkpoint key.
+pub const CHECKPOINT_KEY_PREFIX: &str = "polyrepl:checkpoint:";
+/// Prefix of every change-stream key.
+pub const STREAM_KEY_PREFIX: &str = "polyrepl:stream:";
+
+/// Why a table cannot be stored in Redis, if it cannot.
+pub fn check_table(table: &TableSchema) -> Result<(), String> {
+    for (what, name) in [("database", &table.id.database), ("table", &table.id.table)] {
+        if name.is_empty() || name.contains(':') {
+            return Err(format!(
+                "{what} name '{name}' of {} cannot be part of a Redis key: it is empty or contains ':', the key separator",
+                table.id
+            ));
+        }
+    }
+    if table.primary_key.is_empty() {
+        return Err(format!("table {} has no primary key: its rows could not be addressed by a Redis key", table.id));
+    }
+    if table.primary_key.iter().any(|&i| i >= table.columns.len()) {
+        return Err(format!("table {}: the primary key refers to a column that does not exist", table.id));
+    }
+    if let Some(c) = table.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
+        let ColumnKind::Unsupported(t) = &c.kind else { unreachable!() };
+        return Err(format!("column '{}' of {} has type {t}, which polyrepl does not replicate", c.name, table.id));
+    }
+    Ok(())
+}
+
+/// The Redis key of the row with primary key `key` (values in key order).
+pub fn row_key(prefix: Option<&str>, table: &TableSchema, key: &[Value]) -> Result<Vec<u8>, String> {
+    if key.len() != table.primary_key.len() {
+        return Err(format!(
+            "table {}: a change carries {} key value(s) for a {}-column primary key",
+            table.id,
+            key.len(),
+            table.primary_key.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(64);
+    if let Some(p) = prefix {
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.extend_from_slice(table.id.database.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(table.id.table.as_bytes());
+    let composite = key.len() > 1;
+    for value in key {
+        out.push(b':');
+        let text = key_text(value).ok_or_else(|| format!("table {}: a primary-key value is NULL", table.id))?;
+        if composite {
+            for &b in &text {
+                if b == b':' || b == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(b);
+            }
+        } else {
+            out.extend_from_slice(&text);
+        }
+    }
+    Ok(out)
+}
+
+/// A key value's bytes in a Redis key: raw bytes for binary values, MySQL's text otherwise.
+fn key_text(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::Bytes(b) => Some(b.clone()),
+        v => v.mysql_text().map(String::into_bytes),
+    }
+}
+
+/// The checkpoint key of `pipeline`.
+pub fn checkpoint_key(pipeline: &str) -> String {
+    format!("{CHECKPOINT_KEY_PREFIX}{pipeline}")
+}
+
+/// The change-stream key of `table`.
+pub fn stream_key(table: &TableSchema) -> String {
+    format!("{STREAM_KEY_PREFIX}{}:{}", table.id.database, table.id.table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyrepl_core::{Column, TableId};
+
+    fn table(pk: Vec<usize>) -> TableSchema {
+        let col = |n: &str| Column { name: n.into(), kind: ColumnKind::VarChar, unsigned: false, nullable: false };
+        TableSchema { id: TableId::new("shop", "orders"), columns: vec![col("a"), col("b")], primary_key: pk }
+    }
+
+    #[test]
+    fn single_keys_are_verbatim_and_composite_keys_unambiguous() {
+        let t1 = table(vec![0]);
+        assert_eq!(row_key(None, &t1, &[Value::String("x:y".into())]).unwrap(), b"shop:orders:x:y");
+        assert_eq!(row_key(Some("p:"), &t1, &[Value::Int(-7)]).unwrap(), b"p:shop:orders:-7");
+        assert_eq!(row_key(None, &t1, &[Value::Bytes(vec![0, 0xff])]).unwrap(), b"shop:orders:\x00\xff");
+        let t2 = table(vec![0, 1]);
+        let k1 = row_key(None, &t2, &[Value::String("a:b".into()), Value::String("c".into())]).unwrap();
+        let k2 = row_key(None, &t2, &[Value::String("a".into()), Value::String("b:c".into())]).unwrap();
+        assert_eq!(k1, b"shop:orders:a\\:b:c");
+        assert_eq!(k2, b"shop:orders:a:b\\:c");
+        assert_eq!(row_key(None, &t2, &[Value::UInt(1), Value::String("\\".into())]).unwrap(), b"shop:orders:1:\\\\");
+        assert!(row_key(None, &t2, &[Value::UInt(1)]).is_err());
+        assert!(row_key(None, &t1, &[Value::Null]).is_err());
+    }
+
+    #[test]
+    fn tables_that_cannot_be_keyed_are_refused() {
+        assert!(check_table(&table(vec![0])).is_ok());
+        assert!(check_table(&table(vec![])).is_err());
+        let mut t = table(vec![0]);
+        t.id.database = "a:b".into();
+        assert!(check_table(&t).is_err());
+    }
+}

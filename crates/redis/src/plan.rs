@@ -1,0 +1,211 @@
+//! Turning a batch into Redis writes: one write per row key (the last change wins), plus the stream
+//! entries, split into MULTI/EXEC-sized chunks.
+//!
+//! Invariants:
+//! - Changes to the same key (same Redis key bytes) collapse to the last one in batch order, so per-key
+//!   order is kept and the order of writes between different keys no longer matters.
+//! - An insert or update becomes `DEL key` + `HSET key <every non-NULL column>` (+ `PEXPIRE` with a TTL):
+//!   the hash is exactly the row image, so a column that became NULL or a stale field vanishes. A delete
+//!   becomes `DEL key`. Both are idempotent: replaying a batch has the effect of applying it once.
+//! - Stream entries are not collapsed: one per change, in batch order.
+//! - A malformed change (key of the wrong length or NULL, row of the wrong length, no row image) is an
+//!   error, never skipped.
+
+use std::collections::{HashMap, HashSet};
+
+use polyrepl_core::{Batch, Op, TableId};
+
+use crate::mapping::to_field;
+use crate::naming::{check_table, row_key, stream_key};
+use crate::stream::envelope;
+
+/// One write to one row key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowWrite {
+    /// Replace the hash at `key` by these fields (column name, field bytes); no fields means the row
+    /// is only deleted (cannot happen for a real row: its key columns are never NULL).
+    Upsert { key: Vec<u8>, fields: Vec<(String, Vec<u8>)> },
+    /// Remove the hash at `key`, if present.
+    Delete { key: Vec<u8> },
+}
+
+impl RowWrite {
+    /// The Redis key written.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            RowWrite::Upsert { key, .. } | RowWrite::Delete { key } => key,
+        }
+    }
+
+    /// Commands this write takes: DEL, HSET, PEXPIRE.
+    pub fn commands(&self, ttl: bool) -> usize {
+        match self {
+            RowWrite::Upsert { fields, .. } if !fields.is_empty() => 2 + usize::from(ttl),
+            _ => 1,
+        }
+    }
+
+    /// Payload bytes (key, field names and values), a bound for chunking.
+    pub fn bytes(&self) -> usize {
+        match self {
+            RowWrite::Upsert { key, fields } => 2 * key.len() + fields.iter().map(|(n, v)| n.len() + v.len() + 16).sum::<usize>(),
+            RowWrite::Delete { key } => key.len(),
+        }
+    }
+}
+
+/// One entry for a table's change stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub key: String,
+    pub event: String,
+}
+
+/// What one batch writes, before chunking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// One write per row key, in the order of each key's first change.
+    pub rows: Vec<RowWrite>,
+    /// Stream entries in batch order (empty without the stream option).
+    pub appends: Vec<StreamAppend>,
+}
+
+/// Collapses the batch's changes per key and builds the stream entries when `with_stream`.
+pub fn plan(batch: &Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan, String> {
+    let mut out = Plan::default();
+    let mut slot_of: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut checked: HashSet<TableId> = HashSet::new();
+    let snapshot = batch.checkpoint.snapshot.is_some();
+    for change in &batch.changes {
+        let table = &*change.table;
+        if checked.insert(table.id.clone()) {
+            check_table(table)?;
+        }
+        let key = row_key(prefix, table, &change.key)?;
+        let write = match (change.op, &change.after) {
+            (Op::Delete, _) => RowWrite::Delete { key },
+            (Op::Insert | Op::Update, Some(row)) => {
+                if row.len() != table.columns.len() {
+                    return Err(format!(
+                        "table {}: a {:?} change carries {} value(s) for {} column(s)",
+                        table.id,
+                        change.op,
+                        row.len(),
+                        table.columns.len()
+                    ));
+                }
+                let fields = table
+                    .columns
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(c, v)| to_field(v).map(|bytes| (c.name.clone(), bytes)))
+                    .collect();
+                RowWrite::Upsert { key, fields }
+            }
+            (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
+        };
+        match slot_of.get(write.key()) {
+            Some(&slot) => out.rows[slot] = write,
+            None => {
+                slot_of.insert(write.key().to_vec(), out.rows.len());
+                out.rows.push(write);
+            }
+        }
+        if with_stream {
+            out.appends.push(StreamAppend { key: stream_key(table), event: envelope(change, snapshot) });
+        }
+    }
+    Ok(out)
+}
+
+/// Splits items of the given (commands, bytes) sizes, in order, into consecutive ranges of at most
+/// `max_commands` commands and `max_bytes` bytes. An item larger than a bound gets a range of its own.
+pub fn chunk_ranges(sizes: &[(usize, usize)], max_commands: usize, max_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut commands, mut bytes) = (0, 0, 0);
+    for (i, &(c, b)) in sizes.iter().enumerate() {
+        if i > start && (commands + c > max_commands || bytes + b > max_bytes) {
+            ranges.push(start..i);
+            (start, commands, bytes) = (i, 0, 0);
+        }
+        commands += c;
+        bytes += b;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, TableSchema, Value};
+    use std::sync::Arc;
+
+    fn table() -> Arc<TableSchema> {
+        let col = |n: &str, kind| Column { name: n.into(), kind, unsigned: false, nullable: true };
+        Arc::new(TableSchema {
+            id: TableId::new("d", "t"),
+            columns: vec![col("id", ColumnKind::Int), col("v", ColumnKind::VarChar)],
+            primary_key: vec![0],
+        })
+    }
+
+    fn change(op: Op, id: i64, v: Option<&str>) -> Change {
+        let t = table();
+        Change {
+            position: Position::new("b.000001", 10),
+            seq: 0,
+            table: t,
+            op,
+            key: vec![Value::Int(id)],
+            after: (op != Op::Delete).then(|| vec![Value::Int(id), v.map_or(Value::Null, |s| Value::String(s.into()))]),
+            source_ts: 0,
+        }
+    }
+
+    #[test]
+    fn the_last_change_per_key_wins_and_nulls_are_left_out() {
+        let batch = Batch {
+            changes: vec![
+                change(Op::Insert, 1, Some("a")),
+                change(Op::Insert, 2, Some("b")),
+                change(Op::Update, 1, None),
+                change(Op::Delete, 2, None),
+            ],
+            checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
+        };
+        let p = plan(&batch, Some("x:"), true).unwrap();
+        assert_eq!(
+            p.rows,
+            vec![
+                RowWrite::Upsert { key: b"x:d:t:1".to_vec(), fields: vec![("id".into(), b"1".to_vec())] },
+                RowWrite::Delete { key: b"x:d:t:2".to_vec() },
+            ]
+        );
+        assert_eq!(p.appends.len(), 4);
+        assert!(p.appends.iter().all(|a| a.key == "polyrepl:stream:d:t"));
+        assert!(plan(&batch, None, false).unwrap().appends.is_empty());
+    }
+
+    #[test]
+    fn malformed_changes_are_errors() {
+        let mut bad = change(Op::Update, 1, Some("a"));
+        bad.after.as_mut().unwrap().pop();
+        let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
+        assert!(plan(&batch, None, false).unwrap_err().contains("1 value(s) for 2 column(s)"));
+        let mut bad = change(Op::Insert, 1, Some("a"));
+        bad.after = None;
+        let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
+        assert!(plan(&batch, None, false).is_err());
+    }
+
+    #[test]
+    fn chunks_respect_commands_and_bytes() {
+        assert_eq!(chunk_ranges(&[(2, 1), (2, 1), (2, 1)], 4, 100), vec![0..2, 2..3]);
+        assert_eq!(chunk_ranges(&[(1, 60), (1, 60), (1, 30)], 10, 100), vec![0..1, 1..3]);
+        assert_eq!(chunk_ranges(&[(1, 500), (1, 1)], 10, 100), vec![0..1, 1..2]);
+        assert!(chunk_ranges(&[], 10, 100).is_empty());
+    }
+}

@@ -1,0 +1,153 @@
+//! [`RedisSink`]: the [`Sink`] implementation tying connection, mapping, planning, writing and
+//! checkpoints together.
+//!
+//! Invariants:
+//! - `apply` sends the batch's row writes, stream entries and checkpoint in one MULTI/EXEC (several, in
+//!   order, for a batch beyond the chunk bounds; the checkpoint in the last): see [`crate::write`]. Any
+//!   failure returns an error, and the checkpoint is then the previous one, so the pipeline retries the
+//!   whole batch.
+//! - `read_rows` decodes with the same mapping that wrote, so a row read back equals the source row
+//!   (see [`crate::mapping`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use redis::aio::ConnectionManager;
+
+use crate::checkpoint;
+use crate::connection::connect;
+use crate::error::{classify, definite};
+use crate::mapping::from_field;
+use crate::naming::{check_table, row_key, stream_key};
+use crate::options::{check, split_url_options, RedisOptions};
+use crate::plan::plan;
+use crate::write::{send, transactions};
+
+/// Keys per pipelined round trip in `read_rows`.
+const READ_CHUNK: usize = 1000;
+
+/// A Redis sink: one HASH per row at `[prefix]DB:TABLE:PK`, the checkpoint at
+/// `polyrepl:checkpoint:<pipeline>`, written together in MULTI/EXEC.
+pub struct RedisSink {
+    conn: ConnectionManager,
+    name: String,
+    pipeline: String,
+    options: RedisOptions,
+}
+
+impl RedisSink {
+    /// Connects to `url` (`redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=…&ttl=…&stream=…]`) for the
+    /// pipeline named `pipeline`, whose checkpoint `apply` stores. Options in the URL override `options`
+    /// (see [`crate::options`]). Fails transiently when nothing answers at the address, definitely when
+    /// the URL or an option is invalid, the server is not Redis, runs in cluster mode, or refuses the
+    /// credentials.
+    pub async fn connect(url: &str, pipeline: &str, options: RedisOptions) -> Result<RedisSink, SinkError> {
+        let name = crate::connection::sink_name(url);
+        let (url, options) = split_url_options(url, options).map_err(|m| definite(&name, m))?;
+        check(&options).map_err(|m| definite(&name, m))?;
+        if pipeline.is_empty() {
+            return Err(definite(&name, "the pipeline name is empty: it names the checkpoint key polyrepl:checkpoint:<pipeline>"));
+        }
+        let (conn, name) = connect(&url, &options).await?;
+        Ok(RedisSink { conn, name, pipeline: pipeline.to_string(), options })
+    }
+
+    /// The pipeline name checkpoints are stored under.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The options in effect (code defaults with the URL's options applied).
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// The Redis key of the row of `table` with primary key `key`.
+    pub fn row_key(&self, table: &TableSchema, key: &[Value]) -> Result<Vec<u8>, SinkError> {
+        row_key(self.options.key_prefix.as_deref(), table, key).map_err(|m| definite(&self.name, m))
+    }
+
+    /// The connection (a cheap clone of a shared, auto-reconnecting one), e.g. for tools and tests.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+#[async_trait]
+impl Sink for RedisSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks that every table can be keyed, and that no stream key holds a value of another type.
+    /// Redis needs nothing created.
+    async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        for table in tables {
+            check_table(table).map_err(|m| definite(&self.name, m))?;
+            if self.options.stream.is_some() {
+                let key = stream_key(table);
+                let kind: String = redis::cmd("TYPE")
+                    .arg(&key)
+                    .query_async(&mut self.conn)
+                    .await
+                    .map_err(|e| classify(&self.name, &format!("checking the stream key {key}"), &e))?;
+                if kind != "none" && kind != "stream" {
+                    return Err(definite(
+                        &self.name,
+                        format!("the change-stream key {key} of {} holds a {kind}, not a stream: delete or rename it", table.id),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let planned = plan(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some()).map_err(|m| definite(&self.name, m))?;
+        let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
+        let what = format!(
+            "{} row key(s){} and the checkpoint {} of pipeline '{}'",
+            planned.rows.len(),
+            if planned.appends.is_empty() { String::new() } else { format!(", {} stream entries", planned.appends.len()) },
+            batch.checkpoint.position,
+            self.pipeline
+        );
+        send(&mut self.conn, &self.name, &txs, &what).await
+    }
+
+    async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+        checkpoint::load(&mut self.conn, &self.name, pipeline).await
+    }
+
+    async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        let redis_keys = keys.iter().map(|k| self.row_key(table, k)).collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Vec::with_capacity(keys.len());
+        for chunk in redis_keys.chunks(READ_CHUNK) {
+            let mut p = redis::pipe();
+            for key in chunk {
+                p.cmd("HGETALL").arg(key);
+            }
+            let hashes: Vec<HashMap<Vec<u8>, Vec<u8>>> = p
+                .query_async(&mut self.conn)
+                .await
+                .map_err(|e| classify(&self.name, &format!("reading {} row(s) of {}", chunk.len(), table.id), &e))?;
+            rows.extend(hashes.into_iter().map(|hash| (!hash.is_empty()).then(|| row_of(table, &hash))));
+        }
+        Ok(rows)
+    }
+}
+
+/// Decodes a stored hash into a row in column order (a missing field reads as NULL).
+fn row_of(table: &TableSchema, hash: &HashMap<Vec<u8>, Vec<u8>>) -> Row {
+    table
+        .columns
+        .iter()
+        .map(|column| match hash.get(column.name.as_bytes()) {
+            Some(bytes) => from_field(column, bytes),
+            None => Value::Null,
+        })
+        .collect()
+}
