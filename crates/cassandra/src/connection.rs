@@ -239,7 +239,8 @@ pub async fn connect(url: &str, options: &CassandraOptions) -> Result<(Session, 
     let mut builder = SessionBuilder::new()
         .known_nodes(&reachable)
         .connection_timeout(options.connect_timeout)
-        .fetch_schema_metadata(false);
+        .fetch_schema_metadata(false)
+        .fetch_full_schema_metadata(false);
     if let Some((user, password)) = &endpoint.user {
         builder = builder.user(user, password);
     }

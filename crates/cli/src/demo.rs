@@ -1,7 +1,7 @@
 //! `polyrepl demo`: the seed project's scheduler, done properly. Brings the stack up (when it is not
-//! already answering), creates the demo schema, runs the pipeline into MongoDB, and every interval
-//! inserts a timestamp + UUID row into MySQL, then prints the latest rows of each side and whether the
-//! sink holds exactly what MySQL holds for them (read back through the sink's own mapping).
+//! already answering), creates the demo schema, runs one pipeline into MongoDB, Redis and Cassandra, and
+//! every interval inserts a timestamp + UUID row into MySQL, then prints the latest rows of each side and
+//! whether each sink holds exactly what MySQL holds for them (read back through that sink's own mapping).
 
 use crate::config::RunConfig;
 use crate::run;
@@ -32,14 +32,27 @@ pub struct DemoArgs {
     /// Longest wait for a sink to show a write before the loop is reported as not verified.
     #[arg(long, default_value_t = 10.0)]
     verify_timeout: f64,
+    /// Sinks to replicate into (comma-separated): mongo, redis, cassandra.
+    #[arg(long, value_delimiter = ',', default_value = "mongo,redis,cassandra", value_parser = ["mongo", "redis", "cassandra"])]
+    sinks: Vec<String>,
     #[command(flatten)]
     stack: StackOpts,
 }
 
+/// One sink of the demo: its short name, URL and service.
+fn demo_sinks(args: &DemoArgs, stack: &polyrepl_stack::StackConfig) -> Vec<(&'static str, String, Service)> {
+    let all = [
+        ("mongo", format!("mongodb://127.0.0.1:{}", stack.mongo_port), Service::Mongo),
+        ("redis", format!("redis://127.0.0.1:{}", stack.redis_port), Service::Redis),
+        ("cassandra", format!("cassandra://127.0.0.1:{}", stack.cassandra_port), Service::Cassandra),
+    ];
+    all.into_iter().filter(|(n, _, _)| args.sinks.iter().any(|s| s == n)).collect()
+}
+
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let mut stack = args.stack.config();
-    // The demo replicates into MongoDB: it needs these two services.
-    stack.services = vec![Service::Mysql, Service::Mongo];
+    let sinks = demo_sinks(&args, &stack);
+    stack.services = std::iter::once(Service::Mysql).chain(sinks.iter().map(|s| s.2)).collect();
     let mut missing = Vec::new();
     for &s in &stack.services {
         if probe::version(&stack, s).await.is_err() {
@@ -57,12 +70,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     }
 
     let source = stack.mysql_connect_url().replacen("?", &format!("/{DEMO_DATABASE}?"), 1);
-    let mongo_url = format!("mongodb://127.0.0.1:{}", stack.mongo_port);
     let cfg = RunConfig {
         source: source.clone(),
         tables: vec![format!("{DEMO_DATABASE}.{DEMO_TABLE}")],
         exclude: vec![],
-        sinks: vec![mongo_url.clone()],
+        sinks: sinks.iter().map(|s| s.1.clone()).collect(),
         name: "demo".into(),
         server_id: 4_200_001,
         metrics_addr: None,
@@ -77,7 +89,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::default());
     let mut pipeline = tokio::spawn(run::run(cfg, prepared, metrics, stop_rx));
 
-    let mut reader = run::open_sink(&mongo_url, "demo-verify").await?;
+    let mut readers = Vec::new();
+    for (name, url, _) in &sinks {
+        readers.push((*name, run::open_sink(url, "demo-verify").await?));
+    }
     let mut mysql = mysql_async::Conn::from_url(&source).await.context("connecting to MySQL for the demo writer")?;
     mysql.query_drop("SET time_zone = '+00:00'").await?;
 
@@ -104,29 +119,37 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         let source_rows = latest_rows(&mut mysql, &table, args.rows).await?;
         let keys: Vec<Vec<Value>> = source_rows.iter().map(|r| polyrepl_core::Change::key_of(&table, r)).collect();
         let deadline = written + Duration::from_secs_f64(args.verify_timeout);
-        let (sink_rows, lag) = loop {
-            let rows = reader.read_rows(&table, &keys).await?;
-            let same = rows.iter().zip(&source_rows).all(|(s, m)| s.as_ref() == Some(m));
-            if same || Instant::now() > deadline {
-                break (rows, same.then(|| written.elapsed()));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let mut sides = Vec::new();
+        for (name, reader) in readers.iter_mut() {
+            let (rows, lag) = loop {
+                let rows = reader.read_rows(&table, &keys).await?;
+                let same = rows.iter().zip(&source_rows).all(|(s, m)| s.as_ref() == Some(m));
+                if same || Instant::now() > deadline {
+                    break (rows, same.then(|| written.elapsed()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            sides.push((*name, rows, lag));
+        }
 
         println!("--- LOOP: {} ---", now.format("%a %b %e %H:%M:%S %Y"));
         println!("Data in mysql:");
         for r in source_rows.iter().rev() {
             println!("{}", show(r));
         }
-        println!("Data in mongo:");
-        for r in sink_rows.iter().rev() {
-            println!("{}", r.as_ref().map(show).unwrap_or_else(|| "(missing)".into()));
+        for (name, rows, _) in &sides {
+            println!("Data in {name}:");
+            for r in rows.iter().rev() {
+                println!("{}", r.as_ref().map(show).unwrap_or_else(|| "(missing)".into()));
+            }
         }
-        match lag {
-            Some(l) => println!("verified: mongo ✔ (lag {:.2} s)", l.as_secs_f64()),
-            None => {
-                failures += 1;
-                println!("verified: mongo ✘ (not equal after {:.0} s)", args.verify_timeout);
+        for (name, _, lag) in &sides {
+            match lag {
+                Some(l) => println!("verified: {name} ✔ (lag {:.2} s)", l.as_secs_f64()),
+                None => {
+                    failures += 1;
+                    println!("verified: {name} ✘ (not equal after {:.0} s)", args.verify_timeout);
+                }
             }
         }
         if args.loops.is_some_and(|n| loop_no >= n) {
@@ -137,7 +160,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     if !pipeline.is_finished() {
         pipeline.await??;
     }
-    eprintln!("demo stopped after {loop_no} loop(s), {failures} not verified; checkpoint written");
+    eprintln!("demo stopped after {loop_no} loop(s), {failures} sink check(s) not verified; checkpoints written");
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
