@@ -1,0 +1,439 @@
+//! Shared helpers of the end-to-end tests of `polyrepl run`: a randomly named source database (and the
+//! same-named MongoDB database) dropped at the end, the real binary as a child process, reading both
+//! sides back in full, and waiting on conditions with a timeout.
+//!
+//! Servers: MariaDB at 127.0.0.1:5600 (root, no password) and a MongoDB-wire server (FerretDB) at
+//! 127.0.0.1:1800, as `polyrepl stack up` starts them.
+#![allow(dead_code)]
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mysql_async::consts::ColumnType;
+use mysql_async::prelude::*;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const MYSQL: &str = "mysql://root@127.0.0.1:5600";
+pub const MONGO: &str = "mongodb://127.0.0.1:1800";
+
+/// `e2e_<tag>_<10 random hex digits>`: a name no other test (or run) uses.
+pub fn unique(tag: &str) -> String {
+    format!("e2e_{tag}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// A fresh source database and its MongoDB counterpart; both (and the checkpoints of the pipelines
+/// registered with [`TestDb::pipeline`]) are dropped when this is dropped, even after a failure.
+pub struct TestDb {
+    pub name: String,
+    pub mongo: mongodb::Client,
+    pipelines: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestDb {
+    pub async fn create(tag: &str) -> TestDb {
+        let name = unique(tag);
+        let mut conn = mysql_async::Conn::from_url(MYSQL).await.expect("connect to MariaDB at 127.0.0.1:5600");
+        conn.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4")).await.unwrap();
+        conn.disconnect().await.unwrap();
+        let mongo = mongodb::Client::with_uri_str(MONGO).await.expect("MongoDB client");
+        TestDb { name, mongo, pipelines: Default::default() }
+    }
+
+    /// A connection with this database selected, the session time zone UTC and strict mode
+    /// (zero dates allowed).
+    pub async fn conn(&self) -> mysql_async::Conn {
+        let mut conn = mysql_async::Conn::from_url(format!("{MYSQL}/{}", self.name)).await.unwrap();
+        conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES'").await.unwrap();
+        conn
+    }
+
+    /// Runs statements (`;`-separated) on a new connection.
+    pub async fn exec(&self, sql: &str) {
+        let mut conn = self.conn().await;
+        conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.disconnect().await.unwrap();
+    }
+
+    /// A new pipeline name whose checkpoint is deleted at the end.
+    pub fn pipeline(&self, tag: &str) -> String {
+        let name = unique(tag);
+        self.pipelines.lock().unwrap().push(name.clone());
+        name
+    }
+
+    pub fn collection(&self, table: &str) -> mongodb::Collection<Document> {
+        self.mongo.database(&self.name).collection(table)
+    }
+
+    /// `polyrepl run` arguments for every table of this database into the Mongo sink.
+    pub fn run_args(&self, pipeline: &str, extra: &[&str]) -> Vec<String> {
+        let tables = format!("{}.*", self.name);
+        let mut args: Vec<String> = ["run", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--name", pipeline]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// The stored checkpoint of `pipeline` (the JSON the sink holds), if any.
+    pub async fn checkpoint(&self, pipeline: &str) -> Option<serde_json::Value> {
+        checkpoint(&self.mongo, pipeline).await
+    }
+
+    /// Every row of `table` as the document the mapping documents for it (integer and character
+    /// columns only), by `id`.
+    pub async fn source_docs(&self, table: &str) -> Docs {
+        let mut conn = self.conn().await;
+        let docs = source_docs(&mut conn, table).await;
+        conn.disconnect().await.unwrap();
+        docs
+    }
+
+    /// Every document of the collection of `table`, by `_id`.
+    pub async fn sink_docs(&self, table: &str) -> Docs {
+        sink_docs(&self.collection(table)).await
+    }
+
+    /// Waits until the sink holds exactly the source's rows of `table`; panics with the differences
+    /// after `timeout`.
+    pub async fn wait_in_sync(&self, table: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let expected = self.source_docs(table).await;
+            let actual = self.sink_docs(table).await;
+            let Some(d) = diff(&expected, &actual) else { return };
+            if Instant::now() > deadline {
+                panic!("{}.{table}: the sink is not in step with the source after {timeout:?}:\n{d}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let pipelines = self.pipelines.lock().unwrap().clone();
+        // Async clean-up on a runtime of its own (Drop may run inside or outside the test's runtime).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = mysql_async::Conn::from_url(MYSQL).await {
+                    let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await;
+                    let _ = conn.disconnect().await;
+                }
+                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
+                    let _ = client.database(&name).drop().await;
+                    let checkpoints = client.database("polyrepl").collection::<Document>("_polyrepl_checkpoints");
+                    for p in pipelines {
+                        let _ = checkpoints.delete_one(doc! { "_id": p }).await;
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// The checkpoint JSON stored under `pipeline` in `polyrepl._polyrepl_checkpoints`.
+pub async fn checkpoint(mongo: &mongodb::Client, pipeline: &str) -> Option<serde_json::Value> {
+    let found = mongo
+        .database("polyrepl")
+        .collection::<Document>("_polyrepl_checkpoints")
+        .find_one(doc! { "_id": pipeline })
+        .await
+        .ok()??;
+    Some(serde_json::from_str(found.get_str("checkpoint").ok()?).expect("checkpoint is JSON"))
+}
+
+/// True when a checkpoint says the snapshot is complete (pure streaming).
+pub fn snapshot_complete(cp: &serde_json::Value) -> bool {
+    cp["snapshot"].is_null()
+}
+
+/// The sequence number of GTID domain `domain` in a checkpoint's position (`D-S-N[,D-S-N]`).
+pub fn checkpoint_gtid_seq(cp: &serde_json::Value, domain: u64) -> Option<u64> {
+    gtid_seq(cp["position"]["gtid"].as_str()?, domain)
+}
+
+/// The sequence number of `domain` in a MariaDB GTID list.
+pub fn gtid_seq(list: &str, domain: u64) -> Option<u64> {
+    list.split(',').find_map(|g| {
+        let mut parts = g.trim().split('-');
+        let d: u64 = parts.next()?.parse().ok()?;
+        let _server = parts.next()?;
+        let seq: u64 = parts.next()?.parse().ok()?;
+        (d == domain).then_some(seq)
+    })
+}
+
+/// (domain, sequence) of the last transaction this session committed.
+pub async fn last_gtid(conn: &mut mysql_async::Conn) -> (u64, u64) {
+    let g: String = conn.query_first("SELECT @@last_gtid").await.unwrap().unwrap();
+    let mut parts = g.split('-');
+    let d = parts.next().unwrap().parse().unwrap();
+    let seq = parts.nth(1).unwrap().parse().unwrap();
+    (d, seq)
+}
+
+/// Rows or documents by integer primary key, each as field → BSON.
+pub type Docs = BTreeMap<i64, BTreeMap<String, Bson>>;
+
+/// int32 when it fits, else int64 (the mapping of integer columns).
+pub fn int_bson(v: i64) -> Bson {
+    match i32::try_from(v) {
+        Ok(small) => Bson::Int32(small),
+        Err(_) => Bson::Int64(v),
+    }
+}
+
+/// `SELECT * FROM table` mapped as the documented mapping does for integer and character columns:
+/// `_id` = `id`, then one field per column.
+pub async fn source_docs(conn: &mut mysql_async::Conn, table: &str) -> Docs {
+    let rows: Vec<mysql_async::Row> = conn.query(format!("SELECT * FROM `{table}`")).await.unwrap();
+    let mut out = Docs::new();
+    for row in rows {
+        let mut fields = BTreeMap::new();
+        for (i, column) in row.columns_ref().iter().enumerate() {
+            let value = match row.as_ref(i).unwrap() {
+                mysql_async::Value::NULL => Bson::Null,
+                mysql_async::Value::Bytes(b) => {
+                    let text = String::from_utf8(b.clone()).unwrap();
+                    match column.column_type() {
+                        ColumnType::MYSQL_TYPE_TINY
+                        | ColumnType::MYSQL_TYPE_SHORT
+                        | ColumnType::MYSQL_TYPE_INT24
+                        | ColumnType::MYSQL_TYPE_LONG
+                        | ColumnType::MYSQL_TYPE_LONGLONG => int_bson(text.parse().unwrap()),
+                        ColumnType::MYSQL_TYPE_VAR_STRING | ColumnType::MYSQL_TYPE_STRING | ColumnType::MYSQL_TYPE_VARCHAR => {
+                            Bson::String(text)
+                        }
+                        other => panic!("source_docs handles integer and character columns only, not {other:?}"),
+                    }
+                }
+                other => panic!("unexpected text-protocol value {other:?}"),
+            };
+            fields.insert(column.name_str().to_string(), value);
+        }
+        let id = match &fields["id"] {
+            Bson::Int32(v) => *v as i64,
+            Bson::Int64(v) => *v,
+            other => panic!("id {other:?}"),
+        };
+        fields.insert("_id".into(), int_bson(id));
+        assert!(out.insert(id, fields).is_none());
+    }
+    out
+}
+
+/// Every document of a collection, read with one `find`, by integer `_id`.
+pub async fn sink_docs(collection: &mongodb::Collection<Document>) -> Docs {
+    let docs: Vec<Document> = collection.find(doc! {}).await.unwrap().try_collect().await.unwrap();
+    let mut out = Docs::new();
+    for d in docs {
+        let id = match d.get("_id") {
+            Some(Bson::Int32(v)) => *v as i64,
+            Some(Bson::Int64(v)) => *v,
+            other => panic!("unexpected _id {other:?} in {d:?}"),
+        };
+        let fields: BTreeMap<String, Bson> = d.into_iter().collect();
+        assert!(out.insert(id, fields).is_none(), "two documents with _id {id}");
+    }
+    out
+}
+
+/// `None` when equal, else a description of (up to 10 of) the differences.
+pub fn diff(expected: &Docs, actual: &Docs) -> Option<String> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for (id, e) in expected {
+        match actual.get(id) {
+            None => {
+                n += 1;
+                if out.len() < 10 {
+                    out.push(format!("missing in sink: {id} {e:?}"));
+                }
+            }
+            Some(a) if a != e => {
+                n += 1;
+                if out.len() < 10 {
+                    out.push(format!("differs: {id}\n  source {e:?}\n  sink   {a:?}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (id, a) in actual {
+        if !expected.contains_key(id) {
+            n += 1;
+            if out.len() < 10 {
+                out.push(format!("extra in sink: {id} {a:?}"));
+            }
+        }
+    }
+    (n > 0).then(|| format!("{n} difference(s) (source {} rows, sink {} docs):\n{}", expected.len(), actual.len(), out.join("\n")))
+}
+
+/// Polls `check` every 100 ms until it yields a value; panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running `polyrepl` process; its stdout and stderr go to a log file read by [`Polyrepl::log`].
+/// Killed (SIGKILL) when dropped.
+pub struct Polyrepl {
+    child: Child,
+    log: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Polyrepl {
+    pub fn spawn(args: &[String]) -> Polyrepl {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("polyrepl")));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_polyrepl"))
+            .args(args)
+            .env("POLYREPL_LOG", "info,scylla=off,mongodb=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start polyrepl");
+        Polyrepl { child, log, status: None }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().unwrap();
+        }
+        self.status
+    }
+
+    /// Panics (with the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(s) = self.exited() {
+            panic!("polyrepl exited unexpectedly ({s}):\n{}", self.log());
+        }
+    }
+
+    /// SIGKILL: no chance to flush or checkpoint anything.
+    pub fn sigkill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            self.status = Some(self.child.wait().unwrap());
+        }
+    }
+
+    /// SIGTERM: the clean stop.
+    pub fn sigterm(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -TERM {}", self.pid());
+    }
+
+    /// Waits for the exit; panics (and kills it) after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.exited() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                self.sigkill();
+                panic!("polyrepl did not exit within {timeout:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Polyrepl {
+    fn drop(&mut self) {
+        self.sigkill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("polyrepl log kept at {}", self.log.display());
+        }
+    }
+}
+
+/// Runs `polyrepl` with `args` to its end; returns (exit status, everything it printed).
+pub async fn run_to_end(args: &[String], timeout: Duration) -> (ExitStatus, String) {
+    let mut p = Polyrepl::spawn(args);
+    let status = p.wait_exit(timeout).await;
+    (status, p.log())
+}
+
+/// A free local TCP port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body), or `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// A small deterministic-per-seed pseudo-random generator (xorshift64*), so a failing run can be
+/// repeated from the seed it prints.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_entropy() -> (Rng, u64) {
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
+        (Rng(seed), seed)
+    }
+
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
