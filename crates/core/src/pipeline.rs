@@ -4,9 +4,9 @@
 //! - A [`Unit`] ends on a transaction boundary (or a snapshot chunk) and carries the checkpoint that is
 //!   true once it is applied; batches are whole units, so a batch's checkpoint never points inside a
 //!   transaction.
-//! - Every sink sees every batch in source order; each sink has a bounded queue, and a full queue makes
-//!   the batcher (and so the source reader) wait: memory stays bounded, and a slow sink holds the others
-//!   back by at most its queue length.
+//! - Every sink sees every batch in source order; each sink has a queue bounded by a number of changes
+//!   (`queue_changes`), and a full queue makes the batcher (and so the source reader) wait: memory stays
+//!   bounded, and a slow or stopped sink holds the others back only once it is that many changes behind.
 //! - A sink skips batches it already holds (streaming batches at or before its loaded checkpoint), so a
 //!   restart that resumes the source from the smallest checkpoint never applies a change twice.
 //! - A transient sink error retries the same batch with capped exponential backoff, logging once per
@@ -17,7 +17,23 @@ use crate::{Batch, Change, Checkpoint, Sink, SinkError};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// A sink's queue: unbounded channel, bounded by a semaphore counting the changes in it.
+struct Queue {
+    tx: mpsc::UnboundedSender<(Arc<Batch>, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Queue {
+    /// Waits for room for the batch, then enqueues it; false when the sink has stopped.
+    async fn send(&self, batch: Arc<Batch>) -> bool {
+        let want = batch.changes.len().clamp(1, self.capacity) as u32;
+        let Ok(permit) = self.room.clone().acquire_many_owned(want).await else { return false };
+        self.tx.send((batch, permit)).is_ok()
+    }
+}
 
 /// Committed changes and the checkpoint that holds once they are applied.
 #[derive(Debug, Clone)]
@@ -33,8 +49,8 @@ pub struct PipelineConfig {
     pub max_batch_changes: usize,
     /// …or this long after its first unit arrived.
     pub max_batch_delay: Duration,
-    /// Batches queued per sink before the source waits.
-    pub queue_batches: usize,
+    /// Changes queued per sink before the source waits (a stopped sink lets the others run this far ahead).
+    pub queue_changes: usize,
     /// Longest wait between retries of a failing sink.
     pub max_backoff: Duration,
 }
@@ -44,7 +60,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             max_batch_changes: 5_000,
             max_batch_delay: Duration::from_millis(50),
-            queue_batches: 8,
+            queue_changes: 100_000,
             max_backoff: Duration::from_secs(10),
         }
     }
@@ -77,10 +93,11 @@ pub async fn run(
     let mut queues = Vec::new();
     let mut workers = tokio::task::JoinSet::new();
     for slot in sinks {
-        let (tx, rx) = mpsc::channel::<Arc<Batch>>(cfg.queue_batches.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let capacity = cfg.queue_changes.clamp(1, Semaphore::MAX_PERMITS);
         let stats = metrics.sink(slot.sink.name());
         workers.spawn(sink_worker(slot, rx, stats, cfg.max_backoff));
-        queues.push(tx);
+        queues.push(Queue { tx, room: Arc::new(Semaphore::new(capacity)), capacity });
     }
 
     let batcher = async {
@@ -132,9 +149,9 @@ pub async fn run(
     }
 }
 
-async fn send_all(queues: &[mpsc::Sender<Arc<Batch>>], batch: Arc<Batch>) -> bool {
+async fn send_all(queues: &[Queue], batch: Arc<Batch>) -> bool {
     for q in queues {
-        if q.send(batch.clone()).await.is_err() {
+        if !q.send(batch.clone()).await {
             return false;
         }
     }
@@ -144,13 +161,14 @@ async fn send_all(queues: &[mpsc::Sender<Arc<Batch>>], batch: Arc<Batch>) -> boo
 /// Applies batches to one sink in order, retrying transient failures.
 async fn sink_worker(
     mut slot: SinkSlot,
-    mut rx: mpsc::Receiver<Arc<Batch>>,
+    mut rx: mpsc::UnboundedReceiver<(Arc<Batch>, OwnedSemaphorePermit)>,
     stats: Arc<SinkStats>,
     max_backoff: Duration,
 ) -> Result<(), SinkError> {
     let name = slot.sink.name().to_string();
     set_state(&stats, "ok");
-    while let Some(batch) = rx.recv().await {
+    // The permit is released (room made in the queue) when the batch is dropped, applied or skipped.
+    while let Some((batch, _permit)) = rx.recv().await {
         if already_applied(&batch.checkpoint, &slot.resume_from) {
             stats.batches_skipped.fetch_add(1, Relaxed);
             continue;
