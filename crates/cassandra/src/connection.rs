@@ -1,4 +1,14 @@
-//! Connecting to Cassandra from a `cassandra://[user:password@]host[:port][,host[:port]…][/ignored]` URL.
+//! Connecting to Cassandra from a `cassandra://[user:password@]host[:port][,host[:port]…][/ignored][?options]` URL.
+//!
+//! URL options ([`url_options`]) override [`CassandraOptions`] given in code:
+//!
+//! | query key            | option        | value                                                              |
+//! |----------------------|---------------|--------------------------------------------------------------------|
+//! | `replication_factor` | `replication` | `3` → `SimpleStrategy`, replication factor 3 (a whole number ≥ 1)   |
+//! | `replication`        | `replication` | `dc1:3,dc2:2` → `NetworkTopologyStrategy`, a factor per datacenter  |
+//!
+//! Both apply only to keyspaces polyrepl creates; an existing keyspace keeps its replication. Giving
+//! both keys, a key twice, or any other key is an error that lists the known keys.
 //!
 //! Invariants:
 //! - [`sink_name`] never contains credentials: it is safe for logs and metrics.
@@ -216,6 +226,59 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
     }
 }
 
+/// Applies the URL's query options (see the module notes) to `options`.
+pub fn url_options(url: &str, mut options: CassandraOptions) -> Result<CassandraOptions, String> {
+    let Some(query) = url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or("")) else {
+        return Ok(options);
+    };
+    let mut replication: Option<(&str, Replication)> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        let parsed = match key {
+            "replication_factor" => Replication::Simple { factor: factor(key, &value)? },
+            "replication" => {
+                let mut dcs: Vec<(String, u32)> = Vec::new();
+                for entry in value.split(',') {
+                    let (dc, n) = entry
+                        .rsplit_once(':')
+                        .filter(|(dc, _)| !dc.trim().is_empty())
+                        .ok_or_else(|| format!("URL option replication={value}: expected DATACENTER:FACTOR[,DATACENTER:FACTOR…], e.g. replication=dc1:3,dc2:2"))?;
+                    let dc = dc.trim().to_string();
+                    if dcs.iter().any(|(d, _)| *d == dc) {
+                        return Err(format!("URL option replication={value}: datacenter '{dc}' is given twice"));
+                    }
+                    dcs.push((dc, factor(key, n.trim())?));
+                }
+                Replication::NetworkTopology(dcs)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option '{key}' in the Cassandra URL: the known options are replication_factor=N (SimpleStrategy) and replication=DC:N[,DC:N…] (NetworkTopologyStrategy)"
+                ))
+            }
+        };
+        if let Some((earlier, _)) = replication {
+            return Err(format!(
+                "the Cassandra URL gives the replication twice ({earlier} and {key}): use either replication_factor=N or replication=DC:N[,DC:N…], once"
+            ));
+        }
+        replication = Some((key, parsed));
+    }
+    if let Some((_, r)) = replication {
+        options.replication = r;
+    }
+    Ok(options)
+}
+
+/// A replication factor: a whole number ≥ 1.
+fn factor(key: &str, text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("URL option {key}: '{text}' is not a replication factor (a whole number ≥ 1)"))
+}
+
 /// Probes the hosts, then starts a driver session.
 pub async fn connect(url: &str, options: &CassandraOptions) -> Result<(Session, String), SinkError> {
     let name = sink_name(url);
@@ -268,6 +331,41 @@ mod tests {
         assert!(Endpoint::parse("mongodb://h").is_err());
         assert!(Endpoint::parse("cassandra://").is_err());
         assert!(Endpoint::parse("cassandra://h:notaport").is_err());
+    }
+
+    #[test]
+    fn replication_comes_from_the_url() {
+        let default = CassandraOptions::default;
+        assert_eq!(url_options("cassandra://h:9042", default()).unwrap().replication, Replication::Simple { factor: 1 });
+        assert_eq!(url_options("cassandra://h:9042/ks?replication_factor=3", default()).unwrap().replication, Replication::Simple { factor: 3 });
+        assert_eq!(
+            url_options("cassandra://u:p@h1,h2?replication=dc1:3,dc2:2", default()).unwrap().replication,
+            Replication::NetworkTopology(vec![("dc1".into(), 3), ("dc2".into(), 2)])
+        );
+        assert_eq!(
+            url_options("cassandra://h?replication=eu%2Dwest:1", default()).unwrap().replication,
+            Replication::NetworkTopology(vec![("eu-west".into(), 1)])
+        );
+        let in_code = CassandraOptions { replication: Replication::Simple { factor: 5 }, ..default() };
+        assert_eq!(url_options("cassandra://h?", in_code).unwrap().replication, Replication::Simple { factor: 5 });
+        for (url, says) in [
+            ("cassandra://h?replication_factor=0", "not a replication factor"),
+            ("cassandra://h?replication_factor=three", "not a replication factor"),
+            ("cassandra://h?replication_factor=", "not a replication factor"),
+            ("cassandra://h?replication=dc1", "DATACENTER:FACTOR"),
+            ("cassandra://h?replication=:3", "DATACENTER:FACTOR"),
+            ("cassandra://h?replication=dc1:3,dc1:2", "given twice"),
+            ("cassandra://h?replication=dc1:x", "not a replication factor"),
+            ("cassandra://h?replication_factor=3&replication=dc1:3", "replication twice"),
+            ("cassandra://h?replication_factor=3&replication_factor=2", "replication twice"),
+            ("cassandra://h?consistency=quorum", "unknown option 'consistency'"),
+        ] {
+            let err = url_options(url, default()).unwrap_err();
+            assert!(err.contains(says), "{url}: {err}");
+        }
+        // Options never leak into the hosts or the name.
+        assert_eq!(Endpoint::parse("cassandra://h:9000?replication_factor=3").unwrap().hosts, vec![("h".to_string(), 9000)]);
+        assert_eq!(sink_name("cassandra://h:9000?replication_factor=3"), "cassandra://h:9000");
     }
 
     #[test]

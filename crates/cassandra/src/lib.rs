@@ -7,10 +7,14 @@
 //! is what makes replays and crash recovery converge ([`timestamp`]).
 //!
 //! Use: [`CassandraSink::connect`]`(url, pipeline, options)`, then the [`polyrepl_core::Sink`] methods.
+//! The replication of created keyspaces can also be given in the URL:
+//! `cassandra://host:9042?replication_factor=3` (SimpleStrategy) or
+//! `cassandra://host:9042?replication=dc1:3,dc2:2` (NetworkTopologyStrategy); any other query key is
+//! refused ([`connection`]).
 //!
 //! Modules, one job each: [`connection`] (URL, options, handshake probe, session), [`naming`] (what
 //! Cassandra can name), [`ddl`] (keyspaces, tables, added columns), [`mapping`] (values ⇄ CQL),
-//! [`timestamp`] (write timestamps from positions), [`plan`] (collapse a batch per key), [`write`]
+//! [`timestamp`] (write timestamps from positions), [`plan`] (collapse a batch per key), [`write`](mod@write)
 //! (prepared statements, concurrent execution), [`checkpoint`] (resume point), [`error`] (transient vs
 //! definite).
 

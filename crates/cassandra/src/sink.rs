@@ -19,7 +19,7 @@ use scylla::client::session::Session;
 use scylla::value::{CqlValue, Row as CqlRow};
 
 use crate::checkpoint::{self, now_micros};
-use crate::connection::{connect, CassandraOptions};
+use crate::connection::{connect, sink_name, url_options, CassandraOptions};
 use crate::ddl::Catalog;
 use crate::error::{classify, definite};
 use crate::mapping::{from_cql, MappingCounts, MappingStats};
@@ -43,10 +43,13 @@ pub struct CassandraSink {
 }
 
 impl CassandraSink {
-    /// Connects to `url` (`cassandra://[user:password@]host:port[/ignored]`) for the pipeline named
-    /// `pipeline`, whose checkpoint `apply` stores. Fails transiently (and quickly) when nothing answers
-    /// at the address, definitely when the URL is invalid or the server is not Cassandra.
+    /// Connects to `url` (`cassandra://[user:password@]host:port[/ignored][?replication_factor=N |
+    /// ?replication=DC:N,…]`) for the pipeline named `pipeline`, whose checkpoint `apply` stores. URL
+    /// options override `options` ([`crate::connection`]). Fails transiently (and quickly) when nothing
+    /// answers at the address, definitely when the URL or an option is invalid or the server is not
+    /// Cassandra.
     pub async fn connect(url: &str, pipeline: &str, options: CassandraOptions) -> Result<CassandraSink, SinkError> {
+        let options = url_options(url, options).map_err(|m| definite(&sink_name(url), m))?;
         let (session, name) = connect(url, &options).await?;
         Ok(CassandraSink {
             session,

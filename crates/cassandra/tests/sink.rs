@@ -401,3 +401,15 @@ async fn name_has_no_credentials() {
     assert_eq!(named, "cassandra://127.0.0.1:9042");
     let _ = Position::new("binlog.000001", 4);
 }
+
+#[tokio::test]
+async fn replication_options_in_the_url() {
+    let base = common::url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let sink = CassandraSink::connect(&format!("{base}{sep}replication_factor=1"), &unique("pipe"), Default::default()).await.unwrap();
+    assert_eq!(sink.options().replication, polyrepl_cassandra::Replication::Simple { factor: 1 });
+    assert!(!sink.name().contains('?'), "{}", sink.name());
+    let err = CassandraSink::connect(&format!("{base}{sep}consistency=one"), "p", Default::default()).await.err().expect("refused");
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("unknown option 'consistency'"), "{err}");
+}

@@ -28,13 +28,13 @@ pub async fn open_sink(url: &str, pipeline_name: &str) -> Result<Box<dyn Sink>> 
     let scheme = url.split("://").next().unwrap_or("");
     match scheme {
         "mongodb" | "mongodb+srv" => Ok(Box::new(polyrepl_mongo::MongoSink::connect(url, pipeline_name).await?)),
-        "redis" | "rediss" => Ok(Box::new(
+        "redis" | "rediss" | "redis+cluster" | "valkey+cluster" => Ok(Box::new(
             polyrepl_redis::RedisSink::connect(url, pipeline_name, Default::default()).await?,
         )),
         "cassandra" => Ok(Box::new(
             polyrepl_cassandra::CassandraSink::connect(url, pipeline_name, Default::default()).await?,
         )),
-        _ => bail!("'{}' is not a sink URL polyrepl knows: expected mongodb://HOST:PORT, redis://HOST:PORT or cassandra://HOST:PORT", redact(url)),
+        _ => bail!("'{}' is not a sink URL polyrepl knows: expected mongodb://HOST:PORT, redis://HOST:PORT, redis+cluster://HOST:PORT[,HOST:PORT] or cassandra://HOST:PORT", redact(url)),
     }
 }
 

@@ -2,19 +2,21 @@
 //! holding [`Checkpoint::to_json`].
 //!
 //! Invariants:
-//! - Written by the `SET` at the end of the batch's (last) MULTI/EXEC transaction, together with the
-//!   batch's data: both land or neither does (see [`crate::write`]).
+//! - Single server: written by the `SET` at the end of the batch's (last) MULTI/EXEC transaction,
+//!   together with the batch's data: both land or neither does. Redis Cluster: written alone, after
+//!   every hash slot's transaction of the batch succeeded (see [`crate::write`]). Either way a stored
+//!   checkpoint means all of its batch is stored.
 //! - The JSON text is the single source of truth; an unreadable checkpoint is a definite error that
 //!   names the key, never silently ignored (ignoring it would replay from the start).
 
 use polyrepl_core::{Checkpoint, SinkError};
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 
 use crate::error::{classify, definite};
 use crate::naming::checkpoint_key;
 
 /// The checkpoint stored for `pipeline`, if any.
-pub async fn load(conn: &mut ConnectionManager, sink: &str, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+pub async fn load<C: ConnectionLike + Send>(conn: &mut C, sink: &str, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
     let key = checkpoint_key(pipeline);
     let text: Option<Vec<u8>> = redis::cmd("GET")
         .arg(&key)

@@ -1,4 +1,5 @@
-//! Connecting to a Redis server from a `redis://` URL, after making sure that what answers is Redis.
+//! Connecting to a Redis server from a `redis://` URL, or to a Redis Cluster from a
+//! `redis+cluster://HOST:PORT[,HOST:PORT…]` URL, after making sure that what answers is Redis.
 //!
 //! Invariants:
 //! - [`sink_name`] never contains credentials or query options: it is safe for logs and metrics.
@@ -6,21 +7,68 @@
 //!   is seen at once by a raw probe, bounded by `connect_timeout`: no hang, no retry loop at start-up.
 //! - Something that is not Redis at the address (MongoDB, MySQL, a web server) is a definite error that
 //!   says so: the probe sends inline `PING`s and requires a RESP reply.
-//! - Refused outright, with a message: cluster URLs (not supported yet), TLS (`rediss://`, not built in
-//!   yet), unknown schemes, a server running in cluster mode.
+//! - Refused outright, with a message: TLS (`rediss://`, `rediss+cluster://`; not built in yet), unknown
+//!   schemes, a database number other than 0 on a cluster (a cluster has database 0 only).
+//! - Cluster mode is chosen by the URL (`redis+cluster://` or `valkey+cluster://`, every listed node a
+//!   seed) or found at connect time: a `redis://` URL whose server reports `cluster_enabled:1` is used
+//!   as the one seed of a cluster connection (logged), so the same URL keeps working when a server is
+//!   turned into a cluster node. Either way the client learns the slot map from the cluster itself.
 //! - A connection is only returned after the server answered `PING` through the real client, so
 //!   authentication failures surface here (definite).
 
 use std::time::Duration;
 
 use polyrepl_core::SinkError;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{classify, definite, transient};
 use crate::options::RedisOptions;
+
+/// A connection to a standalone Redis or to a Redis Cluster; cheap to clone (both share one
+/// multiplexed, auto-reconnecting connection). Commands with keys are routed by the cluster client to
+/// the node owning the key's slot; a pipeline must stay within one slot in cluster mode.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One server (standalone, or a replica-less primary not in cluster mode).
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl RedisConnection {
+    /// True for a Redis Cluster connection.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisConnection::Cluster(_))
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Single(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// What a probed address turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,21 +113,22 @@ fn name_of(info: &ConnectionInfo) -> String {
 }
 
 /// Connects to `url` (polyrepl's options already removed), checking scheme, protocol and credentials.
-/// Returns the connection and the sink name.
-pub async fn connect(url: &str, options: &RedisOptions) -> Result<(ConnectionManager, String), SinkError> {
+/// Returns the connection (standalone or cluster, see the module notes) and the sink name.
+pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnection, String), SinkError> {
     let name = sink_name(url);
     let scheme = scheme(url);
-    if scheme.contains("cluster") {
-        return Err(definite(
-            &name,
-            format!("{scheme}:// URLs are not supported yet: polyrepl's Redis sink talks to one server (a standalone Redis or a cluster's single primary is not enough); use redis://HOST:PORT of a non-cluster server"),
-        ));
+    if matches!(scheme.as_str(), "rediss" | "valkeys" | "rediss+cluster" | "valkeys+cluster") {
+        return Err(definite(&name, "TLS (rediss://) is not supported by this build of polyrepl yet; use redis://HOST:PORT or redis+cluster://HOST:PORT,… (e.g. through a local TLS tunnel)"));
     }
-    if matches!(scheme.as_str(), "rediss" | "valkeys") {
-        return Err(definite(&name, "TLS (rediss://) is not supported by this build of polyrepl yet; use redis://HOST:PORT (e.g. through a local TLS tunnel)"));
+    if matches!(scheme.as_str(), "redis+cluster" | "valkey+cluster") {
+        let seeds = cluster_seeds(url).map_err(|m| definite(&name, m))?;
+        return connect_cluster(&name, seeds, options).await;
     }
     if !matches!(scheme.as_str(), "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix") {
-        return Err(definite(&name, format!("'{scheme}://' is not a Redis URL: expected redis://[USER:PASSWORD@]HOST[:PORT][/DB]")));
+        return Err(definite(
+            &name,
+            format!("'{scheme}://' is not a Redis URL: expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]"),
+        ));
     }
     let info = url
         .into_connection_info()
@@ -93,7 +142,7 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(ConnectionMan
             }
         }
     }
-    let client = redis::Client::open(info).map_err(|e| classify(&name, "reading the Redis URL", &e))?;
+    let client = redis::Client::open(info.clone()).map_err(|e| classify(&name, "reading the Redis URL", &e))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.response_timeout))
@@ -102,15 +151,112 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(ConnectionMan
     let mut conn = tokio::time::timeout(options.connect_timeout * 3, ConnectionManager::new_with_config(client, config))
         .await
         .map_err(|_| transient(&name, format!("connecting timed out after {:?}", options.connect_timeout * 3)))?
-        .map_err(|e| classify(&name, "connecting", &e))?;
+        .map_err(|e| {
+            if e.to_string().contains("not allowed in cluster mode") {
+                let db = info.redis_settings().db();
+                definite(&name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL"))
+            } else {
+                classify(&name, "connecting", &e)
+            }
+        })?;
     let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify(&name, "PING", &e))?;
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap_or_default();
+    let server: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap_or_default();
     let cluster: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await.unwrap_or_default();
     if info_field(&cluster, "cluster_enabled") == Some("1") {
-        return Err(definite(&name, "this Redis runs in cluster mode, which polyrepl's Redis sink does not support yet (a batch is one MULTI/EXEC across many keys); use a standalone Redis"));
+        if matches!(info.addr(), ConnectionAddr::Unix(_)) {
+            return Err(definite(&name, "this Redis runs in cluster mode, which needs TCP addresses: use redis+cluster://HOST:PORT[,HOST:PORT…]"));
+        }
+        tracing::info!(sink = %name, "this Redis runs in cluster mode: using it as the seed of a Redis Cluster connection (say redis+cluster://… to make that explicit)");
+        drop(conn);
+        return connect_cluster(&name, vec![info], options).await;
     }
-    tracing::info!(sink = %name, version = info_field(&info, "redis_version").unwrap_or("unknown"), "connected to Redis");
-    Ok((conn, name))
+    tracing::info!(sink = %name, version = info_field(&server, "redis_version").unwrap_or("unknown"), "connected to Redis");
+    Ok((RedisConnection::Single(conn), name))
+}
+
+/// The seed nodes of a `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…][/0][?…]` URL, each as the
+/// connection info of a plain `redis://` URL with the same credentials and query.
+pub fn cluster_seeds(url: &str) -> Result<Vec<ConnectionInfo>, String> {
+    let usage = "expected redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]";
+    let (_, rest) = url.split_once("://").ok_or_else(|| format!("no scheme in the cluster URL: {usage}"))?;
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let (rest, query) = rest.split_once('?').map_or((rest, None), |(r, q)| (r, Some(q)));
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (userinfo, hosts) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
+    if !path.is_empty() && path != "0" {
+        return Err(format!("a Redis Cluster has database 0 only, the URL asks for database /{path}: remove it ({usage})"));
+    }
+    let mut seeds = Vec::new();
+    for host in hosts.split(',') {
+        let host = host.trim();
+        if host.is_empty() {
+            return Err(format!("the cluster URL lists an empty node: {usage}"));
+        }
+        let mut node = String::from("redis://");
+        if let Some(u) = userinfo {
+            node.push_str(u);
+            node.push('@');
+        }
+        node.push_str(host);
+        if let Some(q) = query {
+            node.push_str("/?");
+            node.push_str(q);
+        }
+        let info = node.as_str().into_connection_info().map_err(|e| format!("cluster node '{host}' is not a valid address ({e}): {usage}"))?;
+        seeds.push(info);
+    }
+    Ok(seeds)
+}
+
+/// Connects to a Redis Cluster through `seeds`, after probing that what answers at them is Redis.
+async fn connect_cluster(name: &str, seeds: Vec<ConnectionInfo>, options: &RedisOptions) -> Result<(RedisConnection, String), SinkError> {
+    if let Some(db) = seeds.iter().map(|s| s.redis_settings().db()).find(|&db| db != 0) {
+        return Err(definite(name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL")));
+    }
+    let mut unreachable = Vec::new();
+    for seed in &seeds {
+        if let ConnectionAddr::Tcp(host, port) = seed.addr() {
+            match probe(host, *port, options.connect_timeout).await {
+                ProbeOutcome::Redis => {}
+                ProbeOutcome::Unreachable(why) => unreachable.push(why),
+                ProbeOutcome::NotRedis(why) => {
+                    return Err(definite(name, format!("not a Redis server: {why} — check the nodes of the Redis Cluster URL")))
+                }
+            }
+        }
+    }
+    if unreachable.len() == seeds.len() {
+        return Err(transient(name, format!("no cluster node answered: {} — is the Redis Cluster running?", unreachable.join("; "))));
+    }
+    let client = ClusterClient::builder(seeds)
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.response_timeout)
+        .retries(3)
+        .build()
+        .map_err(|e| definite(name, format!("the Redis Cluster URL is not valid: {e}")))?;
+    let mut conn = tokio::time::timeout(options.connect_timeout * 3, client.get_async_connection())
+        .await
+        .map_err(|_| transient(name, format!("connecting to the cluster timed out after {:?}", options.connect_timeout * 3)))?
+        .map_err(|e| {
+            let mut error = classify(name, "connecting to the Redis Cluster", &e);
+            if e.to_string().contains("cluster support disabled") {
+                error = definite(name, format!("{error} — this server is not a cluster node: use redis://HOST:PORT for a standalone Redis"));
+            }
+            error
+        })?;
+    let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify(name, "PING", &e))?;
+    let state: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.map_err(|e| classify(name, "CLUSTER INFO", &e))?;
+    match info_field(&state, "cluster_state") {
+        Some("ok") => {}
+        other => {
+            return Err(transient(
+                name,
+                format!("the Redis Cluster is not serving (cluster_state:{}) — wait until every slot is covered", other.unwrap_or("unknown")),
+            ))
+        }
+    }
+    tracing::info!(sink = %name, slots = info_field(&state, "cluster_slots_assigned").unwrap_or("?"), nodes = info_field(&state, "cluster_known_nodes").unwrap_or("?"), "connected to Redis Cluster");
+    Ok((RedisConnection::Cluster(conn), name.to_string()))
 }
 
 /// The value of `field:` in an `INFO` reply.
@@ -180,5 +326,18 @@ mod tests {
         assert!(preview(b"HTTP/1.1 400 Bad").contains("HTTP"));
         assert!(preview(b"J\0\0\0\x0a5.5.5-10.11").contains("MySQL"));
         assert_eq!(info_field("# Server\r\nredis_version:7.0.15\r\n", "redis_version"), Some("7.0.15"));
+    }
+
+    #[test]
+    fn cluster_urls_give_one_seed_per_node() {
+        let seeds = cluster_seeds("redis+cluster://u:p%40w@10.0.0.1:7000,10.0.0.2:7001/?protocol=resp3").unwrap();
+        assert_eq!(seeds.len(), 2);
+        assert_eq!(seeds[1].addr(), &ConnectionAddr::Tcp("10.0.0.2".into(), 7001));
+        assert_eq!(seeds[1].redis_settings().username(), Some("u"));
+        assert_eq!(seeds[1].redis_settings().password(), Some("p@w"));
+        assert_eq!(seeds[0].redis_settings().protocol(), redis::ProtocolVersion::RESP3);
+        assert_eq!(cluster_seeds("redis+cluster://h:7000/0").unwrap().len(), 1);
+        assert!(cluster_seeds("redis+cluster://h:7000/2").unwrap_err().contains("database 0 only"));
+        assert!(cluster_seeds("redis+cluster://h:7000,,h:7001").unwrap_err().contains("empty node"));
     }
 }

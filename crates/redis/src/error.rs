@@ -3,7 +3,8 @@
 //! Invariants:
 //! - I/O failures (refused, reset, broken pipe, timeouts) and the server's "not now" replies (`LOADING`,
 //!   `BUSY`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a fail-over, `OOM`) are transient:
-//!   retrying the same idempotent batch is safe and may succeed.
+//!   retrying the same idempotent batch is safe and may succeed. So are a cluster's redirections
+//!   (`MOVED`, `ASK`) that reach us, e.g. inside a transaction queued while a slot migrated.
 //! - An aborted transaction (`EXECABORT`) is transient only when every command it refused was refused for
 //!   a transient reason (e.g. `OOM`); a permission (`NOPERM`) or syntax refusal is definite.
 //! - Authentication failures (`WRONGPASS`, `NOAUTH`), bad URLs, wrong types and anything else are definite,
@@ -13,7 +14,7 @@ use polyrepl_core::SinkError;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Server error codes after which the same command may succeed when retried.
-const TRANSIENT_CODES: &[&str] = &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "OOM"];
+const TRANSIENT_CODES: &[&str] = &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "OOM", "MOVED", "ASK"];
 
 fn is_transient_code(code: &str) -> bool {
     TRANSIENT_CODES.contains(&code)
@@ -35,7 +36,9 @@ pub fn classify(sink: &str, doing: &str, error: &RedisError) -> SinkError {
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly,
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask,
             ) => true,
             _ => is_transient_code(code) || error.is_timeout() || error.is_connection_dropped(),
         };

@@ -1,5 +1,6 @@
-//! Redis sink of polyrepl: one HASH per row, each batch in one MULTI/EXEC with its checkpoint, an
-//! optional TTL and an optional per-table change stream.
+//! Redis sink of polyrepl: one HASH per row, each batch in one MULTI/EXEC with its checkpoint (on a
+//! Redis Cluster: one MULTI/EXEC per hash slot, the checkpoint last), an optional TTL and an optional
+//! per-table change stream.
 //!
 //! Layout in Redis:
 //! - row `[prefix]DB:TABLE:PK` → HASH, one field per non-NULL column named like the column; a NULL column
@@ -13,14 +14,26 @@
 //! batch's writes and its checkpoint go in one MULTI/EXEC, so they land together or not at all; huge
 //! batches are split into several transactions, the checkpoint in the last ([`write`](mod@write)).
 //!
+//! Redis Cluster (`redis+cluster://HOST:PORT[,HOST:PORT…]`, or a `redis://` URL whose server reports
+//! `cluster_enabled:1`, which is then used as the cluster's seed): key names are the same, so a table's
+//! rows spread over all hash slots, and a cluster runs a transaction only within one slot. Atomicity is
+//! therefore relaxed:
+//! - single server: a batch and its checkpoint are atomic (one MULTI/EXEC);
+//! - cluster: each hash slot's part of the batch (its row writes, and the entries of stream keys in that
+//!   slot) is one MULTI/EXEC, slots are written concurrently, and the checkpoint (its own slot) is
+//!   written alone, last, only after every slot succeeded. A crash in between leaves the old checkpoint,
+//!   the batch is replayed, and since every write is a full-row DEL + HSET or a DEL the replay is
+//!   harmless (stream entries are at least once, as always). A reader may briefly see part of a batch,
+//!   never part of a row.
+//! - A key prefix with a hash tag (`?prefix={app}:`) puts every row in one slot (one node): each
+//!   transaction then holds a whole batch chunk, at the price of no spreading across the cluster.
+//!
 //! Use: [`RedisSink::connect`]`(url, pipeline, `[`RedisOptions`]`)`, then the [`polyrepl_core::Sink`] methods.
 //! Options can also be given in the URL: `redis://127.0.0.1:6379/0?prefix=app:&ttl=60&stream=10000`
 //! ([`options`]).
 //!
 //! Not supported yet, refused at `connect` with a message saying so:
-//! - Redis Cluster (`redis+cluster://…` URLs, or a server with `cluster_enabled:1`): a batch's MULTI/EXEC
-//!   spans keys in many hash slots, which a cluster refuses (CROSSSLOT).
-//! - TLS (`rediss://`): the redis crate is built without a TLS backend.
+//! - TLS (`rediss://`, `rediss+cluster://`): the redis crate is built without a TLS backend.
 //!
 //! Modules, one job each: [`connection`] (URL, probe, handshake), [`options`] (what to write besides
 //! rows), [`naming`] (where a row lives), [`mapping`] (values ⇄ field bytes), [`plan`] (collapse a batch

@@ -14,6 +14,9 @@
 //! - Database and table names containing `:` are refused (they would make keys of different tables
 //!   collide); so are tables without a primary key (rows could not be addressed).
 //! - The prefix applies to row keys only; checkpoint and stream keys are fixed so that tools find them.
+//! - No key carries a `{hash tag}` of polyrepl's making: in a Redis Cluster the rows of one table spread
+//!   over all hash slots ([`hash_slot`]), which is why cluster batches are atomic per slot only
+//!   (see [`crate::write`]).
 
 use polyrepl_core::{ColumnKind, TableSchema, Value};
 
@@ -88,6 +91,35 @@ fn key_text(value: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// Number of hash slots of a Redis Cluster.
+pub const HASH_SLOTS: u16 = 16_384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}` when the key
+/// has a non-empty one, modulo 16384 — the server's own rule (cluster spec, "Keys distribution model").
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter().position(|&b| b == b'}').map(|close| &rest[..close])
+        })
+        .filter(|tag| !tag.is_empty());
+    crc16_xmodem(tagged.unwrap_or(key)) % HASH_SLOTS
+}
+
+/// CRC16-CCITT, XMODEM variant (polynomial 0x1021, initial value 0), as Redis Cluster uses it.
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
 /// The checkpoint key of `pipeline`.
 pub fn checkpoint_key(pipeline: &str) -> String {
     format!("{CHECKPOINT_KEY_PREFIX}{pipeline}")
@@ -122,6 +154,20 @@ mod tests {
         assert_eq!(row_key(None, &t2, &[Value::UInt(1), Value::String("\\".into())]).unwrap(), b"shop:orders:1:\\\\");
         assert!(row_key(None, &t2, &[Value::UInt(1)]).is_err());
         assert!(row_key(None, &t1, &[Value::Null]).is_err());
+    }
+
+    #[test]
+    fn hash_slots_follow_the_cluster_rule() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"{user1000}.following"), hash_slot(b"user1000"));
+        assert_eq!(hash_slot(b"foo{}{bar}"), hash_slot(b"foo{}{bar}"), "an empty tag hashes the whole key");
+        assert_ne!(hash_slot(b"foo{}{bar}"), hash_slot(b"bar"));
+        assert_eq!(hash_slot(b"foo{{bar}}zap"), hash_slot(b"{bar"));
+        for key in [&b"shop:orders:1"[..], b"polyrepl:checkpoint:p", b"\x00\xff", b"a{b}c"] {
+            assert_eq!(redis::cluster_routing::Slot::new(hash_slot(key)), Some(redis::cluster_routing::Slot::for_key(key)));
+        }
     }
 
     #[test]

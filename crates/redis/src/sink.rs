@@ -2,10 +2,12 @@
 //! checkpoints together.
 //!
 //! Invariants:
-//! - `apply` sends the batch's row writes, stream entries and checkpoint in one MULTI/EXEC (several, in
-//!   order, for a batch beyond the chunk bounds; the checkpoint in the last): see [`crate::write`]. Any
-//!   failure returns an error, and the checkpoint is then the previous one, so the pipeline retries the
-//!   whole batch.
+//! - Single server: `apply` sends the batch's row writes, stream entries and checkpoint in one MULTI/EXEC
+//!   (several, in order, for a batch beyond the chunk bounds; the checkpoint in the last).
+//! - Redis Cluster: one MULTI/EXEC per hash slot the batch touches, then the checkpoint alone, only
+//!   after all of them succeeded (see [`crate::write`]).
+//! - Any failure returns an error, and the checkpoint is then the previous one, so the pipeline retries
+//!   the whole batch; every write is idempotent, so the retry converges.
 //! - `read_rows` decodes with the same mapping that wrote, so a row read back equals the source row
 //!   (see [`crate::mapping`]).
 
@@ -14,35 +16,39 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
-use redis::aio::ConnectionManager;
+use futures::StreamExt;
 
 use crate::checkpoint;
-use crate::connection::connect;
+use crate::connection::{connect, RedisConnection};
 use crate::error::{classify, definite};
 use crate::mapping::from_field;
 use crate::naming::{check_table, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
 use crate::plan::plan;
-use crate::write::{send, transactions};
+use crate::write::{cluster_writes, send, send_cluster, transactions};
 
 /// Keys per pipelined round trip in `read_rows`.
 const READ_CHUNK: usize = 1000;
+/// `HGETALL`s in flight at once in `read_rows` on a cluster (one key each: keys span slots).
+const CLUSTER_READS_IN_FLIGHT: usize = 64;
 
 /// A Redis sink: one HASH per row at `[prefix]DB:TABLE:PK`, the checkpoint at
-/// `polyrepl:checkpoint:<pipeline>`, written together in MULTI/EXEC.
+/// `polyrepl:checkpoint:<pipeline>`, written together in MULTI/EXEC (on a Redis Cluster: one MULTI/EXEC
+/// per hash slot, the checkpoint after them).
 pub struct RedisSink {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     name: String,
     pipeline: String,
     options: RedisOptions,
 }
 
 impl RedisSink {
-    /// Connects to `url` (`redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=…&ttl=…&stream=…]`) for the
-    /// pipeline named `pipeline`, whose checkpoint `apply` stores. Options in the URL override `options`
-    /// (see [`crate::options`]). Fails transiently when nothing answers at the address, definitely when
-    /// the URL or an option is invalid, the server is not Redis, runs in cluster mode, or refuses the
-    /// credentials.
+    /// Connects to `url` (`redis://[USER:PASSWORD@]HOST[:PORT][/DB][?prefix=…&ttl=…&stream=…]`, or
+    /// `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…][?…]` for a Redis Cluster; a `redis://`
+    /// server in cluster mode is used as a cluster seed) for the pipeline named `pipeline`, whose
+    /// checkpoint `apply` stores. Options in the URL override `options` (see [`crate::options`]). Fails
+    /// transiently when nothing answers at the address, definitely when the URL or an option is invalid,
+    /// the server is not Redis, or refuses the credentials.
     pub async fn connect(url: &str, pipeline: &str, options: RedisOptions) -> Result<RedisSink, SinkError> {
         let name = crate::connection::sink_name(url);
         let (url, options) = split_url_options(url, options).map_err(|m| definite(&name, m))?;
@@ -70,8 +76,13 @@ impl RedisSink {
     }
 
     /// The connection (a cheap clone of a shared, auto-reconnecting one), e.g. for tools and tests.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
+    }
+
+    /// True when connected to a Redis Cluster (batches are then atomic per hash slot only).
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
     }
 }
 
@@ -106,7 +117,6 @@ impl Sink for RedisSink {
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let planned = plan(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some()).map_err(|m| definite(&self.name, m))?;
-        let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
         let what = format!(
             "{} row key(s){} and the checkpoint {} of pipeline '{}'",
             planned.rows.len(),
@@ -114,6 +124,11 @@ impl Sink for RedisSink {
             batch.checkpoint.position,
             self.pipeline
         );
+        if self.conn.is_cluster() {
+            let writes = cluster_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint);
+            return send_cluster(&self.conn, &self.name, &writes, &what).await;
+        }
+        let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
         send(&mut self.conn, &self.name, &txs, &what).await
     }
 
@@ -124,6 +139,26 @@ impl Sink for RedisSink {
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
         check_table(table).map_err(|m| definite(&self.name, m))?;
         let redis_keys = keys.iter().map(|k| self.row_key(table, k)).collect::<Result<Vec<_>, _>>()?;
+        if self.conn.is_cluster() {
+            let reads: Vec<_> = redis_keys
+                .into_iter()
+                .map(|key| {
+                    let mut conn = self.conn.clone();
+                    let doing = format!("reading row {} of {}", String::from_utf8_lossy(&key), table.id);
+                    let name = self.name.clone();
+                    async move {
+                        redis::cmd("HGETALL")
+                            .arg(&key)
+                            .query_async::<HashMap<Vec<u8>, Vec<u8>>>(&mut conn)
+                            .await
+                            .map_err(|e| classify(&name, &doing, &e))
+                    }
+                })
+                .collect();
+            let hashes: Vec<Result<HashMap<Vec<u8>, Vec<u8>>, SinkError>> =
+                futures::stream::iter(reads).buffered(CLUSTER_READS_IN_FLIGHT).collect().await;
+            return hashes.into_iter().map(|hash| hash.map(|hash| (!hash.is_empty()).then(|| row_of(table, &hash)))).collect();
+        }
         let mut rows = Vec::with_capacity(keys.len());
         for chunk in redis_keys.chunks(READ_CHUNK) {
             let mut p = redis::pipe();

@@ -1,6 +1,6 @@
-//! Sending a planned batch as MULTI/EXEC transactions, the checkpoint in the last one.
+//! Sending a planned batch as MULTI/EXEC transactions, the checkpoint last.
 //!
-//! Invariants:
+//! Invariants, single server (standalone Redis):
 //! - A batch normally is one transaction: its row writes, its stream entries and the checkpoint `SET`
 //!   are applied together or not at all (Redis runs a transaction's commands back to back; a command
 //!   refused while queueing — permission, syntax, out of memory — aborts all of it with EXECABORT).
@@ -10,50 +10,116 @@
 //!   the batch's rows already written; the pipeline retries the whole batch, which rewrites them with
 //!   the same values. Until then a reader may see part of the batch (never a partial row). Stream entries
 //!   of chunks that were applied are appended again on that retry (the stream is at least once).
+//!
+//! Invariants, Redis Cluster ([`cluster_writes`]) — atomicity is relaxed to one hash slot:
+//! - A cluster runs a transaction only when all its keys are in one hash slot, and the keys of a batch
+//!   (`DB:TABLE:PK`, no hash tag) spread over all slots. So the batch's commands are grouped by the slot
+//!   of their key: one MULTI/EXEC per slot (several in order when a slot's group exceeds the chunk
+//!   bounds), each carrying that slot's row writes and the stream entries of the stream keys in that
+//!   slot, in batch order. Slot groups touch disjoint keys, so they are sent concurrently.
+//! - The checkpoint `SET` (its own key, its own slot) is sent alone, only after every slot transaction
+//!   succeeded. A failure or crash before it leaves the previous checkpoint: the pipeline replays the
+//!   whole batch, which rewrites the same full row images and deletes (idempotent) and appends the
+//!   stream entries again (at least once, as on a single server). So: per-slot atomic, checkpoint last,
+//!   replay-safe. Meanwhile a reader may see part of a batch (never a partial row).
+//!
+//! Both modes:
 //! - All commands of one row (DEL, HSET, PEXPIRE) are always in the same transaction.
 //! - Runtime errors inside EXEC (a key of the wrong type) do not undo the other commands — Redis has no
 //!   rollback; they are reported as definite errors that say so. polyrepl's own commands cannot hit one
 //!   unless another application writes a non-stream value at a stream key.
 
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
 use polyrepl_core::{Checkpoint, SinkError};
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionLike;
 use redis::Pipeline;
 
 use crate::error::classify;
-use crate::naming::checkpoint_key;
+use crate::naming::{checkpoint_key, hash_slot};
 use crate::options::RedisOptions;
 use crate::plan::{chunk_ranges, Plan, RowWrite};
 
-/// Builds the transactions for `plan`: chunks in order, the checkpoint `SET` in the last.
+/// Slot groups in flight at once in cluster mode.
+const CLUSTER_CONCURRENCY: usize = 32;
+
+/// One item of a plan: a row write or a stream entry, by index.
+#[derive(Debug, Clone, Copy)]
+enum Item {
+    Row(usize),
+    Append(usize),
+}
+
+/// Builds the transactions for `plan` on a single server: chunks in order, the checkpoint `SET` in
+/// the last.
 pub fn transactions(plan: &Plan, options: &RedisOptions, pipeline: &str, checkpoint: &Checkpoint) -> Vec<Pipeline> {
+    let items: Vec<Item> = (0..plan.rows.len()).map(Item::Row).chain((0..plan.appends.len()).map(Item::Append)).collect();
+    let mut txs = chunked(plan, &items, options);
+    if let Some(last) = txs.last_mut() {
+        last.cmd("SET").arg(checkpoint_key(pipeline)).arg(checkpoint.to_json()).ignore();
+    }
+    txs
+}
+
+/// What a batch sends to a Redis Cluster: per hash slot the transactions of that slot (in order), and
+/// the checkpoint `SET`, to send after all of them succeeded.
+pub struct ClusterWrites {
+    /// (slot, its transactions in order), by slot number.
+    pub slots: Vec<(u16, Vec<Pipeline>)>,
+    /// The checkpoint write, a single command.
+    pub checkpoint: redis::Cmd,
+}
+
+/// Groups `plan` by hash slot for a Redis Cluster (see the module notes).
+pub fn cluster_writes(plan: &Plan, options: &RedisOptions, pipeline: &str, checkpoint: &Checkpoint) -> ClusterWrites {
+    let mut groups: BTreeMap<u16, Vec<Item>> = BTreeMap::new();
+    for (i, write) in plan.rows.iter().enumerate() {
+        groups.entry(hash_slot(write.key())).or_default().push(Item::Row(i));
+    }
+    for (i, append) in plan.appends.iter().enumerate() {
+        groups.entry(hash_slot(append.key.as_bytes())).or_default().push(Item::Append(i));
+    }
+    let slots = groups
+        .into_iter()
+        .map(|(slot, items)| (slot, chunked(plan, &items, options)))
+        .collect();
+    let mut set = redis::cmd("SET");
+    set.arg(checkpoint_key(pipeline)).arg(checkpoint.to_json());
+    ClusterWrites { slots, checkpoint: set }
+}
+
+/// `items` as MULTI/EXEC transactions within the chunk bounds (at least one, possibly empty, with
+/// room left for the checkpoint `SET`).
+fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline> {
     let ttl_ms = options.ttl.map(|t| t.as_millis().clamp(1, i64::MAX as u128) as i64);
-    let mut sizes: Vec<(usize, usize)> = plan.rows.iter().map(|w| (w.commands(ttl_ms.is_some()), w.bytes())).collect();
-    sizes.extend(plan.appends.iter().map(|a| (1, a.key.len() + a.event.len() + 32)));
+    let sizes: Vec<(usize, usize)> = items
+        .iter()
+        .map(|item| match *item {
+            Item::Row(i) => (plan.rows[i].commands(ttl_ms.is_some()), plan.rows[i].bytes()),
+            Item::Append(i) => (1, plan.appends[i].key.len() + plan.appends[i].event.len() + 32),
+        })
+        .collect();
     // Room for MULTI, EXEC and the checkpoint SET.
     let max_commands = options.max_chunk_commands.saturating_sub(3).max(1);
     let mut ranges = chunk_ranges(&sizes, max_commands, options.max_chunk_bytes);
     if ranges.is_empty() {
         ranges.push(0..0);
     }
-    let last = ranges.len() - 1;
     ranges
         .into_iter()
-        .enumerate()
-        .map(|(n, range)| {
+        .map(|range| {
             let mut tx = redis::pipe();
             tx.atomic();
-            for i in range {
-                match plan.rows.get(i) {
-                    Some(write) => add_row(&mut tx, write, ttl_ms),
-                    None => {
-                        let append = &plan.appends[i - plan.rows.len()];
+            for item in &items[range] {
+                match *item {
+                    Item::Row(i) => add_row(&mut tx, &plan.rows[i], ttl_ms),
+                    Item::Append(i) => {
+                        let append = &plan.appends[i];
                         let maxlen = options.stream.unwrap_or(usize::MAX);
                         tx.cmd("XADD").arg(&append.key).arg("MAXLEN").arg("~").arg(maxlen).arg("*").arg("event").arg(&append.event).ignore();
                     }
                 }
-            }
-            if n == last {
-                tx.cmd("SET").arg(checkpoint_key(pipeline)).arg(checkpoint.to_json()).ignore();
             }
             tx
         })
@@ -78,7 +144,7 @@ fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
 }
 
 /// Sends the transactions in order; stops at the first failure.
-pub async fn send(conn: &mut ConnectionManager, sink: &str, transactions: &[Pipeline], what: &str) -> Result<(), SinkError> {
+pub async fn send<C: ConnectionLike + Send>(conn: &mut C, sink: &str, transactions: &[Pipeline], what: &str) -> Result<(), SinkError> {
     let total = transactions.len();
     for (n, tx) in transactions.iter().enumerate() {
         tx.query_async::<()>(conn).await.map_err(|e| {
@@ -87,6 +153,33 @@ pub async fn send(conn: &mut ConnectionManager, sink: &str, transactions: &[Pipe
         })?;
     }
     Ok(())
+}
+
+/// Sends a cluster batch: the slot groups concurrently (each group's transactions in order), then —
+/// only when all succeeded — the checkpoint. Stops at the first failure without writing the checkpoint.
+pub async fn send_cluster<C: ConnectionLike + Clone + Send + 'static>(conn: &C, sink: &str, writes: &ClusterWrites, what: &str) -> Result<(), SinkError> {
+    let slots = writes.slots.len();
+    futures::stream::iter(writes.slots.iter().map(Ok))
+        .try_for_each_concurrent(CLUSTER_CONCURRENCY, |(slot, txs)| {
+            let mut conn = conn.clone();
+            async move {
+                let total = txs.len();
+                for (n, tx) in txs.iter().enumerate() {
+                    tx.query_async::<()>(&mut conn).await.map_err(|e| {
+                        let part = if total > 1 { format!(", transaction {} of {total}", n + 1) } else { String::new() };
+                        classify(sink, &format!("writing {what} (hash slot {slot} of {slots} slot(s) touched{part}; checkpoint not written, the batch will be replayed)"), &e)
+                    })?;
+                }
+                Ok::<(), SinkError>(())
+            }
+        })
+        .await?;
+    let mut conn = conn.clone();
+    writes
+        .checkpoint
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| classify(sink, &format!("writing the checkpoint after {what} (the data is written; the batch will be replayed)"), &e))
 }
 
 #[cfg(test)]
@@ -113,6 +206,46 @@ mod tests {
         let empty = transactions(&Plan::default(), &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
         assert_eq!(empty.len(), 1);
         assert_eq!(commands(&empty[0]), ["SET"]);
+    }
+
+    /// The key of every command of `tx` (its first argument after the command name).
+    fn keys(tx: &Pipeline) -> Vec<Vec<u8>> {
+        tx.cmd_iter()
+            .filter_map(|c| match c.args_iter().nth(1) {
+                Some(redis::Arg::Simple(b)) => Some(b.to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cluster_writes_are_grouped_by_slot_with_the_checkpoint_apart() {
+        let rows: Vec<RowWrite> = (0..200).map(|i| RowWrite::Upsert { key: format!("d:t:{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())] }).collect();
+        let appends = (0..30).map(|i| StreamAppend { key: "polyrepl:stream:d:t".into(), event: format!("{{\"seq\":{i}}}") }).collect();
+        let plan = Plan { rows, appends };
+        let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
+        let writes = cluster_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        let mut seen_rows = 0;
+        let mut seen_appends = 0;
+        for (slot, txs) in &writes.slots {
+            assert!(!txs.is_empty());
+            for tx in txs {
+                assert!(!commands(tx).contains(&"SET".to_string()), "no checkpoint in slot transactions");
+                for key in keys(tx) {
+                    assert_eq!(hash_slot(&key), *slot, "every key of a transaction is in its slot");
+                }
+                seen_rows += commands(tx).iter().filter(|c| *c == "HSET").count();
+                seen_appends += commands(tx).iter().filter(|c| *c == "XADD").count();
+            }
+        }
+        assert_eq!((seen_rows, seen_appends), (200, 30));
+        let stream_slot = hash_slot(b"polyrepl:stream:d:t");
+        let stream_txs = &writes.slots.iter().find(|(s, _)| *s == stream_slot).unwrap().1;
+        assert!(stream_txs.len() >= 6, "the stream's 30 entries are chunked within their slot");
+        assert_eq!(writes.checkpoint.args_iter().count(), 3, "SET key value");
+        assert!(writes.slots.windows(2).all(|w| w[0].0 < w[1].0), "one group per slot, by slot number");
+        let empty = cluster_writes(&Plan::default(), &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        assert!(empty.slots.is_empty());
     }
 
     #[test]

@@ -70,7 +70,8 @@ async fn a_silent_server_is_refused_within_the_connect_timeout() {
 #[tokio::test]
 async fn unsupported_urls_are_refused_clearly() {
     for (url, says) in [
-        ("redis+cluster://127.0.0.1:7000", "not supported yet"),
+        ("rediss+cluster://127.0.0.1:7000", "TLS"),
+        ("redis+cluster://127.0.0.1:7000/3", "database 0 only"),
         ("rediss://127.0.0.1:6379", "TLS"),
         ("http://127.0.0.1:6379", "not a Redis URL"),
         ("redis://127.0.0.1:6379/0?ttl=0", "ttl"),
@@ -79,6 +80,15 @@ async fn unsupported_urls_are_refused_clearly() {
         assert!(!err.is_transient(), "{url}: {err}");
         assert!(err.to_string().contains(says), "{url}: {err}");
     }
+}
+
+/// A cluster URL pointing at a standalone server says so.
+#[tokio::test]
+async fn a_cluster_url_at_a_standalone_server_is_refused() {
+    let address = url().trim_start_matches("redis://").split(['/', '?']).next().unwrap().to_string();
+    let err = RedisSink::connect(&format!("redis+cluster://{address}"), "p", RedisOptions::default()).await.err().expect("refused");
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("not a cluster node"), "{err}");
 }
 
 #[tokio::test]
