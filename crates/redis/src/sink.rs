@@ -129,7 +129,13 @@ impl Sink for RedisSink {
             return send_cluster(&self.conn, &self.name, &writes, &what).await;
         }
         let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
-        send(&mut self.conn, &self.name, &txs, &what).await
+        match send(&mut self.conn, &self.name, &txs, &what).await {
+            // After an outage the connection manager answers the first call with the error of its last
+            // failed reconnect, and only then reconnects: try again at once rather than a backoff later.
+            // Re-sending is safe: every transaction is idempotent.
+            Err(e) if e.is_transient() => send(&mut self.conn, &self.name, &txs, &what).await,
+            done => done,
+        }
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
