@@ -192,7 +192,7 @@ impl LocalBackend {
                 let program = resolve_program(&self.cfg.redis_bin, || find_program("redis-server")).ok_or_else(|| {
                     StackError::MissingBinary {
                         service: "redis",
-                        program: "redis-server".into(),
+                        program: wanted(&self.cfg.redis_bin, "redis-server"),
                         hint: "It comes with Debian's package redis-server (scripts/install-deps installs it).".into(),
                         flag: "--redis-bin",
                         env: "POLYREPL_REDIS_BIN",
@@ -204,7 +204,7 @@ impl LocalBackend {
                 let java = resolve_program(&self.cfg.java_bin, || find_program("java")).ok_or_else(|| {
                     StackError::MissingBinary {
                         service: "cassandra",
-                        program: "java".into(),
+                        program: wanted(&self.cfg.java_bin, "java"),
                         hint: "Cassandra 5.0 runs on Java 17: Debian's package openjdk-17-jre-headless.".into(),
                         flag: "--java-bin",
                         env: "POLYREPL_JAVA_BIN",
@@ -229,7 +229,7 @@ impl LocalBackend {
         let program = resolve_program(&self.cfg.mysqld_bin, || find_program("mariadbd").or_else(|| find_program("mysqld")))
             .ok_or_else(|| StackError::MissingBinary {
                 service: "mysql",
-                program: "mariadbd".into(),
+                program: wanted(&self.cfg.mysqld_bin, "mariadbd"),
                 hint: "It comes with Debian's package mariadb-server (scripts/install-deps installs it); a MySQL 8 mysqld works too.".into(),
                 flag: "--mysqld-bin",
                 env: "POLYREPL_MYSQLD_BIN",
@@ -255,7 +255,7 @@ impl LocalBackend {
         })
             .ok_or_else(|| StackError::MissingBinary {
                 service: "mongodb",
-                program: "mongod or ferretdb".into(),
+                program: wanted(&self.cfg.mongo_bin, "mongod or ferretdb"),
                 hint: format!(
                     "Run scripts/install-deps: it builds FerretDB v1.24.2 from its Go module into {}/bin.",
                     self.cfg.tools_dir.display()
@@ -581,6 +581,11 @@ fn find_jar(lib: &Path, prefix: &str) -> Option<PathBuf> {
     fs::read_dir(lib).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
         p.file_name().map(|n| n.to_string_lossy()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".jar"))
     })
+}
+
+/// The program a missing-binary error names: the configured path, else the default name.
+fn wanted(explicit: &Option<PathBuf>, default: &str) -> String {
+    explicit.as_ref().map_or_else(|| default.to_string(), |p| p.display().to_string())
 }
 
 /// An explicitly configured program (which must exist), else the default lookup.
