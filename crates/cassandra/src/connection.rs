@@ -6,9 +6,17 @@
 //! |----------------------|---------------|--------------------------------------------------------------------|
 //! | `replication_factor` | `replication` | `3` → `SimpleStrategy`, replication factor 3 (a whole number ≥ 1)   |
 //! | `replication`        | `replication` | `dc1:3,dc2:2` → `NetworkTopologyStrategy`, a factor per datacenter  |
+//! | `time_bucket`        | `time_bucket` | `ts:day` → [`TimeBucket`]: COLUMN:GRANULARITY, granularity `hour`, `day` or `month` |
 //!
-//! Both apply only to keyspaces polyrepl creates; an existing keyspace keeps its replication. Giving
-//! both keys, a key twice, or any other key is an error that lists the known keys.
+//! Both replication keys apply only to keyspaces polyrepl creates; an existing keyspace keeps its
+//! replication. Giving both, a key twice, or any other key is an error that lists the known keys.
+//!
+//! `time_bucket=COLUMN:GRANULARITY`: every replicated table that has a DATE, DATETIME or TIMESTAMP column
+//! named COLUMN (exact name) gets one extra text column `polyrepl_bucket`, written with every row: the
+//! row's value truncated to the granularity — `YYYY-MM-DDTHH` (hour), `YYYY-MM-DD` (day), `YYYY-MM`
+//! (month); null for NULL or a zero date — and indexed by a Storage-Attached Index named
+//! `<table>_polyrepl_bucket`, so `SELECT … WHERE polyrepl_bucket = '2025-11-29'` works (Cassandra 5.0+).
+//! The partition key stays the source primary key; other tables are unaffected.
 //!
 //! Invariants:
 //! - [`sink_name`] never contains credentials: it is safe for logs and metrics.
@@ -22,7 +30,7 @@
 
 use std::time::Duration;
 
-use polyrepl_core::SinkError;
+use polyrepl_core::{ColumnKind, SinkError, TableSchema, Value};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,6 +67,71 @@ impl Replication {
     }
 }
 
+/// Truncation of a [`TimeBucket`] column's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketGranularity {
+    /// `YYYY-MM-DDTHH`.
+    Hour,
+    /// `YYYY-MM-DD`.
+    Day,
+    /// `YYYY-MM`.
+    Month,
+}
+
+/// A time-bucket column for time-series tables (see the module notes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeBucket {
+    /// The source column (DATE, DATETIME or TIMESTAMP) whose value is bucketed; exact name.
+    pub column: String,
+    pub granularity: BucketGranularity,
+}
+
+impl TimeBucket {
+    /// Name of the extra Cassandra column holding the bucket.
+    pub const COLUMN: &'static str = "polyrepl_bucket";
+
+    /// The index of the bucketed column in `table`, when it has one of a date/time kind.
+    pub fn column_in(&self, table: &TableSchema) -> Option<usize> {
+        table
+            .columns
+            .iter()
+            .position(|c| c.name == self.column && matches!(c.kind, ColumnKind::Date | ColumnKind::DateTime { .. } | ColumnKind::Timestamp { .. }))
+    }
+
+    /// The bucket of a value: `YYYY-MM-DDTHH`, `YYYY-MM-DD` or `YYYY-MM`; `None` for NULL, a zero date
+    /// or a value that is not a date.
+    pub fn label(&self, value: &Value) -> Option<String> {
+        let (date, hour) = match value {
+            Value::Date(d) => (*d, 0),
+            Value::DateTime(dt) | Value::Timestamp(dt) => (dt.date, dt.hour),
+            _ => return None,
+        };
+        if date.is_zero() {
+            return None;
+        }
+        Some(match self.granularity {
+            BucketGranularity::Hour => format!("{:04}-{:02}-{:02}T{hour:02}", date.year, date.month, date.day),
+            BucketGranularity::Day => format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
+            BucketGranularity::Month => format!("{:04}-{:02}", date.year, date.month),
+        })
+    }
+
+    /// Parses `COLUMN:GRANULARITY`.
+    pub fn parse(value: &str) -> Result<TimeBucket, String> {
+        let (column, granularity) = value
+            .rsplit_once(':')
+            .filter(|(c, _)| !c.is_empty())
+            .ok_or_else(|| format!("URL option time_bucket={value}: expected COLUMN:GRANULARITY with GRANULARITY hour, day or month, e.g. time_bucket=ts:day"))?;
+        let granularity = match granularity {
+            "hour" => BucketGranularity::Hour,
+            "day" => BucketGranularity::Day,
+            "month" => BucketGranularity::Month,
+            other => return Err(format!("URL option time_bucket={value}: unknown granularity '{other}' (known: hour, day, month)")),
+        };
+        Ok(TimeBucket { column: column.to_string(), granularity })
+    }
+}
+
 /// Tunables of the Cassandra sink.
 #[derive(Debug, Clone)]
 pub struct CassandraOptions {
@@ -68,11 +141,13 @@ pub struct CassandraOptions {
     pub connect_timeout: Duration,
     /// Statements in flight at once while applying a batch or reading rows.
     pub max_in_flight: usize,
+    /// A time-bucket column added to tables with that date/time column (module notes). Default: none.
+    pub time_bucket: Option<TimeBucket>,
 }
 
 impl Default for CassandraOptions {
     fn default() -> Self {
-        CassandraOptions { replication: Replication::Simple { factor: 1 }, connect_timeout: Duration::from_secs(5), max_in_flight: 64 }
+        CassandraOptions { replication: Replication::Simple { factor: 1 }, connect_timeout: Duration::from_secs(5), max_in_flight: 64, time_bucket: None }
     }
 }
 
@@ -232,10 +307,18 @@ pub fn url_options(url: &str, mut options: CassandraOptions) -> Result<Cassandra
         return Ok(options);
     };
     let mut replication: Option<(&str, Replication)> = None;
+    let mut time_bucket: Option<TimeBucket> = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value);
         let parsed = match key {
+            "time_bucket" => {
+                if time_bucket.is_some() {
+                    return Err("the Cassandra URL gives time_bucket twice: give time_bucket=COLUMN:GRANULARITY once".to_string());
+                }
+                time_bucket = Some(TimeBucket::parse(&value)?);
+                continue;
+            }
             "replication_factor" => Replication::Simple { factor: factor(key, &value)? },
             "replication" => {
                 let mut dcs: Vec<(String, u32)> = Vec::new();
@@ -254,7 +337,7 @@ pub fn url_options(url: &str, mut options: CassandraOptions) -> Result<Cassandra
             }
             _ => {
                 return Err(format!(
-                    "unknown option '{key}' in the Cassandra URL: the known options are replication_factor=N (SimpleStrategy) and replication=DC:N[,DC:N…] (NetworkTopologyStrategy)"
+                    "unknown option '{key}' in the Cassandra URL: the known options are replication_factor=N (SimpleStrategy), replication=DC:N[,DC:N…] (NetworkTopologyStrategy) and time_bucket=COLUMN:hour|day|month"
                 ))
             }
         };
@@ -267,6 +350,9 @@ pub fn url_options(url: &str, mut options: CassandraOptions) -> Result<Cassandra
     }
     if let Some((_, r)) = replication {
         options.replication = r;
+    }
+    if time_bucket.is_some() {
+        options.time_bucket = time_bucket;
     }
     Ok(options)
 }
@@ -366,6 +452,47 @@ mod tests {
         // Options never leak into the hosts or the name.
         assert_eq!(Endpoint::parse("cassandra://h:9000?replication_factor=3").unwrap().hosts, vec![("h".to_string(), 9000)]);
         assert_eq!(sink_name("cassandra://h:9000?replication_factor=3"), "cassandra://h:9000");
+    }
+
+    #[test]
+    fn time_bucket_comes_from_the_url() {
+        let default = CassandraOptions::default;
+        assert_eq!(url_options("cassandra://h:9042", default()).unwrap().time_bucket, None);
+        assert_eq!(
+            url_options("cassandra://h:9042?time_bucket=ts:day", default()).unwrap().time_bucket,
+            Some(TimeBucket { column: "ts".into(), granularity: BucketGranularity::Day })
+        );
+        let both = url_options("cassandra://h?replication_factor=3&time_bucket=created%3Aat:hour", default()).unwrap();
+        assert_eq!(both.replication, Replication::Simple { factor: 3 });
+        assert_eq!(both.time_bucket, Some(TimeBucket { column: "created:at".into(), granularity: BucketGranularity::Hour }));
+        assert_eq!(url_options("cassandra://h?time_bucket=d:month", default()).unwrap().time_bucket.unwrap().granularity, BucketGranularity::Month);
+        let in_code = CassandraOptions { time_bucket: Some(TimeBucket { column: "x".into(), granularity: BucketGranularity::Day }), ..default() };
+        assert_eq!(url_options("cassandra://h?replication_factor=2", in_code).unwrap().time_bucket.unwrap().column, "x");
+        for (url, says) in [
+            ("cassandra://h?time_bucket=ts:week", "unknown granularity 'week'"),
+            ("cassandra://h?time_bucket=ts:Day", "unknown granularity 'Day'"),
+            ("cassandra://h?time_bucket=ts", "COLUMN:GRANULARITY"),
+            ("cassandra://h?time_bucket=:day", "COLUMN:GRANULARITY"),
+            ("cassandra://h?time_bucket=", "COLUMN:GRANULARITY"),
+            ("cassandra://h?time_bucket=a:day&time_bucket=b:day", "time_bucket twice"),
+            ("cassandra://h?bucket=ts:day", "time_bucket=COLUMN"),
+        ] {
+            let err = url_options(url, default()).unwrap_err();
+            assert!(err.contains(says), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn time_bucket_labels() {
+        use polyrepl_core::{Date, DateTime};
+        let bucket = |granularity| TimeBucket { column: "ts".into(), granularity };
+        let dt = DateTime { date: Date { year: 2025, month: 11, day: 29 }, hour: 7, minute: 5, second: 1, micros: 5, fsp: 6 };
+        assert_eq!(bucket(BucketGranularity::Hour).label(&Value::DateTime(dt)).as_deref(), Some("2025-11-29T07"));
+        assert_eq!(bucket(BucketGranularity::Day).label(&Value::Timestamp(dt)).as_deref(), Some("2025-11-29"));
+        assert_eq!(bucket(BucketGranularity::Month).label(&Value::DateTime(dt)).as_deref(), Some("2025-11"));
+        assert_eq!(bucket(BucketGranularity::Hour).label(&Value::Date(dt.date)).as_deref(), Some("2025-11-29T00"));
+        assert_eq!(bucket(BucketGranularity::Day).label(&Value::Null), None);
+        assert_eq!(bucket(BucketGranularity::Day).label(&Value::Date(Date { year: 0, month: 0, day: 0 })), None);
     }
 
     #[test]

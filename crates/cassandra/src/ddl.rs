@@ -9,6 +9,10 @@
 //!   error that says what to do — polyrepl never drops or retypes a column.
 //! - Columns the table has and the source lacks (a source `DROP COLUMN`) are left alone: they keep their
 //!   old values and are not written any more.
+//! - With a time bucket ([`crate::connection::TimeBucket`]) a table whose schema has the bucketed column
+//!   also gets the regular column `polyrepl_bucket text` (in `CREATE TABLE`, or added like a source
+//!   column) and the Storage-Attached Index `<table>_polyrepl_bucket` on it (`IF NOT EXISTS`). A source
+//!   column of that name, or an existing `polyrepl_bucket` of another type, is a definite error.
 //! - A schema (its column list) is checked against Cassandra once; later changes with the same column
 //!   list cost a comparison, not a query.
 
@@ -18,6 +22,7 @@ use polyrepl_core::{Column, SinkError, TableId, TableSchema};
 use scylla::client::session::Session;
 
 use crate::error::{classify, definite};
+use crate::connection::TimeBucket;
 use crate::mapping::cql_type;
 use crate::naming::{qualified, quote};
 
@@ -42,10 +47,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Makes sure the keyspace and table exist and hold every column of `schema` with the mapped type.
-    pub async fn ensure(&mut self, session: &Session, sink: &str, replication: &str, schema: &TableSchema) -> Result<(), SinkError> {
+    /// Makes sure the keyspace and table exist and hold every column of `schema` with the mapped type,
+    /// and, when `bucket`, the time-bucket column and its index.
+    pub async fn ensure(&mut self, session: &Session, sink: &str, replication: &str, schema: &TableSchema, bucket: bool) -> Result<(), SinkError> {
         if self.verified.get(&schema.id).is_some_and(|c| *c == schema.columns) {
             return Ok(());
+        }
+        if bucket && schema.columns.iter().any(|c| c.name == TimeBucket::COLUMN) {
+            return Err(definite(
+                sink,
+                format!("table {}: the source has a column named '{}', which the time_bucket option needs for itself: drop the option or exclude the table", schema.id, TimeBucket::COLUMN),
+            ));
         }
         if !self.keyspaces.contains(&schema.id.database) {
             create_keyspace(session, sink, &schema.id.database, replication).await?;
@@ -53,7 +65,7 @@ impl Catalog {
         }
         let mut state = read_table(session, sink, &schema.id).await?;
         if state.is_none() {
-            run(session, sink, &create_table_cql(schema).map_err(|e| definite(sink, e))?, &format!("creating table {}", schema.id)).await?;
+            run(session, sink, &create_table_cql(schema, bucket).map_err(|e| definite(sink, e))?, &format!("creating table {}", schema.id)).await?;
             state = read_table(session, sink, &schema.id).await?;
         }
         let mut state = state.ok_or_else(|| definite(sink, format!("table {} is still absent after CREATE TABLE", schema.id)))?;
@@ -70,6 +82,9 @@ impl Catalog {
                 added?;
                 return Err(definite(sink, format!("table {}: columns {names:?} are still absent after ALTER TABLE", schema.id)));
             }
+        }
+        if bucket {
+            ensure_bucket(session, sink, schema, &mut state).await?;
         }
         self.tables.insert(schema.id.clone(), state);
         self.verified.insert(schema.id.clone(), schema.columns.clone());
@@ -88,6 +103,40 @@ impl Catalog {
         }
         Ok(self.tables.get(id))
     }
+}
+
+/// Adds the `polyrepl_bucket text` column when the table lacks it, then its SAI index.
+async fn ensure_bucket(session: &Session, sink: &str, schema: &TableSchema, state: &mut TableState) -> Result<(), SinkError> {
+    let name = TimeBucket::COLUMN;
+    if !state.columns.contains_key(name) {
+        tracing::info!(sink, table = %schema.id, "adding the time-bucket column {name}");
+        let added = run(session, sink, &format!("ALTER TABLE {} ADD ({} text)", qualified(schema), quote(name)), &format!("adding column {name} to {}", schema.id)).await;
+        *state = read_table(session, sink, &schema.id).await?.unwrap_or_else(|| state.clone());
+        if !state.columns.contains_key(name) {
+            added?;
+            return Err(definite(sink, format!("table {}: column {name} is still absent after ALTER TABLE", schema.id)));
+        }
+    }
+    match state.columns.get(name).map(String::as_str) {
+        Some("text") => {}
+        other => {
+            return Err(definite(
+                sink,
+                format!("table {}: column '{name}' is {other:?} in Cassandra, but the time_bucket option writes text there: drop or fix the Cassandra column", schema.id),
+            ))
+        }
+    }
+    run(session, sink, &bucket_index_cql(schema), &format!("creating the index on {name} of {}", schema.id)).await
+}
+
+/// `CREATE CUSTOM INDEX IF NOT EXISTS "t_polyrepl_bucket" ON "ks"."t" ("polyrepl_bucket") USING 'StorageAttachedIndex'`.
+pub fn bucket_index_cql(schema: &TableSchema) -> String {
+    format!(
+        "CREATE CUSTOM INDEX IF NOT EXISTS {} ON {} ({}) USING 'StorageAttachedIndex'",
+        quote(&format!("{}_{}", schema.id.table, TimeBucket::COLUMN)),
+        qualified(schema),
+        quote(TimeBucket::COLUMN)
+    )
 }
 
 /// Runs one schema statement (the driver waits for schema agreement afterwards).
@@ -169,11 +218,14 @@ pub fn reconcile<'a>(state: &TableState, schema: &'a TableSchema) -> Result<Vec<
     Ok(missing)
 }
 
-/// `CREATE TABLE IF NOT EXISTS "ks"."t" ("a" int, …, PRIMARY KEY (("a", …)))`.
-pub fn create_table_cql(schema: &TableSchema) -> Result<String, String> {
-    let mut parts = Vec::with_capacity(schema.columns.len() + 1);
+/// `CREATE TABLE IF NOT EXISTS "ks"."t" ("a" int, …[, "polyrepl_bucket" text], PRIMARY KEY (("a", …)))`.
+pub fn create_table_cql(schema: &TableSchema, bucket: bool) -> Result<String, String> {
+    let mut parts = Vec::with_capacity(schema.columns.len() + 2);
     for column in &schema.columns {
         parts.push(format!("{} {}", quote(&column.name), cql_type(column)?));
+    }
+    if bucket {
+        parts.push(format!("{} text", quote(TimeBucket::COLUMN)));
     }
     let key: Vec<String> = schema.key_columns().map(|c| quote(&c.name)).collect();
     parts.push(format!("PRIMARY KEY (({}))", key.join(", ")));
@@ -206,8 +258,16 @@ mod tests {
     fn statements_quote_everything() {
         let s = schema(&[("Id", ColumnKind::Int), ("we\"ird", ColumnKind::Text), ("k2", ColumnKind::Date)], vec![0, 2]);
         assert_eq!(
-            create_table_cql(&s).unwrap(),
+            create_table_cql(&s, false).unwrap(),
             "CREATE TABLE IF NOT EXISTS \"db\".\"t\" (\"Id\" int, \"we\"\"ird\" text, \"k2\" date, PRIMARY KEY ((\"Id\", \"k2\")))"
+        );
+        assert_eq!(
+            create_table_cql(&s, true).unwrap(),
+            "CREATE TABLE IF NOT EXISTS \"db\".\"t\" (\"Id\" int, \"we\"\"ird\" text, \"k2\" date, \"polyrepl_bucket\" text, PRIMARY KEY ((\"Id\", \"k2\")))"
+        );
+        assert_eq!(
+            bucket_index_cql(&s),
+            "CREATE CUSTOM INDEX IF NOT EXISTS \"t_polyrepl_bucket\" ON \"db\".\"t\" (\"polyrepl_bucket\") USING 'StorageAttachedIndex'"
         );
         assert_eq!(add_columns_cql(&s, &[&s.columns[1]]).unwrap(), "ALTER TABLE \"db\".\"t\" ADD (\"we\"\"ird\" text)");
     }

@@ -9,8 +9,12 @@
 //! Use: [`CassandraSink::connect`]`(url, pipeline, options)`, then the [`polyrepl_core::Sink`] methods.
 //! The replication of created keyspaces can also be given in the URL:
 //! `cassandra://host:9042?replication_factor=3` (SimpleStrategy) or
-//! `cassandra://host:9042?replication=dc1:3,dc2:2` (NetworkTopologyStrategy); any other query key is
-//! refused ([`connection`]).
+//! `cassandra://host:9042?replication=dc1:3,dc2:2` (NetworkTopologyStrategy). For time-series tables,
+//! `?time_bucket=COLUMN:GRANULARITY` (granularity `hour`, `day` or `month`, e.g. `?time_bucket=ts:day`)
+//! adds to every table with a DATE/DATETIME/TIMESTAMP column of that name a `polyrepl_bucket text`
+//! column holding the row's bucket (`YYYY-MM-DDTHH`, `YYYY-MM-DD`, `YYYY-MM`; null for NULL or a zero
+//! date), indexed with a Storage-Attached Index so `WHERE polyrepl_bucket = '…'` queries work. Any other
+//! query key is refused ([`connection`]).
 //!
 //! Modules, one job each: [`connection`] (URL, options, handshake probe, session), [`naming`] (what
 //! Cassandra can name), [`ddl`] (keyspaces, tables, added columns), [`mapping`] (values ⇄ CQL),
@@ -29,6 +33,6 @@ pub mod sink;
 pub mod timestamp;
 pub mod write;
 
-pub use connection::{CassandraOptions, Replication};
+pub use connection::{BucketGranularity, CassandraOptions, Replication, TimeBucket};
 pub use mapping::{MappingCounts, MappingStats};
 pub use sink::CassandraSink;

@@ -7,7 +7,8 @@
 //!   ([`crate::checkpoint`]); a failure at any step returns an error without storing the checkpoint,
 //!   so the pipeline retries the whole batch, which is harmless ([`crate::timestamp`]).
 //! - `read_rows` decodes with the same mapping that wrote, so a row read back equals the source row (up
-//!   to the documented exceptions of [`crate::mapping`]).
+//!   to the documented exceptions of [`crate::mapping`]); it reads only the schema's columns, so the
+//!   time-bucket column (`time_bucket` option, [`crate::connection`]) never shows.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -44,8 +45,8 @@ pub struct CassandraSink {
 
 impl CassandraSink {
     /// Connects to `url` (`cassandra://[user:password@]host:port[/ignored][?replication_factor=N |
-    /// ?replication=DC:N,…]`) for the pipeline named `pipeline`, whose checkpoint `apply` stores. URL
-    /// options override `options` ([`crate::connection`]). Fails transiently (and quickly) when nothing
+    /// ?replication=DC:N,…][&time_bucket=COLUMN:hour|day|month]`) for the pipeline named `pipeline`,
+    /// whose checkpoint `apply` stores. URL options override `options` ([`crate::connection`]). Fails transiently (and quickly) when nothing
     /// answers at the address, definitely when the URL or an option is invalid or the server is not
     /// Cassandra.
     pub async fn connect(url: &str, pipeline: &str, options: CassandraOptions) -> Result<CassandraSink, SinkError> {
@@ -98,10 +99,16 @@ impl CassandraSink {
         Ok(())
     }
 
-    /// Makes sure the table holds every column of `table`'s schema.
+    /// Makes sure the table holds every column of `table`'s schema (and the time-bucket column).
     async fn ensure_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
         check_table(table).map_err(|m| definite(&self.name, m))?;
-        self.catalog.ensure(&self.session, &self.name, &self.replication, table).await
+        let bucket = self.bucket_column(table).is_some();
+        self.catalog.ensure(&self.session, &self.name, &self.replication, table, bucket).await
+    }
+
+    /// The index of the column bucketed by the `time_bucket` option, when the table has it.
+    fn bucket_column(&self, table: &TableSchema) -> Option<usize> {
+        self.options.time_bucket.as_ref().and_then(|b| b.column_in(table))
     }
 }
 
@@ -138,8 +145,12 @@ impl Sink for CassandraSink {
             let (cql, values, what) = match &write.kind {
                 WriteKind::Upsert(row) => {
                     let mut values = row_values(table, row, &self.stats).map_err(|m| definite(&self.name, m))?;
+                    let bucket = self.bucket_column(table);
+                    if let (Some(i), Some(b)) = (bucket, &self.options.time_bucket) {
+                        values.push(b.label(&row[i]).map(CqlValue::Text));
+                    }
                     values.push(Some(CqlValue::BigInt(write.timestamp)));
-                    (insert_cql(table), values, "writing")
+                    (insert_cql(table, bucket.is_some()), values, "writing")
                 }
                 WriteKind::Delete => {
                     let mut values = vec![Some(CqlValue::BigInt(write.timestamp))];

@@ -4,7 +4,7 @@
 //! - Every key of a batch has exactly one write ([`crate::plan`]), and one key is one partition, so
 //!   each write is a single-partition statement: there is nothing to group into a batch, and writes to
 //!   different keys may complete in any order.
-//! - An upsert is `INSERT (every column of the change's schema) … USING TIMESTAMP ?`, NULLs bound as
+//! - An upsert is `INSERT (every column of the change's schema[, polyrepl_bucket]) … USING TIMESTAMP ?`, NULLs bound as
 //!   null so an older value disappears; a delete is `DELETE … USING TIMESTAMP ? WHERE key`.
 //! - At most `max_in_flight` statements run at once. Every statement is awaited even when one fails, and
 //!   the batch fails if any did: transient only when every failure was transient.
@@ -17,6 +17,7 @@ use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 
+use crate::connection::TimeBucket;
 use crate::error::{classify, classify_prepare, definite};
 use crate::mapping::{to_cql, MappingStats};
 use crate::naming::{qualified, quote};
@@ -39,9 +40,12 @@ impl Statements {
     }
 }
 
-/// `INSERT INTO "ks"."t" ("a", …) VALUES (?, …) USING TIMESTAMP ?`.
-pub fn insert_cql(table: &TableSchema) -> String {
-    let names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+/// `INSERT INTO "ks"."t" ("a", …[, "polyrepl_bucket"]) VALUES (?, …) USING TIMESTAMP ?`.
+pub fn insert_cql(table: &TableSchema, bucket: bool) -> String {
+    let mut names: Vec<String> = table.columns.iter().map(|c| quote(&c.name)).collect();
+    if bucket {
+        names.push(quote(TimeBucket::COLUMN));
+    }
     let marks = vec!["?"; names.len()].join(", ");
     format!("INSERT INTO {} ({}) VALUES ({marks}) USING TIMESTAMP ?", qualified(table), names.join(", "))
 }
@@ -123,7 +127,11 @@ mod tests {
             columns: ["a", "b", "c"].iter().map(|n| Column { name: n.to_string(), kind: ColumnKind::Int, unsigned: false, nullable: true }).collect(),
             primary_key: vec![2, 0],
         };
-        assert_eq!(insert_cql(&t), "INSERT INTO \"db\".\"t\" (\"a\", \"b\", \"c\") VALUES (?, ?, ?) USING TIMESTAMP ?");
+        assert_eq!(insert_cql(&t, false), "INSERT INTO \"db\".\"t\" (\"a\", \"b\", \"c\") VALUES (?, ?, ?) USING TIMESTAMP ?");
+        assert_eq!(
+            insert_cql(&t, true),
+            "INSERT INTO \"db\".\"t\" (\"a\", \"b\", \"c\", \"polyrepl_bucket\") VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+        );
         assert_eq!(delete_cql(&t), "DELETE FROM \"db\".\"t\" USING TIMESTAMP ? WHERE \"c\" = ? AND \"a\" = ?");
         assert_eq!(select_cql(&t, &["a", "b"]), "SELECT \"a\", \"b\" FROM \"db\".\"t\" WHERE \"c\" = ? AND \"a\" = ?");
         let stats = MappingStats::default();

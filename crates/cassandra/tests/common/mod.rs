@@ -33,9 +33,24 @@ where
     F: FnOnce(CassandraSink, String) -> Fut,
     Fut: Future<Output = ()>,
 {
+    with_sink_query("", body).await
+}
+
+/// [`with_sink`] for a sink whose URL also carries `query` (e.g. `time_bucket=ts:day`; empty for none).
+pub async fn with_sink_query<F, Fut>(query: &str, body: F)
+where
+    F: FnOnce(CassandraSink, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let keyspace = unique("prt");
     let pipeline = unique("pipe");
-    let sink = sink(&pipeline).await;
+    let sink = if query.is_empty() {
+        sink(&pipeline).await
+    } else {
+        let base = url();
+        let url = format!("{base}{}{query}", if base.contains('?') { '&' } else { '?' });
+        CassandraSink::connect(&url, &pipeline, CassandraOptions::default()).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+    };
     let cleanup = self::sink(&pipeline).await;
     let outcome = AssertUnwindSafe(body(sink, keyspace.clone())).catch_unwind().await;
     let session = cleanup.session();
