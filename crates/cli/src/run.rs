@@ -182,14 +182,17 @@ async fn drive_source(
                 Ok(Some(SourceEvent::Ddl { position, database, statement })) => {
                     tracing::info!(%position, %database, statement = %statement.chars().take(200).collect::<String>(), "DDL on the source");
                 }
-                Ok(None) => return Ok(()), // end of binlog with --stop-at-end
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, position = %from, "lost the source; reconnecting");
+                Ok(None) if cfg.stop_at_end => return Ok(()), // end of binlog with --stop-at-end
+                // A transient error, or (following the binlog) a stream the server closed, e.g. on a
+                // shutdown or restart: a lost source, not the end of the work. Reconnect from `from`.
+                Err(e) if !e.is_transient() => return Err(e.into()),
+                lost @ (Ok(None) | Err(_)) => {
+                    let reason = lost.err().map_or_else(|| "the server closed the binlog stream".to_string(), |e| e.to_string());
+                    tracing::warn!(%reason, position = %from, "lost the source; reconnecting");
                     tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = shutdown.changed() => return Ok(()) }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     break;
                 }
-                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -1,0 +1,277 @@
+//! A source outage while `polyrepl run` streams: a dedicated MariaDB (started with `polyrepl stack`,
+//! so the shared server other tests use is never touched) is stopped and started again under a
+//! running pipeline and a writer that keeps changing rows. Without being restarted, polyrepl must
+//! notice the dead connection, reconnect from the last position it handed to the pipeline, and bring
+//! the MongoDB collection to exactly the source table: nothing lost, nothing extra, no stale value.
+
+mod common;
+
+use common::*;
+use mongodb::bson::{doc, Document};
+use mysql_async::prelude::*;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_polyrepl");
+
+/// A MariaDB of this test's own, on a free port with a temporary state directory; purged on drop.
+struct OwnMariaDb {
+    port: u16,
+    state: tempfile::TempDir,
+}
+
+impl OwnMariaDb {
+    fn stack(state: &Path, port: u16, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["stack"])
+            .args(args)
+            .args(["--backend", "local", "--service", "mysql", "--mysql-port", &port.to_string(), "--state-dir"])
+            .arg(state)
+            .output()
+            .expect("run polyrepl stack")
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Self::stack(self.state.path(), self.port, args);
+        assert!(
+            out.status.success(),
+            "polyrepl stack {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up() -> OwnMariaDb {
+        let db = OwnMariaDb { port: free_port(), state: tempfile::tempdir().unwrap() };
+        db.run(&["up"]);
+        db
+    }
+
+    fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnMariaDb {
+    fn drop(&mut self) {
+        let _ = Self::stack(self.state.path(), self.port, &["down", "--purge"]);
+    }
+}
+
+/// Drops the MongoDB database and the pipeline's checkpoint at the end, even after a failure.
+struct MongoCleanup {
+    db: String,
+    pipeline: String,
+}
+
+impl Drop for MongoCleanup {
+    fn drop(&mut self) {
+        let (db, pipeline) = (self.db.clone(), self.pipeline.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
+                    let _ = client.database(&db).drop().await;
+                    let _ = client.database("polyrepl").collection::<Document>("_polyrepl_checkpoints").delete_one(doc! { "_id": pipeline }).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// What the writer did, shared with the test.
+#[derive(Default)]
+struct WriterStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    last_inserted: AtomicI64,
+}
+
+/// Changes rows until `stop`: idempotent statements (absolute updates, upserts, deletes, and small
+/// transactions of them), each retried on a new connection until it succeeds, so a statement cut
+/// by the outage is either committed or redone; the source table is the truth the test compares with.
+async fn writer(url: String, first_new_id: i64, stop: Arc<AtomicBool>, stats: Arc<WriterStats>, seed: u64) {
+    let mut rng = Rng::seeded(seed);
+    let mut next_id = first_new_id;
+    let mut conn: Option<mysql_async::Conn> = None;
+    let mut i = 0u64;
+    while !stop.load(SeqCst) {
+        i += 1;
+        let pick = |rng: &mut Rng, next_id: i64| 1 + rng.below(next_id as u64 - 1) as i64;
+        let (sql, inserted) = match rng.below(10) {
+            0..=4 => (format!("UPDATE t SET v = 'u{i}', n = {i} WHERE id = {}", pick(&mut rng, next_id)), None),
+            5..=7 => (format!("INSERT INTO t VALUES ({next_id}, 'i{i}', {i}) ON DUPLICATE KEY UPDATE v = VALUES(v), n = VALUES(n)"), Some(next_id)),
+            8 => (format!("DELETE FROM t WHERE id = {}", pick(&mut rng, next_id)), None),
+            _ => (
+                format!(
+                    "BEGIN; UPDATE t SET v = 'tx{i}', n = NULL WHERE id = {}; DELETE FROM t WHERE id = {}; \
+                     INSERT INTO t VALUES ({next_id}, 'tx{i}', {i}) ON DUPLICATE KEY UPDATE v = VALUES(v), n = VALUES(n); COMMIT",
+                    pick(&mut rng, next_id),
+                    pick(&mut rng, next_id)
+                ),
+                Some(next_id),
+            ),
+        };
+        // Retry this statement until it succeeds (or the test stops the writer).
+        loop {
+            if stop.load(SeqCst) {
+                return;
+            }
+            if conn.is_none() {
+                match tokio::time::timeout(Duration::from_secs(3), mysql_async::Conn::from_url(url.clone())).await {
+                    Ok(Ok(c)) => conn = Some(c),
+                    _ => {
+                        stats.failed.fetch_add(1, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let c = conn.as_mut().unwrap();
+            match tokio::time::timeout(Duration::from_secs(5), c.query_drop(&sql)).await {
+                Ok(Ok(())) => break,
+                _ => {
+                    stats.failed.fetch_add(1, SeqCst);
+                    conn = None; // the connection may be dead or mid-transaction: start afresh
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        stats.ok.fetch_add(1, SeqCst);
+        if let Some(id) = inserted {
+            stats.last_inserted.store(id, SeqCst);
+            next_id += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(c) = conn {
+        let _ = c.disconnect().await;
+    }
+}
+
+/// The source table `t` of the database `url` names (read on a fresh connection).
+async fn source_table(url: &str) -> Option<Docs> {
+    let mut conn = mysql_async::Conn::from_url(url).await.ok()?;
+    let docs = source_docs(&mut conn, "t").await;
+    let _ = conn.disconnect().await;
+    Some(docs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes() {
+    let t0 = Instant::now();
+    let maria = OwnMariaDb::up();
+    let url = maria.url();
+    eprintln!("dedicated MariaDB on port {} up after {:.1} s", maria.port, t0.elapsed().as_secs_f64());
+
+    // The sink writes into a MongoDB database named like the source database, on the shared
+    // server: a unique name (also the pipeline's) keeps runs apart.
+    let pipeline = unique("outage");
+    let mongo = mongodb::Client::with_uri_str(MONGO).await.unwrap();
+    let dbname = pipeline.clone();
+    let _cleanup = MongoCleanup { db: dbname.clone(), pipeline: pipeline.clone() };
+    {
+        let mut c = mysql_async::Conn::from_url(url.clone()).await.expect("connect to the dedicated MariaDB");
+        c.query_drop(format!(
+            "CREATE DATABASE `{dbname}`; USE `{dbname}`; \
+             CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), n INT NULL); \
+             INSERT INTO t SELECT seq, CONCAT('row-', seq), seq FROM seq_1_to_300"
+        ))
+        .await
+        .unwrap();
+        c.disconnect().await.unwrap();
+    }
+    let url_db = format!("{url}/{dbname}");
+
+    let tables = format!("{dbname}.*");
+    let source = format!("{url}/");
+    let args: Vec<String> =
+        ["run", "--source", &source, "--tables", &tables, "--sink", MONGO, "--name", &pipeline].iter().map(|s| s.to_string()).collect();
+    let mut p = Polyrepl::spawn(&args);
+    let coll = mongo.database(&dbname).collection::<Document>("t");
+
+    let (_, seed) = Rng::from_entropy();
+    eprintln!("writer seed {seed}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(WriterStats::default());
+    let w = tokio::spawn(writer(url_db.clone(), 301, stop.clone(), stats.clone(), seed));
+
+    // Streaming is live: the writer's latest insert (after a moment of writing) reaches the sink.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let probe = stats.last_inserted.load(SeqCst);
+    assert!(probe > 300, "the writer inserted nothing: {} ok, {} failed", stats.ok.load(SeqCst), stats.failed.load(SeqCst));
+    wait_for(&format!("the writer's insert of id {probe} in the sink"), Duration::from_secs(30), || {
+        p.assert_running();
+        let coll = coll.clone();
+        async move { coll.find_one(doc! { "_id": probe }).await.ok().flatten().map(|_| ()) }
+    })
+    .await;
+    let ok_before = stats.ok.load(SeqCst);
+    eprintln!("caught up after {:.1} s; writer {} ok so far", t0.elapsed().as_secs_f64(), ok_before);
+
+    // The outage: stop the server (data kept), wait, start it again.
+    let down_at = Instant::now();
+    maria.run(&["down"]);
+    eprintln!("MariaDB down ({:.1} s to stop)", down_at.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let up_at = Instant::now();
+    maria.run(&["up"]);
+    eprintln!("MariaDB up again ({:.1} s to start; outage {:.1} s)", up_at.elapsed().as_secs_f64(), down_at.elapsed().as_secs_f64());
+    p.assert_running();
+
+    // Keep writing after it is back, then stop the writer and wait for an exact match.
+    let ok_at_up = stats.ok.load(SeqCst);
+    wait_for("100 more writes after the restart", Duration::from_secs(30), || {
+        let n = stats.ok.load(SeqCst);
+        async move { (n >= ok_at_up + 100).then_some(()) }
+    })
+    .await;
+    stop.store(true, SeqCst);
+    w.await.unwrap();
+    eprintln!(
+        "writer stopped: {} statements committed ({} before the outage), {} failed attempts retried",
+        stats.ok.load(SeqCst),
+        ok_before,
+        stats.failed.load(SeqCst)
+    );
+    assert!(stats.failed.load(SeqCst) > 0, "the writer never saw the outage");
+
+    let sync_from = Instant::now();
+    let deadline = sync_from + Duration::from_secs(40);
+    let expected = source_table(&url_db).await.expect("read the source after the restart");
+    loop {
+        p.assert_running();
+        let actual = sink_docs(&coll).await;
+        match diff(&expected, &actual) {
+            None => break,
+            Some(d) if Instant::now() > deadline => panic!("the sink never matched the source after the outage:\n{d}\n{}", p.log()),
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    eprintln!(
+        "sink equals the source ({} rows) {:.1} s after the writer stopped, {:.1} s after the restart; total {:.1} s",
+        expected.len(),
+        sync_from.elapsed().as_secs_f64(),
+        up_at.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    // Still the same process, and it said it reconnected.
+    p.assert_running();
+    let log = p.log();
+    assert!(
+        log.contains("lost the source; reconnecting") || log.contains("source unavailable; retrying"),
+        "no reconnect logged:\n{log}"
+    );
+    for line in log.lines().filter(|l| l.contains("reconnecting") || l.contains("retrying") || l.contains("streaming from the binlog")) {
+        eprintln!("polyrepl: {line}");
+    }
+    let reconnects = log.matches("streaming from the binlog").count();
+    assert!(reconnects >= 2, "expected a second 'streaming from the binlog' after the restart:\n{log}");
+    p.sigterm();
+    let status = p.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "SIGTERM should stop cleanly, got {status}:\n{}", p.log());
+}
