@@ -24,7 +24,7 @@ use common::*;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mysql_async::prelude::*;
-use polyrepl_core::{Row, Sink, TableId, TableSchema, Value};
+use polyrepl_core::{Row, Sink, TableSchema};
 use scylla::client::session::Session;
 use scylla::value::{CqlValue, Row as CqlRow};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,33 +83,12 @@ impl Fanout {
     }
 
     async fn schema(&self, table: &str) -> TableSchema {
-        let mut conn = self.db.conn().await;
-        let schema = polyrepl_mysql::schema::discover_table(&mut conn, &TableId::new(self.name(), table), "127.0.0.1:5600")
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("table {table} not found"));
-        conn.disconnect().await.unwrap();
-        schema
+        source_schema(&self.db, table).await
     }
 
     /// Every source row of `schema`'s table, decoded like the snapshot decodes them, by integer `id`.
     async fn source_rows(&self, schema: &TableSchema) -> BTreeMap<i64, Row> {
-        let mut conn = self.db.conn().await;
-        let rows: Vec<mysql_async::Row> = conn.exec(format!("SELECT * FROM `{}`", schema.id.table), ()).await.unwrap();
-        conn.disconnect().await.unwrap();
-        let pk = schema.primary_key[0];
-        rows.into_iter()
-            .map(|row| {
-                let values: Row = row
-                    .unwrap()
-                    .into_iter()
-                    .zip(&schema.columns)
-                    .map(|(v, c)| polyrepl_mysql::decode::from_protocol(c, v).unwrap_or_else(|e| panic!("{}: {e}", c.name)))
-                    .collect();
-                let Value::Int(id) = values[pk] else { panic!("integer key expected, got {:?}", values[pk]) };
-                (id, values)
-            })
-            .collect()
+        source_rows_by_id(&self.db, schema).await
     }
 
     /// Raw connection to the Redis sink (a new one each time: our own Redis may have restarted).
@@ -214,36 +193,8 @@ impl Fanout {
         let present = self.sink_keys(&schema.id.table).await;
         let mut report = Vec::new();
         for (i, (sink, keys)) in readers.sinks.iter_mut().zip(present).enumerate() {
-            let Some(keys) = keys else {
-                report.push(format!("{}: cannot list its keys", SINK_NAMES[i]));
-                continue;
-            };
-            let ids: Vec<i64> = expected.keys().copied().collect::<BTreeSet<_>>().union(&keys).copied().collect();
-            let key_values: Vec<Vec<Value>> = ids.iter().map(|&id| vec![Value::Int(id)]).collect();
-            let rows = match sink.read_rows(schema, &key_values).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    report.push(format!("{}: read_rows failed: {e}", SINK_NAMES[i]));
-                    continue;
-                }
-            };
-            let mut diffs = Vec::new();
-            for (id, got) in ids.iter().zip(rows) {
-                let want = expected.get(id);
-                if want != got.as_ref() {
-                    diffs.push(format!("  {id}: source {want:?}\n      sink   {got:?}"));
-                }
-            }
-            if !diffs.is_empty() {
-                let n = diffs.len();
-                diffs.truncate(5);
-                report.push(format!(
-                    "{}: {n} row(s) differ (source {} rows, sink {} keys):\n{}",
-                    SINK_NAMES[i],
-                    expected.len(),
-                    keys.len(),
-                    diffs.join("\n")
-                ));
+            if let Some(d) = sink_differences(sink.as_mut(), SINK_NAMES[i], keys, &expected, schema).await {
+                report.push(d);
             }
         }
         (!report.is_empty()).then(|| report.join("\n"))
@@ -547,18 +498,6 @@ async fn three_sinks_from_one_reader_equal_the_source() {
     assert_eq!(p.log().matches("streaming from the binlog").count(), 1, "one binlog reader:\n{}", p.log());
 }
 
-/// One writer step: an insert, an update or (sometimes) a delete.
-fn writer_step(rng: &mut Rng, next_id: &mut u64, op: u64) -> String {
-    match rng.below(10) {
-        0..=3 => {
-            *next_id += 1;
-            format!("INSERT INTO flow VALUES ({next_id}, 'ins-{op}', {op})")
-        }
-        4..=8 => format!("UPDATE flow SET v = 'upd-{op}', n = n + 1 WHERE id = {}", 1 + rng.below(*next_id)),
-        _ => format!("DELETE FROM flow WHERE id = {}", 1 + rng.below(*next_id)),
-    }
-}
-
 /// 2. Redis goes away for 30 s while a writer makes ~20 changes/s: MongoDB and Cassandra keep applying
 ///    (their checkpoints reach what was written well into the outage), Redis catches up once back, all
 ///    three end equal to the source, and polyrepl logs one line when Redis goes and one when it returns.
@@ -589,7 +528,7 @@ async fn redis_outage_does_not_stall_the_other_sinks_and_loses_nothing() {
             let (mut next_id, mut op) = (200u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let sql = writer_step(&mut rng, &mut next_id, op);
+                let sql = flow_writer_step(&mut rng, &mut next_id, op);
                 conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
                 if conn.affected_rows() > 0 {
                     let (d, s) = last_gtid(&mut conn).await;

@@ -20,8 +20,8 @@ use common::*;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mysql_async::prelude::*;
-use polyrepl_core::{Row, Sink, TableId, TableSchema, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use polyrepl_core::Sink;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -226,80 +226,6 @@ async fn sink_keys(own: &OwnSink, redis: bool, db: &str, table: &str) -> Option<
     }
 }
 
-/// The table's schema as polyrepl discovers it.
-async fn schema(db: &TestDb, table: &str) -> TableSchema {
-    let mut conn = db.conn().await;
-    let schema = polyrepl_mysql::schema::discover_table(&mut conn, &TableId::new(&db.name, table), "127.0.0.1:5600")
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("table {table} not found"));
-    conn.disconnect().await.unwrap();
-    schema
-}
-
-/// Every source row, decoded like the snapshot decodes them, by integer `id`.
-async fn source_rows(db: &TestDb, schema: &TableSchema) -> BTreeMap<i64, Row> {
-    let mut conn = db.conn().await;
-    let rows: Vec<mysql_async::Row> = conn.exec(format!("SELECT * FROM `{}`", schema.id.table), ()).await.unwrap();
-    conn.disconnect().await.unwrap();
-    let pk = schema.primary_key[0];
-    rows.into_iter()
-        .map(|row| {
-            let values: Row = row
-                .unwrap()
-                .into_iter()
-                .zip(&schema.columns)
-                .map(|(v, c)| polyrepl_mysql::decode::from_protocol(c, v).unwrap_or_else(|e| panic!("{}: {e}", c.name)))
-                .collect();
-            let Value::Int(id) = values[pk] else { panic!("integer key expected, got {:?}", values[pk]) };
-            (id, values)
-        })
-        .collect()
-}
-
-/// The differences between the source and one sink (read back with its own `Sink::read_rows`, for
-/// every source key and every key the sink holds); `None` when equal.
-async fn differences(
-    reader: &mut dyn Sink,
-    name: &str,
-    keys: Option<BTreeSet<i64>>,
-    expected: &BTreeMap<i64, Row>,
-    schema: &TableSchema,
-) -> Option<String> {
-    let Some(keys) = keys else { return Some(format!("{name}: cannot list its keys")) };
-    let ids: Vec<i64> = expected.keys().copied().collect::<BTreeSet<_>>().union(&keys).copied().collect();
-    let key_values: Vec<Vec<Value>> = ids.iter().map(|&id| vec![Value::Int(id)]).collect();
-    let rows = match reader.read_rows(schema, &key_values).await {
-        Ok(rows) => rows,
-        Err(e) => return Some(format!("{name}: read_rows failed: {e}")),
-    };
-    let mut diffs = Vec::new();
-    for (id, got) in ids.iter().zip(rows) {
-        let want = expected.get(id);
-        if want != got.as_ref() {
-            diffs.push(format!("  {id}: source {want:?}\n      sink   {got:?}"));
-        }
-    }
-    if diffs.is_empty() {
-        return None;
-    }
-    let n = diffs.len();
-    diffs.truncate(5);
-    Some(format!("{name}: {n} row(s) differ (source {} rows, sink {} keys):\n{}", expected.len(), keys.len(), diffs.join("\n")))
-}
-
-/// One writer step: an insert, an update or (sometimes) a delete.
-fn writer_step(rng: &mut Rng, next_id: &mut u64, op: u64) -> String {
-    match rng.below(10) {
-        0..=3 => {
-            *next_id += 1;
-            format!("INSERT INTO flow VALUES ({next_id}, 'ins-{op}', {op})")
-        }
-        4..=8 => format!("UPDATE flow SET v = 'upd-{op}', n = n + 1 WHERE id = {}", 1 + rng.below(*next_id)),
-        _ => format!("DELETE FROM flow WHERE id = {}", 1 + rng.below(*next_id)),
-    }
-}
-
 async fn outage_test(kind: Kind) {
     let t0 = Instant::now();
     let own = OwnSink::up(kind);
@@ -332,7 +258,7 @@ async fn outage_test(kind: Kind) {
             let (mut next_id, mut op) = (200u64, 0u64);
             while !stop.load(SeqCst) {
                 tick.tick().await; // pacing, not synchronisation
-                let sql = writer_step(&mut rng, &mut next_id, op);
+                let sql = flow_writer_step(&mut rng, &mut next_id, op);
                 conn.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
                 if conn.affected_rows() > 0 {
                     let (d, s) = last_gtid(&mut conn).await;
@@ -410,7 +336,7 @@ async fn outage_test(kind: Kind) {
     eprintln!("both sinks at GTID seq {} {:.1} s after the restart", last.1, up_at.elapsed().as_secs_f64());
 
     // Exact equality with the source, read back through each sink's own mapping.
-    let schema = schema(&db, "flow").await;
+    let schema = source_schema(&db, "flow").await;
     let mut own_reader: Box<dyn Sink> = match kind {
         Kind::Mongo => Box::new(polyrepl_mongo::MongoSink::connect(&own_url, "outage-reader").await.expect("MongoSink")),
         Kind::Cassandra => {
@@ -418,13 +344,13 @@ async fn outage_test(kind: Kind) {
         }
     };
     let mut redis_reader = polyrepl_redis::RedisSink::connect(REDIS, "outage-reader", Default::default()).await.expect("RedisSink");
-    let expected = source_rows(&db, &schema).await;
+    let expected = source_rows_by_id(&db, &schema).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         p.assert_running();
         let (ko, kr) = tokio::join!(sink_keys(&own, false, &db.name, "flow"), sink_keys(&own, true, &db.name, "flow"));
-        let d_own = differences(own_reader.as_mut(), &format!("{kind:?}"), ko, &expected, &schema).await;
-        let d_redis = differences(&mut redis_reader, "Redis", kr, &expected, &schema).await;
+        let d_own = sink_differences(own_reader.as_mut(), &format!("{kind:?}"), ko, &expected, &schema).await;
+        let d_redis = sink_differences(&mut redis_reader, "Redis", kr, &expected, &schema).await;
         match (d_own, d_redis) {
             (None, None) => break,
             (a, b) if Instant::now() > deadline => {

@@ -437,3 +437,81 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+// ---- Comparing a source table with a sink through the sink's own read-back --------------------------
+
+/// The table's schema as polyrepl discovers it.
+pub async fn source_schema(db: &TestDb, table: &str) -> polyrepl_core::TableSchema {
+    let mut conn = db.conn().await;
+    let schema = polyrepl_mysql::schema::discover_table(&mut conn, &polyrepl_core::TableId::new(&db.name, table), "127.0.0.1:5600")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("table {table} not found"));
+    conn.disconnect().await.unwrap();
+    schema
+}
+
+/// Every source row of `schema`'s table, decoded like the snapshot decodes them, by integer key.
+pub async fn source_rows_by_id(db: &TestDb, schema: &polyrepl_core::TableSchema) -> BTreeMap<i64, polyrepl_core::Row> {
+    use polyrepl_core::{Row, Value};
+    let mut conn = db.conn().await;
+    let rows: Vec<mysql_async::Row> = conn.exec(format!("SELECT * FROM `{}`", schema.id.table), ()).await.unwrap();
+    conn.disconnect().await.unwrap();
+    let pk = schema.primary_key[0];
+    rows.into_iter()
+        .map(|row| {
+            let values: Row = row
+                .unwrap()
+                .into_iter()
+                .zip(&schema.columns)
+                .map(|(v, c)| polyrepl_mysql::decode::from_protocol(c, v).unwrap_or_else(|e| panic!("{}: {e}", c.name)))
+                .collect();
+            let Value::Int(id) = values[pk] else { panic!("integer key expected, got {:?}", values[pk]) };
+            (id, values)
+        })
+        .collect()
+}
+
+/// The differences between the source rows and one sink, read back with the sink's own
+/// `Sink::read_rows` for every source key and every key the sink holds (`keys`); `None` when equal.
+pub async fn sink_differences(
+    reader: &mut dyn polyrepl_core::Sink,
+    name: &str,
+    keys: Option<std::collections::BTreeSet<i64>>,
+    expected: &BTreeMap<i64, polyrepl_core::Row>,
+    schema: &polyrepl_core::TableSchema,
+) -> Option<String> {
+    use polyrepl_core::Value;
+    let Some(keys) = keys else { return Some(format!("{name}: cannot list its keys")) };
+    let ids: Vec<i64> = expected.keys().copied().collect::<std::collections::BTreeSet<_>>().union(&keys).copied().collect();
+    let key_values: Vec<Vec<Value>> = ids.iter().map(|&id| vec![Value::Int(id)]).collect();
+    let rows = match reader.read_rows(schema, &key_values).await {
+        Ok(rows) => rows,
+        Err(e) => return Some(format!("{name}: read_rows failed: {e}")),
+    };
+    let mut diffs = Vec::new();
+    for (id, got) in ids.iter().zip(rows) {
+        let want = expected.get(id);
+        if want != got.as_ref() {
+            diffs.push(format!("  {id}: source {want:?}\n      sink   {got:?}"));
+        }
+    }
+    if diffs.is_empty() {
+        return None;
+    }
+    let n = diffs.len();
+    diffs.truncate(5);
+    Some(format!("{name}: {n} row(s) differ (source {} rows, sink {} keys):\n{}", expected.len(), keys.len(), diffs.join("\n")))
+}
+
+/// One step of a steady writer on a `flow (id, v, n)` table: an insert, an update or (sometimes) a delete.
+pub fn flow_writer_step(rng: &mut Rng, next_id: &mut u64, op: u64) -> String {
+    match rng.below(10) {
+        0..=3 => {
+            *next_id += 1;
+            format!("INSERT INTO flow VALUES ({next_id}, 'ins-{op}', {op})")
+        }
+        4..=8 => format!("UPDATE flow SET v = 'upd-{op}', n = n + 1 WHERE id = {}", 1 + rng.below(*next_id)),
+        _ => format!("DELETE FROM flow WHERE id = {}", 1 + rng.below(*next_id)),
+    }
+}
