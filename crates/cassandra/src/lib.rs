@@ -29,6 +29,7 @@ pub mod error;
 pub mod mapping;
 pub mod naming;
 pub mod plan;
+pub mod scan;
 pub mod sink;
 pub mod timestamp;
 pub mod write;

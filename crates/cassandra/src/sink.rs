@@ -214,4 +214,17 @@ impl Sink for CassandraSink {
             })
             .collect())
     }
+
+    async fn scan_keys(
+        &mut self,
+        table: &TableSchema,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        if self.catalog.existing(&self.session, &self.name, &table.id).await?.is_none() {
+            return Ok((Vec::new(), None));
+        }
+        crate::scan::scan_keys(&self.session, &mut self.statements, &self.name, table, cursor, limit).await
+    }
 }

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;
+pub mod rowhash;
 pub mod schema;
 pub mod sink;
 pub mod tables;

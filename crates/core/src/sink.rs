@@ -42,4 +42,16 @@ pub trait Sink: Send {
     /// Reads back the rows with the given primary keys, for verification: `None` where absent.
     /// Rows come back in the source's column order, with values as the sink's mapping decodes them.
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError>;
+
+    /// One page of the primary keys present in the sink for `table` (values in key order, decoded like
+    /// `read_rows` decodes them), in any order, at most about `limit` of them, for finding rows the
+    /// source no longer has. Start with `cursor = None`; pass the returned cursor (opaque bytes) to get
+    /// the next page; a returned `None` cursor means the scan is complete. A key may appear twice in
+    /// one scan where the database's own scan allows it (Redis SCAN), so callers must tolerate that.
+    async fn scan_keys(
+        &mut self,
+        table: &TableSchema,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError>;
 }

@@ -19,6 +19,7 @@ pub mod mapping;
 pub mod naming;
 pub mod plan;
 pub mod probe;
+pub mod scan;
 pub mod sink;
 pub mod write;
 

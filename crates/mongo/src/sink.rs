@@ -38,6 +38,8 @@ pub struct MongoSink {
     server: ServerInfo,
     limits: WriteLimits,
     mapping: Mapping,
+    /// The key scan in progress (`scan_keys`), so a listing reads one server cursor.
+    scan: crate::scan::ScanState,
 }
 
 impl MongoSink {
@@ -48,7 +50,7 @@ impl MongoSink {
         let (client, name, server) = connect(url).await?;
         let mapping = Mapping::new(server.features, Arc::new(MappingStats::default()));
         let limits = WriteLimits::for_server(&server);
-        Ok(MongoSink { client, name, pipeline: pipeline.to_string(), server, limits, mapping })
+        Ok(MongoSink { client, name, pipeline: pipeline.to_string(), server, limits, mapping, scan: Default::default() })
     }
 
     /// Lowers the per-command bounds of `update`/`delete` commands (never above the server's own
@@ -150,6 +152,16 @@ impl Sink for MongoSink {
             }
         }
         Ok(ids.iter().map(|id| found.get(&id_bytes(id)).cloned()).collect())
+    }
+
+    async fn scan_keys(
+        &mut self,
+        table: &TableSchema,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        crate::scan::scan_keys(&mut self.scan, &self.client, &self.name, &self.mapping, table, cursor, limit).await
     }
 }
 

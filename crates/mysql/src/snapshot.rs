@@ -54,21 +54,7 @@ impl Snapshot {
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                 .await
                 .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-            let status: Vec<(String, String)> = conn
-                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-                .await
-                .map_err(q("SHOW STATUS LIKE 'binlog_snapshot_%'"))?;
-            let get = |n: &str| status.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
-            let file = get("binlog_snapshot_file").filter(|f| !f.is_empty()).ok_or_else(|| {
-                SourceError::Usage(format!("{server} reports no binlog_snapshot_file: is log_bin on?"))
-            })?;
-            let offset: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
-            let gtid: Option<String> = conn
-                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset))
-                .await
-                .map_err(q("SELECT BINLOG_GTID_POS"))?
-                .flatten();
-            Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()) }
+            mariadb_snapshot_position(&mut conn, &server).await?
         } else {
             // MySQL has no lock-free snapshot position: hold a global read lock for an instant.
             conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(q("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
@@ -117,36 +103,7 @@ impl Snapshot {
     /// first row when `None`), in key order, as `Insert` changes at [`Snapshot::position`].
     /// An empty vector means the table is done.
     pub async fn read_chunk(&mut self, table: &Arc<TableSchema>, after_key: Option<&[Value]>) -> Result<Vec<Change>> {
-        if table.primary_key.is_empty() {
-            return Err(SourceError::Usage(format!("table {} has no primary key: it cannot be snapshotted in chunks", table.id)));
-        }
-        let key_cols: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
-        let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote_table(&table.id));
-        let mut params: Vec<mysql_async::Value> = Vec::new();
-        if let Some(after) = after_key {
-            if after.len() != key_cols.len() {
-                return Err(SourceError::Usage(format!(
-                    "resume key for {} has {} values, the primary key has {} columns",
-                    table.id,
-                    after.len(),
-                    key_cols.len()
-                )));
-            }
-            let key_params = table.key_columns().zip(after).map(|(c, v)| to_param(c, v));
-            if key_cols.len() == 1 {
-                sql.push_str(&format!(" WHERE {} > ?", key_cols[0]));
-                params.extend(key_params);
-            } else {
-                // The leading `>=` lets the optimizer use a range scan; the row comparison is exact.
-                let marks = vec!["?"; key_cols.len()].join(", ");
-                sql.push_str(&format!(" WHERE {} >= ? AND ({}) > ({marks})", key_cols[0], key_cols.join(", ")));
-                params.push(to_param(table.key_columns().next().expect("non-empty key"), &after[0]));
-                params.extend(key_params);
-            }
-        }
-        sql.push_str(&format!(" ORDER BY {} LIMIT {}", key_cols.join(", "), self.chunk_rows));
-        let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
+        let (sql, params) = chunk_select(table, after_key, self.chunk_rows)?;
         let rows: Vec<mysql_async::Row> = self
             .conn
             .exec(sql, params)
@@ -154,16 +111,7 @@ impl Snapshot {
             .map_err(|e| SourceError::query(format!("snapshot SELECT of {}", table.id), &self.server, e))?;
         let mut changes = Vec::with_capacity(rows.len());
         for (i, row) in rows.into_iter().enumerate() {
-            let raw = row.unwrap();
-            let mut values = Vec::with_capacity(raw.len());
-            for (column, v) in table.columns.iter().zip(raw) {
-                values.push(from_protocol(column, v).map_err(|message| SourceError::Decode {
-                    table: table.id.to_string(),
-                    column: column.name.clone(),
-                    context: "snapshot".into(),
-                    message,
-                })?);
-            }
+            let values = decode_row(table, row, "snapshot")?;
             changes.push(Change {
                 position: self.position.clone(),
                 seq: i as u32,
@@ -189,6 +137,79 @@ impl Snapshot {
         let _ = self.conn.disconnect().await;
         Ok(())
     }
+}
+
+/// MariaDB: the binlog position (with its GTID state) of the consistent-snapshot transaction open on
+/// `conn` (`binlog_snapshot_file/position`, no global lock needed).
+pub(crate) async fn mariadb_snapshot_position(conn: &mut Conn, server: &str) -> Result<Position> {
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(|e| SourceError::query("SHOW STATUS LIKE 'binlog_snapshot_%'", server, e))?;
+    let get = |n: &str| status.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let file = get("binlog_snapshot_file")
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| SourceError::Usage(format!("{server} reports no binlog_snapshot_file: is log_bin on?")))?;
+    let offset: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
+    let gtid: Option<String> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset))
+        .await
+        .map_err(|e| SourceError::query("SELECT BINLOG_GTID_POS", server, e))?
+        .flatten();
+    Ok(Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()) })
+}
+
+/// The SELECT of one chunk of `table` and its parameters: every column, rows with a key greater than
+/// `after_key` (all rows when `None`), in key order, at most `limit` rows. Composite keys use a
+/// row-constructor comparison. Shared by the snapshot and the verify reader ([`crate::reader`]).
+pub fn chunk_select(table: &TableSchema, after_key: Option<&[Value]>, limit: usize) -> Result<(String, Params)> {
+    if table.primary_key.is_empty() {
+        return Err(SourceError::Usage(format!("table {} has no primary key: it cannot be read in chunks", table.id)));
+    }
+    let key_cols: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
+    let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote_table(&table.id));
+    let mut params: Vec<mysql_async::Value> = Vec::new();
+    if let Some(after) = after_key {
+        if after.len() != key_cols.len() {
+            return Err(SourceError::Usage(format!(
+                "resume key for {} has {} values, the primary key has {} columns",
+                table.id,
+                after.len(),
+                key_cols.len()
+            )));
+        }
+        let key_params = table.key_columns().zip(after).map(|(c, v)| to_param(c, v));
+        if key_cols.len() == 1 {
+            sql.push_str(&format!(" WHERE {} > ?", key_cols[0]));
+            params.extend(key_params);
+        } else {
+            // The leading `>=` lets the optimizer use a range scan; the row comparison is exact.
+            let marks = vec!["?"; key_cols.len()].join(", ");
+            sql.push_str(&format!(" WHERE {} >= ? AND ({}) > ({marks})", key_cols[0], key_cols.join(", ")));
+            params.push(to_param(table.key_columns().next().expect("non-empty key"), &after[0]));
+            params.extend(key_params);
+        }
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {}", key_cols.join(", "), limit.max(1)));
+    let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
+    Ok((sql, params))
+}
+
+/// Decodes a result row of a `SELECT` of every column of `table` (in column order); `context` names
+/// the reader in errors.
+pub fn decode_row(table: &TableSchema, row: mysql_async::Row, context: &str) -> Result<Vec<Value>> {
+    let raw = row.unwrap();
+    let mut values = Vec::with_capacity(raw.len());
+    for (column, v) in table.columns.iter().zip(raw) {
+        values.push(from_protocol(column, v).map_err(|message| SourceError::Decode {
+            table: table.id.to_string(),
+            column: column.name.clone(),
+            context: context.into(),
+            message,
+        })?);
+    }
+    Ok(values)
 }
 
 /// Chunks of one table, in key order; remembers the last key it returned.

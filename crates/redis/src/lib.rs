@@ -47,6 +47,7 @@ pub mod mapping;
 pub mod naming;
 pub mod options;
 pub mod plan;
+pub mod scan;
 pub mod sink;
 pub mod stream;
 pub mod write;

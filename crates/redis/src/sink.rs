@@ -179,6 +179,16 @@ impl Sink for RedisSink {
         }
         Ok(rows)
     }
+
+    async fn scan_keys(
+        &mut self,
+        table: &TableSchema,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
+        check_table(table).map_err(|m| definite(&self.name, m))?;
+        crate::scan::scan_keys(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table, cursor, limit).await
+    }
 }
 
 /// Decodes a stored hash into a row in column order (a missing field reads as NULL).
