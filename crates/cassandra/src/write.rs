@@ -73,7 +73,14 @@ pub fn key_values(table: &TableSchema, key: &[Value], stats: &MappingStats) -> R
         .map(|(column, value)| {
             to_cql(column, value, stats)
                 .map_err(|e| format!("table {}: {e}", table.id))?
-                .ok_or_else(|| format!("table {}: primary key column '{}' is {value:?}, which Cassandra cannot hold in a key", table.id, column.name))
+                .ok_or_else(|| {
+                    let shown = value.mysql_text().unwrap_or_else(|| "NULL".into());
+                    format!(
+                        "table {}: primary key column '{}' holds {shown}, which has no Cassandra form and cannot be part of a key \
+                         (Cassandra has no zero date). Fix: give the row a real value in the source, or exclude the table",
+                        table.id, column.name
+                    )
+                })
         })
         .collect()
 }

@@ -46,6 +46,12 @@ pub struct RunArgs {
     /// Stop once the end of the binlog is reached (for tests and one-off copies) instead of following it.
     #[arg(long)]
     pub stop_at_end: bool,
+    /// Copy every table into every sink again, ignoring the checkpoints the sinks hold, and remove the
+    /// rows the source no longer has; then stream from the new snapshot. For when the binlog a
+    /// pipeline needs was purged, or to rebuild a sink. A flag only (never from env or file), since
+    /// it must not repeat by accident; a crash during it resumes the new snapshot on the next start.
+    #[arg(long)]
+    pub resnapshot: bool,
 }
 
 /// The TOML file's shape.
@@ -81,6 +87,7 @@ pub struct RunConfig {
     pub batch_delay_ms: u64,
     pub chunk_rows: usize,
     pub stop_at_end: bool,
+    pub resnapshot: bool,
 }
 
 impl RunArgs {
@@ -122,6 +129,7 @@ impl RunArgs {
             batch_delay_ms: self.batch_delay_ms.or(file.batch_delay_ms).unwrap_or(50),
             chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(5_000).max(1),
             stop_at_end: self.stop_at_end,
+            resnapshot: self.resnapshot,
         })
     }
 }

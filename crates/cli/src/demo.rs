@@ -82,6 +82,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         batch_delay_ms: 10,
         chunk_rows: 5_000,
         stop_at_end: false,
+        resnapshot: false,
     };
     let prepared = run::prepare(&cfg).await?;
     let table = prepared.tables.iter().find(|t| t.id == TableId::new(DEMO_DATABASE, DEMO_TABLE)).cloned().context("the demo table")?;

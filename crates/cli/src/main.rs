@@ -1,10 +1,13 @@
 //! `polyrepl`: the one binary. Parses the command line and hands each command to its module.
 
+mod bench;
 mod config;
 mod demo;
 mod http;
+mod resnapshot;
 mod run;
 mod stack_cmd;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,6 +39,16 @@ enum Command {
     /// The seed project's demo: stack up (if needed) + init + run into MongoDB + a writer inserting a
     /// timestamp + UUID row every --interval, printing both sides and whether they match.
     Demo(demo::DemoArgs),
+    /// Measure the pipeline against each sink's own raw ingest limit on the running stack: raw bulk
+    /// writes, run's snapshot and binlog streaming (cdc) per sink and into all at once, the binlog
+    /// reader's decode rate, commit-to-sink lag at a steady rate and peak RSS; medians of --rounds
+    /// rounds from a fixed --seed, in a throw-away polyrepl_bench_* database.
+    Bench(bench::BenchArgs),
+    /// Compare every selected table of the source with every --sink, chunk by chunk (checksums per
+    /// primary-key chunk, row by row only where they differ), re-checking rows that change meanwhile
+    /// once the sink has caught up; report missing, extra and different rows (--json for machines) and,
+    /// with --repair, rewrite them from the source. Exit code 0 when consistent, 1 when not, 2 on error.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +63,8 @@ fn main() -> ExitCode {
             Command::Stack(args) => stack_cmd::run(args).await,
             Command::Run(args) => run_command(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     });
     match result {

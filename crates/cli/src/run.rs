@@ -11,6 +11,7 @@
 //! - A lost source connection is retried with backoff from the last position handed to the pipeline.
 
 use crate::config::RunConfig;
+use crate::resnapshot;
 use anyhow::{anyhow, bail, Context, Result};
 use polyrepl_core::metrics::Metrics;
 use polyrepl_core::pipeline::{self, PipelineConfig, SinkSlot, Unit};
@@ -66,12 +67,20 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let url = SourceUrl::parse(&cfg.source).map_err(|e| anyhow!("{e}"))?;
     let filter = TableFilter::new(&cfg.tables, &cfg.exclude).map_err(|e| anyhow!("{e}"))?;
     let report = polyrepl_mysql::checks::run_startup_checks(&url, &filter).await?;
-    let mut slots = Vec::new();
+    // Connect every sink before preparing any: a wrong URL must not leave collections half-created.
+    let mut sinks = Vec::new();
     for sink_url in &cfg.sinks {
-        let mut sink = open_sink(sink_url, &cfg.name).await?;
+        sinks.push(open_sink(sink_url, &cfg.name).await?);
+    }
+    for sink in sinks.iter_mut() {
         sink.prepare(&report.tables).await.with_context(|| format!("preparing the sink {}", sink.name()))?;
-        let resume_from = sink.load_checkpoint(&cfg.name).await.with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
+    }
+    let mut slots = Vec::new();
+    for mut sink in sinks {
+        let held = sink.load_checkpoint(&cfg.name).await.with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
+        let resume_from = if cfg.resnapshot { None } else { held.clone() };
         match &resume_from {
+            _ if cfg.resnapshot => tracing::info!(sink = sink.name(), held = ?held.map(|c| c.position.to_string()), "--resnapshot: copying every table again"),
             Some(c) => tracing::info!(sink = sink.name(), position = %c.position, snapshot_in_progress = c.snapshot.is_some(), "resuming"),
             None => tracing::info!(sink = sink.name(), "no checkpoint: starting with a snapshot"),
         }
@@ -224,6 +233,7 @@ async fn run_snapshot(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Position>> {
     let mut snapshot = Snapshot::begin(url).await?.with_chunk_rows(cfg.chunk_rows);
+    let sweep_cut_short = matches!(&resumed, Some(Checkpoint { snapshot: Some(p), .. }) if resnapshot::is_nothing_copied(p));
     let (position, mut progress) = match resumed {
         Some(Checkpoint { position, snapshot: Some(p) }) => {
             tracing::info!(%position, done = p.done.len(), "resuming the snapshot after its last applied chunk");
@@ -232,6 +242,14 @@ async fn run_snapshot(
         _ => (snapshot.position().clone(), SnapshotProgress { done: vec![], current: None }),
     };
     tracing::info!(%position, tables = tables.len(), "snapshot begins");
+    if cfg.resnapshot || sweep_cut_short {
+        // Remove what the sinks hold beyond the source before copying again; also after a crash
+        // during that sweep (a checkpoint that has copied nothing yet).
+        match resnapshot::sweep(cfg, url, tables, &position, tx).await? {
+            Some(n) => tracing::info!(rows = n, "--resnapshot: rows the source no longer has are deleted from the sinks"),
+            None => return Ok(None),
+        }
+    }
     let started = Instant::now();
     for table in tables {
         if progress.done.contains(&table.id) {

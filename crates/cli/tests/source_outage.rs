@@ -9,57 +9,9 @@ mod common;
 use common::*;
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::*;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_polyrepl");
-
-/// A MariaDB of this test's own, on a free port with a temporary state directory; purged on drop.
-struct OwnMariaDb {
-    port: u16,
-    state: tempfile::TempDir,
-}
-
-impl OwnMariaDb {
-    fn stack(state: &Path, port: u16, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(["stack"])
-            .args(args)
-            .args(["--backend", "local", "--service", "mysql", "--mysql-port", &port.to_string(), "--state-dir"])
-            .arg(state)
-            .output()
-            .expect("run polyrepl stack")
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = Self::stack(self.state.path(), self.port, args);
-        assert!(
-            out.status.success(),
-            "polyrepl stack {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn up() -> OwnMariaDb {
-        let db = OwnMariaDb { port: free_port(), state: tempfile::tempdir().unwrap() };
-        db.run(&["up"]);
-        db
-    }
-
-    fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnMariaDb {
-    fn drop(&mut self) {
-        let _ = Self::stack(self.state.path(), self.port, &["down", "--purge"]);
-    }
-}
 
 /// Drops the MongoDB database and the pipeline's checkpoint at the end, even after a failure.
 struct MongoCleanup {
@@ -274,4 +226,79 @@ async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes()
     p.sigterm();
     let status = p.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "SIGTERM should stop cleanly, got {status}:\n{}", p.log());
+}
+
+/// The binlog a pipeline needs is purged while it is stopped: the next run must stop with a clear
+/// error (never skip the lost changes silently) and write nothing; `--resnapshot` then copies the
+/// tables again — removing the rows deleted meanwhile — and later runs stream as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_is_a_clear_error_and_resnapshot_recovers() {
+    let maria = OwnMariaDb::up();
+    let url = maria.url();
+    let pipeline = unique("purged");
+    let dbname = pipeline.clone();
+    let _cleanup = MongoCleanup { db: dbname.clone(), pipeline: pipeline.clone() };
+    let mut c = mysql_async::Conn::from_url(url.clone()).await.expect("connect to the dedicated MariaDB");
+    c.query_drop(format!(
+        "CREATE DATABASE `{dbname}`; USE `{dbname}`; CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40), n INT NULL); \
+         INSERT INTO t SELECT seq, CONCAT('row-', seq), seq FROM seq_1_to_200"
+    ))
+    .await
+    .unwrap();
+    let url_db = format!("{url}/{dbname}");
+    let tables = format!("{dbname}.*");
+    let source = format!("{url}/");
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["run", "--source", &source, "--tables", &tables, "--sink", MONGO, "--name", &pipeline, "--stop-at-end"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let mongo = mongodb::Client::with_uri_str(MONGO).await.unwrap();
+    let coll = mongo.database(&dbname).collection::<Document>("t");
+
+    let (status, log) = run_to_end(&args(&[]), Duration::from_secs(60)).await;
+    assert!(status.success(), "first run failed:\n{log}");
+    let before = source_table(&url_db).await.unwrap();
+    assert_eq!(diff(&before, &sink_docs(&coll).await), None);
+
+    // While polyrepl is stopped: changes, then the binlog holding them is purged.
+    c.query_drop("DELETE FROM t WHERE id <= 20; UPDATE t SET v = 'changed' WHERE id BETWEEN 21 AND 40; INSERT INTO t SELECT seq, 'new', NULL FROM seq_201_to_220")
+        .await
+        .unwrap();
+    c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let (current,): (String,) = c.query_first("SHOW MASTER STATUS").await.unwrap().map(|r: mysql_async::Row| (r.get::<String, _>(0).unwrap(),)).unwrap();
+    // MariaDB keeps the previous file until InnoDB's binlog checkpoint moves past it: retry the purge.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.query_drop(format!("PURGE BINARY LOGS TO '{current}'")).await.unwrap();
+        let logs: Vec<String> = c.query("SHOW BINARY LOGS").await.unwrap().into_iter().map(|r: mysql_async::Row| r.get::<String, _>(0).unwrap()).collect();
+        if logs == [current.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server kept {logs:?} after PURGE BINARY LOGS TO '{current}'");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("purged every binlog before {current}");
+
+    let (status, log) = run_to_end(&args(&[]), Duration::from_secs(60)).await;
+    assert!(!status.success(), "a run whose binlog was purged must fail, got {status}:\n{log}");
+    assert!(log.contains("is no longer on") && log.contains("--resnapshot") && log.contains("purged"), "the error should say what happened and how to fix it:\n{log}");
+    eprintln!("{}", log.lines().find(|l| l.contains("no longer on")).unwrap_or_default());
+    assert_eq!(diff(&before, &sink_docs(&coll).await), None, "the failed run changed the sink");
+
+    let (status, log) = run_to_end(&args(&["--resnapshot"]), Duration::from_secs(60)).await;
+    assert!(status.success(), "--resnapshot failed:\n{log}");
+    let after = source_table(&url_db).await.unwrap();
+    assert_eq!(after.len(), 200, "180 old rows + 20 new ones");
+    assert_eq!(diff(&after, &sink_docs(&coll).await), None, "after --resnapshot the sink must equal the source (deleted rows removed)");
+
+    // Back to normal streaming from the new snapshot.
+    c.query_drop("UPDATE t SET n = -1 WHERE id = 100").await.unwrap();
+    let (status, log) = run_to_end(&args(&[]), Duration::from_secs(60)).await;
+    assert!(status.success(), "the run after --resnapshot failed:\n{log}");
+    assert!(!log.contains("no checkpoint: starting with a snapshot"), "it should stream, not snapshot again:\n{log}");
+    assert_eq!(diff(&source_table(&url_db).await.unwrap(), &sink_docs(&coll).await), None);
+    c.disconnect().await.unwrap();
 }

@@ -68,13 +68,23 @@ pub fn document_id(mapping: &Mapping, table: &TableSchema, key: &[Value]) -> Res
     if key.iter().any(Value::is_null) {
         return Err(format!("table {}: a change has a NULL primary-key value", table.id));
     }
-    if let [index] = table.primary_key[..] {
-        return Ok(mapping.to_bson(&table.columns[index], &key[0]));
+    let mut parts: Vec<Bson> = table.primary_key.iter().zip(key).map(|(&i, v)| mapping.to_bson(&table.columns[i], v)).collect();
+    // A zero date has no BSON form (it maps to null): as a key it would merge distinct rows.
+    if let Some(at) = parts.iter().position(|b| *b == Bson::Null) {
+        return Err(format!(
+            "table {}: primary key column '{}' holds {}, which has no MongoDB form and cannot be part of an _id. \
+             Fix: give the row a real value in the source, or exclude the table",
+            table.id,
+            table.columns[table.primary_key[at]].name,
+            key[at].mysql_text().unwrap_or_else(|| "NULL".into())
+        ));
+    }
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
     }
     let mut id = Document::new();
-    for (&index, value) in table.primary_key.iter().zip(key) {
-        let column = &table.columns[index];
-        id.insert(column.name.clone(), mapping.to_bson(column, value));
+    for (&index, bson) in table.primary_key.iter().zip(parts) {
+        id.insert(table.columns[index].name.clone(), bson);
     }
     Ok(Bson::Document(id))
 }

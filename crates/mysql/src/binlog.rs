@@ -137,6 +137,7 @@ impl BinlogReader {
         let mut conn = Conn::new(url.opts(false)).await.map_err(q("connecting for the binlog stream"))?;
         let version: String = conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        crate::purged::check_not_purged(&mut conn, &server, from, mariadb).await?;
         let heartbeat_ns = options.heartbeat.as_nanos().clamp(1_000_000, 4_294_967_000_000_000) as u64;
         conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}")).await.map_err(q("setting the heartbeat"))?;
         conn.query_drop("SET @master_binlog_checksum = 'CRC32'").await.map_err(q("setting the binlog checksum"))?;
@@ -172,7 +173,10 @@ impl BinlogReader {
         if options.stop_at_end {
             request = request.with_non_blocking();
         }
-        let stream = conn.get_binlog_stream(request).await.map_err(q("requesting the binlog stream"))?;
+        let stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| SourceError::binlog_read("requesting the binlog stream", &server, from, e))?;
         tracing::info!(server = %server, from = %from, by_gtid, server_id = options.server_id, "binlog stream started");
         Ok(BinlogReader {
             stream,
@@ -219,7 +223,7 @@ impl BinlogReader {
                 }
                 Ok(Some(Err(e))) => {
                     self.finished = true;
-                    return Err(SourceError::query(format!("reading the binlog at {}", self.committed), &self.server, e));
+                    return Err(SourceError::binlog_read(format!("reading the binlog at {}", self.committed), &self.server, &self.committed, e));
                 }
                 Ok(Some(Ok(ev))) => ev,
             };

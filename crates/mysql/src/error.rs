@@ -36,6 +36,17 @@ pub enum SourceError {
     /// No event (not even a heartbeat) arrived within the allowed time.
     #[error("binlog stream from {server} stalled: no event for {seconds}s (will reconnect)")]
     Stalled { server: String, seconds: u64 },
+    /// The binlog at the position the sinks need is gone from the server (purged or reset): the
+    /// changes since then cannot be streamed, only re-copied.
+    #[error(
+        "the binlog that polyrepl needs is no longer on {server}: it must resume at {position}, but {message}. \
+         The binlog was purged (PURGE BINARY LOGS, binlog_expire_logs_seconds / \
+         expire_logs_days, RESET MASTER) before polyrepl read it, so the changes made since then cannot be \
+         streamed, and polyrepl will not skip them. Copy the tables again with `polyrepl run --resnapshot` \
+         and the same flags: it re-snapshots every table into every sink, removes rows the source no longer \
+         has, then streams from the new snapshot. Nothing was written to the sinks."
+    )]
+    BinlogPurged { server: String, position: Position, message: String },
     /// The caller asked for something that cannot work (bad position, table not in the snapshot...).
     #[error("{0}")]
     Usage(String),
@@ -53,6 +64,21 @@ impl SourceError {
 
     pub(crate) fn query(what: impl Into<String>, server: &str, source: mysql_async::Error) -> Self {
         SourceError::Query { what: what.into(), server: server.to_string(), source }
+    }
+
+    /// The error of a binlog stream from `position`: [`SourceError::BinlogPurged`] when the server
+    /// says it no longer has that binlog (error 1236, ER_MASTER_FATAL_ERROR_READING_BINLOG).
+    pub(crate) fn binlog_read(what: impl Into<String>, server: &str, position: &Position, source: mysql_async::Error) -> Self {
+        match &source {
+            mysql_async::Error::Server(s) if s.code == 1236 => {
+                SourceError::BinlogPurged {
+                server: server.to_string(),
+                position: position.clone(),
+                message: format!("the server answered \"{}\"", s.message.trim()),
+            }
+            }
+            _ => SourceError::query(what, server, source),
+        }
     }
 }
 

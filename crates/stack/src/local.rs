@@ -385,6 +385,8 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
         "--max-connections=500".into(),
         "--innodb-buffer-pool-size=256M".into(),
         format!("--log-error={}", d("server.log")),
+        // Its own temporary directory: files the server keeps in a shared /tmp can be removed under it.
+        format!("--tmpdir={}", d("tmp")),
     ];
     if running_as_root() {
         args.push("--user=root".into());
@@ -414,7 +416,9 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
             (program.to_path_buf(), init)
         }
     };
-    LaunchSpec { program: program.to_path_buf(), args, files: vec![], initialise: Some(initialise) }
+    // Writing this file creates the temporary directory before the server starts.
+    let files = vec![(dir.join("tmp").join("README"), "MariaDB/MySQL temporary files (--tmpdir)\n".to_string())];
+    LaunchSpec { program: program.to_path_buf(), args, files, initialise: Some(initialise) }
 }
 
 /// A Unix socket path must fit in 108 bytes; deep state directories fall back to /tmp.

@@ -515,3 +515,49 @@ pub fn flow_writer_step(rng: &mut Rng, next_id: &mut u64, op: u64) -> String {
         _ => format!("DELETE FROM flow WHERE id = {}", 1 + rng.below(*next_id)),
     }
 }
+
+// ---- A MariaDB of a test's own (for outages and server settings the shared one must keep) ------------
+
+/// A MariaDB of this test's own, on a free port with a temporary state directory; purged on drop.
+pub struct OwnMariaDb {
+    pub port: u16,
+    state: tempfile::TempDir,
+}
+
+impl OwnMariaDb {
+    fn stack(state: &std::path::Path, port: u16, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_polyrepl"))
+            .args(["stack"])
+            .args(args)
+            .args(["--backend", "local", "--service", "mysql", "--mysql-port", &port.to_string(), "--state-dir"])
+            .arg(state)
+            .output()
+            .expect("run polyrepl stack")
+    }
+
+    pub fn run(&self, args: &[&str]) {
+        let out = Self::stack(self.state.path(), self.port, args);
+        assert!(
+            out.status.success(),
+            "polyrepl stack {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn up() -> OwnMariaDb {
+        let db = OwnMariaDb { port: free_port(), state: tempfile::tempdir().unwrap() };
+        db.run(&["up"]);
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnMariaDb {
+    fn drop(&mut self) {
+        let _ = Self::stack(self.state.path(), self.port, &["down", "--purge"]);
+    }
+}

@@ -1,0 +1,200 @@
+//! The lag phase: seconds from source commit to sink visibility at a steady `--lag-rate`.
+//!
+//! A writer commits small transactions on the `lag` table at a fixed schedule, each row carrying in
+//! `written_us` the writer's clock just before its statement (so the figure includes the commit itself).
+//! `run` streams into one sink through [`LagProbe`], a [`Sink`] decorator that, after each successful
+//! apply of the real sink, records now − `written_us` for every row of the batch. The first second is
+//! warm-up and not counted.
+
+use super::{phases, Bench, SinkKind};
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use mysql_async::prelude::*;
+use polyrepl_core::pipeline::SinkSlot;
+use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_mysql::binlog::current_position;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Keys the writer cycles over (small: FerretDB scans the collection for every update).
+const LAG_KEYS: u64 = 2_000;
+/// Seconds of samples at the start that are not counted.
+const WARM_UP_SECONDS: f64 = 1.0;
+/// Longest wait for the sink to catch up after the writer stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// (written_us, lag in seconds) of every applied row.
+type Samples = Arc<Mutex<Vec<(i64, f64)>>>;
+
+/// Lag figures of one sink.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LagFigures {
+    pub p50_s: f64,
+    pub p99_s: f64,
+    pub max_s: f64,
+    /// Rows measured (after the warm-up).
+    pub samples: usize,
+    /// Changes per second the writer achieved.
+    pub achieved_rate: f64,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// A sink that forwards to the real one and timestamps every applied `lag` row.
+struct LagProbe {
+    inner: Box<dyn Sink>,
+    samples: Samples,
+    /// Rows written before this (µs) belong to an earlier phase and are not recorded.
+    since_us: i64,
+}
+
+#[async_trait]
+impl Sink for LagProbe {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        self.inner.prepare(tables).await
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.inner.apply(batch).await?;
+        let now = now_us();
+        let mut samples = self.samples.lock().unwrap();
+        for change in &batch.changes {
+            let column = change.table.column_index("written_us");
+            if let (Some(i), Some(row)) = (column, &change.after) {
+                if let Some(Value::Int(written)) = row.get(i).filter(|v| matches!(v, Value::Int(w) if *w >= self.since_us)) {
+                    samples.push((*written, (now - written) as f64 / 1e6));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+        self.inner.load_checkpoint(pipeline).await
+    }
+
+    async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
+        self.inner.read_rows(table, keys).await
+    }
+
+    async fn scan_keys(&mut self, table: &TableSchema, cursor: Option<Vec<u8>>, limit: usize) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
+        self.inner.scan_keys(table, cursor, limit).await
+    }
+}
+
+/// The value at quantile `q` (0..=1) of sorted `values` (nearest rank).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Streams into `kind` while the writer runs at `--lag-rate` for `--lag-seconds`.
+pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
+    phases::reset_sink(bench, kind, "lag").await?;
+    let name = bench.pipeline("lag");
+    phases::prestore_checkpoint(bench, &[kind], &name, &current_position(&bench.url).await?).await?;
+    let cfg = phases::run_config(bench, "lag", &[kind], &name, false)?;
+    let mut prepared = crate::run::prepare(&cfg).await?;
+    let samples: Samples = Default::default();
+    let since_us = now_us();
+    prepared.slots = prepared
+        .slots
+        .into_iter()
+        .map(|slot| SinkSlot { sink: Box::new(LagProbe { inner: slot.sink, samples: samples.clone(), since_us }), resume_from: slot.resume_from })
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(polyrepl_core::metrics::Metrics::default());
+    let pipeline = tokio::spawn(crate::run::run(cfg, prepared, metrics, stopped));
+
+    bench.note(format!("lag {}: writing {} changes/s for {} s", kind.label(), bench.args.lag_rate, bench.args.lag_seconds));
+    let writer = write_steadily(bench).await;
+    let (written, writer_seconds, started_us) = match writer {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = stop.send(true);
+            let _ = pipeline.await;
+            return Err(e);
+        }
+    };
+    let drain_started = Instant::now();
+    while samples.lock().unwrap().len() < written as usize && drain_started.elapsed() < DRAIN_TIMEOUT && !pipeline.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    pipeline.await.context("lag pipeline task")?.context("lag pipeline")?;
+    let all = samples.lock().unwrap().clone();
+    if all.len() < written as usize {
+        anyhow::bail!("{} applied {} of {written} lag rows within {} s of the writer's end", kind.label(), all.len(), DRAIN_TIMEOUT.as_secs());
+    }
+    let counted_from = started_us + (WARM_UP_SECONDS * 1e6) as i64;
+    let mut lags: Vec<f64> = all.iter().filter(|(w, _)| *w >= counted_from).map(|(_, l)| *l).collect();
+    if lags.is_empty() {
+        lags = all.iter().map(|(_, l)| *l).collect();
+    }
+    lags.sort_by(|a, b| a.total_cmp(b));
+    let figures = LagFigures {
+        p50_s: quantile(&lags, 0.50),
+        p99_s: quantile(&lags, 0.99),
+        max_s: lags.last().copied().unwrap_or(f64::NAN),
+        samples: lags.len(),
+        achieved_rate: written as f64 / writer_seconds,
+    };
+    bench.note(format!("lag {}: p50 {:.3} s, p99 {:.3} s over {} rows at {:.0} changes/s", kind.label(), figures.p50_s, figures.p99_s, figures.samples, figures.achieved_rate));
+    Ok(figures)
+}
+
+/// Commits `--lag-rate` row changes per second for `--lag-seconds`, in transactions of 1/100 s worth
+/// of rows on a fixed schedule; returns the rows written, the seconds it took and its start (µs).
+async fn write_steadily(bench: &Bench) -> Result<(u64, f64, i64)> {
+    let rate = bench.args.lag_rate as f64;
+    let per_tx = ((rate / 100.0).round() as u64).max(1);
+    let interval = Duration::from_secs_f64(per_tx as f64 / rate);
+    let transactions = ((bench.args.lag_seconds * rate) / per_tx as f64).ceil().max(1.0) as u64;
+    let mut conn = super::data::connect(bench).await?;
+    let (started, started_us) = (tokio::time::Instant::now(), now_us());
+    let (mut written, mut key, mut version) = (0u64, 0u64, 0u64);
+    for i in 0..transactions {
+        tokio::time::sleep_until(started + interval * i as u32).await;
+        let written_us = now_us();
+        version += 1;
+        let values: Vec<String> = (0..per_tx)
+            .map(|_| {
+                key = key % LAG_KEYS + 1;
+                format!("({key},{version},{written_us})")
+            })
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO lag (id, v, written_us) VALUES {} ON DUPLICATE KEY UPDATE v = VALUES(v), written_us = VALUES(written_us)",
+            values.join(",")
+        ))
+        .await
+        .context("lag writer")?;
+        written += per_tx;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    conn.disconnect().await?;
+    Ok((written, seconds, started_us))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&[3.0], 0.99), 3.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+}

@@ -1,0 +1,194 @@
+//! `polyrepl bench`: how close the pipeline runs to each sink's own ingest limit, measured on the stack
+//! that `polyrepl stack up` starts.
+//!
+//! Phases, in this order (each in its own randomly named database `polyrepl_bench_…`, dropped at the
+//! end together with everything written into the sinks, unless `--keep`):
+//! 1. data: a `snap` table of `--rows` rows and a pre-generated binlog of `--cdc-changes` inserts,
+//!    updates and deletes on a `cdc` table, both from a fixed seed ([`data`]);
+//! 2. decode: the binlog reader alone over the `cdc` range ([`phases::decode`]);
+//! 3. raw: the `snap` rows, converted up front with each sink's own mapping, written with the sink's best
+//!    bulk path by a few concurrent writers, no pipeline in between ([`raw`]);
+//! 4. snapshot: `run`'s own code (prepare + run, in this process, `--stop-at-end`) copying `snap` into
+//!    one sink; timed from after start-up checks and connections to the end ([`phases::snapshot`]);
+//! 5. cdc: `run` streaming the `cdc` range into one sink, then into all at once, each sink starting from
+//!    a pre-stored streaming checkpoint ([`phases::cdc`]);
+//! 6. rss: the real binary as a child, snapshotting `snap` into every selected sink at once; its peak
+//!    RSS comes from `wait4` ([`rss`]);
+//! 7. lag: a writer at a steady `--lag-rate` while `run` streams into one sink, whose applies are
+//!    timed against the commit time each row carries ([`lag`]).
+//!
+//! Every timed phase runs `--rounds` times (fresh pipeline names, sinks reset where the state would
+//! change the work) after an untimed warm-up, and the median is reported ([`report`]).
+
+mod data;
+mod lag;
+mod phases;
+mod raw;
+mod report;
+mod rss;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, ValueEnum};
+use polyrepl_mysql::source_url::SourceUrl;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// A sink that can be benchmarked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// MongoDB (or FerretDB): unordered bulk inserts as the raw path.
+    Mongodb,
+    /// Redis: pipelined HSET as the raw path.
+    Redis,
+    /// Cassandra: concurrent prepared unlogged batches as the raw path.
+    Cassandra,
+}
+
+impl SinkKind {
+    /// The name used in tables, JSON and pipeline names.
+    pub fn label(self) -> &'static str {
+        match self {
+            SinkKind::Mongodb => "mongodb",
+            SinkKind::Redis => "redis",
+            SinkKind::Cassandra => "cassandra",
+        }
+    }
+}
+
+/// Flags of `polyrepl bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Source URL (MySQL/MariaDB with binlog ROW/FULL/FULL). The password never appears in output.
+    #[arg(long, env = "POLYREPL_SOURCE", hide_env_values = true, default_value = "mysql://root@127.0.0.1:5600")]
+    pub source: String,
+    /// MongoDB URL.
+    #[arg(long, env = "POLYREPL_MONGODB", hide_env_values = true, default_value = "mongodb://127.0.0.1:1800")]
+    pub mongodb: String,
+    /// Redis URL.
+    #[arg(long, env = "POLYREPL_REDIS", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Cassandra URL.
+    #[arg(long, env = "POLYREPL_CASSANDRA", hide_env_values = true, default_value = "cassandra://127.0.0.1:9042")]
+    pub cassandra: String,
+    /// Which sinks to bench (comma-separated).
+    #[arg(long, env = "POLYREPL_BENCH_SINKS", value_enum, value_delimiter = ',', default_value = "mongodb,redis,cassandra")]
+    pub sinks: Vec<SinkKind>,
+    /// Rows of the snapshot table (raw and snapshot phases).
+    #[arg(long, env = "POLYREPL_BENCH_ROWS", default_value_t = 200_000)]
+    pub rows: usize,
+    /// Row changes in the pre-generated binlog (decode and cdc phases).
+    #[arg(long, env = "POLYREPL_BENCH_CDC_CHANGES", default_value_t = 50_000)]
+    pub cdc_changes: usize,
+    /// Timed rounds per phase; the median is reported.
+    #[arg(long, env = "POLYREPL_BENCH_ROUNDS", default_value_t = 3)]
+    pub rounds: usize,
+    /// Concurrent writers of the raw phase.
+    #[arg(long, env = "POLYREPL_BENCH_WRITERS", default_value_t = 4)]
+    pub writers: usize,
+    /// Changes per second the lag phase's writer commits.
+    #[arg(long, env = "POLYREPL_BENCH_LAG_RATE", default_value_t = 5_000)]
+    pub lag_rate: u32,
+    /// Seconds the lag phase's writer runs per sink.
+    #[arg(long, env = "POLYREPL_BENCH_LAG_SECONDS", default_value_t = 10.0)]
+    pub lag_seconds: f64,
+    /// Seed of the generated data (same seed, same rows and changes).
+    #[arg(long, env = "POLYREPL_BENCH_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Print one JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the bench database (source and sinks) instead of dropping it at the end.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Everything the phases share: URLs, names, sizes.
+pub struct Bench {
+    pub args: BenchArgs,
+    pub url: SourceUrl,
+    /// `polyrepl_bench_<10 hex>`: the source database, and the sinks' database/keyspace/key prefix.
+    pub db: String,
+    /// Pipeline names used, so their checkpoints can be removed at the end.
+    pub pipelines: std::sync::Mutex<Vec<String>>,
+    pub started: Instant,
+}
+
+impl Bench {
+    /// The URL of a sink.
+    pub fn sink_url(&self, kind: SinkKind) -> &str {
+        match kind {
+            SinkKind::Mongodb => &self.args.mongodb,
+            SinkKind::Redis => &self.args.redis,
+            SinkKind::Cassandra => &self.args.cassandra,
+        }
+    }
+
+    /// A fresh pipeline name for a phase, remembered for clean-up.
+    pub fn pipeline(&self, phase: &str) -> String {
+        let mut names = self.pipelines.lock().unwrap();
+        let name = format!("{}_{phase}_{}", self.db, names.len());
+        names.push(name.clone());
+        name
+    }
+
+    /// A progress line on stderr, with the time since the start.
+    pub fn note(&self, line: impl AsRef<str>) {
+        eprintln!("[bench {:>6.1} s] {}", self.started.elapsed().as_secs_f64(), line.as_ref());
+    }
+}
+
+/// Runs the benchmark; the bench database is dropped at the end (also after a failure) unless `--keep`.
+pub async fn run(args: BenchArgs) -> Result<ExitCode> {
+    if args.sinks.is_empty() {
+        return Err(anyhow!("--sinks is empty: name at least one of mongodb, redis, cassandra"));
+    }
+    if args.rows == 0 || args.cdc_changes == 0 || args.rounds == 0 || args.writers == 0 || args.lag_rate == 0 || !(args.lag_seconds > 0.0) {
+        return Err(anyhow!("--rows, --cdc-changes, --rounds, --writers, --lag-rate and --lag-seconds must all be greater than zero"));
+    }
+    let url = SourceUrl::parse(&args.source).map_err(|e| anyhow!("{e}"))?;
+    let db = format!("polyrepl_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let bench = Bench { args, url, db, pipelines: Default::default(), started: Instant::now() };
+    bench.note(format!("database {} on {}; sinks: {}", bench.db, bench.url.redacted(), bench.args.sinks.iter().map(|s| s.label()).collect::<Vec<_>>().join(", ")));
+    let outcome = measure(&bench).await;
+    if bench.args.keep {
+        bench.note(format!("--keep: leaving database {} in the source and the sinks", bench.db));
+    } else {
+        bench.note("dropping the bench database from the source and the sinks");
+        if let Err(e) = phases::drop_everything(&bench).await {
+            eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
+        }
+    }
+    let report = outcome?;
+    if bench.args.json {
+        println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// All phases, in order.
+async fn measure(bench: &Bench) -> Result<report::Report> {
+    let args = &bench.args;
+    let generated = data::generate(bench).await.context("generating the bench data")?;
+    let decode = phases::decode(bench, &generated).await.context("decode phase")?;
+    let mut sinks = Vec::new();
+    for &kind in &args.sinks {
+        let raw = raw::measure(bench, kind).await.with_context(|| format!("raw phase of {}", kind.label()))?;
+        let snapshot = phases::snapshot(bench, kind).await.with_context(|| format!("snapshot phase of {}", kind.label()))?;
+        let cdc = phases::cdc(bench, &[kind], &generated).await.with_context(|| format!("cdc phase of {}", kind.label()))?;
+        sinks.push(report::SinkFigures::new(kind, raw, snapshot, cdc));
+    }
+    let cdc_all = if args.sinks.len() > 1 {
+        Some(phases::cdc(bench, &args.sinks, &generated).await.context("cdc phase into all sinks")?)
+    } else {
+        None
+    };
+    let child = rss::snapshot_child(bench).await.context("peak-RSS phase")?;
+    for figures in sinks.iter_mut() {
+        let lag = lag::measure(bench, figures.sink).await.with_context(|| format!("lag phase of {}", figures.sink.label()))?;
+        figures.set_lag(lag);
+    }
+    Ok(report::Report::new(bench, &generated, decode, sinks, cdc_all, child))
+}

@@ -1,0 +1,267 @@
+//! The phases that drive polyrepl's own code: decode (the binlog reader alone), snapshot and cdc (the
+//! real `run`: [`crate::run::prepare`] untimed, then [`crate::run::run`] with `--stop-at-end`, timed), and
+//! the helpers every phase shares: reading the source rows, resetting a sink, dropping everything.
+
+use super::data::Generated;
+use super::raw::Rounds;
+use super::{Bench, SinkKind};
+use crate::config::RunArgs;
+use anyhow::{anyhow, bail, Context, Result};
+use mongodb::bson::{doc, Document};
+use mysql_async::prelude::*;
+use polyrepl_core::metrics::Metrics;
+use polyrepl_core::{Batch, Checkpoint, Position, Row, TableFilter, TableSchema};
+use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The schema of a bench table, as `run` sees it (same start-up checks).
+pub async fn table_schema(bench: &Bench, table: &str) -> Result<Arc<TableSchema>> {
+    let filter = TableFilter::new(&[format!("{}.{table}", bench.db)], &[]).map_err(|e| anyhow!("{e}"))?;
+    let report = polyrepl_mysql::checks::run_startup_checks(&bench.url, &filter).await?;
+    report.tables.into_iter().next().ok_or_else(|| anyhow!("table {}.{table} not found", bench.db))
+}
+
+/// Every row of a bench table, read with polyrepl's own snapshot reader.
+pub async fn load_rows(bench: &Bench, table: &str) -> Result<(Arc<TableSchema>, Vec<Row>)> {
+    let schema = table_schema(bench, table).await?;
+    let mut snapshot = polyrepl_mysql::snapshot::Snapshot::begin(&bench.url).await?;
+    let mut rows = Vec::new();
+    {
+        let mut chunks = snapshot.table_chunks(schema.clone(), None);
+        while let Some(changes) = chunks.next_chunk().await? {
+            rows.extend(changes.into_iter().filter_map(|c| c.after));
+        }
+    }
+    snapshot.finish().await?;
+    Ok((schema, rows))
+}
+
+/// Empties what a sink holds of a bench table where that state would change the work of the next
+/// round: MongoDB (FerretDB turns inserts of existing keys into delete + insert) and Redis (DEL of an
+/// existing hash costs more). Cassandra writes cost the same either way and every write carries its
+/// position's timestamp, so its table is left as it is (a TRUNCATE would also leave a snapshot on disk).
+pub async fn reset_sink(bench: &Bench, kind: SinkKind, table: &str) -> Result<()> {
+    match kind {
+        SinkKind::Mongodb => {
+            let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await.context("connecting to MongoDB")?;
+            client.database(&bench.db).collection::<Document>(table).drop().await.context("dropping a bench collection")?;
+        }
+        SinkKind::Redis => unlink_matching(bench, &format!("{}:{table}:*", bench.db)).await?,
+        SinkKind::Cassandra => {}
+    }
+    Ok(())
+}
+
+/// Deletes every Redis key matching `pattern` (SCAN + UNLINK).
+async fn unlink_matching(bench: &Bench, pattern: &str) -> Result<()> {
+    let client = redis::Client::open(bench.sink_url(SinkKind::Redis)).context("the Redis URL")?;
+    let mut conn = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(10_000).query_async(&mut conn).await.context("SCAN")?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await.context("UNLINK")?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// The settings of a `run` of `table` into `kinds` under pipeline `name`.
+pub fn run_config(bench: &Bench, table: &str, kinds: &[SinkKind], name: &str, stop_at_end: bool) -> Result<crate::config::RunConfig> {
+    RunArgs {
+        source: Some(bench.args.source.clone()),
+        tables: vec![format!("{}.{table}", bench.db)],
+        sinks: kinds.iter().map(|&k| bench.sink_url(k).to_string()).collect(),
+        name: Some(name.to_string()),
+        stop_at_end,
+        ..Default::default()
+    }
+    .resolve()
+}
+
+/// Stores a streaming checkpoint at `position` for pipeline `name` in each sink, so `run` streams
+/// from there without a snapshot (an empty batch carries only the checkpoint).
+pub async fn prestore_checkpoint(bench: &Bench, kinds: &[SinkKind], name: &str, position: &Position) -> Result<()> {
+    for &kind in kinds {
+        let mut sink = crate::run::open_sink(bench.sink_url(kind), name).await?;
+        sink.apply(&Batch { changes: vec![], checkpoint: Checkpoint::streaming(position.clone()) }).await?;
+    }
+    Ok(())
+}
+
+/// Runs `run` to the end of the binlog; returns the time of `run::run` (after checks and connections)
+/// and its metrics.
+async fn run_to_end(cfg: crate::config::RunConfig) -> Result<(Duration, Arc<Metrics>)> {
+    let prepared = crate::run::prepare(&cfg).await?;
+    let metrics = Arc::new(Metrics::default());
+    let (_keep_open, never) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    crate::run::run(cfg, prepared, metrics.clone(), never).await?;
+    Ok((started.elapsed(), metrics))
+}
+
+/// Snapshot phase: `run` copies `snap` into `kind` alone, `--rounds` times from an emptied sink.
+pub async fn snapshot(bench: &Bench, kind: SinkKind) -> Result<Rounds> {
+    let mut rounds = Vec::new();
+    for round in 1..=bench.args.rounds {
+        reset_sink(bench, kind, "snap").await?;
+        let cfg = run_config(bench, "snap", &[kind], &bench.pipeline("snap"), true)?;
+        let (elapsed, metrics) = run_to_end(cfg).await?;
+        let rows = metrics.source.snapshot_rows.load(Relaxed);
+        if rows != bench.args.rows as u64 {
+            bail!("the snapshot read {rows} rows, expected {}", bench.args.rows);
+        }
+        rounds.push(rows as f64 / elapsed.as_secs_f64());
+        bench.note(format!("snapshot {} round {round}: {:.0} rows/s ({:.2} s)", kind.label(), rounds.last().unwrap(), elapsed.as_secs_f64()));
+    }
+    Ok(rounds)
+}
+
+/// Cdc phase: `run` streams the pre-generated `cdc` range into `kinds` (one sink, or all at once),
+/// each round from a pre-stored checkpoint at the start of the range into emptied sinks.
+pub async fn cdc(bench: &Bench, kinds: &[SinkKind], generated: &Generated) -> Result<Rounds> {
+    let label = kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("+");
+    let mut rounds = Vec::new();
+    for round in 1..=bench.args.rounds {
+        for &kind in kinds {
+            reset_sink(bench, kind, "cdc").await?;
+        }
+        let name = bench.pipeline("cdc");
+        prestore_checkpoint(bench, kinds, &name, &generated.cdc_from).await?;
+        let (elapsed, metrics) = run_to_end(run_config(bench, "cdc", kinds, &name, true)?).await?;
+        let read = metrics.source.changes_read.load(Relaxed);
+        if read != generated.cdc_changes {
+            bail!("the cdc run read {read} changes, expected {}", generated.cdc_changes);
+        }
+        for (sink, stats) in metrics.sinks.lock().unwrap().iter() {
+            let applied = stats.changes_applied.load(Relaxed);
+            if applied != read {
+                bail!("{sink} applied {applied} of {read} changes");
+            }
+        }
+        rounds.push(read as f64 / elapsed.as_secs_f64());
+        bench.note(format!("cdc {label} round {round}: {:.0} changes/s ({:.2} s)", rounds.last().unwrap(), elapsed.as_secs_f64()));
+    }
+    Ok(rounds)
+}
+
+/// What the decode phase measured, per round.
+pub struct DecodeRounds {
+    /// Row changes decoded per second.
+    pub changes_per_s: Rounds,
+    /// Transactions decoded per second.
+    pub transactions_per_s: Rounds,
+}
+
+/// Decode phase: the binlog reader alone over the `cdc` range, no sink, one untimed warm-up pass.
+pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds> {
+    let filter = TableFilter::new(&[format!("{}.cdc", bench.db)], &[]).map_err(|e| anyhow!("{e}"))?;
+    let mut out = DecodeRounds { changes_per_s: vec![], transactions_per_s: vec![] };
+    for round in 0..=bench.args.rounds {
+        // A server id of its own per pass (two readers with one id kick each other out).
+        let server_id = 3_000_000 + (std::process::id() % 100_000) * 10 + round as u32;
+        let mut reader = BinlogReader::start(&bench.url, &generated.cdc_from, filter.clone(), BinlogOptions::new(server_id).stop_at_end()).await?;
+        let (mut changes, mut transactions) = (0u64, 0u64);
+        let started = Instant::now();
+        while let Some(event) = reader.next_event().await? {
+            if let SourceEvent::Transaction { changes: c, .. } = &event {
+                changes += c.len() as u64;
+                transactions += 1;
+            }
+            if event.position() >= &generated.cdc_to {
+                break;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let _ = reader.close().await;
+        if changes != generated.cdc_changes {
+            bail!("the decode pass read {changes} changes, expected {}", generated.cdc_changes);
+        }
+        if round == 0 {
+            continue; // warm-up
+        }
+        out.changes_per_s.push(changes as f64 / elapsed);
+        out.transactions_per_s.push(transactions as f64 / elapsed);
+        bench.note(format!("decode round {round}: {:.0} changes/s, {:.0} transactions/s", changes as f64 / elapsed, transactions as f64 / elapsed));
+    }
+    Ok(out)
+}
+
+/// Drops the bench database from the source and every selected sink, and the checkpoints of the
+/// pipelines the bench used. Tries every step and reports the first failure.
+pub async fn drop_everything(bench: &Bench) -> Result<()> {
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut keep = |r: Result<()>| {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    };
+    keep(async {
+        let mut conn = mysql_async::Conn::new(bench.url.opts(false)).await?;
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", bench.db)).await?;
+        conn.disconnect().await?;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await
+    .context("dropping the source database"));
+    let names: Vec<String> = bench.pipelines.lock().unwrap().clone();
+    for &kind in &bench.args.sinks {
+        let r = match kind {
+            SinkKind::Mongodb => async {
+                let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await?;
+                client.database(&bench.db).drop().await?;
+                let checkpoints = client
+                    .database(polyrepl_mongo::checkpoint::CHECKPOINT_DATABASE)
+                    .collection::<Document>(polyrepl_mongo::checkpoint::CHECKPOINT_COLLECTION);
+                checkpoints.delete_many(doc! { "_id": { "$in": names.clone() } }).await?;
+                Ok::<(), anyhow::Error>(())
+            }
+            .await,
+            SinkKind::Redis => async {
+                unlink_matching(bench, &format!("{}:*", bench.db)).await?;
+                let client = redis::Client::open(bench.sink_url(kind))?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let keys: Vec<String> = names.iter().map(|n| polyrepl_redis::naming::checkpoint_key(n)).collect();
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await?;
+                }
+                Ok::<(), anyhow::Error>(())
+            }
+            .await,
+            SinkKind::Cassandra => async {
+                let sink = polyrepl_cassandra::CassandraSink::connect(bench.sink_url(kind), "polyrepl_bench", Default::default()).await?;
+                let session = sink.session();
+                // No snapshot of the bench tables on drop (Cassandra ≥ 4.1 table option; ignored if refused).
+                for table in ["snap", "cdc", "lag"] {
+                    let _ = session.query_unpaged(format!("ALTER TABLE \"{}\".\"{table}\" WITH allow_auto_snapshot = false", bench.db), &[]).await;
+                }
+                session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{}\"", bench.db), &[]).await?;
+                for name in &names {
+                    session
+                        .query_unpaged(
+                            format!(
+                                "DELETE FROM {}.{} WHERE pipeline = ?",
+                                polyrepl_cassandra::checkpoint::CHECKPOINT_KEYSPACE,
+                                polyrepl_cassandra::checkpoint::CHECKPOINT_TABLE
+                            ),
+                            (name.as_str(),),
+                        )
+                        .await?;
+                }
+                Ok::<(), anyhow::Error>(())
+            }
+            .await,
+        };
+        keep(r.with_context(|| format!("dropping the bench data from {}", kind.label())));
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

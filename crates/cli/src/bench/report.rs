@@ -1,0 +1,201 @@
+//! The bench's result: medians of the rounds, ratios, targets with ✔/✘, as a table or one JSON document.
+
+use super::data::Generated;
+use super::lag::LagFigures;
+use super::phases::DecodeRounds;
+use super::raw::Rounds;
+use super::rss::{own_peak_rss, ChildRun};
+use super::{Bench, SinkKind};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// The median of `values` (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A figure: the median and every round it comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub median: f64,
+    pub rounds: Vec<f64>,
+}
+
+impl From<Rounds> for Measured {
+    fn from(rounds: Rounds) -> Self {
+        Measured { median: median(&rounds), rounds }
+    }
+}
+
+/// The figures of one sink.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkFigures {
+    pub sink: SinkKind,
+    /// Rows/s written straight to the sink with its best bulk path.
+    pub raw_rows_per_s: Measured,
+    /// Rows/s of `run`'s snapshot into this sink alone.
+    pub snapshot_rows_per_s: Measured,
+    pub snapshot_over_raw: f64,
+    /// Changes/s of `run` streaming the pre-generated binlog into this sink alone.
+    pub cdc_changes_per_s: Measured,
+    pub cdc_over_raw: f64,
+    pub lag: Option<LagFigures>,
+}
+
+impl SinkFigures {
+    pub fn new(kind: SinkKind, raw: Rounds, snapshot: Rounds, cdc: Rounds) -> SinkFigures {
+        let (raw, snapshot, cdc) = (Measured::from(raw), Measured::from(snapshot), Measured::from(cdc));
+        SinkFigures {
+            sink: kind,
+            snapshot_over_raw: snapshot.median / raw.median,
+            cdc_over_raw: cdc.median / raw.median,
+            raw_rows_per_s: raw,
+            snapshot_rows_per_s: snapshot,
+            cdc_changes_per_s: cdc,
+            lag: None,
+        }
+    }
+
+    pub fn set_lag(&mut self, lag: LagFigures) {
+        self.lag = Some(lag);
+    }
+}
+
+/// One target of the issue and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub goal: String,
+    pub value: f64,
+    pub met: bool,
+}
+
+/// Everything the bench measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub database: String,
+    pub source: String,
+    pub rows: usize,
+    pub cdc_changes: u64,
+    /// Inserts, updates, deletes of the cdc workload.
+    pub cdc_mix: (u64, u64, u64),
+    pub rounds: usize,
+    pub seed: u64,
+    pub lag_rate: u32,
+    pub sinks: Vec<SinkFigures>,
+    /// Changes/s of `run` streaming the cdc range into every selected sink at once.
+    pub cdc_all_changes_per_s: Option<Measured>,
+    /// Row changes/s the binlog reader decodes with no sink.
+    pub decode_changes_per_s: Measured,
+    pub decode_transactions_per_s: Measured,
+    /// The `polyrepl run` child that snapshotted `snap` into every selected sink at once.
+    pub snapshot_child: ChildRun,
+    /// The bench process's own peak RSS (it holds pre-converted rows; not the pipeline's figure).
+    pub bench_peak_rss_bytes: u64,
+    pub targets: Vec<Target>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn new(bench: &Bench, generated: &Generated, decode: DecodeRounds, sinks: Vec<SinkFigures>, cdc_all: Option<Rounds>, child: ChildRun) -> Report {
+        let decode_changes = Measured::from(decode.changes_per_s);
+        let mut targets = Vec::new();
+        let mut target = |what: String, goal: &str, value: f64, met: bool| targets.push(Target { what, goal: goal.into(), value, met });
+        for s in &sinks {
+            let l = s.sink.label();
+            target(format!("{l} snapshot/raw"), "≥ 0.8", s.snapshot_over_raw, s.snapshot_over_raw >= 0.8);
+            target(format!("{l} cdc/raw"), "≥ 0.8", s.cdc_over_raw, s.cdc_over_raw >= 0.8);
+            if let Some(lag) = &s.lag {
+                target(format!("{l} lag p99 at {} changes/s (s)", bench.args.lag_rate), "< 1 s", lag.p99_s, lag.p99_s < 1.0);
+            }
+        }
+        target("decode (row changes/s)".into(), "≥ 500000", decode_changes.median, decode_changes.median >= 500_000.0);
+        let mib = child.peak_rss_bytes as f64 / (1 << 20) as f64;
+        target(format!("peak RSS of run, {}-row snapshot (MiB)", bench.args.rows), "< 256 MiB (at 1M rows)", mib, mib < 256.0);
+        Report {
+            database: bench.db.clone(),
+            source: bench.url.redacted(),
+            rows: bench.args.rows,
+            cdc_changes: generated.cdc_changes,
+            cdc_mix: generated.mix,
+            rounds: bench.args.rounds,
+            seed: bench.args.seed,
+            lag_rate: bench.args.lag_rate,
+            sinks,
+            cdc_all_changes_per_s: cdc_all.map(Measured::from),
+            decode_changes_per_s: decode_changes,
+            decode_transactions_per_s: Measured::from(decode.transactions_per_s),
+            snapshot_child: child,
+            bench_peak_rss_bytes: own_peak_rss(),
+            targets,
+            seconds: bench.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The human-readable report.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let (ins, upd, del) = self.cdc_mix;
+        let _ = writeln!(
+            out,
+            "\npolyrepl bench: {} snapshot rows, {} cdc changes ({ins} inserts, {upd} updates, {del} deletes), median of {} round(s), seed {}\n",
+            self.rows, self.cdc_changes, self.rounds, self.seed
+        );
+        let _ = writeln!(out, "{:<10} {:>12} {:>12} {:>7} {:>12} {:>7} {:>9} {:>9}", "sink", "raw rows/s", "snapshot/s", "ratio", "cdc/s", "ratio", "lag p50", "lag p99");
+        for s in &self.sinks {
+            let (p50, p99) = s.lag.as_ref().map_or(("-".into(), "-".into()), |l| (format!("{:.3} s", l.p50_s), format!("{:.3} s", l.p99_s)));
+            let _ = writeln!(
+                out,
+                "{:<10} {:>12.0} {:>12.0} {:>7.2} {:>12.0} {:>7.2} {:>9} {:>9}",
+                s.sink.label(),
+                s.raw_rows_per_s.median,
+                s.snapshot_rows_per_s.median,
+                s.snapshot_over_raw,
+                s.cdc_changes_per_s.median,
+                s.cdc_over_raw,
+                p50,
+                p99
+            );
+        }
+        let _ = writeln!(out);
+        if let Some(all) = &self.cdc_all_changes_per_s {
+            let _ = writeln!(out, "cdc into all {} sinks at once: {:.0} changes/s", self.sinks.len(), all.median);
+        }
+        let _ = writeln!(out, "decode (binlog reader, no sink): {:.0} row changes/s, {:.0} transactions/s", self.decode_changes_per_s.median, self.decode_transactions_per_s.median);
+        let c = &self.snapshot_child;
+        let _ = writeln!(
+            out,
+            "`polyrepl run` child, snapshot of {} rows into all {} sinks: {:.1} s ({:.0} rows/s, start-up included), peak RSS {:.0} MiB",
+            c.rows,
+            self.sinks.len(),
+            c.seconds,
+            c.rows_per_s,
+            c.peak_rss_bytes as f64 / (1 << 20) as f64
+        );
+        let _ = writeln!(out, "bench process peak RSS (holds pre-converted rows; not the pipeline's): {:.0} MiB", self.bench_peak_rss_bytes as f64 / (1 << 20) as f64);
+        let _ = writeln!(out, "\ntargets:");
+        for t in &self.targets {
+            let _ = writeln!(out, "  {} {:<48} {:>12.3}  (goal {})", if t.met { "✔" } else { "✘" }, t.what, t.value, t.goal);
+        }
+        let _ = writeln!(out, "\n{:.0} s in total", self.seconds);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}
