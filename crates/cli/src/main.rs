@@ -5,6 +5,7 @@ mod config;
 mod demo;
 mod http;
 mod resnapshot;
+mod resume;
 mod run;
 mod stack_cmd;
 mod verify;

@@ -4,14 +4,15 @@
 //! Invariants:
 //! - Streaming starts at the smallest position any sink needs: a sink's streaming checkpoint, or the
 //!   position of the snapshot that sink is (or was) receiving. Sinks skip what they already hold.
-//! - A snapshot resumed after a crash continues after the last applied key but keeps the *first*
+//! - A snapshot resumed after a crash continues after the last key *every* sink applied (see
+//!   [`crate::resume`]: sinks apply independently and may stand at different chunks) but keeps the *first*
 //!   snapshot's position as its checkpoint: rows copied later reflect a newer state, and streaming from
 //!   the older position replays every change since, so every row converges to the source's state.
 //! - The snapshot's SELECTs run inside its consistent-snapshot transaction (polyrepl_mysql::Snapshot).
 //! - A lost source connection is retried with backoff from the last position handed to the pipeline.
 
 use crate::config::RunConfig;
-use crate::resnapshot;
+use crate::{resnapshot, resume};
 use anyhow::{anyhow, bail, Context, Result};
 use polyrepl_core::metrics::Metrics;
 use polyrepl_core::pipeline::{self, PipelineConfig, SinkSlot, Unit};
@@ -134,8 +135,9 @@ async fn drive_source(
     let mut stream_from: Option<Position> = checkpoints.iter().flatten().filter(|c| c.snapshot.is_none()).map(|c| c.position.clone()).min();
 
     if needs_snapshot {
-        let resumed = checkpoints.iter().flatten().find(|c| c.snapshot.is_some()).cloned();
-        let snap_position = run_snapshot(cfg, url, tables, resumed, &tx, metrics, shutdown).await?;
+        let resumed = resume::snapshot_resume_point(checkpoints);
+        let sweep_cut_short = checkpoints.iter().flatten().any(|c| c.snapshot.as_ref().is_some_and(resnapshot::is_nothing_copied));
+        let snap_position = run_snapshot(cfg, url, tables, resumed, sweep_cut_short, &tx, metrics, shutdown).await?;
         let Some(snap_position) = snap_position else { return Ok(()) }; // shut down mid-snapshot
         stream_from = Some(stream_from.map_or(snap_position.clone(), |p| p.min(snap_position)));
     }
@@ -221,19 +223,21 @@ fn record_read(metrics: &Metrics, changes: &[polyrepl_core::Change], position: &
     }
 }
 
-/// Copies every table not yet done, chunk by chunk; returns the position streaming must start from
+/// Copies every table not yet done, chunk by chunk (`resumed`: where every sink's copy stands; see
+/// [`resume`]), after the `--resnapshot` sweep when asked or cut short; returns the position streaming must start from
 /// (`None` when shut down midway: the checkpoints written so far let the next run resume).
+#[allow(clippy::too_many_arguments)]
 async fn run_snapshot(
     cfg: &RunConfig,
     url: &SourceUrl,
     tables: &[Arc<TableSchema>],
     resumed: Option<Checkpoint>,
+    sweep_cut_short: bool,
     tx: &mpsc::Sender<Unit>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Position>> {
     let mut snapshot = Snapshot::begin(url).await?.with_chunk_rows(cfg.chunk_rows);
-    let sweep_cut_short = matches!(&resumed, Some(Checkpoint { snapshot: Some(p), .. }) if resnapshot::is_nothing_copied(p));
     let (position, mut progress) = match resumed {
         Some(Checkpoint { position, snapshot: Some(p) }) => {
             tracing::info!(%position, done = p.done.len(), "resuming the snapshot after its last applied chunk");
