@@ -6,14 +6,23 @@
 //!   different keys may complete in any order.
 //! - An upsert is `INSERT (every column of the change's schema[, polyrepl_bucket]) … USING TIMESTAMP ?`, NULLs bound as
 //!   null so an older value disappears; a delete is `DELETE … USING TIMESTAMP ? WHERE key`.
-//! - At most `max_in_flight` statements run at once. Every statement is awaited even when one fails, and
-//!   the batch fails if any did: transient only when every failure was transient.
+//! - Statements are sent in unlogged batches of up to [`STATEMENTS_PER_BATCH`] statements and about
+//!   [`BATCH_BYTES`] bytes of values (a lone statement goes alone, unbatched): on a node this saves a
+//!   request, a response and a coordinator dispatch per row, which is what made the snapshot run at half
+//!   the raw rate with one request per row. An unlogged batch is not atomic, and does not need to be:
+//!   each statement keeps its own `USING TIMESTAMP`, so order and replays behave as with single
+//!   statements. The bounds stay under the default batch-size warning (5 KiB) and the warning on
+//!   batches over more than 10 partitions. (On a multi-node cluster such batches cost the coordinator a
+//!   fan-out; grouping by replica would then be the better cut.)
+//! - At most `max_in_flight / 2` batches run at once. Every batch is awaited even when one fails, and
+//!   the apply fails if any did: transient only when every failure was transient.
 
 use std::collections::HashMap;
 
 use futures::stream::{self, StreamExt};
 use polyrepl_core::{SinkError, TableSchema, Value};
 use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 
@@ -102,14 +111,74 @@ pub struct Bound {
     pub values: Vec<Option<CqlValue>>,
 }
 
-/// Runs every statement, at most `max_in_flight` at once.
+/// Statements per unlogged batch: Cassandra warns about unlogged batches over more than 10 partitions.
+pub const STATEMENTS_PER_BATCH: usize = 10;
+/// Bytes of bound values per batch, under Cassandra's default 5 KiB batch-size warning.
+pub const BATCH_BYTES: usize = 4 * 1024;
+
+/// About how many bytes a statement's values take on the wire.
+fn value_bytes(values: &[Option<CqlValue>]) -> usize {
+    values
+        .iter()
+        .map(|v| match v {
+            Some(CqlValue::Text(s)) | Some(CqlValue::Ascii(s)) => s.len() + 4,
+            Some(CqlValue::Blob(b)) => b.len() + 4,
+            Some(CqlValue::Varint(_)) | Some(CqlValue::Decimal(_)) => 24,
+            Some(CqlValue::List(l)) | Some(CqlValue::Set(l)) => 8 + l.len() * 16,
+            _ => 12,
+        })
+        .sum()
+}
+
+/// Consecutive ranges of statements (of the given value sizes) within the batch bounds.
+fn batch_ranges(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        match ranges.last_mut() {
+            Some(r) if r.len() < STATEMENTS_PER_BATCH && bytes + size <= BATCH_BYTES => {
+                bytes += size;
+                r.end = i + 1;
+            }
+            _ => {
+                bytes = size;
+                ranges.push(i..i + 1);
+            }
+        }
+    }
+    ranges
+}
+
+/// `statements` cut into groups by [`batch_ranges`].
+fn group(statements: Vec<Bound>) -> Vec<Vec<Bound>> {
+    let sizes: Vec<usize> = statements.iter().map(|b| value_bytes(&b.values)).collect();
+    let mut rest = statements.into_iter();
+    batch_ranges(&sizes).into_iter().map(|r| rest.by_ref().take(r.len()).collect()).collect()
+}
+
+/// Runs one group: a lone statement as itself, several as one unlogged batch.
+async fn run_group(session: &Session, sink: &str, mut group: Vec<Bound>) -> Result<(), SinkError> {
+    if group.len() == 1 {
+        let b = group.pop().expect("one statement");
+        return session.execute_unpaged(&b.statement, &b.values).await.map(|_| ()).map_err(|e| classify(sink, &b.what, &e));
+    }
+    let mut batch = Batch::new(BatchType::Unlogged);
+    for b in &group {
+        batch.append_statement(b.statement.clone());
+    }
+    let values: Vec<&Vec<Option<CqlValue>>> = group.iter().map(|b| &b.values).collect();
+    session.batch(&batch, values).await.map(|_| ()).map_err(|e| {
+        let what = format!("{} and {} more write(s) in one unlogged batch", group[0].what, group.len() - 1);
+        classify(sink, &what, &e)
+    })
+}
+
+/// Runs every statement, in unlogged batches, at most `max_in_flight / 2` batches at once.
 pub async fn execute_all(session: &Session, sink: &str, statements: Vec<Bound>, max_in_flight: usize) -> Result<(), SinkError> {
     let total = statements.len();
-    let failures: Vec<SinkError> = stream::iter(statements)
-        .map(|b| async move {
-            session.execute_unpaged(&b.statement, &b.values).await.map(|_| ()).map_err(|e| classify(sink, &b.what, &e))
-        })
-        .buffer_unordered(max_in_flight.max(1))
+    let failures: Vec<SinkError> = stream::iter(group(statements))
+        .map(|g| run_group(session, sink, g))
+        .buffer_unordered((max_in_flight / 2).max(1))
         .filter_map(|r| async move { r.err() })
         .collect()
         .await;
@@ -118,7 +187,7 @@ pub async fn execute_all(session: &Session, sink: &str, statements: Vec<Bound>, 
     let detail = match first {
         SinkError::Transient { message, .. } | SinkError::Definite { message, .. } => message.clone(),
     };
-    let message = format!("{} of {total} write(s) failed; first: {detail}", failures.len());
+    let message = format!("{} of the batches of {total} write(s) failed; first: {detail}", failures.len());
     Err(if all_transient { crate::error::transient(sink, message) } else { definite(sink, message) })
 }
 
@@ -144,5 +213,13 @@ mod tests {
         let stats = MappingStats::default();
         assert_eq!(key_values(&t, &[Value::Int(3), Value::Int(1)], &stats).unwrap(), vec![CqlValue::Int(3), CqlValue::Int(1)]);
         assert!(key_values(&t, &[Value::Null, Value::Int(1)], &stats).unwrap_err().contains("primary key column 'c'"));
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        assert_eq!(batch_ranges(&[100; 25]), vec![0..10, 10..20, 20..25]);
+        assert_eq!(batch_ranges(&[3000, 2000, 500, 100]), vec![0..1, 1..4]);
+        assert_eq!(batch_ranges(&[9000, 10]), vec![0..1, 1..2], "a large statement goes alone");
+        assert!(batch_ranges(&[]).is_empty());
     }
 }

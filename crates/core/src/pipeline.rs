@@ -5,34 +5,69 @@
 //!   true once it is applied; batches are whole units, so a batch's checkpoint never points inside a
 //!   transaction.
 //! - Every sink sees every batch in source order; each sink has a queue bounded by a number of changes
-//!   (`queue_changes`), and a full queue makes the batcher (and so the source reader) wait: memory stays
-//!   bounded, and a slow or stopped sink holds the others back only once it is that many changes behind.
+//!   (`queue_changes`) and by an estimate of their bytes in memory (`queue_bytes`), and a full queue
+//!   makes the batcher (and so the source reader) wait: memory stays bounded whatever the row size, and
+//!   a slow or stopped sink holds the others back only once it is that far behind.
+//! - A batch closes by count, by bytes or by time, whichever comes first (`max_batch_*`).
 //! - A sink skips batches it already holds (streaming batches at or before its loaded checkpoint), so a
 //!   restart that resumes the source from the smallest checkpoint never applies a change twice.
 //! - A transient sink error retries the same batch with capped exponential backoff, logging once per
 //!   change of state; a definite error stops the pipeline with that error.
 
 use crate::metrics::{now_millis, Metrics, SinkStats};
-use crate::{Batch, Change, Checkpoint, Sink, SinkError};
+use crate::{Batch, Change, Checkpoint, Sink, SinkError, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-/// A sink's queue: unbounded channel, bounded by a semaphore counting the changes in it.
+/// Room a queued batch holds: permits of the change count and of the KiB semaphores.
+type Room = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// A sink's queue: unbounded channel, bounded by one semaphore counting the changes in it and one
+/// counting their estimated KiB.
 struct Queue {
-    tx: mpsc::UnboundedSender<(Arc<Batch>, OwnedSemaphorePermit)>,
+    tx: mpsc::UnboundedSender<(Arc<Batch>, Room)>,
     room: Arc<Semaphore>,
     capacity: usize,
+    room_kib: Arc<Semaphore>,
+    capacity_kib: usize,
 }
 
 impl Queue {
-    /// Waits for room for the batch, then enqueues it; false when the sink has stopped.
-    async fn send(&self, batch: Arc<Batch>) -> bool {
+    /// Waits for room for the batch (`kib` its estimated size), then enqueues it; false when the sink
+    /// has stopped. A batch larger than the whole queue waits for an empty queue.
+    async fn send(&self, batch: Arc<Batch>, kib: usize) -> bool {
         let want = batch.changes.len().clamp(1, self.capacity) as u32;
-        let Ok(permit) = self.room.clone().acquire_many_owned(want).await else { return false };
-        self.tx.send((batch, permit)).is_ok()
+        let Ok(changes) = self.room.clone().acquire_many_owned(want).await else { return false };
+        let Ok(bytes) = self.room_kib.clone().acquire_many_owned(kib.clamp(1, self.capacity_kib) as u32).await else { return false };
+        self.tx.send((batch, (changes, bytes))).is_ok()
     }
+}
+
+/// About how many bytes a change holds in memory (struct, row and key vectors, text and binary
+/// values); a cheap estimate for bounding queues and batches, not an exact count.
+pub fn approx_bytes(change: &Change) -> usize {
+    fn heap(v: &Value) -> usize {
+        match v {
+            Value::String(s) | Value::Decimal(s) | Value::Enum(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Set(items) => items.iter().map(|s| s.len() + std::mem::size_of::<String>()).sum(),
+            // Serialising to measure would cost more than the estimate is worth.
+            Value::Json(_) => 256,
+            _ => 0,
+        }
+    }
+    // Each heap allocation also costs the allocator's header and rounding: count 32 bytes apiece.
+    const PER_ALLOCATION: usize = 32;
+    let values = change.key.iter().chain(change.after.iter().flatten());
+    let value_bytes: usize = values.map(|v| std::mem::size_of::<Value>() + heap(v).next_multiple_of(16) + if heap(v) > 0 { PER_ALLOCATION } else { 0 }).sum();
+    let position = change.position.file.len() + change.position.gtid.as_ref().map_or(0, String::len) + 2 * PER_ALLOCATION;
+    std::mem::size_of::<Change>() + position + 2 * PER_ALLOCATION + value_bytes
+}
+
+fn units_bytes(changes: &[Change]) -> usize {
+    changes.iter().map(approx_bytes).sum()
 }
 
 /// Committed changes and the checkpoint that holds once they are applied.
@@ -47,10 +82,15 @@ pub struct Unit {
 pub struct PipelineConfig {
     /// A batch closes once it holds at least this many changes…
     pub max_batch_changes: usize,
+    /// …or once its changes hold about this many bytes in memory…
+    pub max_batch_bytes: usize,
     /// …or this long after its first unit arrived.
     pub max_batch_delay: Duration,
     /// Changes queued per sink before the source waits (a stopped sink lets the others run this far ahead).
     pub queue_changes: usize,
+    /// Estimated bytes of changes queued per sink before the source waits; with `queue_changes`, what
+    /// bounds the pipeline's memory (batches are shared by the sinks' queues, not copied).
+    pub queue_bytes: usize,
     /// Longest wait between retries of a failing sink.
     pub max_backoff: Duration,
 }
@@ -59,8 +99,10 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             max_batch_changes: 5_000,
+            max_batch_bytes: 8 << 20,
             max_batch_delay: Duration::from_millis(50),
             queue_changes: 100_000,
+            queue_bytes: 32 << 20,
             max_backoff: Duration::from_secs(10),
         }
     }
@@ -95,29 +137,41 @@ pub async fn run(
     for slot in sinks {
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = cfg.queue_changes.clamp(1, Semaphore::MAX_PERMITS);
+        let capacity_kib = (cfg.queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let stats = metrics.sink(slot.sink.name());
         workers.spawn(sink_worker(slot, rx, stats, cfg.max_backoff));
-        queues.push(Queue { tx, room: Arc::new(Semaphore::new(capacity)), capacity });
+        queues.push(Queue {
+            tx,
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            room_kib: Arc::new(Semaphore::new(capacity_kib)),
+            capacity_kib,
+        });
     }
 
     let batcher = async {
         while let Some(first) = units.recv().await {
+            let mut bytes = units_bytes(&first.changes);
             let mut batch = Batch { changes: first.changes, checkpoint: first.checkpoint };
             let deadline = tokio::time::Instant::now() + cfg.max_batch_delay;
-            while batch.changes.len() < cfg.max_batch_changes {
+            while batch.changes.len() < cfg.max_batch_changes && bytes < cfg.max_batch_bytes {
                 match tokio::time::timeout_at(deadline, units.recv()).await {
                     Ok(Some(u)) if u.checkpoint.snapshot.is_some() == batch.checkpoint.snapshot.is_some() => {
+                        bytes += units_bytes(&u.changes);
                         batch.changes.extend(u.changes);
                         batch.checkpoint = u.checkpoint;
                     }
                     Ok(Some(u)) => {
                         // Snapshot and streaming units never share a batch: flush, start anew.
-                        send_all(&queues, Arc::new(std::mem::replace(&mut batch, Batch { changes: u.changes, checkpoint: u.checkpoint }))).await;
+                        let next_bytes = units_bytes(&u.changes);
+                        let full = std::mem::replace(&mut batch, Batch { changes: u.changes, checkpoint: u.checkpoint });
+                        send_all(&queues, Arc::new(full), bytes).await;
+                        bytes = next_bytes;
                     }
                     Ok(None) | Err(_) => break,
                 }
             }
-            if !send_all(&queues, Arc::new(batch)).await {
+            if !send_all(&queues, Arc::new(batch), bytes).await {
                 break; // a sink stopped; its error is collected below
             }
         }
@@ -149,9 +203,10 @@ pub async fn run(
     }
 }
 
-async fn send_all(queues: &[Queue], batch: Arc<Batch>) -> bool {
+async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
+    let kib = bytes.div_ceil(1024);
     for q in queues {
-        if !q.send(batch.clone()).await {
+        if !q.send(batch.clone(), kib).await {
             return false;
         }
     }
@@ -161,7 +216,7 @@ async fn send_all(queues: &[Queue], batch: Arc<Batch>) -> bool {
 /// Applies batches to one sink in order, retrying transient failures.
 async fn sink_worker(
     mut slot: SinkSlot,
-    mut rx: mpsc::UnboundedReceiver<(Arc<Batch>, OwnedSemaphorePermit)>,
+    mut rx: mpsc::UnboundedReceiver<(Arc<Batch>, Room)>,
     stats: Arc<SinkStats>,
     max_backoff: Duration,
 ) -> Result<(), SinkError> {
@@ -248,5 +303,22 @@ mod tests {
         assert!(!already_applied(&cp("b.000001", 4, true), &mid_snapshot));
         assert!(!already_applied(&cp("b.000001", 4, false), &mid_snapshot));
         assert!(!already_applied(&cp("b.000001", 4, false), &None));
+    }
+
+    #[test]
+    fn bigger_rows_count_more_bytes() {
+        let table = Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
+        let change = |text: &str| Change {
+            position: Position::new("b.000001", 4),
+            seq: 0,
+            table: table.clone(),
+            op: crate::Op::Insert,
+            key: vec![Value::Int(1)],
+            after: Some(vec![Value::Int(1), Value::String(text.into())]),
+            source_ts: 0,
+        };
+        let small = approx_bytes(&change("a"));
+        assert!(small > std::mem::size_of::<Change>());
+        assert!(approx_bytes(&change(&"x".repeat(10_000))) >= small + 9_900);
     }
 }

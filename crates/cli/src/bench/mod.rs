@@ -13,7 +13,7 @@
 //! 5. cdc: `run` streaming the `cdc` range into one sink, then into all at once, each sink starting from
 //!    a pre-stored streaming checkpoint ([`phases::cdc`]);
 //! 6. rss: the real binary as a child, snapshotting `snap` into every selected sink at once; its peak
-//!    RSS comes from `wait4` ([`rss`]);
+//!    RSS is its own `VmHWM`, read while it runs ([`rss`]);
 //! 7. lag: a writer at a steady `--lag-rate` while `run` streams into one sink, whose applies are
 //!    timed against the commit time each row carries ([`lag`]).
 //!
@@ -143,7 +143,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     if args.sinks.is_empty() {
         return Err(anyhow!("--sinks is empty: name at least one of mongodb, redis, cassandra"));
     }
-    if args.rows == 0 || args.cdc_changes == 0 || args.rounds == 0 || args.writers == 0 || args.lag_rate == 0 || !(args.lag_seconds > 0.0) {
+    if args.rows == 0 || args.cdc_changes == 0 || args.rounds == 0 || args.writers == 0 || args.lag_rate == 0 || args.lag_seconds.is_nan() || args.lag_seconds <= 0.0 {
         return Err(anyhow!("--rows, --cdc-changes, --rounds, --writers, --lag-rate and --lag-seconds must all be greater than zero"));
     }
     let url = SourceUrl::parse(&args.source).map_err(|e| anyhow!("{e}"))?;

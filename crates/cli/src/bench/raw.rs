@@ -1,7 +1,9 @@
 //! The raw phase: each sink's own ingest limit. The `snap` rows are read from the source and converted
 //! with the sink crate's own mapping and naming before the clock starts; the timed part only sends,
 //! with the sink's best bulk path and `--writers` concurrent writers, no polyrepl pipeline in between:
-//! - MongoDB: unordered `insert` commands of [`MONGO_DOCS_PER_INSERT`] documents into an empty collection;
+//! - MongoDB: unordered `insert` commands into an empty collection; the command size and the number of
+//!   concurrent writers are chosen by a trial of [`MONGO_SHAPES`] after the warm-up (FerretDB on SQLite,
+//!   for one, is fastest with one writer: its backend serialises writes);
 //! - Redis: pipelines of [`REDIS_HSETS_PER_PIPELINE`] `HSET`s;
 //! - Cassandra: prepared unlogged batches of [`CASSANDRA_ROWS_PER_BATCH`] INSERTs,
 //!   [`CASSANDRA_BATCHES_IN_FLIGHT`] in flight.
@@ -14,12 +16,14 @@ use polyrepl_core::{Change, Row, Sink, TableSchema};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Documents per MongoDB `insert` command.
-pub const MONGO_DOCS_PER_INSERT: usize = 2_000;
+/// (documents per `insert` command, concurrent writers) tried for MongoDB; `0` writers = `--writers`.
+pub const MONGO_SHAPES: [(usize, usize); 3] = [(5_000, 1), (2_000, 2), (1_000, 0)];
+/// Rows each MongoDB shape is tried on.
+const MONGO_TRIAL_ROWS: usize = 40_000;
 /// `HSET`s per Redis pipeline.
 pub const REDIS_HSETS_PER_PIPELINE: usize = 1_000;
-/// INSERTs per Cassandra unlogged batch (about 3 KiB, under the 5 KiB warning of a default server).
-pub const CASSANDRA_ROWS_PER_BATCH: usize = 16;
+/// INSERTs per Cassandra unlogged batch (the sink's own bound: no more than 10 partitions per batch).
+pub const CASSANDRA_ROWS_PER_BATCH: usize = polyrepl_cassandra::write::STATEMENTS_PER_BATCH;
 /// Cassandra batches in flight at once.
 pub const CASSANDRA_BATCHES_IN_FLIGHT: usize = 32;
 /// Rows written untimed before the rounds, to warm connections, caches and the JIT.
@@ -60,9 +64,9 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
         .collect::<Result<Vec<_>>>()?;
     let database = sink.client().database(&bench.db);
     // One insert command per chunk, built before the clock starts (the command is consumed by sending).
-    let commands = |documents: &[RawDocumentBuf]| -> Vec<(usize, RawDocumentBuf)> {
+    let commands = |documents: &[RawDocumentBuf], per_insert: usize| -> Vec<(usize, RawDocumentBuf)> {
         documents
-            .chunks(MONGO_DOCS_PER_INSERT)
+            .chunks(per_insert)
             .map(|chunk| {
                 let mut array = RawArrayBuf::new();
                 for d in chunk {
@@ -76,7 +80,7 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
             })
             .collect()
     };
-    let send = |commands: Vec<(usize, RawDocumentBuf)>| {
+    let send = |commands: Vec<(usize, RawDocumentBuf)>, writers: usize| {
         let database = database.clone();
         async move {
             stream::iter(commands)
@@ -91,21 +95,38 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
                         Ok(())
                     }
                 })
-                .buffer_unordered(bench.args.writers)
+                .buffer_unordered(writers)
                 .try_collect::<Vec<()>>()
                 .await
         }
     };
     let warm = &documents[..documents.len().min(WARM_UP_ROWS)];
     phases::reset_sink(bench, SinkKind::Mongodb, "snap").await?;
-    send(commands(warm)).await?;
+    send(commands(warm, 1_000), 1).await?;
+    // The fastest shape on a trial, then the timed rounds with it.
+    let trial = &documents[..documents.len().min(MONGO_TRIAL_ROWS)];
+    let mut best = (0.0, MONGO_SHAPES[0]);
+    for (per_insert, writers) in MONGO_SHAPES {
+        let writers = if writers == 0 { bench.args.writers } else { writers };
+        phases::reset_sink(bench, SinkKind::Mongodb, "snap").await?;
+        database.create_collection("snap").await.context("creating the raw collection")?;
+        let commands = commands(trial, per_insert);
+        let started = Instant::now();
+        send(commands, writers).await?;
+        let r = rate(trial.len(), started);
+        bench.note(format!("raw mongodb trial: {per_insert} documents per insert, {writers} writer(s): {r:.0} rows/s"));
+        if r > best.0 {
+            best = (r, (per_insert, writers));
+        }
+    }
+    let (per_insert, writers) = best.1;
     let mut rounds = Vec::new();
     for round in 1..=bench.args.rounds {
         phases::reset_sink(bench, SinkKind::Mongodb, "snap").await?;
         database.create_collection("snap").await.context("creating the raw collection")?;
-        let commands = commands(&documents);
+        let commands = commands(&documents, per_insert);
         let started = Instant::now();
-        send(commands).await?;
+        send(commands, writers).await?;
         rounds.push(rate(documents.len(), started));
         bench.note(format!("raw mongodb round {round}: {:.0} rows/s", rounds.last().unwrap()));
     }
@@ -135,9 +156,9 @@ async fn redis(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
         }
         pipelines.push(p);
     }
-    let send = |pipelines: &[redis::Pipeline]| {
+    // Takes the pipelines by value: cloning them is not part of the timed write.
+    let send = |pipelines: Vec<redis::Pipeline>| {
         let connections = connections.clone();
-        let pipelines = pipelines.to_vec();
         async move {
             stream::iter(pipelines.into_iter().enumerate())
                 .map(|(i, p)| {
@@ -150,13 +171,13 @@ async fn redis(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
         }
     };
     let warm = WARM_UP_ROWS.div_ceil(REDIS_HSETS_PER_PIPELINE).min(pipelines.len());
-    send(&pipelines[..warm]).await?;
+    send(pipelines[..warm].to_vec()).await?;
     let mut rounds = Vec::new();
     for round in 1..=bench.args.rounds {
         phases::reset_sink(bench, SinkKind::Redis, "snap").await?;
         let owned = pipelines.clone();
         let started = Instant::now();
-        send(&owned).await?;
+        send(owned).await?;
         rounds.push(rate(rows.len(), started));
         bench.note(format!("raw redis round {round}: {:.0} rows/s", rounds.last().unwrap()));
     }
