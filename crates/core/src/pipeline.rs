@@ -282,7 +282,8 @@ async fn sink_worker(
 /// FerretDB a collection scan). Only batches of the same kind (snapshot or streaming) merge, in order,
 /// within `max_merged_*`; the merged checkpoint is the last one's, true once all are applied. A batch
 /// that does not fit is left in `next`. Nothing waits for more batches to arrive: a sink that keeps up
-/// applies batches as they come.
+/// applies batches as they come. Only batches no other sink still holds are merged (their changes move,
+/// they are not copied), so merging never adds memory: the slowest sink, the one that needs it, merges.
 fn merge_waiting(
     first: Arc<Batch>,
     room: Room,
@@ -291,12 +292,18 @@ fn merge_waiting(
     cfg: &PipelineConfig,
 ) -> (Arc<Batch>, Vec<Room>) {
     let kib = |room: &Room| room.1.num_permits() * 1024;
+    // Queued batches are never cloned again, so a count of one stays one.
+    let unshared = |batch: &Arc<Batch>| Arc::strong_count(batch) == 1;
+    if !unshared(&first) {
+        return (first, vec![room]);
+    }
     let (mut changes, mut bytes) = (first.changes.len(), kib(&room));
     let mut parts = vec![first];
     let mut rooms = vec![room];
     while let Ok((batch, room)) = rx.try_recv() {
         let same_kind = batch.checkpoint.snapshot.is_some() == parts[0].checkpoint.snapshot.is_some();
-        if !same_kind || changes + batch.changes.len() > cfg.max_merged_changes || bytes + kib(&room) > cfg.max_merged_bytes {
+        let fits = changes + batch.changes.len() <= cfg.max_merged_changes && bytes + kib(&room) <= cfg.max_merged_bytes;
+        if !same_kind || !fits || !unshared(&batch) {
             *next = Some((batch, room));
             break;
         }
@@ -311,7 +318,6 @@ fn merge_waiting(
     let checkpoint = parts.last().expect("batches").checkpoint.clone();
     let mut merged = Vec::with_capacity(changes);
     for part in parts {
-        // The last sink to hold a batch takes its changes without copying them.
         match Arc::try_unwrap(part) {
             Ok(owned) => merged.extend(owned.changes),
             Err(shared) => merged.extend(shared.changes.iter().cloned()),
@@ -419,6 +425,16 @@ mod tests {
         let (merged, _) = merge_waiting(kept, kept_room, &mut rx, &mut next, &cfg);
         assert_eq!(merged.changes.len(), 10);
         assert!(next.as_ref().is_some_and(|(b, _)| b.checkpoint.snapshot.is_some()));
+        // A batch another sink still holds is not merged (merging would copy it).
+        next = None;
+        let (shared, room) = queued(70, 2, false);
+        let _other_sink = shared.clone();
+        tx.send(queued(80, 2, false)).unwrap();
+        let (alone, _) = merge_waiting(shared, room, &mut rx, &mut next, &cfg);
+        assert_eq!(alone.changes.len(), 2);
+        let (after, room) = rx.try_recv().expect("left in the queue");
+        let (merged, _) = merge_waiting(after, room, &mut rx, &mut next, &cfg);
+        assert_eq!(merged.changes.len(), 2);
         // Nothing waiting: the batch goes as it is, not copied.
         let (alone, room) = queued(60, 3, false);
         let ptr = Arc::as_ptr(&alone);
