@@ -6,28 +6,36 @@ use clap::Args;
 use serde::Deserialize;
 use std::path::PathBuf;
 
-/// Flags of `polyrepl run` (also used by `demo`).
+/// What to replicate and where: the flags `run` and `verify` share (same environment variables, and
+/// the same `--config` file).
 #[derive(Args, Debug, Clone, Default)]
-pub struct RunArgs {
+pub struct PipelineArgs {
     /// Source URL: mysql://USER:PASS@HOST:PORT[/DB]. The password never appears in logs or errors.
     #[arg(long, env = "POLYREPL_SOURCE", hide_env_values = true)]
     pub source: Option<String>,
-    /// Tables to replicate: db.table or db.* (repeatable or comma-separated).
+    /// Tables: db.table or db.* (repeatable or comma-separated).
     #[arg(long = "tables", env = "POLYREPL_TABLES", value_delimiter = ',')]
     pub tables: Vec<String>,
     /// Tables to leave out, same patterns (repeatable or comma-separated).
     #[arg(long = "exclude", env = "POLYREPL_EXCLUDE", value_delimiter = ',')]
     pub exclude: Vec<String>,
-    /// A target: mongodb://HOST:PORT (repeatable or comma-separated).
+    /// A sink: mongodb://HOST:PORT, redis://HOST:PORT, cassandra://HOST:PORT (repeatable or comma-separated).
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
     /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows).
     #[arg(long, env = "POLYREPL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Name of this pipeline: the key of its checkpoints in every sink [default: polyrepl].
+    /// Name of the pipeline: the key of its checkpoints in every sink [default: polyrepl].
     #[arg(long, env = "POLYREPL_NAME")]
     pub name: Option<String>,
+}
+
+/// Flags of `polyrepl run` (also used by `demo`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
     /// Server id the binlog reader presents to the source; unique per reader [default: derived from --name].
     #[arg(long, env = "POLYREPL_SERVER_ID")]
     pub server_id: Option<u32>,
@@ -93,7 +101,7 @@ pub struct RunConfig {
 impl RunArgs {
     /// Merges flags/env with the file and defaults; errors say which setting is missing or wrong.
     pub fn resolve(&self) -> Result<RunConfig> {
-        let file = match &self.config {
+        let file = match &self.pipeline.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
                 toml::from_str::<FileConfig>(&text).with_context(|| format!("the config file {} is not valid", path.display()))?
@@ -101,18 +109,18 @@ impl RunArgs {
             None => FileConfig::default(),
         };
         let pick = |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
-        let Some(source) = self.source.clone().or(file.source) else {
+        let Some(source) = self.pipeline.source.clone().or(file.source) else {
             bail!("no source given: pass --source mysql://USER:PASS@HOST:PORT (or set POLYREPL_SOURCE, or `source` in --config)");
         };
-        let tables = pick(&self.tables, file.tables);
+        let tables = pick(&self.pipeline.tables, file.tables);
         if tables.is_empty() {
             bail!("no tables given: pass --tables 'db.*' or --tables db.table (or POLYREPL_TABLES, or `tables` in --config)");
         }
-        let sinks = pick(&self.sinks, file.sinks);
+        let sinks = pick(&self.pipeline.sinks, file.sinks);
         if sinks.is_empty() {
             bail!("no sink given: pass --sink mongodb://HOST:PORT (or POLYREPL_SINKS, or `sinks` in --config)");
         }
-        let name = self.name.clone().or(file.name).unwrap_or_else(|| "polyrepl".into());
+        let name = self.pipeline.name.clone().or(file.name).unwrap_or_else(|| "polyrepl".into());
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             bail!("--name '{name}' must be letters, digits, '_' or '-'");
         }
@@ -120,7 +128,7 @@ impl RunArgs {
         Ok(RunConfig {
             source,
             tables,
-            exclude: pick(&self.exclude, file.exclude),
+            exclude: pick(&self.pipeline.exclude, file.exclude),
             sinks,
             server_id,
             name,
@@ -150,11 +158,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("run.toml");
         std::fs::write(&f, "source = \"mysql://a@h:1\"\ntables = [\"x.*\"]\nsinks = [\"mongodb://h:2\"]\nname = \"fromfile\"\n").unwrap();
-        let args = RunArgs { config: Some(f.clone()), name: Some("fromflag".into()), ..Default::default() };
+        let args = RunArgs { pipeline: PipelineArgs { config: Some(f.clone()), name: Some("fromflag".into()), ..Default::default() }, ..Default::default() };
         let c = args.resolve().unwrap();
         assert_eq!((c.name.as_str(), c.source.as_str(), c.tables.clone()), ("fromflag", "mysql://a@h:1", vec!["x.*".to_string()]));
         std::fs::write(&f, "source = \"mysql://a@h:1\"\ntabels = [\"x.*\"]\n").unwrap();
-        let err = format!("{:#}", RunArgs { config: Some(f), ..Default::default() }.resolve().unwrap_err());
+        let err = format!("{:#}", RunArgs { pipeline: PipelineArgs { config: Some(f), ..Default::default() }, ..Default::default() }.resolve().unwrap_err());
         assert!(err.contains("tabels"), "{err}");
         let err = format!("{:#}", RunArgs::default().resolve().unwrap_err());
         assert!(err.contains("--source"), "{err}");

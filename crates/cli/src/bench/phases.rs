@@ -5,7 +5,7 @@
 use super::data::Generated;
 use super::raw::Rounds;
 use super::{Bench, SinkKind};
-use crate::config::RunArgs;
+use crate::config::{PipelineArgs, RunArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::*;
@@ -75,10 +75,13 @@ async fn unlink_matching(bench: &Bench, pattern: &str) -> Result<()> {
 /// The settings of a `run` of `table` into `kinds` under pipeline `name`.
 pub fn run_config(bench: &Bench, table: &str, kinds: &[SinkKind], name: &str, stop_at_end: bool) -> Result<crate::config::RunConfig> {
     RunArgs {
-        source: Some(bench.args.source.clone()),
-        tables: vec![format!("{}.{table}", bench.db)],
-        sinks: kinds.iter().map(|&k| bench.sink_url(k).to_string()).collect(),
-        name: Some(name.to_string()),
+        pipeline: PipelineArgs {
+            source: Some(bench.args.source.clone()),
+            tables: vec![format!("{}.{table}", bench.db)],
+            sinks: kinds.iter().map(|&k| bench.sink_url(k).to_string()).collect(),
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
         stop_at_end,
         ..Default::default()
     }

@@ -19,7 +19,6 @@ mod recheck;
 mod repair;
 mod report;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,31 +27,15 @@ use clap::Args;
 use polyrepl_core::{Sink, SinkError, TableFilter};
 use polyrepl_mysql::{SourceReader, SourceUrl};
 
-use crate::config::RunArgs;
+use crate::config::{PipelineArgs, RunArgs};
 use recheck::{PairSuspects, Waiter};
 use report::PairReport;
 
 /// Flags of `polyrepl verify`.
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
-    /// Source URL: mysql://USER:PASS@HOST:PORT[/DB]. The password never appears in logs or errors.
-    #[arg(long, env = "POLYREPL_SOURCE", hide_env_values = true)]
-    pub source: Option<String>,
-    /// Tables to check: db.table or db.* (repeatable or comma-separated).
-    #[arg(long = "tables", env = "POLYREPL_TABLES", value_delimiter = ',')]
-    pub tables: Vec<String>,
-    /// Tables to leave out, same patterns (repeatable or comma-separated).
-    #[arg(long = "exclude", env = "POLYREPL_EXCLUDE", value_delimiter = ',')]
-    pub exclude: Vec<String>,
-    /// A sink to compare with the source: mongodb://…, redis://…, cassandra://… (repeatable or comma-separated).
-    #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
-    pub sinks: Vec<String>,
-    /// The TOML file `run` uses (source, tables, exclude, sinks, name are read from it).
-    #[arg(long, env = "POLYREPL_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The pipeline whose checkpoints tell when a sink has caught up [default: polyrepl].
-    #[arg(long, env = "POLYREPL_NAME")]
-    pub name: Option<String>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
     /// Rows per compared chunk (primary-key range), and keys per page of a sink's key scan.
     #[arg(long, env = "POLYREPL_VERIFY_CHUNK_ROWS", default_value_t = 1000)]
     pub chunk_rows: usize,
@@ -72,16 +55,7 @@ pub struct VerifyArgs {
 
 /// Runs the command; `Err` is reported by `main` with exit code 2.
 pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let cfg = RunArgs {
-        source: args.source.clone(),
-        tables: args.tables.clone(),
-        exclude: args.exclude.clone(),
-        sinks: args.sinks.clone(),
-        config: args.config.clone(),
-        name: args.name.clone(),
-        ..Default::default()
-    }
-    .resolve()?;
+    let cfg = RunArgs { pipeline: args.pipeline.clone(), ..Default::default() }.resolve()?;
     if args.chunk_rows == 0 {
         anyhow::bail!("--chunk-rows must be at least 1");
     }
