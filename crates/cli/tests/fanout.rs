@@ -224,45 +224,8 @@ impl Drop for Fanout {
     /// Drops the Redis keys `DB:*` and the Cassandra keyspace `DB`, and every pipeline's Redis and
     /// Cassandra checkpoint (the TestDb drops the source and Mongo databases and Mongo checkpoints).
     fn drop(&mut self) {
-        let name = self.name().to_string();
         let pipelines = self.pipelines.lock().unwrap().clone();
-        let redis_url = self.redis_url.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let clean_redis = async {
-                    let client = redis::Client::open(redis_url.as_str()).ok()?;
-                    let mut conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await.ok()?.ok()?;
-                    let mut cursor = 0u64;
-                    loop {
-                        let (next, keys): (u64, Vec<String>) =
-                            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{name}:*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                        }
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
-                    }
-                    for p in &pipelines {
-                        let _: Result<(), _> = redis::cmd("DEL").arg(format!("polyrepl:checkpoint:{p}")).query_async(&mut conn).await;
-                    }
-                    Some(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(20), clean_redis).await;
-                let clean_cassandra = async {
-                    let session = scylla::client::session_builder::SessionBuilder::new().known_node(CASSANDRA_NODE).build().await.ok()?;
-                    let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{name}\""), &[]).await;
-                    for p in &pipelines {
-                        let _ = session.query_unpaged("DELETE FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (p.as_str(),)).await;
-                    }
-                    Some(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(60), clean_cassandra).await;
-            })
-        })
-        .join();
+        drop_redis_and_cassandra_data(&self.redis_url, self.name(), &pipelines, true);
     }
 }
 

@@ -112,32 +112,7 @@ struct RedisCleanup {
 
 impl Drop for RedisCleanup {
     fn drop(&mut self) {
-        let (name, pipeline) = (self.db.clone(), self.pipeline.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let clean = async {
-                    let client = redis::Client::open(REDIS).ok()?;
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    let mut cursor = 0u64;
-                    loop {
-                        let (next, keys): (u64, Vec<String>) =
-                            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{name}:*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                        }
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
-                    }
-                    let _: Result<(), _> = redis::cmd("DEL").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await;
-                    Some(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(20), clean).await;
-            })
-        })
-        .join();
+        drop_redis_and_cassandra_data(REDIS, &self.db, std::slice::from_ref(&self.pipeline), false);
     }
 }
 

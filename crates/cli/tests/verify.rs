@@ -78,40 +78,10 @@ impl Setup {
 impl Drop for Setup {
     fn drop(&mut self) {
         let (name, pipeline) = (self.name().to_string(), self.pipeline.clone());
+        drop_redis_and_cassandra_data(REDIS, &name, &[pipeline.clone(), format!("{pipeline}-repair")], true);
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let pipelines = [pipeline.clone(), format!("{pipeline}-repair")];
-                let clean_redis = async {
-                    let client = redis::Client::open(REDIS).ok()?;
-                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    let mut cursor = 0u64;
-                    loop {
-                        let (next, keys): (u64, Vec<Vec<u8>>) =
-                            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{name}:*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
-                        if !keys.is_empty() {
-                            let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-                        }
-                        if next == 0 {
-                            break;
-                        }
-                        cursor = next;
-                    }
-                    for p in &pipelines {
-                        let _: Result<(), _> = redis::cmd("DEL").arg(format!("polyrepl:checkpoint:{p}")).query_async(&mut conn).await;
-                    }
-                    Some(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(20), clean_redis).await;
-                let clean_cassandra = async {
-                    let s = scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.ok()?;
-                    let _ = s.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{name}\""), &[]).await;
-                    for p in &pipelines {
-                        let _ = s.query_unpaged("DELETE FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (p,)).await;
-                    }
-                    Some(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(30), clean_cassandra).await;
                 if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
                     let checkpoints = client.database("polyrepl").collection::<Document>("_polyrepl_checkpoints");
                     let _ = checkpoints.delete_one(doc! { "_id": format!("{pipeline}-repair") }).await;

@@ -24,7 +24,7 @@ use polyrepl_core::{Change, Position, Row, TableSchema, Value};
 use crate::decode::to_param;
 use crate::error::{Result, SourceError};
 use crate::schema::{quote_ident, quote_table};
-use crate::snapshot::{chunk_select, decode_row};
+use crate::snapshot::{chunk_select, decode_row, estimated_rows};
 use crate::source_url::SourceUrl;
 
 /// Keys per `IN (…)` query of [`SourceReader::read_keys`].
@@ -122,15 +122,7 @@ impl SourceReader {
 
     /// The server's estimate of a table's row count (information_schema.TABLES), for progress.
     pub async fn estimated_rows(&mut self, table: &TableSchema) -> Result<u64> {
-        let n: Option<Option<u64>> = self
-            .conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (table.id.database.clone(), table.id.table.clone()),
-            )
-            .await
-            .map_err(|e| SourceError::query("reading TABLE_ROWS", &self.server, e))?;
-        Ok(n.flatten().unwrap_or(0))
+        estimated_rows(&mut self.conn, &self.server, table).await
     }
 
     /// Closes the connection.

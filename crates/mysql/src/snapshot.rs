@@ -88,15 +88,7 @@ impl Snapshot {
 
     /// The server's estimate of a table's row count (information_schema.TABLES), for progress.
     pub async fn estimated_rows(&mut self, table: &TableSchema) -> Result<u64> {
-        let n: Option<Option<u64>> = self
-            .conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (table.id.database.clone(), table.id.table.clone()),
-            )
-            .await
-            .map_err(|e| SourceError::query("reading TABLE_ROWS", &self.server, e))?;
-        Ok(n.flatten().unwrap_or(0))
+        estimated_rows(&mut self.conn, &self.server, table).await
     }
 
     /// The next chunk of `table`: up to `chunk_rows` rows with a key greater than `after_key` (from the
@@ -243,4 +235,16 @@ impl TableChunks<'_> {
     pub fn last_key(&self) -> Option<&[Value]> {
         self.last_key.as_deref()
     }
+}
+
+/// The server's estimate of a table's row count (information_schema.TABLES, approximate for InnoDB).
+pub(crate) async fn estimated_rows(conn: &mut Conn, server: &str, table: &TableSchema) -> Result<u64> {
+    let n: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (table.id.database.clone(), table.id.table.clone()),
+        )
+        .await
+        .map_err(|e| SourceError::query("reading TABLE_ROWS", server, e))?;
+    Ok(n.flatten().unwrap_or(0))
 }

@@ -561,3 +561,51 @@ impl Drop for OwnMariaDb {
         let _ = Self::stack(self.state.path(), self.port, &["down", "--purge"]);
     }
 }
+
+// ---- Cleaning up what a test left in Redis and Cassandra -------------------------------------------
+
+/// Deletes the Redis keys `DB:*` (at `redis_url`), the Cassandra keyspace `DB` (at 127.0.0.1:9042, when
+/// `cassandra`) and the checkpoints of `pipelines` in both; for `Drop`s, so it runs on its own thread
+/// and runtime and ignores every error (a server may be gone).
+pub fn drop_redis_and_cassandra_data(redis_url: &str, db: &str, pipelines: &[String], cassandra: bool) {
+    let (redis_url, db, pipelines) = (redis_url.to_string(), db.to_string(), pipelines.to_vec());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let clean_redis = async {
+                let client = redis::Client::open(redis_url.as_str()).ok()?;
+                let mut conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+                let mut cursor = 0u64;
+                loop {
+                    let (next, keys): (u64, Vec<Vec<u8>>) =
+                        redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{db}:*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                for p in &pipelines {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(format!("polyrepl:checkpoint:{p}")).query_async(&mut conn).await;
+                }
+                Some(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(20), clean_redis).await;
+            if !cassandra {
+                return;
+            }
+            let clean_cassandra = async {
+                let session = scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.ok()?;
+                let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{db}\""), &[]).await;
+                for p in &pipelines {
+                    let _ = session.query_unpaged("DELETE FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (p.as_str(),)).await;
+                }
+                Some(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(60), clean_cassandra).await;
+        })
+    })
+    .join();
+}
