@@ -68,6 +68,9 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(args).await,
         }
     });
+    // Leave the runtime to the process exit instead of shutting it down: the MongoDB driver's background
+    // tasks can panic ("SendError") when their runtime is torn down under them after an early error.
+    std::mem::forget(runtime);
     match result {
         Ok(code) => code,
         Err(e) => {
