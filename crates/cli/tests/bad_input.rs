@@ -54,25 +54,6 @@ async fn check_cases(cases: &[Case], secret: &str) -> Vec<String> {
     failures
 }
 
-/// Keys of `pattern` in Redis.
-async fn redis_keys(pattern: &str) -> Vec<String> {
-    let client = redis::Client::open(REDIS).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379");
-    redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap()
-}
-
-/// True when Cassandra has a keyspace of that name.
-async fn cassandra_has_keyspace(name: &str) -> bool {
-    let session = scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.expect("Cassandra");
-    let rows = session
-        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?", (name.to_lowercase(),))
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap();
-    rows.rows_num() > 0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_gets_a_clear_error_and_nothing_is_written() {
     let db = TestDb::create("bad").await;
@@ -157,7 +138,7 @@ async fn every_bad_input_gets_a_clear_error_and_nothing_is_written() {
     if db.checkpoint(&pipeline).await.is_some() {
         failures.push("MongoDB got a checkpoint from a failed run".into());
     }
-    let keys = redis_keys(&format!("{d}:*")).await.into_iter().chain(redis_keys(&format!("polyrepl:checkpoint:{pipeline}")).await).collect::<Vec<_>>();
+    let keys = redis_keys(REDIS, &format!("{d}:*")).await.into_iter().chain(redis_keys(REDIS, &format!("polyrepl:checkpoint:{pipeline}")).await).collect::<Vec<_>>();
     if !keys.is_empty() {
         failures.push(format!("Redis got keys {keys:?} from failed runs"));
     }

@@ -3,13 +3,12 @@
 
 mod common;
 
-use common::MYSQL;
+use common::{cassandra_has_keyspace, redis_keys, MYSQL};
 use mysql_async::prelude::*;
 use std::process::Command;
 
 const MONGO: &str = "mongodb://127.0.0.1:1800";
 const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "127.0.0.1:9042";
 
 /// A rate or duration figure: finite and above zero.
 fn positive(report: &serde_json::Value, pointer: &str) -> f64 {
@@ -67,17 +66,9 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     conn.disconnect().await.unwrap();
     let mongo = mongodb::Client::with_uri_str(MONGO).await.unwrap();
     assert!(!mongo.list_database_names().await.unwrap().contains(&db), "MongoDB database {db} still exists");
-    let mut redis = redis::Client::open(REDIS).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{db}*")).query_async(&mut redis).await.unwrap();
+    let keys = redis_keys(REDIS, &format!("{db}*")).await;
     assert!(keys.is_empty(), "Redis keys left: {:?}", &keys[..keys.len().min(5)]);
-    let checkpoints: Vec<String> = redis::cmd("KEYS").arg(format!("polyrepl:checkpoint:{db}*")).query_async(&mut redis).await.unwrap();
+    let checkpoints = redis_keys(REDIS, &format!("polyrepl:checkpoint:{db}*")).await;
     assert!(checkpoints.is_empty(), "Redis checkpoints left: {checkpoints:?}");
-    let session = scylla::client::session_builder::SessionBuilder::new().known_node(CASSANDRA).build().await.unwrap();
-    let rows = session
-        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?", (db.as_str(),))
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap();
-    assert_eq!(rows.rows_num(), 0, "Cassandra keyspace {db} still exists");
+    assert!(!cassandra_has_keyspace(&db).await, "Cassandra keyspace {db} still exists");
 }

@@ -114,20 +114,7 @@ impl Fanout {
         };
         let redis = async {
             let mut conn = self.redis().await?;
-            let prefix = format!("{}:{table}:", self.name());
-            let mut keys = BTreeSet::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, batch): (u64, Vec<String>) =
-                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
-                for k in batch {
-                    keys.insert(k.strip_prefix(&prefix).unwrap().parse::<i64>().unwrap_or_else(|_| panic!("unexpected Redis key {k}")));
-                }
-                if next == 0 {
-                    break Some(keys);
-                }
-                cursor = next;
-            }
+            redis_int_keys(&mut conn, &format!("{}:{table}:", self.name())).await
         };
         let cassandra = async {
             let cql = format!("SELECT \"id\" FROM \"{}\".\"{table}\"", self.name());

@@ -163,20 +163,7 @@ async fn own_seq(own: &OwnSink, pipeline: &str, domain: u64) -> Option<u64> {
 async fn sink_keys(own: &OwnSink, redis: bool, db: &str, table: &str) -> Option<BTreeSet<i64>> {
     if redis {
         let mut conn = redis_conn().await?;
-        let prefix = format!("{db}:{table}:");
-        let mut keys = BTreeSet::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
-            for k in batch {
-                keys.insert(k.strip_prefix(&prefix).unwrap().parse::<i64>().unwrap_or_else(|_| panic!("unexpected Redis key {k}")));
-            }
-            if next == 0 {
-                return Some(keys);
-            }
-            cursor = next;
-        }
+        return redis_int_keys(&mut conn, &format!("{db}:{table}:")).await;
     }
     match own.kind {
         Kind::Mongo => {

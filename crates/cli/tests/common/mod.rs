@@ -609,3 +609,42 @@ pub fn drop_redis_and_cassandra_data(redis_url: &str, db: &str, pipelines: &[Str
     })
     .join();
 }
+
+// ---- Looking into Redis and Cassandra directly ------------------------------------------------------
+
+/// Keys matching `pattern` in the Redis at `redis_url` (KEYS: for small test databases only).
+pub async fn redis_keys(redis_url: &str, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
+    redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap()
+}
+
+/// The integer keys of the hashes `PREFIX<id>` (polyrepl's `DB:TABLE:` prefix), listed with SCAN;
+/// `None` when Redis cannot be read. Panics on a key that is not `PREFIX<integer>`.
+pub async fn redis_int_keys(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Option<std::collections::BTreeSet<i64>> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(conn).await.ok()?;
+        for k in batch {
+            keys.insert(k.strip_prefix(prefix).unwrap().parse::<i64>().unwrap_or_else(|_| panic!("unexpected Redis key {k}")));
+        }
+        if next == 0 {
+            return Some(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// True when the Cassandra at 127.0.0.1:9042 has a keyspace of that name.
+pub async fn cassandra_has_keyspace(name: &str) -> bool {
+    let session = scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.expect("Cassandra at 127.0.0.1:9042");
+    let rows = session
+        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?", (name.to_lowercase(),))
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    rows.rows_num() > 0
+}
