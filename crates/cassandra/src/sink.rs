@@ -129,6 +129,12 @@ impl Sink for CassandraSink {
         Ok(())
     }
 
+    /// Yes: every write carries a timestamp derived from its source position, so even a write that lands
+    /// late (a killed run's, still in flight) can never overwrite a newer one.
+    fn merges_waiting_batches(&self) -> bool {
+        true
+    }
+
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let writes = plan(batch).map_err(|m| definite(&self.name, m))?;
         // Every schema of the batch (compared by pointer first, then by column list in the catalog).

@@ -9,6 +9,8 @@
 //!   makes the batcher (and so the source reader) wait: memory stays bounded whatever the row size, and
 //!   a slow or stopped sink holds the others back only once it is that far behind.
 //! - A batch closes by count, by bytes or by time, whichever comes first (`max_batch_*`).
+//! - A sink that is behind may apply the batches waiting in its queue as one (`max_merged_*`), if the
+//!   sink allows it (`Sink::merges_waiting_batches`): same kind, in order, the last one's checkpoint.
 //! - A sink skips batches it already holds (streaming batches at or before its loaded checkpoint), so a
 //!   restart that resumes the source from the smallest checkpoint never applies a change twice.
 //! - A transient sink error retries the same batch with capped exponential backoff, logging once per
@@ -93,6 +95,11 @@ pub struct PipelineConfig {
     pub queue_bytes: usize,
     /// Longest wait between retries of a failing sink.
     pub max_backoff: Duration,
+    /// A sink that is behind merges the batches already waiting in its queue into one apply of up to
+    /// this many changes…
+    pub max_merged_changes: usize,
+    /// …and about this many bytes.
+    pub max_merged_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -104,6 +111,8 @@ impl Default for PipelineConfig {
             queue_changes: 100_000,
             queue_bytes: 32 << 20,
             max_backoff: Duration::from_secs(10),
+            max_merged_changes: 20_000,
+            max_merged_bytes: 16 << 20,
         }
     }
 }
@@ -139,7 +148,7 @@ pub async fn run(
         let capacity = cfg.queue_changes.clamp(1, Semaphore::MAX_PERMITS);
         let capacity_kib = (cfg.queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let stats = metrics.sink(slot.sink.name());
-        workers.spawn(sink_worker(slot, rx, stats, cfg.max_backoff));
+        workers.spawn(sink_worker(slot, rx, stats, cfg.clone()));
         queues.push(Queue {
             tx,
             room: Arc::new(Semaphore::new(capacity)),
@@ -218,16 +227,30 @@ async fn sink_worker(
     mut slot: SinkSlot,
     mut rx: mpsc::UnboundedReceiver<(Arc<Batch>, Room)>,
     stats: Arc<SinkStats>,
-    max_backoff: Duration,
+    cfg: PipelineConfig,
 ) -> Result<(), SinkError> {
     let name = slot.sink.name().to_string();
+    // The sink says whether its applies may be merged (see `Sink::merges_waiting_batches`).
+    let mut cfg = cfg;
+    if !slot.sink.merges_waiting_batches() {
+        cfg.max_merged_changes = 0;
+    }
     set_state(&stats, "ok");
-    // The permit is released (room made in the queue) when the batch is dropped, applied or skipped.
-    while let Some((batch, _permit)) = rx.recv().await {
-        if already_applied(&batch.checkpoint, &slot.resume_from) {
+    // A batch taken from the queue that could not join the previous merge.
+    let mut next: Option<(Arc<Batch>, Room)> = None;
+    loop {
+        let Some((first, room)) = (match next.take() {
+            Some(waiting) => Some(waiting),
+            None => rx.recv().await,
+        }) else {
+            break;
+        };
+        if already_applied(&first.checkpoint, &slot.resume_from) {
             stats.batches_skipped.fetch_add(1, Relaxed);
             continue;
         }
+        // The rooms (queue permits) are released once the merged batch is applied.
+        let (batch, _rooms) = merge_waiting(first, room, &mut rx, &mut next, &cfg);
         let mut backoff = Duration::from_millis(100);
         let mut failing = false;
         loop {
@@ -241,7 +264,7 @@ async fn sink_worker(
                         failing = true;
                     }
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
+                    backoff = (backoff * 2).min(cfg.max_backoff);
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Relaxed);
@@ -259,6 +282,56 @@ async fn sink_worker(
         slot.resume_from = None;
     }
     Ok(())
+}
+
+/// `first` plus the batches already waiting behind it, as one batch: a sink that is behind catches up
+/// in fewer, larger applies, each of which has a fixed cost (round trips, the checkpoint write), and
+/// changes to one key across those batches collapse into one write. Only batches of the same kind
+/// (snapshot or streaming) merge, in order, within `max_merged_*`; the merged checkpoint is the last
+/// one's, true once all are applied. A batch that does not fit is left in `next`. Nothing waits for more
+/// batches to arrive: a sink that keeps up applies batches as they come. Only batches no other sink
+/// still holds are merged (their changes move, they are not copied): the slowest sink, the one that
+/// needs it, merges. `max_merged_changes == 0` turns merging off.
+fn merge_waiting(
+    first: Arc<Batch>,
+    room: Room,
+    rx: &mut mpsc::UnboundedReceiver<(Arc<Batch>, Room)>,
+    next: &mut Option<(Arc<Batch>, Room)>,
+    cfg: &PipelineConfig,
+) -> (Arc<Batch>, Vec<Room>) {
+    let kib = |room: &Room| room.1.num_permits() * 1024;
+    // Queued batches are never cloned again, so a count of one stays one.
+    let unshared = |batch: &Arc<Batch>| Arc::strong_count(batch) == 1;
+    if !unshared(&first) || cfg.max_merged_changes == 0 {
+        return (first, vec![room]);
+    }
+    let (mut changes, mut bytes) = (first.changes.len(), kib(&room));
+    let mut parts = vec![first];
+    let mut rooms = vec![room];
+    while let Ok((batch, room)) = rx.try_recv() {
+        let same_kind = batch.checkpoint.snapshot.is_some() == parts[0].checkpoint.snapshot.is_some();
+        let fits = changes + batch.changes.len() <= cfg.max_merged_changes && bytes + kib(&room) <= cfg.max_merged_bytes;
+        if !same_kind || !fits || !unshared(&batch) {
+            *next = Some((batch, room));
+            break;
+        }
+        changes += batch.changes.len();
+        bytes += kib(&room);
+        parts.push(batch);
+        rooms.push(room);
+    }
+    if parts.len() == 1 {
+        return (parts.pop().expect("one batch"), rooms);
+    }
+    let checkpoint = parts.last().expect("batches").checkpoint.clone();
+    let mut merged = Vec::with_capacity(changes);
+    for part in parts {
+        match Arc::try_unwrap(part) {
+            Ok(owned) => merged.extend(owned.changes),
+            Err(shared) => merged.extend(shared.changes.iter().cloned()),
+        }
+    }
+    (Arc::new(Batch { changes: merged, checkpoint }), rooms)
 }
 
 fn set_state(stats: &SinkStats, s: &str) {
@@ -320,5 +393,66 @@ mod tests {
         let small = approx_bytes(&change("a"));
         assert!(small > std::mem::size_of::<Change>());
         assert!(approx_bytes(&change(&"x".repeat(10_000))) >= small + 9_900);
+    }
+
+    /// A batch of `n` one-key inserts at `off`, with its queue room (one KiB permit).
+    fn queued(off: u64, n: usize, snap: bool) -> (Arc<Batch>, Room) {
+        let table = Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
+        let change = |i: usize| Change {
+            position: Position::new("b.000001", off),
+            seq: i as u32,
+            table: table.clone(),
+            op: crate::Op::Insert,
+            key: vec![Value::Int(i as i64)],
+            after: Some(vec![Value::Int(i as i64)]),
+            source_ts: 0,
+        };
+        let permits = |n: usize| Arc::new(Semaphore::new(n)).try_acquire_many_owned(n as u32).unwrap();
+        (Arc::new(Batch { changes: (0..n).map(change).collect(), checkpoint: cp("b.000001", off, snap) }), (permits(n.max(1)), permits(1)))
+    }
+
+    #[test]
+    fn a_sink_behind_merges_waiting_batches_of_one_kind_in_order_within_bounds() {
+        let cfg = PipelineConfig { max_merged_changes: 25, ..PipelineConfig::default() };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for b in [queued(20, 10, false), queued(30, 10, false), queued(40, 10, false), queued(50, 1, true)] {
+            tx.send(b).unwrap();
+        }
+        let (first, room) = queued(10, 5, false);
+        let mut next = None;
+        let (merged, rooms) = merge_waiting(first, room, &mut rx, &mut next, &cfg);
+        // 5 + 10 + 10 = 25 fit; the third waiting batch would pass the bound and is kept for later.
+        assert_eq!(merged.changes.len(), 25);
+        assert_eq!(rooms.len(), 3);
+        assert_eq!(merged.checkpoint, cp("b.000001", 30, false), "the merged checkpoint is the last batch's");
+        let offsets: Vec<u64> = merged.changes.iter().map(|c| c.position.offset).collect();
+        assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "order kept: {offsets:?}");
+        let (kept, kept_room) = next.take().expect("the batch that did not fit");
+        assert_eq!(kept.checkpoint.position.offset, 40);
+        // A snapshot batch never joins a streaming one.
+        let (merged, _) = merge_waiting(kept, kept_room, &mut rx, &mut next, &cfg);
+        assert_eq!(merged.changes.len(), 10);
+        assert!(next.as_ref().is_some_and(|(b, _)| b.checkpoint.snapshot.is_some()));
+        // A batch another sink still holds is not merged (merging would copy it).
+        next = None;
+        let (shared, room) = queued(70, 2, false);
+        let _other_sink = shared.clone();
+        tx.send(queued(80, 2, false)).unwrap();
+        let (alone, _) = merge_waiting(shared, room, &mut rx, &mut next, &cfg);
+        assert_eq!(alone.changes.len(), 2);
+        let (after, room) = rx.try_recv().expect("left in the queue");
+        let (merged, _) = merge_waiting(after, room, &mut rx, &mut next, &cfg);
+        assert_eq!(merged.changes.len(), 2);
+        // A sink that does not allow merging (max_merged_changes 0) gets its batches one by one.
+        tx.send(queued(90, 2, false)).unwrap();
+        let off = PipelineConfig { max_merged_changes: 0, ..PipelineConfig::default() };
+        let (alone, _) = merge_waiting(queued(85, 2, false).0, queued(85, 2, false).1, &mut rx, &mut next, &off);
+        assert_eq!(alone.changes.len(), 2);
+        assert!(rx.try_recv().is_ok(), "the waiting batch stays queued");
+        // Nothing waiting: the batch goes as it is, not copied.
+        let (alone, room) = queued(60, 3, false);
+        let ptr = Arc::as_ptr(&alone);
+        let (same, _) = merge_waiting(alone, room, &mut rx, &mut next, &cfg);
+        assert_eq!(Arc::as_ptr(&same), ptr);
     }
 }

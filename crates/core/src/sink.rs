@@ -36,6 +36,12 @@ pub trait Sink: Send {
     /// Applying a batch twice has the effect of applying it once.
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
 
+    /// Whether the pipeline may hand this sink, when it is behind, the batches waiting in its queue as
+    /// one larger batch. Say no when a larger apply is unsafe or no faster: e.g. a server that keeps
+    /// executing a killed client's long write, which could then land after the restarted run's newer
+    /// writes (FerretDB 1.x deletes by reading the matching ids first and deleting them later).
+    fn merges_waiting_batches(&self) -> bool;
+
     /// The checkpoint stored for `pipeline` (the run's name), if any.
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError>;
 

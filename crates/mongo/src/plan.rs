@@ -20,7 +20,8 @@ use crate::naming::{check_table, document_id, id_bytes, row_document};
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
     /// Replace the document with `_id` by `document`, inserting it if absent. `fresh` when the key's
-    /// last change was an insert, so the document is most likely absent (it exists only on a replay).
+    /// first change in the batch was an insert, so the document is most likely absent (it exists only
+    /// on a replay).
     Upsert { id: Bson, document: Document, fresh: bool },
     /// Delete the document with `_id`, if present.
     Delete { id: Bson },
@@ -47,7 +48,8 @@ pub struct CollectionWrites {
 pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, String> {
     let mut groups: Vec<CollectionWrites> = Vec::new();
     let mut group_of: HashMap<TableId, usize> = HashMap::new();
-    let mut slot_of: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
+    // Where each key's operation is, and whether its first change in the batch was an insert.
+    let mut slot_of: HashMap<(usize, Vec<u8>), (usize, bool)> = HashMap::new();
     let mut checked: HashSet<TableId> = HashSet::new();
     for change in &batch.changes {
         let table = &*change.table;
@@ -73,9 +75,16 @@ pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, S
         });
         let ops = &mut groups[group].ops;
         match slot_of.get(&(group, id_bytes(op.id()))) {
-            Some(&slot) => ops[slot] = op,
+            // A key whose first change in the batch is an insert was absent when the batch began (but
+            // on a replay), whatever came after: its final image can be inserted without a delete.
+            Some(&(slot, born_here)) => {
+                ops[slot] = match op {
+                    WriteOp::Upsert { id, document, .. } => WriteOp::Upsert { id, document, fresh: born_here },
+                    delete => delete,
+                }
+            }
             None => {
-                slot_of.insert((group, id_bytes(op.id())), ops.len());
+                slot_of.insert((group, id_bytes(op.id())), (ops.len(), change.op == Op::Insert));
                 ops.push(op);
             }
         }
@@ -107,6 +116,49 @@ pub fn chunk_ranges(sizes: &[usize], max_ops: usize, max_bytes: usize) -> Vec<st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plan of `(op, id)` changes to one single-key table.
+    fn plan_of(changes: &[(Op, i64)]) -> Vec<WriteOp> {
+        use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, TableSchema, Value};
+        use std::sync::Arc;
+        let column = |name: &str| Column { name: name.into(), kind: ColumnKind::BigInt, unsigned: false, nullable: false };
+        let table = Arc::new(TableSchema { id: TableId::new("d", "t"), columns: vec![column("id"), column("v")], primary_key: vec![0] });
+        let changes = changes
+            .iter()
+            .enumerate()
+            .map(|(seq, &(op, id))| Change {
+                position: Position::new("b.000001", 4),
+                seq: seq as u32,
+                table: table.clone(),
+                op,
+                key: vec![Value::Int(id)],
+                after: (op != Op::Delete).then(|| vec![Value::Int(id), Value::Int(seq as i64)]),
+                source_ts: 0,
+            })
+            .collect();
+        let batch = Batch { changes, checkpoint: Checkpoint::streaming(Position::new("b.000001", 4)) };
+        let mapping = Mapping::new(crate::mapping::ServerFeatures::FERRETDB_1, Default::default());
+        plan(&mapping, &batch).unwrap().remove(0).ops
+    }
+
+    fn fresh(op: &WriteOp) -> Option<bool> {
+        match op {
+            WriteOp::Upsert { fresh, .. } => Some(*fresh),
+            WriteOp::Delete { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_key_first_inserted_in_the_batch_stays_fresh_whatever_follows() {
+        let ops = plan_of(&[(Op::Insert, 1), (Op::Update, 1), (Op::Update, 2), (Op::Delete, 3), (Op::Insert, 3), (Op::Insert, 4)]);
+        let by_id: Vec<Option<bool>> = ops.iter().map(fresh).collect();
+        // 1: inserted then updated → fresh; 2: updated → may exist; 3: deleted then inserted → exists; 4: inserted.
+        assert_eq!(by_id, vec![Some(true), Some(false), Some(false), Some(true)]);
+        // Inserted then deleted: a delete remains (a replay may have inserted it already).
+        let ops = plan_of(&[(Op::Insert, 5), (Op::Delete, 5)]);
+        assert_eq!(ops.len(), 1);
+        assert_eq!(fresh(&ops[0]), None);
+    }
 
     #[test]
     fn chunks_respect_count_and_bytes() {

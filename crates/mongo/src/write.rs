@@ -10,8 +10,9 @@
 //! - A single row larger than the server's document limit is a definite error naming it.
 //! - FerretDB 1.x gets neither: its `update` (and any query by `_id`) scans the whole collection for
 //!   every statement, so 20 000-row collections took minutes per batch. There an upsert is "delete the
-//!   keys that may exist (one `$in` delete), then one unordered `insert`"; keys whose last change was an
-//!   insert are inserted directly, and only those that turn out to exist (duplicate key, i.e. a replay)
+//!   keys that may exist (one `$in` delete), then one unordered `insert`"; keys whose first change in
+//!   the batch was an insert are inserted directly, and only those that turn out to exist (duplicate
+//!   key, i.e. a replay)
 //!   are deleted and inserted again. Not atomic per document, but idempotent: a crash between the two
 //!   leaves the batch's checkpoint unwritten, so the batch is replayed.
 

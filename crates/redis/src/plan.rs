@@ -7,13 +7,18 @@
 //! - An insert or update becomes `DEL key` + `HSET key <every non-NULL column>` (+ `PEXPIRE` with a TTL):
 //!   the hash is exactly the row image, so a column that became NULL or a stale field vanishes. A delete
 //!   becomes `DEL key`. Both are idempotent: replaying a batch has the effect of applying it once.
+//! - A key whose first change in the batch is an insert, and whose changes all have one schema, was
+//!   absent when the batch began: it skips the `DEL` and gets `HSET` + `HDEL <its NULL columns>`. The
+//!   only thing it can meet is an image of the same row from an interrupted earlier attempt (a replay),
+//!   and every column of the schema is then set or removed, so the hash is still exactly the image.
 //! - Stream entries are not collapsed: one per change, in batch order.
 //! - A malformed change (key of the wrong length or NULL, row of the wrong length, no row image) is an
 //!   error, never skipped.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use polyrepl_core::{Batch, Op, TableId};
+use polyrepl_core::{Batch, Op, TableId, TableSchema};
 
 use crate::mapping::to_field;
 use crate::naming::{check_table, row_key, stream_key};
@@ -23,8 +28,10 @@ use crate::stream::envelope;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowWrite {
     /// Replace the hash at `key` by these fields (column name, field bytes); no fields means the row
-    /// is only deleted (cannot happen for a real row: its key columns are never NULL).
-    Upsert { key: Vec<u8>, fields: Vec<(String, Vec<u8>)> },
+    /// is only deleted (cannot happen for a real row: its key columns are never NULL). `born` holds the
+    /// NULL columns when the key was absent at the batch's start (see the module notes): no `DEL`, but
+    /// `HDEL` of those columns.
+    Upsert { key: Vec<u8>, fields: Vec<(String, Vec<u8>)>, born: Option<Vec<String>> },
     /// Remove the hash at `key`, if present.
     Delete { key: Vec<u8> },
 }
@@ -37,9 +44,10 @@ impl RowWrite {
         }
     }
 
-    /// Commands this write takes: DEL, HSET, PEXPIRE.
+    /// Commands this write takes: DEL or HDEL, HSET, PEXPIRE.
     pub fn commands(&self, ttl: bool) -> usize {
         match self {
+            RowWrite::Upsert { fields, born: Some(nulls), .. } if !fields.is_empty() => 1 + usize::from(!nulls.is_empty()) + usize::from(ttl),
             RowWrite::Upsert { fields, .. } if !fields.is_empty() => 2 + usize::from(ttl),
             _ => 1,
         }
@@ -48,7 +56,11 @@ impl RowWrite {
     /// Payload bytes (key, field names and values), a bound for chunking.
     pub fn bytes(&self) -> usize {
         match self {
-            RowWrite::Upsert { key, fields } => 2 * key.len() + fields.iter().map(|(n, v)| n.len() + v.len() + 16).sum::<usize>(),
+            RowWrite::Upsert { key, fields, born } => {
+                2 * key.len()
+                    + fields.iter().map(|(n, v)| n.len() + v.len() + 16).sum::<usize>()
+                    + born.iter().flatten().map(|n| n.len() + 16).sum::<usize>()
+            }
             RowWrite::Delete { key } => key.len(),
         }
     }
@@ -73,7 +85,8 @@ pub struct Plan {
 /// Collapses the batch's changes per key and builds the stream entries when `with_stream`.
 pub fn plan(batch: &Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan, String> {
     let mut out = Plan::default();
-    let mut slot_of: HashMap<Vec<u8>, usize> = HashMap::new();
+    // Where each key's write is; for a key first inserted in this batch, the schema of that insert.
+    let mut slot_of: HashMap<Vec<u8>, (usize, Option<Arc<TableSchema>>)> = HashMap::new();
     let mut checked: HashSet<TableId> = HashSet::new();
     let snapshot = batch.checkpoint.snapshot.is_some();
     for change in &batch.changes {
@@ -94,20 +107,29 @@ pub fn plan(batch: &Batch, prefix: Option<&str>, with_stream: bool) -> Result<Pl
                         table.columns.len()
                     ));
                 }
+                let born_with = match slot_of.get(&key) {
+                    Some((_, first_insert)) => first_insert.as_ref(),
+                    None => (change.op == Op::Insert).then_some(&change.table),
+                };
+                let same_schema = born_with.is_some_and(|t| Arc::ptr_eq(t, &change.table) || **t == *table);
+                let born = same_schema.then(|| {
+                    table.columns.iter().zip(row).filter(|(_, v)| to_field(v).is_none()).map(|(c, _)| c.name.clone()).collect()
+                });
                 let fields = table
                     .columns
                     .iter()
                     .zip(row)
                     .filter_map(|(c, v)| to_field(v).map(|bytes| (c.name.clone(), bytes)))
                     .collect();
-                RowWrite::Upsert { key, fields }
+                RowWrite::Upsert { key, fields, born }
             }
             (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
         };
         match slot_of.get(write.key()) {
-            Some(&slot) => out.rows[slot] = write,
+            Some(&(slot, _)) => out.rows[slot] = write,
             None => {
-                slot_of.insert(write.key().to_vec(), out.rows.len());
+                let first_insert = (change.op == Op::Insert).then(|| change.table.clone());
+                slot_of.insert(write.key().to_vec(), (out.rows.len(), first_insert));
                 out.rows.push(write);
             }
         }
@@ -140,8 +162,7 @@ pub fn chunk_ranges(sizes: &[(usize, usize)], max_commands: usize, max_bytes: us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, TableSchema, Value};
-    use std::sync::Arc;
+    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, Value};
 
     fn table() -> Arc<TableSchema> {
         let col = |n: &str, kind| Column { name: n.into(), kind, unsigned: false, nullable: true };
@@ -180,10 +201,18 @@ mod tests {
         assert_eq!(
             p.rows,
             vec![
-                RowWrite::Upsert { key: b"x:d:t:1".to_vec(), fields: vec![("id".into(), b"1".to_vec())] },
+                // Inserted, then updated with v NULL: no DEL needed, but v is removed.
+                RowWrite::Upsert { key: b"x:d:t:1".to_vec(), fields: vec![("id".into(), b"1".to_vec())], born: Some(vec!["v".into()]) },
                 RowWrite::Delete { key: b"x:d:t:2".to_vec() },
             ]
         );
+        // Deleted then inserted again, or only updated: the key existed, so DEL comes first.
+        let again = Batch {
+            changes: vec![change(Op::Delete, 3, None), change(Op::Insert, 3, Some("c")), change(Op::Update, 4, Some("d"))],
+            checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
+        };
+        let rows = plan(&again, None, false).unwrap().rows;
+        assert!(rows.iter().all(|r| matches!(r, RowWrite::Upsert { born: None, .. })), "{rows:?}");
         assert_eq!(p.appends.len(), 4);
         assert!(p.appends.iter().all(|a| a.key == "polyrepl:stream:d:t"));
         assert!(plan(&batch, None, false).unwrap().appends.is_empty());

@@ -24,7 +24,7 @@
 //!   replay-safe. Meanwhile a reader may see part of a batch (never a partial row).
 //!
 //! Both modes:
-//! - All commands of one row (DEL, HSET, PEXPIRE) are always in the same transaction.
+//! - All commands of one row (DEL or HDEL, HSET, PEXPIRE) are always in the same transaction.
 //! - Runtime errors inside EXEC (a key of the wrong type) do not undo the other commands — Redis has no
 //!   rollback; they are reported as definite errors that say so. polyrepl's own commands cannot hit one
 //!   unless another application writes a non-stream value at a stream key.
@@ -127,19 +127,26 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline>
 }
 
 fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
-    tx.cmd("DEL").arg(write.key()).ignore();
-    if let RowWrite::Upsert { key, fields } = write {
-        if fields.is_empty() {
-            return; // HSET without fields would abort the whole transaction
-        }
-        tx.cmd("HSET").arg(key);
-        for (name, value) in fields {
-            tx.arg(name).arg(value);
-        }
-        tx.ignore();
-        if let Some(ms) = ttl_ms {
-            tx.cmd("PEXPIRE").arg(key).arg(ms).ignore();
-        }
+    let RowWrite::Upsert { key, fields, born } = write else {
+        tx.cmd("DEL").arg(write.key()).ignore();
+        return;
+    };
+    if born.is_none() || fields.is_empty() {
+        tx.cmd("DEL").arg(key).ignore();
+    }
+    if fields.is_empty() {
+        return; // HSET without fields would abort the whole transaction
+    }
+    tx.cmd("HSET").arg(key);
+    for (name, value) in fields {
+        tx.arg(name).arg(value);
+    }
+    tx.ignore();
+    if let Some(nulls) = born.as_ref().filter(|n| !n.is_empty()) {
+        tx.cmd("HDEL").arg(key).arg(nulls).ignore();
+    }
+    if let Some(ms) = ttl_ms {
+        tx.cmd("PEXPIRE").arg(key).arg(ms).ignore();
     }
 }
 
@@ -194,7 +201,7 @@ mod tests {
 
     #[test]
     fn checkpoint_goes_in_the_last_transaction_only() {
-        let rows = (0..10).map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())] }).collect();
+        let rows = (0..10).map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())], born: None }).collect();
         let plan = Plan { rows, appends: vec![StreamAppend { key: "s".into(), event: "{}".into() }] };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
         let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
@@ -220,7 +227,7 @@ mod tests {
 
     #[test]
     fn cluster_writes_are_grouped_by_slot_with_the_checkpoint_apart() {
-        let rows: Vec<RowWrite> = (0..200).map(|i| RowWrite::Upsert { key: format!("d:t:{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())] }).collect();
+        let rows: Vec<RowWrite> = (0..200).map(|i| RowWrite::Upsert { key: format!("d:t:{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())], born: None }).collect();
         let appends = (0..30).map(|i| StreamAppend { key: "polyrepl:stream:d:t".into(), event: format!("{{\"seq\":{i}}}") }).collect();
         let plan = Plan { rows, appends };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
@@ -251,7 +258,7 @@ mod tests {
     #[test]
     fn ttl_adds_pexpire_and_empty_rows_only_delete() {
         let plan = Plan {
-            rows: vec![RowWrite::Upsert { key: b"k".to_vec(), fields: vec![("a".into(), b"1".to_vec())] }, RowWrite::Upsert { key: b"e".to_vec(), fields: vec![] }],
+            rows: vec![RowWrite::Upsert { key: b"k".to_vec(), fields: vec![("a".into(), b"1".to_vec())], born: None }, RowWrite::Upsert { key: b"e".to_vec(), fields: vec![], born: None }],
             appends: vec![],
         };
         let options = RedisOptions { ttl: Some(std::time::Duration::from_secs(2)), ..Default::default() };

@@ -77,6 +77,23 @@ async fn replaying_a_batch_is_harmless() {
     .await;
 }
 
+/// A key first inserted in its batch skips the DEL; what an interrupted earlier attempt left there (a
+/// later image of the row, with other columns set) must still end up exactly the batch's image.
+#[tokio::test]
+async fn a_key_born_in_the_batch_overwrites_a_partial_earlier_attempt_exactly() {
+    with_sink(RedisOptions { stream: None, ..Default::default() }, |mut sink, db| async move {
+        let t = simple_table(&db);
+        let key = format!("{db}:t:9");
+        let mut conn = raw().await;
+        let _: () = redis::cmd("HSET").arg(&key).arg("id").arg("9").arg("v").arg("later").query_async(&mut conn).await.unwrap();
+        sink.apply(&batch(vec![insert(&t, row(9, None))], 310)).await.unwrap();
+        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"9".to_vec())], "the NULL column was removed");
+        sink.apply(&batch(vec![insert(&t, row(9, Some("x"))), upsert(&t, row(9, Some("y")))], 320)).await.unwrap();
+        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"9".to_vec()), ("v".into(), b"y".to_vec())]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn checkpoint_lands_with_the_data() {
     with_sink(RedisOptions::default(), |mut sink, db| async move {

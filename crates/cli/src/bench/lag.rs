@@ -60,6 +60,10 @@ impl Sink for LagProbe {
         self.inner.prepare(tables).await
     }
 
+    fn merges_waiting_batches(&self) -> bool {
+        self.inner.merges_waiting_batches()
+    }
+
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.inner.apply(batch).await?;
         let now = now_us();
