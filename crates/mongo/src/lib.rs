@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod connection;
 pub mod decimal;
 pub mod error;
+pub mod fence;
 pub mod mapping;
 pub mod naming;
 pub mod plan;

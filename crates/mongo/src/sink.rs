@@ -21,7 +21,8 @@ use crate::connection::{connect, ServerInfo};
 use crate::error::{classify, definite};
 use crate::mapping::{Mapping, MappingCounts, MappingStats};
 use crate::naming::{check_table, document_id, id_bytes, ID_FIELD};
-use crate::plan::plan;
+use crate::fence::{ids_per_delete, wait_out_previous_run, DocCounts};
+use crate::plan::{plan, WriteOp};
 use crate::write::{send, WriteLimits};
 
 /// Keys per `find` in `read_rows`.
@@ -40,6 +41,11 @@ pub struct MongoSink {
     mapping: Mapping,
     /// The key scan in progress (`scan_keys`), so a listing reads one server cursor.
     scan: crate::scan::ScanState,
+    /// FerretDB: document counts that size delete commands, the prepared collections, and whether a
+    /// killed run's last command has been waited out yet ([`crate::fence`]).
+    doc_counts: DocCounts,
+    collections: Vec<(String, String)>,
+    fenced: bool,
 }
 
 impl MongoSink {
@@ -50,7 +56,18 @@ impl MongoSink {
         let (client, name, server) = connect(url).await?;
         let mapping = Mapping::new(server.features, Arc::new(MappingStats::default()));
         let limits = WriteLimits::for_server(&server);
-        Ok(MongoSink { client, name, pipeline: pipeline.to_string(), server, limits, mapping, scan: Default::default() })
+        Ok(MongoSink {
+            client,
+            name,
+            pipeline: pipeline.to_string(),
+            server,
+            limits,
+            mapping,
+            scan: Default::default(),
+            doc_counts: DocCounts::default(),
+            collections: Vec::new(),
+            fenced: false,
+        })
     }
 
     /// Lowers the per-command bounds of `update`/`delete` commands (never above the server's own
@@ -113,22 +130,43 @@ impl Sink for MongoSink {
         self.create_collection(CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION).await?;
         for table in tables {
             self.create_collection(&table.id.database, &table.id.table).await?;
+            let collection = (table.id.database.clone(), table.id.table.clone());
+            if !self.collections.contains(&collection) {
+                self.collections.push(collection);
+            }
         }
         Ok(())
     }
 
-    /// No. FerretDB 1.x deletes by first reading the matching ids and deleting them in a later step, and
-    /// keeps executing a command after its client is gone: a killed run's delete can then remove rows the
-    /// restarted run has just written again. Larger applies mean longer deletes (its `$in` costs
-    /// collection size × ids), so merging made that window seconds long and lost rows in the crash test.
-    /// Real MongoDB gets no merging either: the restarted-run race cannot be tested here.
+    /// On FerretDB, yes. It deletes by first reading the matching ids and deleting them in a later step,
+    /// and keeps executing a command after its client is gone, so a killed run's long delete could remove
+    /// rows the restarted run wrote again — merged applies made such deletes seconds long and lost rows in
+    /// the crash test. Now every delete command is sized to a bounded cost and a restarted sink waits out
+    /// the killed run's last command ([`crate::fence`]), so larger applies are safe, and on FerretDB they
+    /// are much faster (fewer collection scans, more changes to one key collapse).
+    /// On MongoDB, no: whether it stops a vanished client's write is not tested here, so applies stay small.
     fn merges_waiting_batches(&self) -> bool {
-        false
+        self.server.ferretdb_version.is_some()
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let writes = plan(&self.mapping, batch).map_err(|m| definite(&self.name, m))?;
-        send(&self.client, &self.name, &self.server, self.limits, &writes).await?;
+        let mut delete_caps = Vec::new();
+        if self.server.ferretdb_version.is_some() {
+            if !self.fenced {
+                wait_out_previous_run(&self.client, &self.name, &self.collections, &mut self.doc_counts, self.limits.max_ops).await?;
+                self.fenced = true;
+            }
+            for group in &writes {
+                let documents = self.doc_counts.get(&self.client, &self.name, &group.database, &group.collection).await?;
+                delete_caps.push(ids_per_delete(documents, self.limits.max_ops));
+            }
+        }
+        send(&self.client, &self.name, &self.server, self.limits, &writes, &delete_caps).await?;
+        for group in &writes {
+            let upserts = group.ops.iter().filter(|op| matches!(op, WriteOp::Upsert { .. })).count();
+            self.doc_counts.add(&group.database, &group.collection, upserts as u64);
+        }
         checkpoint::store(&self.client, &self.name, &self.pipeline, &batch.checkpoint).await
     }
 

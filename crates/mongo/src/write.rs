@@ -14,7 +14,8 @@
 //!   the batch was an insert are inserted directly, and only those that turn out to exist (duplicate
 //!   key, i.e. a replay)
 //!   are deleted and inserted again. Not atomic per document, but idempotent: a crash between the two
-//!   leaves the batch's checkpoint unwritten, so the batch is replayed.
+//!   leaves the batch's checkpoint unwritten, so the batch is replayed. Deletes are sized so a command
+//!   stays short, and a restarted run waits out a killed run's last command ([`crate::fence`]).
 
 use mongodb::bson::{doc, Bson, RawArrayBuf, RawDocumentBuf};
 use mongodb::options::{DeleteOneModel, ReplaceOneModel, WriteModel};
@@ -56,19 +57,22 @@ impl WriteLimits {
     }
 }
 
-/// Applies every planned operation.
+/// Applies every planned operation. `delete_caps[i]` bounds the ids of one FerretDB delete command
+/// for `writes[i]` (see [`crate::fence`]); other servers ignore it.
 pub async fn send(
     client: &Client,
     sink: &str,
     server: &ServerInfo,
     limits: WriteLimits,
     writes: &[CollectionWrites],
+    delete_caps: &[usize],
 ) -> Result<(), SinkError> {
     if server.bulk_write {
         send_bulk_write(client, sink, writes).await
     } else if server.ferretdb_version.is_some() {
-        for group in writes {
-            send_delete_insert(client, sink, limits, group).await?;
+        for (i, group) in writes.iter().enumerate() {
+            let cap = delete_caps.get(i).copied().unwrap_or(limits.max_ops);
+            send_delete_insert(client, sink, limits, cap, group).await?;
         }
         Ok(())
     } else {
@@ -165,7 +169,7 @@ async fn send_commands(client: &Client, sink: &str, limits: WriteLimits, group: 
 const DUPLICATE_KEY: i32 = 11000;
 
 /// FerretDB: replace documents by deleting the keys that may exist and inserting the new images.
-async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, group: &CollectionWrites) -> Result<(), SinkError> {
+async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, max_ids: usize, group: &CollectionWrites) -> Result<(), SinkError> {
     let namespace = format!("{}.{}", group.database, group.collection);
     let stale: Vec<Bson> = group
         .ops
@@ -173,7 +177,7 @@ async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, gr
         .filter(|op| !matches!(op, WriteOp::Upsert { fresh: true, .. }))
         .map(|op| op.id().clone())
         .collect();
-    delete_ids(client, sink, limits, group, &stale).await?;
+    delete_ids(client, sink, limits, max_ids, group, &stale).await?;
     let mut documents: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     for op in &group.ops {
         if let WriteOp::Upsert { id, document, .. } = op {
@@ -186,18 +190,19 @@ async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, gr
     if !existing.is_empty() {
         // A replay: those keys were inserted before. Replace them the same way.
         let ids: Vec<Bson> = existing.iter().map(|&i| documents[i].0.clone()).collect();
-        delete_ids(client, sink, limits, group, &ids).await?;
+        delete_ids(client, sink, limits, max_ids, group, &ids).await?;
         let again: Vec<(&Bson, RawDocumentBuf)> = existing.iter().map(|&i| documents[i].clone()).collect();
         insert_documents(client, sink, limits, group, &again, false).await?;
     }
     Ok(())
 }
 
-/// Deletes every document whose `_id` is in `ids`, with `$in` statements (one collection scan each on FerretDB).
-async fn delete_ids(client: &Client, sink: &str, limits: WriteLimits, group: &CollectionWrites, ids: &[Bson]) -> Result<(), SinkError> {
+/// Deletes every document whose `_id` is in `ids`, with `$in` statements of at most `max_ids` ids (one
+/// collection scan each on FerretDB).
+async fn delete_ids(client: &Client, sink: &str, limits: WriteLimits, max_ids: usize, group: &CollectionWrites, ids: &[Bson]) -> Result<(), SinkError> {
     let namespace = format!("{}.{}", group.database, group.collection);
     let sizes: Vec<usize> = ids.iter().map(|id| id_size(id) + ARRAY_ELEMENT_OVERHEAD).collect();
-    for range in chunk_ranges(&sizes, limits.max_ops, limits.max_command_bytes) {
+    for range in chunk_ranges(&sizes, limits.max_ops.min(max_ids.max(1)), limits.max_command_bytes) {
         let chunk: Vec<Bson> = ids[range].to_vec();
         let count = chunk.len();
         let command = doc! {

@@ -196,3 +196,64 @@ async fn bad_changes_are_definite_errors_and_store_no_checkpoint() {
     })
     .await;
 }
+
+/// Sends `command` on a raw connection and closes it without reading the reply: what the server sees
+/// when polyrepl is killed in the middle of a command.
+async fn send_and_vanish(command: mongodb::bson::Document) {
+    use tokio::io::AsyncWriteExt;
+    let address = url().trim_start_matches("mongodb://").split(['/', '?']).next().unwrap().to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = mongodb::bson::to_vec(&command).unwrap();
+    // OP_MSG: length, request id, response to, opcode 2013; flags; one kind-0 section.
+    let length = (16 + 4 + 1 + body.len()) as i32;
+    let mut message = Vec::with_capacity(length as usize);
+    for word in [length, 1, 0, 2013, 0] {
+        message.extend_from_slice(&word.to_le_bytes());
+    }
+    message.push(0);
+    message.extend_from_slice(&body);
+    socket.write_all(&message).await.unwrap();
+    socket.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(socket);
+}
+
+/// FerretDB 1.x goes on executing a killed client's delete, which reads the matching ids first and
+/// deletes them later: a restarted run must not write before that delete is over, or the rows it writes
+/// again vanish.
+#[tokio::test]
+async fn a_killed_runs_delete_cannot_remove_rows_the_restarted_run_writes() {
+    with_sink(|mut sink, db| async move {
+        if sink.server().ferretdb_version.is_none() {
+            eprintln!("SKIPPED: a_killed_runs_delete_cannot_remove_rows_the_restarted_run_writes needs FerretDB 1.x (the fence is FerretDB's)");
+            return;
+        }
+        let t = people(&db);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        const ROWS: i64 = 20_000;
+        let rows: Vec<_> = (1..=ROWS).map(|i| insert(&t, person(i, "before", 1))).collect();
+        sink.apply(&batch(rows, 1)).await.unwrap();
+        // The largest delete a run sends on this collection, killed after 200 ms.
+        let ids = polyrepl_mongo::fence::ids_per_delete(ROWS as u64, sink.write_limits().max_ops) as i64;
+        let doomed: Vec<i64> = (1..=ids).collect();
+        send_and_vanish(doc! { "delete": "people", "deletes": [ { "q": { "_id": { "$in": doomed } }, "limit": 0 } ], "ordered": false, "$db": &db }).await;
+        assert!(document(&sink, &db, "people", ids).await.is_some(), "the killed delete finished too fast to test anything");
+
+        // The restarted run updates a row in that delete's list.
+        let mut restarted = polyrepl_mongo::MongoSink::connect(&url(), sink.pipeline()).await.unwrap();
+        restarted.prepare(std::slice::from_ref(&t)).await.unwrap();
+        restarted.apply(&batch(vec![upsert(&t, person(5, "after restart", 2))], 2)).await.unwrap();
+
+        let started = std::time::Instant::now();
+        while document(&sink, &db, "people", ids).await.is_some() {
+            assert!(started.elapsed().as_secs() < 120, "the killed delete never finished");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            document(&sink, &db, "people", 5).await,
+            Some(doc! { "_id": 5, "id": 5, "name": "after restart", "age": 2 }),
+            "the restarted run's write was removed by the killed run's delete"
+        );
+    })
+    .await;
+}
