@@ -41,6 +41,27 @@ pub fn to_field(value: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// Writes the field bytes of a non-NULL `value` as one command argument, straight into the command's
+/// buffer (the same bytes as [`to_field`]; integers without an intermediate string).
+pub fn write_field<W: ?Sized + redis::RedisWrite>(value: &Value, out: &mut W) {
+    match value {
+        Value::String(s) => out.write_arg(s.as_bytes()),
+        Value::Bytes(b) => out.write_arg(b),
+        Value::Int(i) => out.write_arg_fmt(i),
+        Value::UInt(u) => out.write_arg_fmt(u),
+        v => out.write_arg(v.mysql_text().unwrap_or_default().as_bytes()),
+    }
+}
+
+/// A value as a command argument, written by [`write_field`].
+pub struct FieldArg<'a>(pub &'a Value);
+
+impl redis::ToRedisArgs for FieldArg<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        write_field(self.0, out)
+    }
+}
+
 /// Decodes field bytes as a value of `column`.
 pub fn from_field(column: &Column, bytes: &[u8]) -> Value {
     match decode(column, bytes) {
@@ -244,6 +265,11 @@ mod tests {
             }
         }
         assert_eq!(to_field(&Value::Null), None);
+        for v in [Value::Int(-42), Value::UInt(u64::MAX), Value::String("é".into()), Value::Bytes(vec![0, 255]), Value::Double(1.5)] {
+            let mut args: Vec<Vec<u8>> = Vec::new();
+            write_field(&v, &mut args);
+            assert_eq!(args, vec![to_field(&v).unwrap()], "{v:?}");
+        }
     }
 
     #[test]

@@ -18,25 +18,24 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use polyrepl_core::{Batch, Op, TableId, TableSchema};
+use polyrepl_core::{Batch, Column, Op, TableId, TableSchema, Value};
 
-use crate::mapping::to_field;
 use crate::naming::{check_table, row_key, stream_key};
 use crate::stream::envelope;
 
-/// One write to one row key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowWrite {
-    /// Replace the hash at `key` by these fields (column name, field bytes); no fields means the row
-    /// is only deleted (cannot happen for a real row: its key columns are never NULL). `born` holds the
-    /// NULL columns when the key was absent at the batch's start (see the module notes): no `DEL`, but
-    /// `HDEL` of those columns.
-    Upsert { key: Vec<u8>, fields: Vec<(String, Vec<u8>)>, born: Option<Vec<String>> },
+/// One write to one row key; the row's values are borrowed from the batch, not copied (the sink's
+/// time went to copying field names and values before they were copied again into commands).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowWrite<'a> {
+    /// Replace the hash at `key` by the row's non-NULL columns (`row` holds a value per column of
+    /// `columns`). `born` when the key was absent at the batch's start (see the module notes): no `DEL`,
+    /// but `HDEL` of the NULL columns.
+    Upsert { key: Vec<u8>, columns: &'a [Column], row: &'a [Value], born: bool },
     /// Remove the hash at `key`, if present.
     Delete { key: Vec<u8> },
 }
 
-impl RowWrite {
+impl<'a> RowWrite<'a> {
     /// The Redis key written.
     pub fn key(&self) -> &[u8] {
         match self {
@@ -44,22 +43,46 @@ impl RowWrite {
         }
     }
 
+    /// The fields an upsert sets: (column name, value) of every non-NULL column.
+    pub fn fields(&self) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        let (columns, row): (&'a [Column], &'a [Value]) = match self {
+            RowWrite::Upsert { columns, row, .. } => (columns, row),
+            RowWrite::Delete { .. } => (&[], &[]),
+        };
+        columns.iter().zip(row).filter(|(_, v)| !v.is_null()).map(|(c, v)| (c.name.as_str(), v))
+    }
+
+    /// The NULL columns of an upsert (removed from the hash of a born key).
+    pub fn nulls(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let (columns, row): (&'a [Column], &'a [Value]) = match self {
+            RowWrite::Upsert { columns, row, .. } => (columns, row),
+            RowWrite::Delete { .. } => (&[], &[]),
+        };
+        columns.iter().zip(row).filter(|(_, v)| v.is_null()).map(|(c, _)| c.name.as_str())
+    }
+
     /// Commands this write takes: DEL or HDEL, HSET, PEXPIRE.
     pub fn commands(&self, ttl: bool) -> usize {
         match self {
-            RowWrite::Upsert { fields, born: Some(nulls), .. } if !fields.is_empty() => 1 + usize::from(!nulls.is_empty()) + usize::from(ttl),
-            RowWrite::Upsert { fields, .. } if !fields.is_empty() => 2 + usize::from(ttl),
+            RowWrite::Upsert { born, .. } if self.fields().next().is_some() => {
+                let clear = if *born { usize::from(self.nulls().next().is_some()) } else { 1 };
+                1 + clear + usize::from(ttl)
+            }
             _ => 1,
         }
     }
 
-    /// Payload bytes (key, field names and values), a bound for chunking.
+    /// Payload bytes (key, field names and values, an estimate for values written as text), a bound
+    /// for chunking.
     pub fn bytes(&self) -> usize {
         match self {
-            RowWrite::Upsert { key, fields, born } => {
-                2 * key.len()
-                    + fields.iter().map(|(n, v)| n.len() + v.len() + 16).sum::<usize>()
-                    + born.iter().flatten().map(|n| n.len() + 16).sum::<usize>()
+            RowWrite::Upsert { key, columns, row, .. } => {
+                let value_bytes = |v: &Value| match v {
+                    Value::String(s) => s.len(),
+                    Value::Bytes(b) => b.len(),
+                    _ => 48,
+                };
+                2 * key.len() + columns.iter().zip(row.iter()).map(|(c, v)| c.name.len() + value_bytes(v) + 16).sum::<usize>()
             }
             RowWrite::Delete { key } => key.len(),
         }
@@ -74,16 +97,16 @@ pub struct StreamAppend {
 }
 
 /// What one batch writes, before chunking.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan<'a> {
     /// One write per row key, in the order of each key's first change.
-    pub rows: Vec<RowWrite>,
+    pub rows: Vec<RowWrite<'a>>,
     /// Stream entries in batch order (empty without the stream option).
     pub appends: Vec<StreamAppend>,
 }
 
 /// Collapses the batch's changes per key and builds the stream entries when `with_stream`.
-pub fn plan(batch: &Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan, String> {
+pub fn plan<'a>(batch: &'a Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan<'a>, String> {
     let mut out = Plan::default();
     // Where each key's write is; for a key first inserted in this batch, the schema of that insert.
     let mut slot_of: HashMap<Vec<u8>, (usize, Option<Arc<TableSchema>>)> = HashMap::new();
@@ -111,17 +134,8 @@ pub fn plan(batch: &Batch, prefix: Option<&str>, with_stream: bool) -> Result<Pl
                     Some((_, first_insert)) => first_insert.as_ref(),
                     None => (change.op == Op::Insert).then_some(&change.table),
                 };
-                let same_schema = born_with.is_some_and(|t| Arc::ptr_eq(t, &change.table) || **t == *table);
-                let born = same_schema.then(|| {
-                    table.columns.iter().zip(row).filter(|(_, v)| to_field(v).is_none()).map(|(c, _)| c.name.clone()).collect()
-                });
-                let fields = table
-                    .columns
-                    .iter()
-                    .zip(row)
-                    .filter_map(|(c, v)| to_field(v).map(|bytes| (c.name.clone(), bytes)))
-                    .collect();
-                RowWrite::Upsert { key, fields, born }
+                let born = born_with.is_some_and(|t| Arc::ptr_eq(t, &change.table) || **t == *table);
+                RowWrite::Upsert { key, columns: &table.columns, row, born }
             }
             (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
         };
@@ -198,21 +212,20 @@ mod tests {
             checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
         };
         let p = plan(&batch, Some("x:"), true).unwrap();
-        assert_eq!(
-            p.rows,
-            vec![
-                // Inserted, then updated with v NULL: no DEL needed, but v is removed.
-                RowWrite::Upsert { key: b"x:d:t:1".to_vec(), fields: vec![("id".into(), b"1".to_vec())], born: Some(vec!["v".into()]) },
-                RowWrite::Delete { key: b"x:d:t:2".to_vec() },
-            ]
-        );
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.rows[0].key(), b"x:d:t:1");
+        assert_eq!(p.rows[0].fields().map(|(n, v)| (n, v.clone())).collect::<Vec<_>>(), vec![("id", Value::Int(1))]);
+        // Inserted, then updated with v NULL: no DEL needed, but v is removed.
+        assert!(matches!(p.rows[0], RowWrite::Upsert { born: true, .. }));
+        assert_eq!(p.rows[0].nulls().collect::<Vec<_>>(), vec!["v"]);
+        assert_eq!(p.rows[1], RowWrite::Delete { key: b"x:d:t:2".to_vec() });
         // Deleted then inserted again, or only updated: the key existed, so DEL comes first.
         let again = Batch {
             changes: vec![change(Op::Delete, 3, None), change(Op::Insert, 3, Some("c")), change(Op::Update, 4, Some("d"))],
             checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
         };
         let rows = plan(&again, None, false).unwrap().rows;
-        assert!(rows.iter().all(|r| matches!(r, RowWrite::Upsert { born: None, .. })), "{rows:?}");
+        assert!(rows.iter().all(|r| matches!(r, RowWrite::Upsert { born: false, .. })), "{rows:?}");
         assert_eq!(p.appends.len(), 4);
         assert!(p.appends.iter().all(|a| a.key == "polyrepl:stream:d:t"));
         assert!(plan(&batch, None, false).unwrap().appends.is_empty());

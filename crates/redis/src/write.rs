@@ -39,6 +39,7 @@ use redis::Pipeline;
 use crate::error::classify;
 use crate::naming::{checkpoint_key, hash_slot};
 use crate::options::RedisOptions;
+use crate::mapping::FieldArg;
 use crate::plan::{chunk_ranges, Plan, RowWrite};
 
 /// Slot groups in flight at once in cluster mode.
@@ -127,23 +128,28 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline>
 }
 
 fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
-    let RowWrite::Upsert { key, fields, born } = write else {
+    let RowWrite::Upsert { key, born, .. } = write else {
         tx.cmd("DEL").arg(write.key()).ignore();
         return;
     };
-    if born.is_none() || fields.is_empty() {
+    let has_fields = write.fields().next().is_some();
+    if !born || !has_fields {
         tx.cmd("DEL").arg(key).ignore();
     }
-    if fields.is_empty() {
+    if !has_fields {
         return; // HSET without fields would abort the whole transaction
     }
     tx.cmd("HSET").arg(key);
-    for (name, value) in fields {
-        tx.arg(name).arg(value);
+    for (name, value) in write.fields() {
+        tx.arg(name).arg(FieldArg(value));
     }
     tx.ignore();
-    if let Some(nulls) = born.as_ref().filter(|n| !n.is_empty()) {
-        tx.cmd("HDEL").arg(key).arg(nulls).ignore();
+    if *born && write.nulls().next().is_some() {
+        tx.cmd("HDEL").arg(key);
+        for name in write.nulls() {
+            tx.arg(name);
+        }
+        tx.ignore();
     }
     if let Some(ms) = ttl_ms {
         tx.cmd("PEXPIRE").arg(key).arg(ms).ignore();
@@ -193,7 +199,14 @@ pub async fn send_cluster<C: ConnectionLike + Clone + Send + 'static>(conn: &C, 
 mod tests {
     use super::*;
     use crate::plan::StreamAppend;
-    use polyrepl_core::Position;
+    use polyrepl_core::{Column, ColumnKind, Position, Value};
+
+    /// One INT column `a`, and the rows `a = 1` and `a = NULL` to borrow.
+    fn column_a() -> Vec<Column> {
+        vec![Column { name: "a".into(), kind: ColumnKind::Int, unsigned: false, nullable: true }]
+    }
+    const ONE: [Value; 1] = [Value::Int(1)];
+    const NULL: [Value; 1] = [Value::Null];
 
     fn commands(tx: &Pipeline) -> Vec<String> {
         tx.cmd_iter().map(|c| String::from_utf8_lossy(c.args_iter().next().map(|a| match a { redis::Arg::Simple(b) => b, _ => &[][..] }).unwrap_or(&[])).into_owned()).collect()
@@ -201,7 +214,8 @@ mod tests {
 
     #[test]
     fn checkpoint_goes_in_the_last_transaction_only() {
-        let rows = (0..10).map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())], born: None }).collect();
+        let columns = column_a();
+        let rows = (0..10).map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, born: false }).collect();
         let plan = Plan { rows, appends: vec![StreamAppend { key: "s".into(), event: "{}".into() }] };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
         let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
@@ -227,7 +241,8 @@ mod tests {
 
     #[test]
     fn cluster_writes_are_grouped_by_slot_with_the_checkpoint_apart() {
-        let rows: Vec<RowWrite> = (0..200).map(|i| RowWrite::Upsert { key: format!("d:t:{i}").into_bytes(), fields: vec![("a".into(), b"1".to_vec())], born: None }).collect();
+        let columns = column_a();
+        let rows: Vec<RowWrite> = (0..200).map(|i| RowWrite::Upsert { key: format!("d:t:{i}").into_bytes(), columns: &columns, row: &ONE, born: false }).collect();
         let appends = (0..30).map(|i| StreamAppend { key: "polyrepl:stream:d:t".into(), event: format!("{{\"seq\":{i}}}") }).collect();
         let plan = Plan { rows, appends };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
@@ -257,12 +272,23 @@ mod tests {
 
     #[test]
     fn ttl_adds_pexpire_and_empty_rows_only_delete() {
+        let columns = column_a();
         let plan = Plan {
-            rows: vec![RowWrite::Upsert { key: b"k".to_vec(), fields: vec![("a".into(), b"1".to_vec())], born: None }, RowWrite::Upsert { key: b"e".to_vec(), fields: vec![], born: None }],
+            rows: vec![
+                RowWrite::Upsert { key: b"k".to_vec(), columns: &columns, row: &ONE, born: false },
+                RowWrite::Upsert { key: b"e".to_vec(), columns: &columns, row: &NULL, born: false },
+            ],
             appends: vec![],
         };
         let options = RedisOptions { ttl: Some(std::time::Duration::from_secs(2)), ..Default::default() };
         let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
         assert_eq!(commands(&txs[0]), ["DEL", "HSET", "PEXPIRE", "DEL", "SET"]);
+        // A born key: no DEL; its NULL columns are removed.
+        let two = [Value::Int(2), Value::Null];
+        let mut columns = column_a();
+        columns.push(Column { name: "b".into(), ..columns[0].clone() });
+        let plan = Plan { rows: vec![RowWrite::Upsert { key: b"n".to_vec(), columns: &columns, row: &two, born: true }], appends: vec![] };
+        let txs = transactions(&plan, &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        assert_eq!(commands(&txs[0]), ["HSET", "HDEL", "SET"]);
     }
 }
