@@ -17,6 +17,7 @@
 //! - the stream has a read timeout (heartbeats keep an idle stream alive): silence is an error.
 
 use crate::decode::{from_binlog, BINARY_CHARSET};
+use crate::rowimage::{MapColumn, RowPlan};
 use crate::error::{Result, SourceError};
 use crate::schema::discover_table;
 use crate::source_url::SourceUrl;
@@ -24,7 +25,8 @@ use futures::{Stream, StreamExt};
 use mysql_async::binlog::events::{
     Event, EventData, OptionalMetaExtractor, OptionalMetadataField, RotateEvent, RowsEventData, TableMapEvent,
 };
-use mysql_async::binlog::EventType;
+use mysql_async::binlog::{BinlogVersion, EventType};
+use mysql_common::binlog::EventStreamReader;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
@@ -94,16 +96,35 @@ struct MappedTable {
     schema: Arc<TableSchema>,
     charsets: Vec<u16>,
     binary_len: Vec<Option<usize>>,
+    /// How to read its row images (made once per shape).
+    plan: RowPlan,
+    /// The table map itself, for the reference decoder debug builds compare against.
+    tme: TableMapEvent<'static>,
 }
 
-/// Reads the binlog from a position and yields committed transactions.
+/// Reads the binlog from a position and yields committed transactions: the replication connection,
+/// the look-ups that need a server (information_schema, SHOW BINARY LOGS), and a [`BinlogDecoder`]
+/// that turns each event into what it completes.
 pub struct BinlogReader {
     stream: BinlogStream,
     url: SourceUrl,
     server: String,
     mariadb: bool,
-    filter: TableFilter,
     options: BinlogOptions,
+    side: Option<Conn>,
+    decoder: BinlogDecoder,
+    finished: bool,
+    /// Raw events kept since [`BinlogReader::record`], for an in-memory decode pass.
+    recording: Option<RecordedBinlog>,
+}
+
+/// Binlog events → [`SourceEvent`]s, with no connection: the state machine of the invariants above.
+/// The live reader and the in-memory pass ([`RecordedBinlog::replay`]) run this same code.
+#[derive(Clone)]
+pub struct BinlogDecoder {
+    filter: TableFilter,
+    /// Interval after which an idle commit yields a heartbeat.
+    heartbeat: Duration,
     /// Current binlog file.
     file: String,
     /// GTID state: domain → (server id, seq).
@@ -114,15 +135,18 @@ pub struct BinlogReader {
     table_ids: HashMap<u64, Option<Arc<MappedTable>>>,
     /// Last shape per table: table-map body fingerprint → mapped table.
     shapes: HashMap<TableId, (Vec<u8>, Arc<MappedTable>)>,
-    side: Option<Conn>,
     pending: Vec<Change>,
+    /// Changes in the last transaction, to size the next one's vector.
+    last_len: usize,
     in_group: bool,
     standalone: bool,
     group_gtid: Option<(u32, u32, u64)>,
     seen_fde: bool,
-    asked_file: Option<String>,
+    /// The name of the first (artificial) rotate: the file asked for, or as the reader resolved it.
+    first_rotate_name: Option<String>,
+    /// MariaDB JSON columns per table (BLOBs in the table map), as the reader looked them up.
+    json_columns: HashMap<TableId, Vec<String>>,
     last_emit: Instant,
-    finished: bool,
 }
 
 impl BinlogReader {
@@ -178,33 +202,45 @@ impl BinlogReader {
             .await
             .map_err(|e| SourceError::binlog_read("requesting the binlog stream", &server, from, e))?;
         tracing::info!(server = %server, from = %from, by_gtid, server_id = options.server_id, "binlog stream started");
-        Ok(BinlogReader {
-            stream,
-            url: url.clone(),
-            server,
-            mariadb,
+        let decoder = BinlogDecoder {
             filter,
-            options,
+            heartbeat: options.heartbeat,
             file: from.file.clone(),
             gtid_state,
             committed: Position { gtid: start_gtid, ..from.clone() },
             table_ids: HashMap::new(),
             shapes: HashMap::new(),
-            side: None,
             pending: Vec::new(),
+            last_len: 0,
             in_group: false,
             standalone: false,
             group_gtid: None,
             seen_fde: false,
-            asked_file: if by_gtid { None } else { Some(from.file.clone()) },
+            first_rotate_name: if by_gtid { None } else { Some(from.file.clone()).filter(|f| !f.is_empty()) },
+            json_columns: HashMap::new(),
             last_emit: Instant::now(),
-            finished: false,
-        })
+        };
+        Ok(BinlogReader { stream, url: url.clone(), server, mariadb, options, side: None, decoder, finished: false, recording: None })
     }
 
     /// The position after the last commit read so far (a safe resume point).
     pub fn position(&self) -> &Position {
-        &self.committed
+        &self.decoder.committed
+    }
+
+    /// Keeps a copy of every raw event read from now on, with the decoder's state at this point, so
+    /// that the same range can be decoded again in memory ([`RecordedBinlog::replay`]).
+    pub fn record(&mut self) {
+        self.recording = Some(RecordedBinlog { start: self.decoder.clone(), bytes: Vec::new(), events: 0 });
+    }
+
+    /// What was recorded since [`BinlogReader::record`], with the look-ups the reader made meanwhile
+    /// (first rotate name, MariaDB JSON columns) so the in-memory pass needs no server.
+    pub fn take_recording(&mut self) -> Option<RecordedBinlog> {
+        let mut r = self.recording.take()?;
+        r.start.first_rotate_name = r.start.first_rotate_name.or_else(|| self.decoder.first_rotate_name.clone());
+        r.start.json_columns = self.decoder.json_columns.clone();
+        Some(r)
     }
 
     /// The next event; `None` when the stream ended (only with [`BinlogOptions::stop_at_end`], or
@@ -223,12 +259,17 @@ impl BinlogReader {
                 }
                 Ok(Some(Err(e))) => {
                     self.finished = true;
-                    return Err(SourceError::binlog_read(format!("reading the binlog at {}", self.committed), &self.server, &self.committed, e));
+                    let at = &self.decoder.committed;
+                    return Err(SourceError::binlog_read(format!("reading the binlog at {at}"), &self.server, at, e));
                 }
                 Ok(Some(Ok(ev))) => ev,
             };
-            if let Some(out) = self.handle(ev).await? {
-                self.last_emit = Instant::now();
+            if let Some(r) = &mut self.recording {
+                ev.write(BinlogVersion::Version4, &mut r.bytes).map_err(|e| self.decoder.stream_error(&ev, format!("recording an event: {e}")))?;
+                r.events += 1;
+            }
+            self.look_up(&ev).await?;
+            if let Some(out) = self.decoder.handle(&ev)? {
                 return Ok(Some(out));
             }
         }
@@ -255,6 +296,68 @@ impl BinlogReader {
         self.stream.close().await.map_err(|e| SourceError::query("closing the binlog stream", &server, e))
     }
 
+    /// Makes the server look-ups `ev` will need before the decoder sees it: the name of the first
+    /// rotate when none was asked for, and MariaDB JSON columns of a new table shape.
+    async fn look_up(&mut self, ev: &Event) -> Result<()> {
+        let t = ev.header().event_type_raw();
+        if t == EventType::ROTATE_EVENT as u8 && !self.decoder.seen_fde && self.decoder.first_rotate_name.is_none() {
+            let re: RotateEvent<'_> = ev.read_event().map_err(|e| self.decoder.stream_error(ev, format!("bad rotate event: {e}")))?;
+            let name = self.clean_first_rotate_name(re.name_raw()).await?;
+            self.decoder.first_rotate_name = Some(name);
+        } else if t == EventType::TABLE_MAP_EVENT as u8 && self.mariadb {
+            let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| self.decoder.stream_error(ev, format!("bad table map: {e}")))?;
+            if let Some(id) = self.decoder.new_shape(ev, &tme) {
+                let columns = self.json_columns(&id, &tme).await?;
+                self.decoder.json_columns.insert(id, columns);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The raw events of a binlog range, kept in memory, with the decoder's state at its start.
+pub struct RecordedBinlog {
+    start: BinlogDecoder,
+    bytes: Vec<u8>,
+    events: usize,
+}
+
+impl RecordedBinlog {
+    /// Events recorded.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Bytes recorded (events as the server sent them, checksums included).
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Parses and decodes the recorded events with the live reader's own code (mysql_common's event
+    /// reader, then [`BinlogDecoder::handle`]), no server and no network; `each` gets every
+    /// [`SourceEvent`] and returns `false` to stop.
+    pub fn replay(&self, mut each: impl FnMut(&SourceEvent) -> bool) -> Result<()> {
+        let mut decoder = self.start.clone();
+        let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+        let mut input: &[u8] = &self.bytes;
+        loop {
+            let ev = match reader.read(&mut input) {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(SourceError::Stream { position: decoder.committed.clone(), message: format!("replaying a recorded event: {e}") })
+                }
+            };
+            if let Some(out) = decoder.handle(&ev)? {
+                if !each(&out) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+impl BinlogDecoder {
     fn here(&self, log_pos: u64) -> Position {
         Position { file: self.file.clone(), offset: log_pos, gtid: self.committed.gtid.clone() }
     }
@@ -272,8 +375,28 @@ impl BinlogReader {
         SourceError::Stream { position: self.here(ev.header().log_pos() as u64), message: message.into() }
     }
 
+    /// The id of the table `tme` maps when it is selected and its shape is new (needs mapping).
+    fn new_shape(&self, ev: &Event, tme: &TableMapEvent<'_>) -> Option<TableId> {
+        let id = TableId::new(tme.database_name().into_owned(), tme.table_name().into_owned());
+        if !self.filter.matches(&id) {
+            return None;
+        }
+        match self.shapes.get(&id) {
+            Some((fp, _)) if fp.as_slice() == ev.data().get(8..).unwrap_or_default() => None,
+            _ => Some(id),
+        }
+    }
+
     /// Handles one event; returns what it completes, if anything.
-    async fn handle(&mut self, ev: Event) -> Result<Option<SourceEvent>> {
+    pub fn handle(&mut self, ev: &Event) -> Result<Option<SourceEvent>> {
+        let out = self.handle_inner(ev)?;
+        if out.is_some() {
+            self.last_emit = Instant::now();
+        }
+        Ok(out)
+    }
+
+    fn handle_inner(&mut self, ev: &Event) -> Result<Option<SourceEvent>> {
         let raw_type = ev.header().event_type_raw();
         let log_pos = ev.header().log_pos() as u64;
         let ts = ev.header().timestamp();
@@ -316,10 +439,11 @@ impl BinlogReader {
             t if t == EventType::ROTATE_EVENT as u8 => {
                 let re: RotateEvent<'_> = ev.read_event().map_err(|e| self.stream_error(&ev, format!("bad rotate event: {e}")))?;
                 let name = if !self.seen_fde {
-                    // The first (artificial) rotate may carry 4 checksum bytes on the name (mysql_async #189).
-                    match &self.asked_file {
-                        Some(f) if !f.is_empty() => f.clone(),
-                        _ => self.clean_first_rotate_name(re.name_raw()).await?,
+                    // The first (artificial) rotate may carry 4 checksum bytes on the name (mysql_async #189):
+                    // the file asked for, or the name the reader resolved with SHOW BINARY LOGS.
+                    match &self.first_rotate_name {
+                        Some(f) => f.clone(),
+                        None => return Err(self.stream_error(ev, "internal: the first rotate's file name was not resolved")),
                     }
                 } else {
                     re.name().into_owned()
@@ -375,8 +499,8 @@ impl BinlogReader {
                         return Ok(None);
                     }
                 }
-                let json_columns = self.json_columns(&id, &tme).await?;
-                let mapped = Arc::new(map_table(&id, &tme, &json_columns).map_err(|m| self.stream_error(&ev, m))?);
+                let json_columns = self.json_columns.get(&id).cloned().unwrap_or_default();
+                let mapped = Arc::new(map_table(&id, &tme, &json_columns).map_err(|m| self.stream_error(ev, m))?);
                 if let Some(c) = mapped.schema.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
                     return Err(self.stream_error(&ev, format!("column {id}.{} has an unsupported type {:?}", c.name, c.kind)));
                 }
@@ -397,11 +521,12 @@ impl BinlogReader {
                     Some(None) => return Ok(None),
                     Some(Some(m)) => m.clone(),
                 };
-                let Some(tme) = self.stream.get_tme(rows.table_id()) else {
-                    return Err(self.stream_error(&ev, format!("table map of table id {} is gone", rows.table_id())));
-                };
                 let mut out = std::mem::take(&mut self.pending);
-                let res = decode_rows(&rows, tme, &mapped, &mut out);
+                if out.capacity() == 0 {
+                    // Most transactions are alike: size for the last one.
+                    out.reserve(self.last_len);
+                }
+                let res = decode_rows(&rows, &mapped, &mut out);
                 self.pending = out;
                 res.map_err(|m| self.stream_error(&ev, m))?;
                 Ok(None)
@@ -457,12 +582,13 @@ impl BinlogReader {
         self.standalone = false;
         if self.pending.is_empty() {
             // Nothing selected in this transaction: let the checkpoint advance now and then.
-            if self.last_emit.elapsed() >= self.options.heartbeat {
+            if self.last_emit.elapsed() >= self.heartbeat {
                 return Some(SourceEvent::Heartbeat { position: self.committed.clone() });
             }
             return None;
         }
         let mut changes = std::mem::take(&mut self.pending);
+        self.last_len = changes.len();
         for (i, c) in changes.iter_mut().enumerate() {
             c.position = self.committed.clone();
             c.seq = i as u32;
@@ -470,7 +596,9 @@ impl BinlogReader {
         }
         Some(SourceEvent::Transaction { position: self.committed.clone(), changes })
     }
+}
 
+impl BinlogReader {
     /// A connection for information_schema look-ups, opened on first use.
     async fn side(&mut self) -> Result<&mut Conn> {
         if self.side.is_none() {
@@ -595,11 +723,13 @@ fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> 
     let mut columns = Vec::with_capacity(n);
     let mut charsets = Vec::with_capacity(n);
     let mut binary_len = Vec::with_capacity(n);
+    let mut map_columns = Vec::with_capacity(n);
     for (i, name) in names.into_iter().enumerate() {
         let raw = tme.get_raw_column_type(i).map_err(|e| format!("{id}.{name}: {e}"))?.ok_or("column out of range")?;
         let real = tme.get_column_type(i).map_err(|e| format!("{id}.{name}: {e}"))?.ok_or("column out of range")?;
         let meta = tme.get_column_metadata(i).unwrap_or(&[]);
         let unsigned = if raw.is_numeric_type() { signed_iter.next().unwrap_or(false) } else { false };
+        let unsigned_raw = unsigned;
         let charset = if real.is_character_type() { charset_iter.next().transpose().map_err(|e| e.to_string())?.unwrap_or(0) } else { 0 };
         let m = |k: usize| meta.get(k).copied().unwrap_or(0);
         use ColumnType::*;
@@ -651,7 +781,12 @@ fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> 
         columns.push(Column { name, kind, unsigned, nullable });
         charsets.push(charset);
         binary_len.push(blen);
+        // What mysql_common's row parser would be given for this column (`unsigned` before the YEAR rule).
+        let map_unsigned = if real.is_numeric_type() { unsigned_raw } else { false };
+        map_columns.push(MapColumn { col_type: real, meta, charset, binary_len: blen, map_unsigned });
     }
+    let plan = RowPlan::new(&columns, &map_columns);
+    drop(map_columns);
     if primary_key.iter().any(|&k| k >= n) {
         return Err(format!("primary key of {id} names a column out of range"));
     }
@@ -659,11 +794,109 @@ fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> 
         schema: Arc::new(TableSchema { id: id.clone(), columns, primary_key }),
         charsets,
         binary_len,
+        plan,
+        tme: tme.clone().into_owned(),
     })
 }
 
-/// Decodes a rows event into changes (position/seq are set at commit).
-fn decode_rows(
+/// Decodes a rows event into changes (position/seq are set at commit) with the table's [`RowPlan`].
+/// Debug builds also decode it with mysql_common's row parser ([`decode_rows_reference`]) and fail
+/// loudly if the two differ, so every integration test checks the fast path against the reference.
+fn decode_rows(rows: &RowsEventData<'_>, mapped: &MappedTable, out: &mut Vec<Change>) -> std::result::Result<(), String> {
+    let schema = &mapped.schema;
+    let kind = row_op(rows)?;
+    let n = schema.columns.len();
+    // Every column must be in every image (binlog_row_image=FULL), as the reference requires.
+    for (bits, image) in [(rows.columns_before_image(), "before"), (rows.columns_after_image(), "after")] {
+        let Some(bits) = bits else { continue };
+        let present = bits.count_ones();
+        if present != n || rows.num_columns() as usize != n {
+            return Err(not_full(schema, image, present));
+        }
+    }
+    let first = out.len();
+    let mut buf = rows.rows_data();
+    let read = |buf: &mut &[u8]| mapped.plan.read_row(schema, buf);
+    // Only the key of a before image is used: its other columns are checked, not built.
+    let read_key = |buf: &mut &[u8]| mapped.plan.read_key(schema, buf);
+    while !buf.is_empty() {
+        match kind {
+            Op::Insert => {
+                let after = read(&mut buf)?;
+                out.push(blank(schema, Op::Insert, Change::key_of(schema, &after), Some(after)));
+            }
+            Op::Delete => {
+                let key = read_key(&mut buf)?;
+                out.push(blank(schema, Op::Delete, key, None));
+            }
+            Op::Update => {
+                let old_key = read_key(&mut buf)?;
+                let after = read(&mut buf)?;
+                push_update(schema, old_key, after, out);
+            }
+        }
+    }
+    if cfg!(debug_assertions) {
+        let mut reference = Vec::new();
+        decode_rows_reference(rows, &mapped.tme, mapped, &mut reference)?;
+        let fast = &out[first..];
+        let same = fast.len() == reference.len()
+            && fast.iter().zip(&reference).all(|(a, b)| a.op == b.op && a.key == b.key && a.after == b.after);
+        if !same {
+            return Err(format!(
+                "internal: the row-image decoder and mysql_common's disagree on a rows event of {}: {:?} vs {:?}",
+                schema.id,
+                fast.iter().map(|c| (&c.op, &c.key, &c.after)).collect::<Vec<_>>(),
+                reference.iter().map(|c| (&c.op, &c.key, &c.after)).collect::<Vec<_>>()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The operation of a rows event.
+fn row_op(rows: &RowsEventData<'_>) -> std::result::Result<Op, String> {
+    Ok(match rows {
+        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+        RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => Op::Update,
+        RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+        RowsEventData::PartialUpdateRowsEvent(_) => {
+            return Err("partial JSON update rows: SET GLOBAL binlog_row_value_options=''".into())
+        }
+    })
+}
+
+/// The error of an image without every column.
+fn not_full(schema: &TableSchema, image: &str, present: usize) -> String {
+    format!(
+        "{} image of {} has {} of {} columns: the server does not log full row images. \
+         Fix: SET GLOBAL binlog_row_image='FULL'; and in my.cnf `binlog_row_image = FULL`",
+        image,
+        schema.id,
+        present,
+        schema.columns.len()
+    )
+}
+
+/// A change without its position (set at commit).
+fn blank(schema: &Arc<TableSchema>, op: Op, key: Vec<Value>, after: Option<Vec<Value>>) -> Change {
+    Change { position: Position { file: String::new(), offset: 0, gtid: None }, seq: 0, table: schema.clone(), op, key, after, source_ts: 0 }
+}
+
+/// An update; one that changes the primary key becomes delete(old key) + insert(new row).
+fn push_update(schema: &Arc<TableSchema>, old_key: Vec<Value>, after: Vec<Value>, out: &mut Vec<Change>) {
+    let new_key = Change::key_of(schema, &after);
+    if old_key != new_key {
+        out.push(blank(schema, Op::Delete, old_key, None));
+        out.push(blank(schema, Op::Insert, new_key, Some(after)));
+    } else {
+        out.push(blank(schema, Op::Update, new_key, Some(after)));
+    }
+}
+
+/// The reference decoder: mysql_common's `BinlogRow` per image, then [`from_binlog`] per value (what
+/// polyrepl used before [`RowPlan`]; debug builds compare every rows event against it).
+fn decode_rows_reference(
     rows: &RowsEventData<'_>,
     tme: &TableMapEvent<'static>,
     mapped: &MappedTable,

@@ -231,7 +231,7 @@ fn common(column: &Column, v: MyValue) -> DecodeResult<Value> {
 }
 
 /// An integer of `bits` width, re-interpreted by the column's signedness.
-fn integer(raw: u64, bits: u32, unsigned: bool) -> Value {
+pub(crate) fn integer(raw: u64, bits: u32, unsigned: bool) -> Value {
     if unsigned {
         let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
         Value::UInt(raw & mask)
@@ -255,7 +255,7 @@ fn timestamp_from_epoch_text(b: &[u8], fsp: u8) -> DecodeResult<Value> {
 }
 
 /// MySQL's zero TIMESTAMP is stored as epoch 0 (1970-01-01 00:00:00 UTC is out of TIMESTAMP's range).
-fn timestamp_from_epoch(secs: i64, micros: u32, fsp: u8) -> Value {
+pub(crate) fn timestamp_from_epoch(secs: i64, micros: u32, fsp: u8) -> Value {
     if secs == 0 && micros == 0 {
         return Value::Timestamp(datetime(0, 0, 0, 0, 0, 0, 0, fsp));
     }
@@ -277,11 +277,20 @@ fn ascii(b: &[u8]) -> DecodeResult<&str> {
 }
 
 /// Bytes in the column's charset → UTF-8 (utf8/utf8mb4/ascii as is; latin1 byte-for-byte).
-fn text(b: Vec<u8>, charset: u16) -> DecodeResult<String> {
+pub(crate) fn text(b: Vec<u8>, charset: u16) -> DecodeResult<String> {
     match String::from_utf8(b) {
         Ok(s) => Ok(s),
         Err(e) if LATIN1_CHARSETS.contains(&charset) => Ok(e.into_bytes().iter().map(|&c| c as char).collect()),
         Err(_) => Err(format!("text is not valid UTF-8 (charset id {charset}); use utf8mb4 columns")),
+    }
+}
+
+/// Whether [`text`] would accept `b` for `charset`, without building the string.
+pub(crate) fn check_text(b: &[u8], charset: u16) -> DecodeResult<()> {
+    if std::str::from_utf8(b).is_ok() || LATIN1_CHARSETS.contains(&charset) {
+        Ok(())
+    } else {
+        Err(format!("text is not valid UTF-8 (charset id {charset}); use utf8mb4 columns"))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod checks;
 pub mod decode;
 pub mod error;
 pub mod purged;
+pub mod rowimage;
 pub mod reader;
 pub mod schema;
 pub mod snapshot;

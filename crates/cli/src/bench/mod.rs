@@ -5,7 +5,8 @@
 //! end together with everything written into the sinks, unless `--keep`):
 //! 1. data: a `snap` table of `--rows` rows and a pre-generated binlog of `--cdc-changes` inserts,
 //!    updates and deletes on a `cdc` table, both from a fixed seed ([`data`]);
-//! 2. decode: the binlog reader alone over the `cdc` range ([`phases::decode`]);
+//! 2. decode: the binlog reader alone over the `cdc` range, end to end, then the same range's raw
+//!    events decoded from memory by the same code, CPU only ([`phases::decode`]); `--decode-only` stops here;
 //! 3. raw: the `snap` rows, converted up front with each sink's own mapping, written with the sink's best
 //!    bulk path by a few concurrent writers, no pipeline in between ([`raw`]);
 //! 4. snapshot: `run`'s own code (prepare + run, in this process, `--stop-at-end`) copying `snap` into
@@ -101,6 +102,10 @@ pub struct BenchArgs {
     /// Keep the bench database (source and sinks) instead of dropping it at the end.
     #[arg(long)]
     pub keep: bool,
+    /// Run only the data and decode phases (binlog reader end to end, and the same range decoded
+    /// from memory on one core); no sink is used or touched.
+    #[arg(long)]
+    pub decode_only: bool,
 }
 
 /// Everything the phases share: URLs, names, sizes.
@@ -139,8 +144,11 @@ impl Bench {
 }
 
 /// Runs the benchmark; the bench database is dropped at the end (also after a failure) unless `--keep`.
-pub async fn run(args: BenchArgs) -> Result<ExitCode> {
-    if args.sinks.is_empty() {
+pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
+    if args.decode_only {
+        // No sink is used, so none is cleaned up either.
+        args.sinks.clear();
+    } else if args.sinks.is_empty() {
         return Err(anyhow!("--sinks is empty: name at least one of mongodb, redis, cassandra"));
     }
     if args.rows == 0 || args.cdc_changes == 0 || args.rounds == 0 || args.writers == 0 || args.lag_rate == 0 || args.lag_seconds.is_nan() || args.lag_seconds <= 0.0 {
@@ -150,6 +158,22 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
     let db = format!("polyrepl_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let bench = Bench { args, url, db, pipelines: Default::default(), started: Instant::now() };
     bench.note(format!("database {} on {}; sinks: {}", bench.db, bench.url.redacted(), bench.args.sinks.iter().map(|s| s.label()).collect::<Vec<_>>().join(", ")));
+    if bench.args.decode_only {
+        let outcome = decode_only(&bench).await;
+        if !bench.args.keep {
+            bench.note("dropping the bench database from the source");
+            if let Err(e) = phases::drop_everything(&bench).await {
+                eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
+            }
+        }
+        let (generated, figures) = outcome?;
+        if bench.args.json {
+            println!("{}", serde_json::to_string_pretty(&figures).context("serialising the report")?);
+        } else {
+            print!("{}", figures.table(&generated, bench.args.rounds));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let outcome = measure(&bench).await;
     if bench.args.keep {
         bench.note(format!("--keep: leaving database {} in the source and the sinks", bench.db));
@@ -166,6 +190,13 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode> {
         print!("{}", report.table());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The data and decode phases only (`--decode-only`).
+async fn decode_only(bench: &Bench) -> Result<(data::Generated, report::DecodeFigures)> {
+    let generated = data::generate(bench).await.context("generating the bench data")?;
+    let decode = phases::decode(bench, &generated).await.context("decode phase")?;
+    Ok((generated, report::DecodeFigures::new(decode)))
 }
 
 /// All phases, in order.

@@ -156,20 +156,32 @@ pub async fn cdc(bench: &Bench, kinds: &[SinkKind], generated: &Generated) -> Re
 
 /// What the decode phase measured, per round.
 pub struct DecodeRounds {
-    /// Row changes decoded per second.
+    /// Row changes decoded per second, end to end (server + network + decode).
     pub changes_per_s: Rounds,
-    /// Transactions decoded per second.
+    /// Transactions decoded per second, end to end.
     pub transactions_per_s: Rounds,
+    /// Row changes decoded per second from the range's raw events held in memory (the reader's
+    /// own ceiling on one core: event parsing + row decoding, no server, no network).
+    pub cpu_changes_per_s: Rounds,
+    /// Events and bytes of the recorded range.
+    pub recorded_events: usize,
+    pub recorded_bytes: usize,
 }
 
-/// Decode phase: the binlog reader alone over the `cdc` range, no sink, one untimed warm-up pass.
+/// Decode phase: the binlog reader alone over the `cdc` range, no sink, one untimed warm-up pass
+/// that also records the range's raw events; then the same range decoded in memory by the same code
+/// ([`polyrepl_mysql::binlog::RecordedBinlog::replay`]), one untimed warm-up and `--rounds` timed passes.
 pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds> {
     let filter = TableFilter::new(&[format!("{}.cdc", bench.db)], &[]).map_err(|e| anyhow!("{e}"))?;
-    let mut out = DecodeRounds { changes_per_s: vec![], transactions_per_s: vec![] };
+    let mut out = DecodeRounds { changes_per_s: vec![], transactions_per_s: vec![], cpu_changes_per_s: vec![], recorded_events: 0, recorded_bytes: 0 };
+    let mut recorded = None;
     for round in 0..=bench.args.rounds {
         // A server id of its own per pass (two readers with one id kick each other out).
         let server_id = 3_000_000 + (std::process::id() % 100_000) * 10 + round as u32;
         let mut reader = BinlogReader::start(&bench.url, &generated.cdc_from, filter.clone(), BinlogOptions::new(server_id).stop_at_end()).await?;
+        if round == 0 {
+            reader.record();
+        }
         let (mut changes, mut transactions) = (0u64, 0u64);
         let started = Instant::now();
         while let Some(event) = reader.next_event().await? {
@@ -182,6 +194,9 @@ pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds
             }
         }
         let elapsed = started.elapsed().as_secs_f64();
+        if round == 0 {
+            recorded = reader.take_recording();
+        }
         let _ = reader.close().await;
         if changes != generated.cdc_changes {
             bail!("the decode pass read {changes} changes, expected {}", generated.cdc_changes);
@@ -192,6 +207,28 @@ pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds
         out.changes_per_s.push(changes as f64 / elapsed);
         out.transactions_per_s.push(transactions as f64 / elapsed);
         bench.note(format!("decode round {round}: {:.0} changes/s, {:.0} transactions/s", changes as f64 / elapsed, transactions as f64 / elapsed));
+    }
+    let recorded = recorded.ok_or_else(|| anyhow!("the warm-up decode pass recorded nothing"))?;
+    out.recorded_events = recorded.events();
+    out.recorded_bytes = recorded.bytes();
+    for round in 0..=bench.args.rounds {
+        let mut changes = 0u64;
+        let started = Instant::now();
+        recorded.replay(|event| {
+            if let SourceEvent::Transaction { changes: c, .. } = event {
+                changes += c.len() as u64;
+            }
+            event.position() < &generated.cdc_to
+        })?;
+        let elapsed = started.elapsed().as_secs_f64();
+        if changes != generated.cdc_changes {
+            bail!("the in-memory decode pass read {changes} changes, expected {}", generated.cdc_changes);
+        }
+        if round == 0 {
+            continue; // warm-up
+        }
+        out.cpu_changes_per_s.push(changes as f64 / elapsed);
+        bench.note(format!("decode in memory round {round}: {:.0} changes/s", changes as f64 / elapsed));
     }
     Ok(out)
 }
