@@ -10,13 +10,15 @@
 //!   to the documented exceptions of [`crate::mapping`]); it reads only the schema's columns, so the
 //!   time-bucket column (`time_bucket` option, [`crate::connection`]) never shows.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
 use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row as CqlRow};
 
 use crate::checkpoint::{self, now_micros};
@@ -145,29 +147,42 @@ impl Sink for CassandraSink {
             }
         }
         let mut bound = Vec::with_capacity(writes.len());
-        for write in &writes {
+        // One statement per table and kind, looked up once per batch rather than once per row.
+        let mut statements: HashMap<(usize, bool), PreparedStatement> = HashMap::new();
+        for (index, write) in writes.iter().enumerate() {
             let table = &*write.table;
             let key = key_values(table, &write.key, &self.stats).map_err(|m| definite(&self.name, m))?;
-            let (cql, values, what) = match &write.kind {
+            let upsert = matches!(write.kind, WriteKind::Upsert(_));
+            let values = match &write.kind {
                 WriteKind::Upsert(row) => {
                     let mut values = row_values(table, row, &self.stats).map_err(|m| definite(&self.name, m))?;
-                    let bucket = self.bucket_column(table);
-                    if let (Some(i), Some(b)) = (bucket, &self.options.time_bucket) {
+                    if let (Some(i), Some(b)) = (self.bucket_column(table), &self.options.time_bucket) {
                         values.push(b.label(&row[i]).map(CqlValue::Text));
                     }
                     values.push(Some(CqlValue::BigInt(write.timestamp)));
-                    (insert_cql(table, bucket.is_some()), values, "writing")
+                    values
                 }
                 WriteKind::Delete => {
                     let mut values = vec![Some(CqlValue::BigInt(write.timestamp))];
                     values.extend(key.into_iter().map(Some));
-                    (delete_cql(table), values, "deleting")
+                    values
                 }
             };
-            let statement = self.statements.get(&self.session, &self.name, &cql).await?;
-            bound.push(Bound { what: format!("{what} key {:?} of {}", write.key, table.id), statement, values });
+            let statement = match statements.entry((Arc::as_ptr(&write.table) as usize, upsert)) {
+                Entry::Occupied(e) => e.get().clone(),
+                Entry::Vacant(e) => {
+                    let cql = if upsert { insert_cql(table, self.bucket_column(table).is_some()) } else { delete_cql(table) };
+                    e.insert(self.statements.get(&self.session, &self.name, &cql).await?).clone()
+                }
+            };
+            bound.push(Bound { index, statement, values });
         }
-        execute_all(&self.session, &self.name, bound, self.options.max_in_flight).await?;
+        let describe = |i: usize| {
+            let write = &writes[i];
+            let verb = if matches!(write.kind, WriteKind::Upsert(_)) { "writing" } else { "deleting" };
+            format!("{verb} key {:?} of {}", write.key, write.table.id)
+        };
+        execute_all(&self.session, &self.name, bound, self.options.max_in_flight, &describe).await?;
         self.ensure_checkpoint_table().await?;
         let timestamp = now_micros().max(self.last_checkpoint_timestamp + 1);
         let statement = self.statements.get(&self.session, &self.name, &checkpoint::store_cql()).await?;

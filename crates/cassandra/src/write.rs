@@ -104,12 +104,16 @@ pub fn row_values(table: &TableSchema, row: &[Value], stats: &MappingStats) -> R
         .collect()
 }
 
-/// A statement ready to run: what it is (for errors), its prepared form and its values.
+/// A statement ready to run: its number in the caller's list (described for errors only when one
+/// fails, by the caller's `describe`), its prepared form and its values.
 pub struct Bound {
-    pub what: String,
+    pub index: usize,
     pub statement: PreparedStatement,
     pub values: Vec<Option<CqlValue>>,
 }
+
+/// Says what statement `index` writes, e.g. "writing key [Int(7)] of db.t" (only built for an error).
+pub type Describe<'a> = dyn Fn(usize) -> String + Sync + 'a;
 
 /// Statements per unlogged batch: Cassandra warns about unlogged batches over more than 10 partitions.
 pub const STATEMENTS_PER_BATCH: usize = 10;
@@ -157,10 +161,10 @@ fn group(statements: Vec<Bound>) -> Vec<Vec<Bound>> {
 }
 
 /// Runs one group: a lone statement as itself, several as one unlogged batch.
-async fn run_group(session: &Session, sink: &str, mut group: Vec<Bound>) -> Result<(), SinkError> {
+async fn run_group(session: &Session, sink: &str, mut group: Vec<Bound>, describe: &Describe<'_>) -> Result<(), SinkError> {
     if group.len() == 1 {
         let b = group.pop().expect("one statement");
-        return session.execute_unpaged(&b.statement, &b.values).await.map(|_| ()).map_err(|e| classify(sink, &b.what, &e));
+        return session.execute_unpaged(&b.statement, &b.values).await.map(|_| ()).map_err(|e| classify(sink, &describe(b.index), &e));
     }
     let mut batch = Batch::new(BatchType::Unlogged);
     for b in &group {
@@ -168,16 +172,16 @@ async fn run_group(session: &Session, sink: &str, mut group: Vec<Bound>) -> Resu
     }
     let values: Vec<&Vec<Option<CqlValue>>> = group.iter().map(|b| &b.values).collect();
     session.batch(&batch, values).await.map(|_| ()).map_err(|e| {
-        let what = format!("{} and {} more write(s) in one unlogged batch", group[0].what, group.len() - 1);
+        let what = format!("{} and {} more write(s) in one unlogged batch", describe(group[0].index), group.len() - 1);
         classify(sink, &what, &e)
     })
 }
 
 /// Runs every statement, in unlogged batches, at most `max_in_flight / 2` batches at once.
-pub async fn execute_all(session: &Session, sink: &str, statements: Vec<Bound>, max_in_flight: usize) -> Result<(), SinkError> {
+pub async fn execute_all(session: &Session, sink: &str, statements: Vec<Bound>, max_in_flight: usize, describe: &Describe<'_>) -> Result<(), SinkError> {
     let total = statements.len();
     let failures: Vec<SinkError> = stream::iter(group(statements))
-        .map(|g| run_group(session, sink, g))
+        .map(|g| run_group(session, sink, g, describe))
         .buffer_unordered((max_in_flight / 2).max(1))
         .filter_map(|r| async move { r.err() })
         .collect()
