@@ -405,7 +405,7 @@ impl BinlogDecoder {
             MARIADB_GTID => {
                 let d = ev.data();
                 if d.len() < 13 {
-                    return Err(self.stream_error(&ev, "truncated MariaDB GTID event"));
+                    return Err(self.stream_error(ev, "truncated MariaDB GTID event"));
                 }
                 let seq = u64::from_le_bytes(d[0..8].try_into().expect("8 bytes"));
                 let domain = u32::from_le_bytes(d[8..12].try_into().expect("4 bytes"));
@@ -419,10 +419,10 @@ impl BinlogDecoder {
             MARIADB_GTID_LIST => {
                 let d = ev.data();
                 let count = d.get(0..4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) & 0x0fff_ffff);
-                let Some(count) = count else { return Err(self.stream_error(&ev, "truncated GTID list event")) };
+                let Some(count) = count else { return Err(self.stream_error(ev, "truncated GTID list event")) };
                 for i in 0..count as usize {
                     let at = 4 + i * 16;
-                    let Some(e) = d.get(at..at + 16) else { return Err(self.stream_error(&ev, "truncated GTID list event")) };
+                    let Some(e) = d.get(at..at + 16) else { return Err(self.stream_error(ev, "truncated GTID list event")) };
                     let domain = u32::from_le_bytes(e[0..4].try_into().expect("4 bytes"));
                     let server = u32::from_le_bytes(e[4..8].try_into().expect("4 bytes"));
                     let seq = u64::from_le_bytes(e[8..16].try_into().expect("8 bytes"));
@@ -437,7 +437,7 @@ impl BinlogDecoder {
                 Ok(None)
             }
             t if t == EventType::ROTATE_EVENT as u8 => {
-                let re: RotateEvent<'_> = ev.read_event().map_err(|e| self.stream_error(&ev, format!("bad rotate event: {e}")))?;
+                let re: RotateEvent<'_> = ev.read_event().map_err(|e| self.stream_error(ev, format!("bad rotate event: {e}")))?;
                 let name = if !self.seen_fde {
                     // The first (artificial) rotate may carry 4 checksum bytes on the name (mysql_async #189):
                     // the file asked for, or the name the reader resolved with SHOW BINARY LOGS.
@@ -463,8 +463,8 @@ impl BinlogDecoder {
             }
             t if t == EventType::XID_EVENT as u8 => Ok(self.commit(log_pos, ts)),
             t if t == EventType::QUERY_EVENT as u8 => {
-                let Some(EventData::QueryEvent(qe)) = ev.read_data().map_err(|e| self.stream_error(&ev, format!("bad query event: {e}")))? else {
-                    return Err(self.stream_error(&ev, "query event without a body"));
+                let Some(EventData::QueryEvent(qe)) = ev.read_data().map_err(|e| self.stream_error(ev, format!("bad query event: {e}")))? else {
+                    return Err(self.stream_error(ev, "query event without a body"));
                 };
                 let statement = qe.query().trim().to_string();
                 let database = qe.schema().into_owned();
@@ -486,7 +486,7 @@ impl BinlogDecoder {
                 Ok(Some(SourceEvent::Ddl { position: self.committed.clone(), database, statement }))
             }
             t if t == EventType::TABLE_MAP_EVENT as u8 => {
-                let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| self.stream_error(&ev, format!("bad table map: {e}")))?;
+                let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| self.stream_error(ev, format!("bad table map: {e}")))?;
                 let id = TableId::new(tme.database_name().into_owned(), tme.table_name().into_owned());
                 if !self.filter.matches(&id) {
                     self.table_ids.insert(tme.table_id(), None);
@@ -502,10 +502,10 @@ impl BinlogDecoder {
                 let json_columns = self.json_columns.get(&id).cloned().unwrap_or_default();
                 let mapped = Arc::new(map_table(&id, &tme, &json_columns).map_err(|m| self.stream_error(ev, m))?);
                 if let Some(c) = mapped.schema.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
-                    return Err(self.stream_error(&ev, format!("column {id}.{} has an unsupported type {:?}", c.name, c.kind)));
+                    return Err(self.stream_error(ev, format!("column {id}.{} has an unsupported type {:?}", c.name, c.kind)));
                 }
                 if mapped.schema.primary_key.is_empty() {
-                    return Err(self.stream_error(&ev, format!("table {id} has no primary key in the binlog's table map: it cannot be replicated by key")));
+                    return Err(self.stream_error(ev, format!("table {id} has no primary key in the binlog's table map: it cannot be replicated by key")));
                 }
                 tracing::debug!(table = %id, columns = mapped.schema.columns.len(), "new table shape");
                 self.shapes.insert(id, (fingerprint, mapped.clone()));
@@ -513,11 +513,11 @@ impl BinlogDecoder {
                 Ok(None)
             }
             23..=25 | 30..=32 => {
-                let Some(EventData::RowsEvent(rows)) = ev.read_data().map_err(|e| self.stream_error(&ev, format!("bad rows event: {e}")))? else {
-                    return Err(self.stream_error(&ev, "rows event without a body"));
+                let Some(EventData::RowsEvent(rows)) = ev.read_data().map_err(|e| self.stream_error(ev, format!("bad rows event: {e}")))? else {
+                    return Err(self.stream_error(ev, "rows event without a body"));
                 };
                 let mapped = match self.table_ids.get(&rows.table_id()) {
-                    None => return Err(self.stream_error(&ev, format!("rows for table id {} without a table map", rows.table_id()))),
+                    None => return Err(self.stream_error(ev, format!("rows for table id {} without a table map", rows.table_id()))),
                     Some(None) => return Ok(None),
                     Some(Some(m)) => m.clone(),
                 };
@@ -528,7 +528,7 @@ impl BinlogDecoder {
                 }
                 let res = decode_rows(&rows, &mapped, &mut out);
                 self.pending = out;
-                res.map_err(|m| self.stream_error(&ev, m))?;
+                res.map_err(|m| self.stream_error(ev, m))?;
                 Ok(None)
             }
             t if t == EventType::HEARTBEAT_EVENT as u8 => {
@@ -557,17 +557,17 @@ impl BinlogDecoder {
                 Ok(None)
             }
             t if t == EventType::PARTIAL_UPDATE_ROWS_EVENT as u8 => Err(self.unsupported(
-                &ev,
+                ev,
                 "PARTIAL_UPDATE_ROWS",
                 "partial JSON updates: SET GLOBAL binlog_row_value_options='' and restart the stream",
             )),
-            164 => Err(self.unsupported(&ev, "START_ENCRYPTION", "encrypted binlogs cannot be read: SET GLOBAL encrypt_binlog=OFF")),
+            164 => Err(self.unsupported(ev, "START_ENCRYPTION", "encrypted binlogs cannot be read: SET GLOBAL encrypt_binlog=OFF")),
             165..=177 => Err(self.unsupported(
-                &ev,
+                ev,
                 "MariaDB compressed event",
                 "compressed binlog events: SET GLOBAL log_bin_compress=OFF and snapshot again from a position after the change",
             )),
-            _ => Err(self.unsupported(&ev, "unknown", "this event type is not understood by polyrepl; please report it")),
+            _ => Err(self.unsupported(ev, "unknown", "this event type is not understood by polyrepl; please report it")),
         }
     }
 

@@ -82,6 +82,7 @@ pub struct DecodeFigures {
 }
 
 impl DecodeFigures {
+    /// Medians of the decode phase's rounds.
     pub fn new(decode: DecodeRounds) -> DecodeFigures {
         DecodeFigures {
             end_to_end_changes_per_s: Measured::from(decode.changes_per_s),
@@ -110,6 +111,7 @@ impl DecodeFigures {
     }
 }
 
+/// Rounds, as whole numbers for the table.
 fn rounded(v: &[f64]) -> Vec<u64> {
     v.iter().map(|x| x.round() as u64).collect()
 }
