@@ -7,7 +7,7 @@
 //! - The same key always gives the same `_id` bytes: writes, deletes and `read_rows` agree.
 //! - A column named `_id` is allowed only when it is the whole primary key (it then *is* the `_id`).
 
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use polyrepl_core::{TableSchema, Value};
 
 use crate::mapping::Mapping;
@@ -110,9 +110,37 @@ pub fn row_document(mapping: &Mapping, table: &TableSchema, id: Bson, row: &[Val
     Ok(doc)
 }
 
+/// [`row_document`] built straight as raw BSON, the form every write command sends: no ordered map of
+/// owned field names to build and serialize afterwards (that was a third of the sink's time).
+pub fn row_raw_document(mapping: &Mapping, table: &TableSchema, id: &Bson, row: &[Value]) -> Result<RawDocumentBuf, String> {
+    if row.len() != table.columns.len() {
+        return Err(format!(
+            "table {}: a row has {} values but the table has {} columns",
+            table.id,
+            row.len(),
+            table.columns.len()
+        ));
+    }
+    let raw = |value: Bson, what: &str| RawBson::try_from(value).map_err(|e| format!("table {}: encoding {what} as BSON: {e}", table.id));
+    let mut doc = RawDocumentBuf::new();
+    doc.append(ID_FIELD, raw(id.clone(), ID_FIELD)?);
+    for (column, value) in table.columns.iter().zip(row) {
+        if column.name == ID_FIELD {
+            continue;
+        }
+        doc.append(&column.name, raw(mapping.to_bson(column, value), &column.name)?);
+    }
+    Ok(doc)
+}
+
 /// Bytes that identify an `_id` exactly (BSON equality of the value, including its type).
 pub fn id_bytes(id: &Bson) -> Vec<u8> {
-    let mut wrapper = Document::new();
-    wrapper.insert("k", id.clone());
-    mongodb::bson::to_vec(&wrapper).unwrap_or_else(|_| format!("{id:?}").into_bytes())
+    match RawBson::try_from(id.clone()) {
+        Ok(raw) => {
+            let mut wrapper = RawDocumentBuf::new();
+            wrapper.append("k", raw);
+            wrapper.into_bytes()
+        }
+        Err(_) => format!("{id:?}").into_bytes(),
+    }
 }

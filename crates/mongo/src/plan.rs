@@ -10,11 +10,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, RawDocumentBuf};
 use polyrepl_core::{Batch, Op, TableId};
 
 use crate::mapping::Mapping;
-use crate::naming::{check_table, document_id, id_bytes, row_document};
+use crate::naming::{check_table, document_id, id_bytes, row_raw_document};
 
 /// One write to one document.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub enum WriteOp {
     /// Replace the document with `_id` by `document`, inserting it if absent. `fresh` when the key's
     /// first change in the batch was an insert, so the document is most likely absent (it exists only
     /// on a replay).
-    Upsert { id: Bson, document: Document, fresh: bool },
+    Upsert { id: Bson, document: RawDocumentBuf, fresh: bool },
     /// Delete the document with `_id`, if present.
     Delete { id: Bson },
 }
@@ -60,7 +60,7 @@ pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, S
         let op = match (change.op, &change.after) {
             (Op::Delete, _) => WriteOp::Delete { id },
             (Op::Insert | Op::Update, Some(row)) => {
-                let document = row_document(mapping, table, id.clone(), row)?;
+                let document = row_raw_document(mapping, table, &id, row)?;
                 WriteOp::Upsert { id, document, fresh: change.op == Op::Insert }
             }
             (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),

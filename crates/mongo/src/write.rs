@@ -90,13 +90,18 @@ async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites
         let namespace = Namespace::new(group.database.clone(), group.collection.clone());
         for op in &group.ops {
             models.push(match op {
-                WriteOp::Upsert { id, document, .. } => ReplaceOneModel::builder()
-                    .namespace(namespace.clone())
-                    .filter(doc! { "_id": id.clone() })
-                    .replacement(document.clone())
-                    .upsert(true)
-                    .build()
-                    .into(),
+                WriteOp::Upsert { id, document, .. } => {
+                    let replacement = document
+                        .to_document()
+                        .map_err(|e| definite(sink, format!("decoding the row with _id {id} of {}.{}: {e}", group.database, group.collection)))?;
+                    ReplaceOneModel::builder()
+                        .namespace(namespace.clone())
+                        .filter(doc! { "_id": id.clone() })
+                        .replacement(replacement)
+                        .upsert(true)
+                        .build()
+                        .into()
+                }
                 WriteOp::Delete { id } => {
                     DeleteOneModel::builder().namespace(namespace.clone()).filter(doc! { "_id": id.clone() }).build().into()
                 }
@@ -121,15 +126,21 @@ async fn send_commands(client: &Client, sink: &str, limits: WriteLimits, group: 
     let mut upserts: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     let mut deletes: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     for op in &group.ops {
-        let (list, statement) = match op {
-            WriteOp::Upsert { id, document, .. } => {
-                (&mut upserts, doc! { "q": { "_id": id.clone() }, "u": document.clone(), "upsert": true })
+        let encoding = |e: mongodb::bson::raw::Error| definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id()));
+        let query = RawDocumentBuf::from_document(&doc! { "_id": op.id().clone() }).map_err(encoding)?;
+        let mut statement = RawDocumentBuf::new();
+        statement.append("q", query);
+        match op {
+            WriteOp::Upsert { document, .. } => {
+                statement.append("u", document.clone());
+                statement.append("upsert", true);
+                upserts.push((op.id(), statement));
             }
-            WriteOp::Delete { id } => (&mut deletes, doc! { "q": { "_id": id.clone() }, "limit": 1 }),
-        };
-        let raw = RawDocumentBuf::from_document(&statement)
-            .map_err(|e| definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id())))?;
-        list.push((op.id(), raw));
+            WriteOp::Delete { .. } => {
+                statement.append("limit", 1);
+                deletes.push((op.id(), statement));
+            }
+        }
     }
     let database = client.database(&group.database);
     let max_bytes = limits.max_command_bytes;
@@ -170,7 +181,6 @@ const DUPLICATE_KEY: i32 = 11000;
 
 /// FerretDB: replace documents by deleting the keys that may exist and inserting the new images.
 async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, max_ids: usize, group: &CollectionWrites) -> Result<(), SinkError> {
-    let namespace = format!("{}.{}", group.database, group.collection);
     let stale: Vec<Bson> = group
         .ops
         .iter()
@@ -178,12 +188,10 @@ async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, ma
         .map(|op| op.id().clone())
         .collect();
     delete_ids(client, sink, limits, max_ids, group, &stale).await?;
-    let mut documents: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
+    let mut documents: Vec<(&Bson, &RawDocumentBuf)> = Vec::new();
     for op in &group.ops {
         if let WriteOp::Upsert { id, document, .. } = op {
-            let raw = RawDocumentBuf::from_document(document)
-                .map_err(|e| definite(sink, format!("encoding a row of {namespace} with _id {id}: {e}")))?;
-            documents.push((id, raw));
+            documents.push((id, document));
         }
     }
     let existing = insert_documents(client, sink, limits, group, &documents, true).await?;
@@ -191,7 +199,7 @@ async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, ma
         // A replay: those keys were inserted before. Replace them the same way.
         let ids: Vec<Bson> = existing.iter().map(|&i| documents[i].0.clone()).collect();
         delete_ids(client, sink, limits, max_ids, group, &ids).await?;
-        let again: Vec<(&Bson, RawDocumentBuf)> = existing.iter().map(|&i| documents[i].clone()).collect();
+        let again: Vec<(&Bson, &RawDocumentBuf)> = existing.iter().map(|&i| documents[i]).collect();
         insert_documents(client, sink, limits, group, &again, false).await?;
     }
     Ok(())
@@ -224,7 +232,7 @@ async fn insert_documents(
     sink: &str,
     limits: WriteLimits,
     group: &CollectionWrites,
-    documents: &[(&Bson, RawDocumentBuf)],
+    documents: &[(&Bson, &RawDocumentBuf)],
     tolerate_existing: bool,
 ) -> Result<Vec<usize>, SinkError> {
     let namespace = format!("{}.{}", group.database, group.collection);
@@ -240,7 +248,7 @@ async fn insert_documents(
         }
         let mut array = RawArrayBuf::new();
         for (_, raw) in chunk {
-            array.push(raw.clone());
+            array.push((*raw).clone());
         }
         let mut body = RawDocumentBuf::new();
         body.append("insert", group.collection.as_str());
