@@ -50,6 +50,7 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     }
     positive(&report, "/cdc_all_changes_per_s/median");
     positive(&report, "/decode_changes_per_s/median");
+    positive(&report, "/decode_cpu_changes_per_s/median");
     positive(&report, "/snapshot_child/peak_rss_bytes");
     positive(&report, "/bench_peak_rss_bytes");
     assert_eq!(report["rows"], 1000);
