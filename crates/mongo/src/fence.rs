@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! - A delete command's cost is bounded: at most [`ids_per_delete`] ids per `$in`, so that documents ×
-//!   ids stays within [`DELETE_BUDGET`] comparisons (never fewer than [`MIN_IDS`] ids).
+//!   ids stays within [`DELETE_BUDGET`] comparisons (never fewer than [`MIN_IDS`] ids); a range delete
+//!   (a snapshot copied again) costs one scan, less than the fence's own read below.
 //! - Before its first write a sink on FerretDB waits out the longest command the previous run can have
 //!   had in flight ([`wait_out_previous_run`]): it reads with a filter shaped like the largest delete
 //!   the rule allows on its largest collection — the same scan and comparisons as that command, started
@@ -32,6 +33,8 @@ pub const DELETE_BUDGET: u64 = 50_000_000;
 pub const MIN_IDS: usize = 100;
 /// Added to the fence's wait, for the killed command's second step and for noise.
 pub const FENCE_MARGIN: Duration = Duration::from_millis(500);
+/// The server's error code for a collection that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
 /// How long a `collStats` count is used before it is read again.
 pub const COUNT_REFRESH: Duration = Duration::from_secs(30);
 
@@ -57,11 +60,12 @@ impl DocCounts {
             }
         }
         let doing = format!("reading the document count of {database}.{collection}");
-        let stats = client
-            .database(database)
-            .run_command(doc! { "collStats": collection })
-            .await
-            .map_err(|e| classify(sink, &doing, &e))?;
+        let stats = match client.database(database).run_command(doc! { "collStats": collection }).await {
+            Ok(stats) => stats,
+            // A collection not created yet holds nothing (FerretDB answers with empty stats anyway).
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) => doc! { "count": 0 },
+            Err(e) => return Err(classify(sink, &doing, &e)),
+        };
         let count = match stats.get("count") {
             Some(Bson::Int32(n)) => (*n).max(0) as u64,
             Some(Bson::Int64(n)) => (*n).max(0) as u64,

@@ -162,7 +162,8 @@ impl Sink for MongoSink {
                 delete_caps.push(ids_per_delete(documents, self.limits.max_ops));
             }
         }
-        send(&self.client, &self.name, &self.server, self.limits, &writes, &delete_caps).await?;
+        let snapshot = batch.checkpoint.snapshot.is_some();
+        send(&self.client, &self.name, &self.server, self.limits, &writes, &delete_caps, snapshot).await?;
         for group in &writes {
             let upserts = group.ops.iter().filter(|op| matches!(op, WriteOp::Upsert { .. })).count();
             self.doc_counts.add(&group.database, &group.collection, upserts as u64);

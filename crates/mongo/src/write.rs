@@ -15,7 +15,9 @@
 //!   key, i.e. a replay)
 //!   are deleted and inserted again. Not atomic per document, but idempotent: a crash between the two
 //!   leaves the batch's checkpoint unwritten, so the batch is replayed. Deletes are sized so a command
-//!   stays short, and a restarted run waits out a killed run's last command ([`crate::fence`]).
+//!   stays short, and a restarted run waits out a killed run's last command ([`crate::fence`]). A
+//!   snapshot batch copied again over rows the collection holds (integer keys) replaces its key range
+//!   with one range delete instead (see [`integer_id_range`]).
 
 use mongodb::bson::{doc, Bson, RawArrayBuf, RawDocumentBuf};
 use mongodb::options::{DeleteOneModel, ReplaceOneModel, WriteModel};
@@ -58,7 +60,8 @@ impl WriteLimits {
 }
 
 /// Applies every planned operation. `delete_caps[i]` bounds the ids of one FerretDB delete command
-/// for `writes[i]` (see [`crate::fence`]); other servers ignore it.
+/// for `writes[i]` (see [`crate::fence`]); other servers ignore it. `snapshot` when the batch is made of
+/// snapshot chunks.
 pub async fn send(
     client: &Client,
     sink: &str,
@@ -66,13 +69,14 @@ pub async fn send(
     limits: WriteLimits,
     writes: &[CollectionWrites],
     delete_caps: &[usize],
+    snapshot: bool,
 ) -> Result<(), SinkError> {
     if server.bulk_write {
         send_bulk_write(client, sink, writes).await
     } else if server.ferretdb_version.is_some() {
         for (i, group) in writes.iter().enumerate() {
             let cap = delete_caps.get(i).copied().unwrap_or(limits.max_ops);
-            send_delete_insert(client, sink, limits, cap, group).await?;
+            send_delete_insert(client, sink, limits, cap, group, snapshot).await?;
         }
         Ok(())
     } else {
@@ -180,7 +184,14 @@ async fn send_commands(client: &Client, sink: &str, limits: WriteLimits, group: 
 const DUPLICATE_KEY: i32 = 11000;
 
 /// FerretDB: replace documents by deleting the keys that may exist and inserting the new images.
-async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, max_ids: usize, group: &CollectionWrites) -> Result<(), SinkError> {
+async fn send_delete_insert(
+    client: &Client,
+    sink: &str,
+    limits: WriteLimits,
+    max_ids: usize,
+    group: &CollectionWrites,
+    snapshot: bool,
+) -> Result<(), SinkError> {
     let stale: Vec<Bson> = group
         .ops
         .iter()
@@ -195,6 +206,15 @@ async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, ma
         }
     }
     let existing = insert_documents(client, sink, limits, group, &documents, true).await?;
+    if existing.len() > max_ids && snapshot {
+        if let Some((low, high)) = integer_id_range(group) {
+            // A snapshot copied again over rows the collection already holds: one range delete (one
+            // scan) instead of a `$in` delete per `max_ids` duplicates (a scan each, times the ids).
+            delete_range(client, sink, group, low, high).await?;
+            insert_documents(client, sink, limits, group, &documents, false).await?;
+            return Ok(());
+        }
+    }
     if !existing.is_empty() {
         // A replay: those keys were inserted before. Replace them the same way.
         let ids: Vec<Bson> = existing.iter().map(|&i| documents[i].0.clone()).collect();
@@ -203,6 +223,37 @@ async fn send_delete_insert(client: &Client, sink: &str, limits: WriteLimits, ma
         insert_documents(client, sink, limits, group, &again, false).await?;
     }
     Ok(())
+}
+
+/// `[lowest, highest]` `_id` of a group that holds only fresh upserts with integer `_id`s, else `None`.
+///
+/// Why a snapshot batch may delete that whole range: it holds whole chunks, i.e. every source row of
+/// consecutive primary-key ranges at the snapshot position; integer keys order the same in MySQL and
+/// in BSON; so the range holds only keys of those chunks, and a document there that the batch does not
+/// have is a row the source did not have at the snapshot position (which the copy must not keep).
+fn integer_id_range(group: &CollectionWrites) -> Option<(i64, i64)> {
+    let mut range: Option<(i64, i64)> = None;
+    for op in &group.ops {
+        let id = match op {
+            WriteOp::Upsert { id: Bson::Int32(i), fresh: true, .. } => i64::from(*i),
+            WriteOp::Upsert { id: Bson::Int64(i), fresh: true, .. } => *i,
+            _ => return None,
+        };
+        range = Some(range.map_or((id, id), |(low, high)| (low.min(id), high.max(id))));
+    }
+    range
+}
+
+/// Deletes every document whose `_id` is in `[low, high]` (one collection scan on FerretDB).
+async fn delete_range(client: &Client, sink: &str, group: &CollectionWrites, low: i64, high: i64) -> Result<(), SinkError> {
+    let command = doc! {
+        "delete": group.collection.as_str(),
+        "deletes": [ { "q": { "_id": { "$gte": low, "$lte": high } }, "limit": 0 } ],
+        "ordered": false,
+    };
+    let doing = format!("delete of the _id range {low}..={high} in {}.{}", group.database, group.collection);
+    let reply = client.database(&group.database).run_command(command).await.map_err(|e| classify(sink, &doing, &e))?;
+    check_write_reply(sink, &doing, &reply, &[])
 }
 
 /// Deletes every document whose `_id` is in `ids`, with `$in` statements of at most `max_ids` ids (one
