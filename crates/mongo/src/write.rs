@@ -17,7 +17,7 @@
 //!   leaves the batch's checkpoint unwritten, so the batch is replayed. Deletes are sized so a command
 //!   stays short, and a restarted run waits out a killed run's last command ([`crate::fence`]). A
 //!   snapshot batch copied again over rows the collection holds (integer keys) replaces its key range
-//!   with one range delete instead (see [`integer_id_range`]).
+//!   with one range delete instead (see `integer_id_range`).
 
 use mongodb::bson::{doc, Bson, RawArrayBuf, RawDocumentBuf};
 use mongodb::options::{DeleteOneModel, ReplaceOneModel, WriteModel};
