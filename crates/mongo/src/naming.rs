@@ -91,14 +91,7 @@ pub fn document_id(mapping: &Mapping, table: &TableSchema, key: &[Value]) -> Res
 
 /// The full document for `row` (values in column order): `_id` first, then one field per column.
 pub fn row_document(mapping: &Mapping, table: &TableSchema, id: Bson, row: &[Value]) -> Result<Document, String> {
-    if row.len() != table.columns.len() {
-        return Err(format!(
-            "table {}: a row has {} values but the table has {} columns",
-            table.id,
-            row.len(),
-            table.columns.len()
-        ));
-    }
+    check_row_len(table, row)?;
     let mut doc = Document::new();
     doc.insert(ID_FIELD, id);
     for (column, value) in table.columns.iter().zip(row) {
@@ -110,9 +103,8 @@ pub fn row_document(mapping: &Mapping, table: &TableSchema, id: Bson, row: &[Val
     Ok(doc)
 }
 
-/// [`row_document`] built straight as raw BSON, the form every write command sends: no ordered map of
-/// owned field names to build and serialize afterwards (that was a third of the sink's time).
-pub fn row_raw_document(mapping: &Mapping, table: &TableSchema, id: &Bson, row: &[Value]) -> Result<RawDocumentBuf, String> {
+/// A row must hold one value per column of its table.
+fn check_row_len(table: &TableSchema, row: &[Value]) -> Result<(), String> {
     if row.len() != table.columns.len() {
         return Err(format!(
             "table {}: a row has {} values but the table has {} columns",
@@ -121,6 +113,13 @@ pub fn row_raw_document(mapping: &Mapping, table: &TableSchema, id: &Bson, row: 
             table.columns.len()
         ));
     }
+    Ok(())
+}
+
+/// [`row_document`] built straight as raw BSON, the form every write command sends: no ordered map of
+/// owned field names to build and serialize afterwards (that was a third of the sink's time).
+pub fn row_raw_document(mapping: &Mapping, table: &TableSchema, id: &Bson, row: &[Value]) -> Result<RawDocumentBuf, String> {
+    check_row_len(table, row)?;
     let raw = |value: Bson, what: &str| RawBson::try_from(value).map_err(|e| format!("table {}: encoding {what} as BSON: {e}", table.id));
     let mut doc = RawDocumentBuf::new();
     doc.append(ID_FIELD, raw(id.clone(), ID_FIELD)?);
