@@ -401,6 +401,9 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
                 format!("--datadir={}", data.display()),
                 "--auth-root-authentication-method=normal".into(),
                 "--skip-test-db".into(),
+                // Passed on to the bootstrap server, whose temporary tables vanished from a shared /tmp
+                // once (install failed with "Unknown table 'mysql.tmp_user_sys'").
+                format!("--tmpdir={}", d("tmp")),
             ];
             if running_as_root() {
                 init.push("--user=root".into());
@@ -675,8 +678,9 @@ mod tests {
         for flag in ["--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--server-id=1", "--port=5600", "--bind-address=127.0.0.1"] {
             assert!(spec.args.iter().any(|a| a == flag), "missing {flag}");
         }
-        let (install, _) = spec.initialise.unwrap();
+        let (install, init) = spec.initialise.unwrap();
         assert!(install.ends_with("mariadb-install-db"));
+        assert!(init.iter().any(|a| a == "--tmpdir=/s/mysql/tmp"), "the install's server gets the stack's tmpdir too: {init:?}");
     }
 
     #[test]
