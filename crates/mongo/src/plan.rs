@@ -8,6 +8,7 @@
 //!   Both are idempotent, so replaying a batch has the effect of applying it once.
 //! - A malformed change (no key, wrong row length, table MongoDB cannot name) is an error, never skipped.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use mongodb::bson::{Bson, RawDocumentBuf};
@@ -74,17 +75,18 @@ pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, S
             groups.len() - 1
         });
         let ops = &mut groups[group].ops;
-        match slot_of.get(&(group, id_bytes(op.id()))) {
+        match slot_of.entry((group, id_bytes(op.id()))) {
             // A key whose first change in the batch is an insert was absent when the batch began (but
             // on a replay), whatever came after: its final image can be inserted without a delete.
-            Some(&(slot, born_here)) => {
+            Entry::Occupied(seen) => {
+                let (slot, born_here) = *seen.get();
                 ops[slot] = match op {
                     WriteOp::Upsert { id, document, .. } => WriteOp::Upsert { id, document, fresh: born_here },
                     delete => delete,
                 }
             }
-            None => {
-                slot_of.insert((group, id_bytes(op.id())), (ops.len(), change.op == Op::Insert));
+            Entry::Vacant(new) => {
+                new.insert((ops.len(), change.op == Op::Insert));
                 ops.push(op);
             }
         }
