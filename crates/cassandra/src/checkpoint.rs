@@ -93,7 +93,10 @@ pub async fn load(session: &Session, sink: &str, pipeline: &str) -> Result<Optio
     }
     let doing = format!("reading the checkpoint of pipeline '{pipeline}'");
     let result = session
-        .query_unpaged(format!("SELECT checkpoint FROM {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE} WHERE pipeline = ?"), (pipeline,))
+        .query_unpaged(
+            format!("SELECT checkpoint FROM {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE} WHERE pipeline = ?"),
+            (pipeline,),
+        )
         .await
         .map_err(|e| classify(sink, &doing, &e))?
         .into_rows_result()

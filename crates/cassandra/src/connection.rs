@@ -92,10 +92,10 @@ impl TimeBucket {
 
     /// The index of the bucketed column in `table`, when it has one of a date/time kind.
     pub fn column_in(&self, table: &TableSchema) -> Option<usize> {
-        table
-            .columns
-            .iter()
-            .position(|c| c.name == self.column && matches!(c.kind, ColumnKind::Date | ColumnKind::DateTime { .. } | ColumnKind::Timestamp { .. }))
+        table.columns.iter().position(|c| {
+            c.name == self.column
+                && matches!(c.kind, ColumnKind::Date | ColumnKind::DateTime { .. } | ColumnKind::Timestamp { .. })
+        })
     }
 
     /// The bucket of a value: `YYYY-MM-DDTHH`, `YYYY-MM-DD` or `YYYY-MM`; `None` for NULL, a zero date
@@ -126,7 +126,11 @@ impl TimeBucket {
             "hour" => BucketGranularity::Hour,
             "day" => BucketGranularity::Day,
             "month" => BucketGranularity::Month,
-            other => return Err(format!("URL option time_bucket={value}: unknown granularity '{other}' (known: hour, day, month)")),
+            other => {
+                return Err(format!(
+                    "URL option time_bucket={value}: unknown granularity '{other}' (known: hour, day, month)"
+                ))
+            }
         };
         Ok(TimeBucket { column: column.to_string(), granularity })
     }
@@ -147,7 +151,12 @@ pub struct CassandraOptions {
 
 impl Default for CassandraOptions {
     fn default() -> Self {
-        CassandraOptions { replication: Replication::Simple { factor: 1 }, connect_timeout: Duration::from_secs(5), max_in_flight: 64, time_bucket: None }
+        CassandraOptions {
+            replication: Replication::Simple { factor: 1 },
+            connect_timeout: Duration::from_secs(5),
+            max_in_flight: 64,
+            time_bucket: None,
+        }
     }
 }
 
@@ -162,9 +171,9 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses `cassandra://[user:password@]host[:port][,…][/anything]`.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url
-            .strip_prefix("cassandra://")
-            .ok_or_else(|| "the Cassandra URL must start with cassandra:// (e.g. cassandra://127.0.0.1:9042)".to_string())?;
+        let rest = url.strip_prefix("cassandra://").ok_or_else(|| {
+            "the Cassandra URL must start with cassandra:// (e.g. cassandra://127.0.0.1:9042)".to_string()
+        })?;
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         let (user, hosts) = match authority.rsplit_once('@') {
             Some((userinfo, hosts)) => {
@@ -292,11 +301,15 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
             Err(_) => break,
         }
     }
-    let is_cql = got >= 5 && header[0] & 0x80 != 0 && (1..=6).contains(&(header[0] & 0x7F)) && matches!(header[4], OPCODE_ERROR | OPCODE_SUPPORTED);
+    let is_cql = got >= 5
+        && header[0] & 0x80 != 0
+        && (1..=6).contains(&(header[0] & 0x7F))
+        && matches!(header[4], OPCODE_ERROR | OPCODE_SUPPORTED);
     if is_cql {
         ProbeOutcome::Cassandra
     } else {
-        let shown: String = String::from_utf8_lossy(&header[..got]).chars().map(|c| if c.is_control() { '.' } else { c }).collect();
+        let shown: String =
+            String::from_utf8_lossy(&header[..got]).chars().map(|c| if c.is_control() { '.' } else { c }).collect();
         ProbeOutcome::NotCassandra(format!("{addr} answered a CQL handshake with '{shown}', which is not CQL"))
     }
 }
@@ -394,7 +407,12 @@ pub async fn connect(url: &str, options: &CassandraOptions) -> Result<(Session, 
         builder = builder.user(user, password);
     }
     let session = match tokio::time::timeout(options.connect_timeout * 2, builder.build()).await {
-        Err(_) => return Err(transient(&name, format!("connecting: no session within {:?} — is Cassandra overloaded?", options.connect_timeout * 2))),
+        Err(_) => {
+            return Err(transient(
+                &name,
+                format!("connecting: no session within {:?} — is Cassandra overloaded?", options.connect_timeout * 2),
+            ))
+        }
         Ok(Err(e)) => return Err(classify_session(&name, &e)),
         Ok(Ok(s)) => s,
     };
@@ -422,8 +440,14 @@ mod tests {
     #[test]
     fn replication_comes_from_the_url() {
         let default = CassandraOptions::default;
-        assert_eq!(url_options("cassandra://h:9042", default()).unwrap().replication, Replication::Simple { factor: 1 });
-        assert_eq!(url_options("cassandra://h:9042/ks?replication_factor=3", default()).unwrap().replication, Replication::Simple { factor: 3 });
+        assert_eq!(
+            url_options("cassandra://h:9042", default()).unwrap().replication,
+            Replication::Simple { factor: 1 }
+        );
+        assert_eq!(
+            url_options("cassandra://h:9042/ks?replication_factor=3", default()).unwrap().replication,
+            Replication::Simple { factor: 3 }
+        );
         assert_eq!(
             url_options("cassandra://u:p@h1,h2?replication=dc1:3,dc2:2", default()).unwrap().replication,
             Replication::NetworkTopology(vec![("dc1".into(), 3), ("dc2".into(), 2)])
@@ -450,7 +474,10 @@ mod tests {
             assert!(err.contains(says), "{url}: {err}");
         }
         // Options never leak into the hosts or the name.
-        assert_eq!(Endpoint::parse("cassandra://h:9000?replication_factor=3").unwrap().hosts, vec![("h".to_string(), 9000)]);
+        assert_eq!(
+            Endpoint::parse("cassandra://h:9000?replication_factor=3").unwrap().hosts,
+            vec![("h".to_string(), 9000)]
+        );
         assert_eq!(sink_name("cassandra://h:9000?replication_factor=3"), "cassandra://h:9000");
     }
 
@@ -464,10 +491,22 @@ mod tests {
         );
         let both = url_options("cassandra://h?replication_factor=3&time_bucket=created%3Aat:hour", default()).unwrap();
         assert_eq!(both.replication, Replication::Simple { factor: 3 });
-        assert_eq!(both.time_bucket, Some(TimeBucket { column: "created:at".into(), granularity: BucketGranularity::Hour }));
-        assert_eq!(url_options("cassandra://h?time_bucket=d:month", default()).unwrap().time_bucket.unwrap().granularity, BucketGranularity::Month);
-        let in_code = CassandraOptions { time_bucket: Some(TimeBucket { column: "x".into(), granularity: BucketGranularity::Day }), ..default() };
-        assert_eq!(url_options("cassandra://h?replication_factor=2", in_code).unwrap().time_bucket.unwrap().column, "x");
+        assert_eq!(
+            both.time_bucket,
+            Some(TimeBucket { column: "created:at".into(), granularity: BucketGranularity::Hour })
+        );
+        assert_eq!(
+            url_options("cassandra://h?time_bucket=d:month", default()).unwrap().time_bucket.unwrap().granularity,
+            BucketGranularity::Month
+        );
+        let in_code = CassandraOptions {
+            time_bucket: Some(TimeBucket { column: "x".into(), granularity: BucketGranularity::Day }),
+            ..default()
+        };
+        assert_eq!(
+            url_options("cassandra://h?replication_factor=2", in_code).unwrap().time_bucket.unwrap().column,
+            "x"
+        );
         for (url, says) in [
             ("cassandra://h?time_bucket=ts:week", "unknown granularity 'week'"),
             ("cassandra://h?time_bucket=ts:Day", "unknown granularity 'Day'"),
@@ -486,7 +525,14 @@ mod tests {
     fn time_bucket_labels() {
         use polyrepl_core::{Date, DateTime};
         let bucket = |granularity| TimeBucket { column: "ts".into(), granularity };
-        let dt = DateTime { date: Date { year: 2025, month: 11, day: 29 }, hour: 7, minute: 5, second: 1, micros: 5, fsp: 6 };
+        let dt = DateTime {
+            date: Date { year: 2025, month: 11, day: 29 },
+            hour: 7,
+            minute: 5,
+            second: 1,
+            micros: 5,
+            fsp: 6,
+        };
         assert_eq!(bucket(BucketGranularity::Hour).label(&Value::DateTime(dt)).as_deref(), Some("2025-11-29T07"));
         assert_eq!(bucket(BucketGranularity::Day).label(&Value::Timestamp(dt)).as_deref(), Some("2025-11-29"));
         assert_eq!(bucket(BucketGranularity::Month).label(&Value::DateTime(dt)).as_deref(), Some("2025-11"));

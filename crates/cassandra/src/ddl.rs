@@ -21,8 +21,8 @@ use std::collections::{HashMap, HashSet};
 use polyrepl_core::{Column, SinkError, TableId, TableSchema};
 use scylla::client::session::Session;
 
-use crate::error::{classify, definite};
 use crate::connection::TimeBucket;
+use crate::error::{classify, definite};
 use crate::mapping::cql_type;
 use crate::naming::{qualified, quote};
 
@@ -49,7 +49,14 @@ pub struct Catalog {
 impl Catalog {
     /// Makes sure the keyspace and table exist and hold every column of `schema` with the mapped type,
     /// and, when `bucket`, the time-bucket column and its index.
-    pub async fn ensure(&mut self, session: &Session, sink: &str, replication: &str, schema: &TableSchema, bucket: bool) -> Result<(), SinkError> {
+    pub async fn ensure(
+        &mut self,
+        session: &Session,
+        sink: &str,
+        replication: &str,
+        schema: &TableSchema,
+        bucket: bool,
+    ) -> Result<(), SinkError> {
         if self.verified.get(&schema.id).is_some_and(|c| *c == schema.columns) {
             return Ok(());
         }
@@ -65,10 +72,17 @@ impl Catalog {
         }
         let mut state = read_table(session, sink, &schema.id).await?;
         if state.is_none() {
-            run(session, sink, &create_table_cql(schema, bucket).map_err(|e| definite(sink, e))?, &format!("creating table {}", schema.id)).await?;
+            run(
+                session,
+                sink,
+                &create_table_cql(schema, bucket).map_err(|e| definite(sink, e))?,
+                &format!("creating table {}", schema.id),
+            )
+            .await?;
             state = read_table(session, sink, &schema.id).await?;
         }
-        let mut state = state.ok_or_else(|| definite(sink, format!("table {} is still absent after CREATE TABLE", schema.id)))?;
+        let mut state =
+            state.ok_or_else(|| definite(sink, format!("table {} is still absent after CREATE TABLE", schema.id)))?;
         let missing = reconcile(&state, schema).map_err(|e| definite(sink, e))?;
         if !missing.is_empty() {
             let cql = add_columns_cql(schema, &missing).map_err(|e| definite(sink, e))?;
@@ -80,7 +94,10 @@ impl Catalog {
             let still_missing = reconcile(&state, schema).map_err(|e| definite(sink, e))?;
             if !still_missing.is_empty() {
                 added?;
-                return Err(definite(sink, format!("table {}: columns {names:?} are still absent after ALTER TABLE", schema.id)));
+                return Err(definite(
+                    sink,
+                    format!("table {}: columns {names:?} are still absent after ALTER TABLE", schema.id),
+                ));
             }
         }
         if bucket {
@@ -92,7 +109,12 @@ impl Catalog {
     }
 
     /// The table as Cassandra holds it, without creating anything; `None` when it does not exist.
-    pub async fn existing(&mut self, session: &Session, sink: &str, id: &TableId) -> Result<Option<&TableState>, SinkError> {
+    pub async fn existing(
+        &mut self,
+        session: &Session,
+        sink: &str,
+        id: &TableId,
+    ) -> Result<Option<&TableState>, SinkError> {
         if !self.tables.contains_key(id) {
             match read_table(session, sink, id).await? {
                 Some(state) => {
@@ -106,15 +128,29 @@ impl Catalog {
 }
 
 /// Adds the `polyrepl_bucket text` column when the table lacks it, then its SAI index.
-async fn ensure_bucket(session: &Session, sink: &str, schema: &TableSchema, state: &mut TableState) -> Result<(), SinkError> {
+async fn ensure_bucket(
+    session: &Session,
+    sink: &str,
+    schema: &TableSchema,
+    state: &mut TableState,
+) -> Result<(), SinkError> {
     let name = TimeBucket::COLUMN;
     if !state.columns.contains_key(name) {
         tracing::info!(sink, table = %schema.id, "adding the time-bucket column {name}");
-        let added = run(session, sink, &format!("ALTER TABLE {} ADD ({} text)", qualified(schema), quote(name)), &format!("adding column {name} to {}", schema.id)).await;
+        let added = run(
+            session,
+            sink,
+            &format!("ALTER TABLE {} ADD ({} text)", qualified(schema), quote(name)),
+            &format!("adding column {name} to {}", schema.id),
+        )
+        .await;
         *state = read_table(session, sink, &schema.id).await?.unwrap_or_else(|| state.clone());
         if !state.columns.contains_key(name) {
             added?;
-            return Err(definite(sink, format!("table {}: column {name} is still absent after ALTER TABLE", schema.id)));
+            return Err(definite(
+                sink,
+                format!("table {}: column {name} is still absent after ALTER TABLE", schema.id),
+            ));
         }
     }
     match state.columns.get(name).map(String::as_str) {
@@ -146,7 +182,12 @@ async fn run(session: &Session, sink: &str, cql: &str, doing: &str) -> Result<()
 }
 
 /// `CREATE KEYSPACE IF NOT EXISTS`.
-pub async fn create_keyspace(session: &Session, sink: &str, keyspace: &str, replication: &str) -> Result<(), SinkError> {
+pub async fn create_keyspace(
+    session: &Session,
+    sink: &str,
+    keyspace: &str,
+    replication: &str,
+) -> Result<(), SinkError> {
     let cql = format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {replication}", quote(keyspace));
     run(session, sink, &cql, &format!("creating keyspace {keyspace}")).await
 }
@@ -249,7 +290,10 @@ mod tests {
     fn schema(columns: &[(&str, ColumnKind)], pk: Vec<usize>) -> TableSchema {
         TableSchema {
             id: TableId::new("db", "t"),
-            columns: columns.iter().map(|(n, k)| Column { name: n.to_string(), kind: k.clone(), unsigned: false, nullable: true }).collect(),
+            columns: columns
+                .iter()
+                .map(|(n, k)| Column { name: n.to_string(), kind: k.clone(), unsigned: false, nullable: true })
+                .collect(),
             primary_key: pk,
         }
     }
@@ -276,7 +320,10 @@ mod tests {
     fn reconcile_finds_missing_and_refuses_mismatches() {
         let s = schema(&[("id", ColumnKind::Int), ("v", ColumnKind::Text), ("w", ColumnKind::Double)], vec![0]);
         let state = TableState {
-            columns: [("id", "int"), ("v", "text"), ("old", "blob")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            columns: [("id", "int"), ("v", "text"), ("old", "blob")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
             partition_key: vec!["id".into()],
             clustering_key: vec![],
         };

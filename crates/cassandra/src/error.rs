@@ -61,7 +61,8 @@ fn connection_is_transient(e: &ConnectionError) -> bool {
     match e {
         ConnectionError::ConnectionSetupRequestError(setup) => match &setup.error {
             ConnectionSetupRequestErrorKind::DbError(db, _) => db_error_is_transient(db),
-            ConnectionSetupRequestErrorKind::BrokenConnection(_) | ConnectionSetupRequestErrorKind::UnableToAllocStreamId => true,
+            ConnectionSetupRequestErrorKind::BrokenConnection(_)
+            | ConnectionSetupRequestErrorKind::UnableToAllocStreamId => true,
             _ => false,
         },
         ConnectionError::UseKeyspaceError(_) => false,
@@ -124,14 +125,23 @@ pub fn classify_prepare(sink: &str, doing: &str, error: &PrepareError) -> SinkEr
 pub fn classify_session(sink: &str, error: &NewSessionError) -> SinkError {
     let text = error.to_string();
     if is_authentication(&text) {
-        return definite(sink, format!("connecting: {text} — check the user name and password in the cassandra:// URL"));
+        return definite(
+            sink,
+            format!("connecting: {text} — check the user name and password in the cassandra:// URL"),
+        );
     }
     let is_transient = match error {
         NewSessionError::MetadataError(m) => metadata_is_transient(m),
         NewSessionError::FailedToResolveAnyHostname(_) => true,
         _ => false,
     };
-    build(sink, "connecting", is_transient, error, if is_transient { " — is Cassandra running and reachable?" } else { "" })
+    build(
+        sink,
+        "connecting",
+        is_transient,
+        error,
+        if is_transient { " — is Cassandra running and reachable?" } else { "" },
+    )
 }
 
 #[cfg(test)]
@@ -141,11 +151,18 @@ mod tests {
 
     #[test]
     fn server_errors_split_by_kind() {
-        let overloaded = ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Overloaded, "busy".into()));
+        let overloaded =
+            ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Overloaded, "busy".into()));
         assert!(classify("s", "writing", &overloaded).is_transient());
         let unavailable = DbError::Unavailable { consistency: Consistency::One, required: 1, alive: 0 };
-        assert!(classify("s", "w", &ExecutionError::LastAttemptError(RequestAttemptError::DbError(unavailable, "x".into()))).is_transient());
-        let invalid = ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Invalid, "unknown column".into()));
+        assert!(classify(
+            "s",
+            "w",
+            &ExecutionError::LastAttemptError(RequestAttemptError::DbError(unavailable, "x".into()))
+        )
+        .is_transient());
+        let invalid =
+            ExecutionError::LastAttemptError(RequestAttemptError::DbError(DbError::Invalid, "unknown column".into()));
         let err = classify("s", "writing t", &invalid);
         assert!(!err.is_transient());
         assert!(err.to_string().contains("writing t"), "{err}");

@@ -77,7 +77,9 @@ pub fn cql_type(column: &Column) -> Result<&'static str, String> {
         ColumnKind::Float => "float",
         ColumnKind::Double => "double",
         ColumnKind::Decimal { .. } => "decimal",
-        ColumnKind::Char | ColumnKind::VarChar | ColumnKind::Text | ColumnKind::Enum { .. } | ColumnKind::Json => "text",
+        ColumnKind::Char | ColumnKind::VarChar | ColumnKind::Text | ColumnKind::Enum { .. } | ColumnKind::Json => {
+            "text"
+        }
         ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob => "blob",
         ColumnKind::Date => "date",
         ColumnKind::Time { .. } => "time",
@@ -87,7 +89,10 @@ pub fn cql_type(column: &Column) -> Result<&'static str, String> {
         ColumnKind::Bit { .. } => "bigint",
         ColumnKind::Set { .. } => "frozen<set<text>>",
         ColumnKind::Unsupported(t) => {
-            return Err(format!("column '{}' has type {t}, which polyrepl does not replicate to Cassandra", column.name))
+            return Err(format!(
+                "column '{}' has type {t}, which polyrepl does not replicate to Cassandra",
+                column.name
+            ))
         }
     })
 }
@@ -99,7 +104,9 @@ pub fn to_cql(column: &Column, value: &Value, stats: &MappingStats) -> Result<Op
         (_, Value::Null) => return Ok(None),
         (_, Value::Date(d)) if d.is_zero() => return Ok(zero_date(stats)),
         (_, Value::DateTime(dt) | Value::Timestamp(dt)) if dt.date.is_zero() => return Ok(zero_date(stats)),
-        (_, Value::Int(_) | Value::UInt(_)) if cql_type(column) == Ok("int") && !matches!(column.kind, ColumnKind::Year) => {
+        (_, Value::Int(_) | Value::UInt(_))
+            if cql_type(column) == Ok("int") && !matches!(column.kind, ColumnKind::Year) =>
+        {
             let v = match value {
                 Value::Int(v) => i32::try_from(*v).ok(),
                 Value::UInt(v) => i32::try_from(*v).ok(),
@@ -107,12 +114,18 @@ pub fn to_cql(column: &Column, value: &Value, stats: &MappingStats) -> Result<Op
             };
             CqlValue::Int(v.ok_or_else(wrong)?)
         }
-        (ColumnKind::Int | ColumnKind::BigInt, Value::Int(v)) if cql_type(column) == Ok("bigint") => CqlValue::BigInt(*v),
+        (ColumnKind::Int | ColumnKind::BigInt, Value::Int(v)) if cql_type(column) == Ok("bigint") => {
+            CqlValue::BigInt(*v)
+        }
         (ColumnKind::Int | ColumnKind::BigInt, Value::UInt(v)) if cql_type(column) == Ok("bigint") => {
             CqlValue::BigInt(i64::try_from(*v).map_err(|_| wrong())?)
         }
-        (ColumnKind::BigInt, Value::UInt(v)) => CqlValue::Varint(CqlVarint::from_signed_bytes_be(minimal_signed_bytes(*v as i128))),
-        (ColumnKind::BigInt, Value::Int(v)) => CqlValue::Varint(CqlVarint::from_signed_bytes_be(minimal_signed_bytes(*v as i128))),
+        (ColumnKind::BigInt, Value::UInt(v)) => {
+            CqlValue::Varint(CqlVarint::from_signed_bytes_be(minimal_signed_bytes(*v as i128)))
+        }
+        (ColumnKind::BigInt, Value::Int(v)) => {
+            CqlValue::Varint(CqlVarint::from_signed_bytes_be(minimal_signed_bytes(*v as i128)))
+        }
         (ColumnKind::Float, Value::Float(v)) => CqlValue::Float(*v),
         (ColumnKind::Double, Value::Double(v)) => CqlValue::Double(*v),
         (ColumnKind::Decimal { .. }, Value::Decimal(text)) => {
@@ -124,10 +137,16 @@ pub fn to_cql(column: &Column, value: &Value, stats: &MappingStats) -> Result<Op
             CqlValue::Text(String::from_utf8(b.clone()).map_err(|_| wrong())?)
         }
         (ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob, Value::Bytes(b)) => CqlValue::Blob(b.clone()),
-        (ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob, Value::String(s)) => CqlValue::Blob(s.as_bytes().to_vec()),
+        (ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob, Value::String(s)) => {
+            CqlValue::Blob(s.as_bytes().to_vec())
+        }
         (ColumnKind::Date, Value::Date(d)) => CqlValue::Date(CqlDate((days_since_epoch(*d) + CQL_DATE_EPOCH) as u32)),
-        (ColumnKind::Time { .. }, Value::Time(t)) => CqlValue::Time(CqlTime(time_nanos(t).map_err(|e| format!("column '{}': {e}", column.name))?)),
-        (ColumnKind::DateTime { fsp }, Value::DateTime(dt)) | (ColumnKind::Timestamp { fsp }, Value::Timestamp(dt)) if *fsp <= 3 => {
+        (ColumnKind::Time { .. }, Value::Time(t)) => {
+            CqlValue::Time(CqlTime(time_nanos(t).map_err(|e| format!("column '{}': {e}", column.name))?))
+        }
+        (ColumnKind::DateTime { fsp }, Value::DateTime(dt)) | (ColumnKind::Timestamp { fsp }, Value::Timestamp(dt))
+            if *fsp <= 3 =>
+        {
             CqlValue::Timestamp(CqlTimestamp(dt.epoch_millis().ok_or_else(wrong)?))
         }
         (ColumnKind::DateTime { .. }, Value::DateTime(dt)) => CqlValue::Text(dt.iso_micros()),
@@ -136,7 +155,9 @@ pub fn to_cql(column: &Column, value: &Value, stats: &MappingStats) -> Result<Op
         (ColumnKind::Json, Value::Json(j)) => CqlValue::Text(j.to_string()),
         (ColumnKind::Bit { .. }, Value::Bit(v)) => CqlValue::BigInt(*v as i64),
         (ColumnKind::Enum { .. }, Value::Enum(s)) => CqlValue::Text(s.clone()),
-        (ColumnKind::Set { .. }, Value::Set(labels)) => CqlValue::Set(labels.iter().cloned().map(CqlValue::Text).collect()),
+        (ColumnKind::Set { .. }, Value::Set(labels)) => {
+            CqlValue::Set(labels.iter().cloned().map(CqlValue::Text).collect())
+        }
         _ => return Err(wrong()),
     };
     Ok(Some(out))
@@ -154,12 +175,16 @@ pub fn from_cql(column: &Column, value: Option<CqlValue>) -> Value {
     let Some(value) = value else { return Value::Null };
     let int = |v: i64| if column.unsigned { Value::UInt(v as u64) } else { Value::Int(v) };
     match (&column.kind, value) {
-        (ColumnKind::Year, CqlValue::Int(v)) => u16::try_from(v).map(Value::Year).unwrap_or_else(|_| unexpected(column, &CqlValue::Int(v))),
+        (ColumnKind::Year, CqlValue::Int(v)) => {
+            u16::try_from(v).map(Value::Year).unwrap_or_else(|_| unexpected(column, &CqlValue::Int(v)))
+        }
         (_, CqlValue::Int(v)) if cql_type(column) == Ok("int") => int(i64::from(v)),
         (ColumnKind::Bit { .. }, CqlValue::BigInt(v)) => Value::Bit(v as u64),
         (ColumnKind::Int | ColumnKind::BigInt, CqlValue::BigInt(v)) => int(v),
         (ColumnKind::BigInt, CqlValue::Varint(v)) => match signed_bytes_to_i128(v.as_signed_bytes_be_slice()) {
-            Some(n) if column.unsigned => u64::try_from(n).map(Value::UInt).unwrap_or_else(|_| Value::String(format!("varint {n}"))),
+            Some(n) if column.unsigned => {
+                u64::try_from(n).map(Value::UInt).unwrap_or_else(|_| Value::String(format!("varint {n}")))
+            }
             Some(n) => i64::try_from(n).map(Value::Int).unwrap_or_else(|_| Value::String(format!("varint {n}"))),
             None => Value::String("varint wider than 128 bits".to_string()),
         },
@@ -184,15 +209,19 @@ pub fn from_cql(column: &Column, value: Option<CqlValue>) -> Value {
             })
         }
         (ColumnKind::DateTime { fsp }, CqlValue::Timestamp(CqlTimestamp(ms))) => Value::DateTime(from_millis(ms, *fsp)),
-        (ColumnKind::Timestamp { fsp }, CqlValue::Timestamp(CqlTimestamp(ms))) => Value::Timestamp(from_millis(ms, *fsp)),
+        (ColumnKind::Timestamp { fsp }, CqlValue::Timestamp(CqlTimestamp(ms))) => {
+            Value::Timestamp(from_millis(ms, *fsp))
+        }
         (ColumnKind::DateTime { fsp }, CqlValue::Text(s)) => match parse_iso_micros(&s, *fsp) {
             Some(dt) => Value::DateTime(dt),
             None => Value::String(s),
         },
-        (ColumnKind::Timestamp { fsp }, CqlValue::Text(s)) => match s.strip_suffix('Z').and_then(|t| parse_iso_micros(t, *fsp)) {
-            Some(dt) => Value::Timestamp(dt),
-            None => Value::String(s),
-        },
+        (ColumnKind::Timestamp { fsp }, CqlValue::Text(s)) => {
+            match s.strip_suffix('Z').and_then(|t| parse_iso_micros(t, *fsp)) {
+                Some(dt) => Value::Timestamp(dt),
+                None => Value::String(s),
+            }
+        }
         (ColumnKind::Json, CqlValue::Text(s)) => match serde_json::from_str(&s) {
             Ok(j) => Value::Json(j),
             Err(_) => Value::String(s),
@@ -248,7 +277,8 @@ fn date_from_days(days: i64) -> Date {
 /// Parses `YYYY-MM-DDTHH:MM:SS.ffffff` (what [`DateTime::iso_micros`] writes).
 fn parse_iso_micros(s: &str, fsp: u8) -> Option<DateTime> {
     let b = s.as_bytes();
-    if b.len() != 26 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+    if b.len() != 26 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
@@ -305,7 +335,9 @@ pub fn decimal_to_unscaled(text: &str) -> Result<(Vec<u8>, i32), String> {
         None => (false, text.strip_prefix('+').unwrap_or(text)),
     };
     let (int_part, frac_part) = unsigned.split_once('.').unwrap_or((unsigned, ""));
-    if int_part.is_empty() && frac_part.is_empty() || !(int_part.bytes().chain(frac_part.bytes()).all(|c| c.is_ascii_digit())) {
+    if int_part.is_empty() && frac_part.is_empty()
+        || !(int_part.bytes().chain(frac_part.bytes()).all(|c| c.is_ascii_digit()))
+    {
         return Err(bad());
     }
     // Magnitude, big-endian base 256, built digit by digit.
@@ -413,7 +445,8 @@ mod tests {
         }
         assert_eq!(cql_type(&col(ColumnKind::BigInt, true)), Ok("varint"));
         assert_eq!(cql_type(&col(ColumnKind::Int, true)), Ok("bigint"));
-        assert!(to_cql(&col(ColumnKind::Int, false), &Value::Int(i64::from(i32::MAX) + 1), &MappingStats::default()).is_err());
+        assert!(to_cql(&col(ColumnKind::Int, false), &Value::Int(i64::from(i32::MAX) + 1), &MappingStats::default())
+            .is_err());
     }
 
     #[test]
@@ -458,7 +491,10 @@ mod tests {
         round_trip(&col(ColumnKind::Text, false), Value::String(String::new()));
         round_trip(&col(ColumnKind::Blob, false), Value::Bytes(vec![0, 0, 255, 0]));
         round_trip(&col(ColumnKind::VarBinary, false), Value::Bytes(vec![]));
-        round_trip(&col(ColumnKind::Json, false), Value::Json(serde_json::json!({"a": [1, 2.5, "😀", null], "b": {"c": true}})));
+        round_trip(
+            &col(ColumnKind::Json, false),
+            Value::Json(serde_json::json!({"a": [1, 2.5, "😀", null], "b": {"c": true}})),
+        );
         round_trip(&col(ColumnKind::Json, false), Value::Json(serde_json::Value::Null));
         round_trip(&col(ColumnKind::Bit { bits: 64 }, false), Value::Bit(u64::MAX));
         round_trip(&col(ColumnKind::Bit { bits: 1 }, false), Value::Bit(1));
@@ -480,12 +516,22 @@ mod tests {
         round_trip(&col(ColumnKind::Date, false), Value::Date(Date { year: 1000, month: 1, day: 1 }));
         round_trip(&col(ColumnKind::Date, false), Value::Date(Date { year: 9999, month: 12, day: 31 }));
         round_trip(&col(ColumnKind::Date, false), Value::Date(Date { year: 1970, month: 1, day: 1 }));
-        round_trip(&col(ColumnKind::DateTime { fsp: 3 }, false), Value::DateTime(dt(1969, 12, 31, 23, 59, 59, 999_000, 3)));
+        round_trip(
+            &col(ColumnKind::DateTime { fsp: 3 }, false),
+            Value::DateTime(dt(1969, 12, 31, 23, 59, 59, 999_000, 3)),
+        );
         round_trip(&col(ColumnKind::DateTime { fsp: 0 }, false), Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 0, 0)));
-        round_trip(&col(ColumnKind::DateTime { fsp: 6 }, false), Value::DateTime(dt(2025, 11, 29, 12, 0, 1, 123_456, 6)));
-        round_trip(&col(ColumnKind::Timestamp { fsp: 6 }, false), Value::Timestamp(dt(2038, 1, 19, 3, 14, 7, 999_999, 6)));
+        round_trip(
+            &col(ColumnKind::DateTime { fsp: 6 }, false),
+            Value::DateTime(dt(2025, 11, 29, 12, 0, 1, 123_456, 6)),
+        );
+        round_trip(
+            &col(ColumnKind::Timestamp { fsp: 6 }, false),
+            Value::Timestamp(dt(2038, 1, 19, 3, 14, 7, 999_999, 6)),
+        );
         round_trip(&col(ColumnKind::Timestamp { fsp: 0 }, false), Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 0, 0)));
-        let t = |h, m, s, us, fsp| Value::Time(Time { negative: false, hours: h, minutes: m, seconds: s, micros: us, fsp });
+        let t =
+            |h, m, s, us, fsp| Value::Time(Time { negative: false, hours: h, minutes: m, seconds: s, micros: us, fsp });
         round_trip(&col(ColumnKind::Time { fsp: 6 }, false), t(23, 59, 59, 999_999, 6));
         round_trip(&col(ColumnKind::Time { fsp: 0 }, false), t(0, 0, 0, 0, 0));
         let stats = MappingStats::default();
@@ -497,10 +543,17 @@ mod tests {
         // Zero dates: null, counted.
         let zero = Date { year: 0, month: 0, day: 0 };
         assert_eq!(to_cql(&col(ColumnKind::Date, false), &Value::Date(zero), &stats), Ok(None));
-        assert_eq!(to_cql(&col(ColumnKind::DateTime { fsp: 6 }, false), &Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 6)), &stats), Ok(None));
+        assert_eq!(
+            to_cql(&col(ColumnKind::DateTime { fsp: 6 }, false), &Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 6)), &stats),
+            Ok(None)
+        );
         assert_eq!(stats.snapshot().zero_dates, 2);
         assert_eq!(
-            to_cql(&col(ColumnKind::Timestamp { fsp: 6 }, false), &Value::Timestamp(dt(2000, 2, 29, 1, 2, 3, 4, 6)), &stats),
+            to_cql(
+                &col(ColumnKind::Timestamp { fsp: 6 }, false),
+                &Value::Timestamp(dt(2000, 2, 29, 1, 2, 3, 4, 6)),
+                &stats
+            ),
             Ok(Some(CqlValue::Text("2000-02-29T01:02:03.000004Z".into())))
         );
     }

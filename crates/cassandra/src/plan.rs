@@ -55,7 +55,12 @@ pub fn plan(batch: &Batch) -> Result<Vec<KeyWrite>, String> {
             (Op::Delete, _) => WriteKind::Delete,
             (Op::Insert | Op::Update, Some(row)) if row.len() == table.columns.len() => WriteKind::Upsert(row.clone()),
             (Op::Insert | Op::Update, Some(row)) => {
-                return Err(format!("table {}: a row image has {} values for {} columns", table.id, row.len(), table.columns.len()))
+                return Err(format!(
+                    "table {}: a row image has {} values for {} columns",
+                    table.id,
+                    row.len(),
+                    table.columns.len()
+                ))
             }
             (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
         };
@@ -91,8 +96,17 @@ mod tests {
     }
 
     fn change(op: Op, id: i64, v: Option<&str>, offset: u64, seq: u32) -> Change {
-        let after = (op != Op::Delete).then(|| vec![Value::Int(id), v.map_or(Value::Null, |s| Value::String(s.into()))]);
-        Change { position: Position::new("binlog.000001", offset), seq, table: schema(), op, key: vec![Value::Int(id)], after, source_ts: 0 }
+        let after =
+            (op != Op::Delete).then(|| vec![Value::Int(id), v.map_or(Value::Null, |s| Value::String(s.into()))]);
+        Change {
+            position: Position::new("binlog.000001", offset),
+            seq,
+            table: schema(),
+            op,
+            key: vec![Value::Int(id)],
+            after,
+            source_ts: 0,
+        }
     }
 
     #[test]
@@ -118,7 +132,10 @@ mod tests {
     fn snapshot_rows_use_seq_zero() {
         let batch = Batch {
             changes: vec![change(Op::Insert, 1, Some("a"), 100, 0), change(Op::Insert, 2, Some("b"), 100, 7)],
-            checkpoint: Checkpoint { position: Position::new("binlog.000001", 100), snapshot: Some(SnapshotProgress { done: vec![], current: None }) },
+            checkpoint: Checkpoint {
+                position: Position::new("binlog.000001", 100),
+                snapshot: Some(SnapshotProgress { done: vec![], current: None }),
+            },
         };
         let writes = plan(&batch).unwrap();
         assert_eq!(writes[0].timestamp, writes[1].timestamp);
@@ -128,7 +145,8 @@ mod tests {
     fn malformed_changes_are_errors() {
         let mut bad = change(Op::Insert, 1, Some("a"), 100, 0);
         bad.after = Some(vec![Value::Int(1)]);
-        let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("binlog.000001", 100)) };
+        let batch =
+            Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("binlog.000001", 100)) };
         assert!(plan(&batch).unwrap_err().contains("1 values for 2 columns"));
     }
 }

@@ -42,7 +42,8 @@ pub async fn scan_keys(
         Some(bytes) => PagingState::new_from_raw_bytes(bytes),
     };
     let doing = format!("scanning the keys of {}", table.id);
-    let (result, paging) = session.execute_single_page(&statement, &[] as &[i32], state).await.map_err(|e| classify(sink, &doing, &e))?;
+    let (result, paging) =
+        session.execute_single_page(&statement, &[] as &[i32], state).await.map_err(|e| classify(sink, &doing, &e))?;
     let rows = result.into_rows_result().map_err(|e| definite(sink, format!("{doing}: {e}")))?;
     let columns: Vec<_> = table.key_columns().collect();
     let mut keys = Vec::new();

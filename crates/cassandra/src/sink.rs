@@ -171,7 +171,8 @@ impl Sink for CassandraSink {
             let statement = match statements.entry((Arc::as_ptr(&write.table) as usize, upsert)) {
                 Entry::Occupied(e) => e.get().clone(),
                 Entry::Vacant(e) => {
-                    let cql = if upsert { insert_cql(table, self.bucket_column(table).is_some()) } else { delete_cql(table) };
+                    let cql =
+                        if upsert { insert_cql(table, self.bucket_column(table).is_some()) } else { delete_cql(table) };
                     e.insert(self.statements.get(&self.session, &self.name, &cql).await?).clone()
                 }
             };
@@ -201,7 +202,8 @@ impl Sink for CassandraSink {
             return Ok(vec![None; keys.len()]);
         };
         // Columns the table has; a schema column it lacks (not added yet) reads as NULL.
-        let present: Vec<usize> = (0..table.columns.len()).filter(|&i| state.columns.contains_key(&table.columns[i].name)).collect();
+        let present: Vec<usize> =
+            (0..table.columns.len()).filter(|&i| state.columns.contains_key(&table.columns[i].name)).collect();
         let names: Vec<&str> = present.iter().map(|&i| table.columns[i].name.as_str()).collect();
         let statement = self.statements.get(&self.session, &self.name, &select_cql(table, &names)).await?;
         let bound = keys
@@ -214,7 +216,8 @@ impl Sink for CassandraSink {
                 let statement = &statement;
                 async move {
                     let doing = format!("reading a row of {}", table.id);
-                    let result = session.execute_unpaged(statement, &values).await.map_err(|e| classify(name, &doing, &e))?;
+                    let result =
+                        session.execute_unpaged(statement, &values).await.map_err(|e| classify(name, &doing, &e))?;
                     let rows = result.into_rows_result().map_err(|e| definite(name, format!("{doing}: {e}")))?;
                     rows.maybe_first_row::<CqlRow>().map_err(|e| definite(name, format!("{doing}: {e}")))
                 }

@@ -37,10 +37,9 @@ pub fn write_timestamp(position: &Position, seq: u32) -> Result<i64, String> {
     let t = if ordinal < FINE_LIMIT {
         ordinal * SEQ_SLOTS + u64::from(seq).min(SEQ_SLOTS - 1)
     } else {
-        COARSE_BASE
-            .checked_add(ordinal - FINE_LIMIT)
-            .filter(|&t| t <= i64::MAX as u64)
-            .ok_or_else(|| format!("binlog position {position} is too far into the binlog history for a Cassandra write timestamp"))?
+        COARSE_BASE.checked_add(ordinal - FINE_LIMIT).filter(|&t| t <= i64::MAX as u64).ok_or_else(|| {
+            format!("binlog position {position} is too far into the binlog history for a Cassandra write timestamp")
+        })?
     };
     Ok(t as i64)
 }

@@ -161,10 +161,19 @@ fn group(statements: Vec<Bound>) -> Vec<Vec<Bound>> {
 }
 
 /// Runs one group: a lone statement as itself, several as one unlogged batch.
-async fn run_group(session: &Session, sink: &str, mut group: Vec<Bound>, describe: &Describe<'_>) -> Result<(), SinkError> {
+async fn run_group(
+    session: &Session,
+    sink: &str,
+    mut group: Vec<Bound>,
+    describe: &Describe<'_>,
+) -> Result<(), SinkError> {
     if group.len() == 1 {
         let b = group.pop().expect("one statement");
-        return session.execute_unpaged(&b.statement, &b.values).await.map(|_| ()).map_err(|e| classify(sink, &describe(b.index), &e));
+        return session
+            .execute_unpaged(&b.statement, &b.values)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(sink, &describe(b.index), &e));
     }
     let mut batch = Batch::new(BatchType::Unlogged);
     for b in &group {
@@ -178,7 +187,13 @@ async fn run_group(session: &Session, sink: &str, mut group: Vec<Bound>, describ
 }
 
 /// Runs every statement, in unlogged batches, at most `max_in_flight / 2` batches at once.
-pub async fn execute_all(session: &Session, sink: &str, statements: Vec<Bound>, max_in_flight: usize, describe: &Describe<'_>) -> Result<(), SinkError> {
+pub async fn execute_all(
+    session: &Session,
+    sink: &str,
+    statements: Vec<Bound>,
+    max_in_flight: usize,
+    describe: &Describe<'_>,
+) -> Result<(), SinkError> {
     let total = statements.len();
     let failures: Vec<SinkError> = stream::iter(group(statements))
         .map(|g| run_group(session, sink, g, describe))
@@ -204,10 +219,16 @@ mod tests {
     fn statements_bind_the_timestamp_and_key() {
         let t = TableSchema {
             id: TableId::new("db", "t"),
-            columns: ["a", "b", "c"].iter().map(|n| Column { name: n.to_string(), kind: ColumnKind::Int, unsigned: false, nullable: true }).collect(),
+            columns: ["a", "b", "c"]
+                .iter()
+                .map(|n| Column { name: n.to_string(), kind: ColumnKind::Int, unsigned: false, nullable: true })
+                .collect(),
             primary_key: vec![2, 0],
         };
-        assert_eq!(insert_cql(&t, false), "INSERT INTO \"db\".\"t\" (\"a\", \"b\", \"c\") VALUES (?, ?, ?) USING TIMESTAMP ?");
+        assert_eq!(
+            insert_cql(&t, false),
+            "INSERT INTO \"db\".\"t\" (\"a\", \"b\", \"c\") VALUES (?, ?, ?) USING TIMESTAMP ?"
+        );
         assert_eq!(
             insert_cql(&t, true),
             "INSERT INTO \"db\".\"t\" (\"a\", \"b\", \"c\", \"polyrepl_bucket\") VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
@@ -215,7 +236,10 @@ mod tests {
         assert_eq!(delete_cql(&t), "DELETE FROM \"db\".\"t\" USING TIMESTAMP ? WHERE \"c\" = ? AND \"a\" = ?");
         assert_eq!(select_cql(&t, &["a", "b"]), "SELECT \"a\", \"b\" FROM \"db\".\"t\" WHERE \"c\" = ? AND \"a\" = ?");
         let stats = MappingStats::default();
-        assert_eq!(key_values(&t, &[Value::Int(3), Value::Int(1)], &stats).unwrap(), vec![CqlValue::Int(3), CqlValue::Int(1)]);
+        assert_eq!(
+            key_values(&t, &[Value::Int(3), Value::Int(1)], &stats).unwrap(),
+            vec![CqlValue::Int(3), CqlValue::Int(1)]
+        );
         assert!(key_values(&t, &[Value::Null, Value::Int(1)], &stats).unwrap_err().contains("primary key column 'c'"));
     }
 

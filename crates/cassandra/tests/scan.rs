@@ -32,7 +32,16 @@ fn sorted(keys: Vec<Vec<Value>>) -> Vec<String> {
 #[tokio::test]
 async fn scan_keys_pages_through_single_and_composite_keys() {
     with_sink_query("time_bucket=ts:day", |mut sink, ks| async move {
-        let ts = |d: u8| Value::DateTime(DateTime { date: Date { year: 2025, month: 3, day: d }, hour: 1, minute: 2, second: 3, micros: 0, fsp: 0 });
+        let ts = |d: u8| {
+            Value::DateTime(DateTime {
+                date: Date { year: 2025, month: 3, day: d },
+                hour: 1,
+                minute: 2,
+                second: 3,
+                micros: 0,
+                fsp: 0,
+            })
+        };
         let single = table(&ks, "single", vec![column("id", K::BigInt), column("ts", K::DateTime { fsp: 0 })], vec![0]);
         let composite = table(&ks, "composite", vec![column("id", K::Int), column("region", K::VarChar)], vec![1, 0]);
         let absent = table(&ks, "absent", vec![column("id", K::Int)], vec![0]);
@@ -46,7 +55,12 @@ async fn scan_keys_pages_through_single_and_composite_keys() {
         let mut want_composite = Vec::new();
         for (i, region) in ["eu", "us", "e:u"].iter().enumerate() {
             for id in 0..4i64 {
-                changes.push(insert(&composite, vec![Value::Int(id), Value::String(region.to_string())], 1, 100 + (i * 4) as u32 + id as u32));
+                changes.push(insert(
+                    &composite,
+                    vec![Value::Int(id), Value::String(region.to_string())],
+                    1,
+                    100 + (i * 4) as u32 + id as u32,
+                ));
                 want_composite.push(vec![Value::String(region.to_string()), Value::Int(id)]);
             }
         }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use polyrepl_cassandra::{CassandraOptions, CassandraSink};
-use polyrepl_core::{Batch, Checkpoint, ColumnKind, Date, DateTime, Position, Sink, SnapshotProgress, Time, TableId, Value};
+use polyrepl_core::{
+    Batch, Checkpoint, ColumnKind, Date, DateTime, Position, Sink, SnapshotProgress, TableId, Time, Value,
+};
 use scylla::value::{CqlDate, CqlDecimal, CqlTime, CqlTimestamp, CqlValue, CqlVarint, Row as CqlRow};
 
 #[allow(clippy::too_many_arguments)]
@@ -222,13 +224,26 @@ async fn upsert_update_delete_replay_and_checkpoint() {
     with_sink(|mut sink, keyspace| async move {
         let pipeline = sink.pipeline().to_string();
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), None, "a fresh pipeline has no checkpoint");
-        let t = table(&keyspace, "items", vec![column("id", ColumnKind::Int), column("name", ColumnKind::VarChar), column("qty", ColumnKind::BigInt)], vec![0]);
+        let t = table(
+            &keyspace,
+            "items",
+            vec![column("id", ColumnKind::Int), column("name", ColumnKind::VarChar), column("qty", ColumnKind::BigInt)],
+            vec![0],
+        );
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
         let row = |id: i64, name: Option<&str>, qty: Option<i64>| {
-            vec![Value::Int(id), name.map_or(Value::Null, |n| Value::String(n.into())), qty.map_or(Value::Null, Value::Int)]
+            vec![
+                Value::Int(id),
+                name.map_or(Value::Null, |n| Value::String(n.into())),
+                qty.map_or(Value::Null, Value::Int),
+            ]
         };
         let key = |id: i64| vec![Value::Int(id)];
-        async fn read_ids(sink: &mut CassandraSink, t: &polyrepl_core::TableSchema, ids: &[i64]) -> Vec<Option<polyrepl_core::Row>> {
+        async fn read_ids(
+            sink: &mut CassandraSink,
+            t: &polyrepl_core::TableSchema,
+            ids: &[i64],
+        ) -> Vec<Option<polyrepl_core::Row>> {
             let keys: Vec<_> = ids.iter().map(|&i| vec![Value::Int(i)]).collect();
             sink.read_rows(t, &keys).await.unwrap()
         }
@@ -236,7 +251,13 @@ async fn upsert_update_delete_replay_and_checkpoint() {
         // Snapshot rows at the hand-over position 1000, all with one timestamp.
         let snapshot = Batch {
             changes: (1..=3).map(|i| insert(&t, row(i, Some("snap"), Some(i)), 1000, i as u32)).collect(),
-            checkpoint: Checkpoint { position: position(1000), snapshot: Some(SnapshotProgress { done: vec![], current: Some((TableId::new(&keyspace, "items"), key(3))) }) },
+            checkpoint: Checkpoint {
+                position: position(1000),
+                snapshot: Some(SnapshotProgress {
+                    done: vec![],
+                    current: Some((TableId::new(&keyspace, "items"), key(3))),
+                }),
+            },
         };
         sink.apply(&snapshot).await.unwrap();
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(snapshot.checkpoint.clone()));
@@ -252,27 +273,45 @@ async fn upsert_update_delete_replay_and_checkpoint() {
             1100,
         );
         sink.apply(&b1).await.unwrap();
-        let after_b1 = vec![Some(row(1, Some("uno"), None)), None, Some(row(3, Some("snap"), Some(3))), Some(row(4, Some("four"), Some(4)))];
+        let after_b1 = vec![
+            Some(row(1, Some("uno"), None)),
+            None,
+            Some(row(3, Some("snap"), Some(3))),
+            Some(row(4, Some("four"), Some(4))),
+        ];
         assert_eq!(read_ids(&mut sink, &t, &[1, 2, 3, 4]).await, after_b1);
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(Checkpoint::streaming(position(1100))));
 
         // Delete, then re-insert the same key in a later transaction: the row lives again.
         sink.apply(&batch(vec![delete(&t, key(3), 1200, 0)], 1200)).await.unwrap();
         sink.apply(&batch(vec![insert(&t, row(3, Some("again"), None), 1300, 0)], 1300)).await.unwrap();
-        let newest = vec![Some(row(1, Some("uno"), None)), None, Some(row(3, Some("again"), None)), Some(row(4, Some("four"), Some(4)))];
+        let newest = vec![
+            Some(row(1, Some("uno"), None)),
+            None,
+            Some(row(3, Some("again"), None)),
+            Some(row(4, Some("four"), Some(4))),
+        ];
         assert_eq!(read_ids(&mut sink, &t, &[1, 2, 3, 4]).await, newest);
 
         // Replaying older batches (a crash before the checkpoint, a resumed snapshot) changes nothing.
         sink.apply(&snapshot).await.unwrap();
         sink.apply(&b1).await.unwrap();
         sink.apply(&batch(vec![delete(&t, key(3), 1200, 0)], 1200)).await.unwrap();
-        assert_eq!(read_ids(&mut sink, &t, &[1, 2, 3, 4]).await, newest, "an old batch replayed after a newer one must not overwrite it");
+        assert_eq!(
+            read_ids(&mut sink, &t, &[1, 2, 3, 4]).await,
+            newest,
+            "an old batch replayed after a newer one must not overwrite it"
+        );
 
         // The newest write of a key in the batch wins even when applied again.
         sink.apply(&batch(vec![delete(&t, key(4), 1400, 0)], 1400)).await.unwrap();
         assert_eq!(read_ids(&mut sink, &t, &[4]).await, vec![None]);
         sink.apply(&batch(vec![insert(&t, row(4, Some("four"), Some(4)), 1100, 3)], 1100)).await.unwrap();
-        assert_eq!(read_ids(&mut sink, &t, &[4]).await, vec![None], "a replayed insert must not resurrect a newer delete");
+        assert_eq!(
+            read_ids(&mut sink, &t, &[4]).await,
+            vec![None],
+            "a replayed insert must not resurrect a newer delete"
+        );
 
         // The checkpoint is the last batch's, and another connection sees it.
         let other = common::sink(&pipeline).await;
@@ -360,7 +399,8 @@ async fn unreachable_port_is_transient_and_fast() {
     };
     let started = Instant::now();
     let url = format!("cassandra://127.0.0.1:{port}");
-    let err = CassandraSink::connect(&url, "p", CassandraOptions::default()).await.err().expect("nothing listens there");
+    let err =
+        CassandraSink::connect(&url, "p", CassandraOptions::default()).await.err().expect("nothing listens there");
     assert!(err.is_transient(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert!(err.to_string().contains(&format!("cassandra://127.0.0.1:{port}")), "{err}");
@@ -375,14 +415,22 @@ async fn a_port_that_is_not_cassandra_is_definite() {
     ];
     let mut tried = 0;
     for (what, port) in candidates {
-        if std::net::TcpStream::connect_timeout(&format!("127.0.0.1:{port}").parse().unwrap(), Duration::from_millis(300)).is_err() {
+        if std::net::TcpStream::connect_timeout(
+            &format!("127.0.0.1:{port}").parse().unwrap(),
+            Duration::from_millis(300),
+        )
+        .is_err()
+        {
             eprintln!("!!! {what} is not listening on 127.0.0.1:{port}: the not-Cassandra check against it is NOT run");
             continue;
         }
         tried += 1;
         let started = Instant::now();
         let options = CassandraOptions { connect_timeout: Duration::from_secs(1), ..CassandraOptions::default() };
-        let err = CassandraSink::connect(&format!("cassandra://127.0.0.1:{port}"), "p", options).await.err().expect("not Cassandra");
+        let err = CassandraSink::connect(&format!("cassandra://127.0.0.1:{port}"), "p", options)
+            .await
+            .err()
+            .expect("not Cassandra");
         assert!(!err.is_transient(), "{what}: {err}");
         assert!(err.to_string().contains("not a Cassandra server"), "{what}: {err}");
         assert!(started.elapsed() < Duration::from_secs(3), "{what} took {:?}", started.elapsed());
@@ -406,10 +454,15 @@ async fn name_has_no_credentials() {
 async fn replication_options_in_the_url() {
     let base = common::url();
     let sep = if base.contains('?') { '&' } else { '?' };
-    let sink = CassandraSink::connect(&format!("{base}{sep}replication_factor=1"), &unique("pipe"), Default::default()).await.unwrap();
+    let sink = CassandraSink::connect(&format!("{base}{sep}replication_factor=1"), &unique("pipe"), Default::default())
+        .await
+        .unwrap();
     assert_eq!(sink.options().replication, polyrepl_cassandra::Replication::Simple { factor: 1 });
     assert!(!sink.name().contains('?'), "{}", sink.name());
-    let err = CassandraSink::connect(&format!("{base}{sep}consistency=one"), "p", Default::default()).await.err().expect("refused");
+    let err = CassandraSink::connect(&format!("{base}{sep}consistency=one"), "p", Default::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("unknown option 'consistency'"), "{err}");
 }

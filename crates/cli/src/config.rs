@@ -103,8 +103,10 @@ impl RunArgs {
     pub fn resolve(&self) -> Result<RunConfig> {
         let file = match &self.pipeline.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).with_context(|| format!("the config file {} is not valid", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("the config file {} is not valid", path.display()))?
             }
             None => FileConfig::default(),
         };
@@ -157,12 +159,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("polyrepl-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("run.toml");
-        std::fs::write(&f, "source = \"mysql://a@h:1\"\ntables = [\"x.*\"]\nsinks = [\"mongodb://h:2\"]\nname = \"fromfile\"\n").unwrap();
-        let args = RunArgs { pipeline: PipelineArgs { config: Some(f.clone()), name: Some("fromflag".into()), ..Default::default() }, ..Default::default() };
+        std::fs::write(
+            &f,
+            "source = \"mysql://a@h:1\"\ntables = [\"x.*\"]\nsinks = [\"mongodb://h:2\"]\nname = \"fromfile\"\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            pipeline: PipelineArgs { config: Some(f.clone()), name: Some("fromflag".into()), ..Default::default() },
+            ..Default::default()
+        };
         let c = args.resolve().unwrap();
-        assert_eq!((c.name.as_str(), c.source.as_str(), c.tables.clone()), ("fromflag", "mysql://a@h:1", vec!["x.*".to_string()]));
+        assert_eq!(
+            (c.name.as_str(), c.source.as_str(), c.tables.clone()),
+            ("fromflag", "mysql://a@h:1", vec!["x.*".to_string()])
+        );
         std::fs::write(&f, "source = \"mysql://a@h:1\"\ntabels = [\"x.*\"]\n").unwrap();
-        let err = format!("{:#}", RunArgs { pipeline: PipelineArgs { config: Some(f), ..Default::default() }, ..Default::default() }.resolve().unwrap_err());
+        let err = format!(
+            "{:#}",
+            RunArgs { pipeline: PipelineArgs { config: Some(f), ..Default::default() }, ..Default::default() }
+                .resolve()
+                .unwrap_err()
+        );
         assert!(err.contains("tabels"), "{err}");
         let err = format!("{:#}", RunArgs::default().resolve().unwrap_err());
         assert!(err.contains("--source"), "{err}");

@@ -85,7 +85,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         resnapshot: false,
     };
     let prepared = run::prepare(&cfg).await?;
-    let table = prepared.tables.iter().find(|t| t.id == TableId::new(DEMO_DATABASE, DEMO_TABLE)).cloned().context("the demo table")?;
+    let table = prepared
+        .tables
+        .iter()
+        .find(|t| t.id == TableId::new(DEMO_DATABASE, DEMO_TABLE))
+        .cloned()
+        .context("the demo table")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let mut pipeline = tokio::spawn(run::run(cfg, prepared, metrics, stop_rx));
@@ -114,7 +119,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         let now = chrono::Utc::now();
         let ts = now.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
         let uuid = uuid::Uuid::new_v4().to_string();
-        mysql.exec_drop(format!("INSERT INTO {DEMO_TABLE} (ts, uuid) VALUES (?, ?)"), (ts.as_str(), uuid.as_str())).await?;
+        mysql
+            .exec_drop(format!("INSERT INTO {DEMO_TABLE} (ts, uuid) VALUES (?, ?)"), (ts.as_str(), uuid.as_str()))
+            .await?;
         let written = Instant::now();
 
         let source_rows = latest_rows(&mut mysql, &table, args.rows).await?;
@@ -167,13 +174,16 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
 /// The latest `n` rows of the demo table, newest first, decoded like the snapshot decodes them.
 async fn latest_rows(conn: &mut mysql_async::Conn, table: &TableSchema, n: usize) -> Result<Vec<Row>> {
-    let rows: Vec<mysql_async::Row> = conn.exec(format!("SELECT id, ts, uuid FROM {DEMO_TABLE} ORDER BY id DESC LIMIT {n}"), ()).await?;
+    let rows: Vec<mysql_async::Row> =
+        conn.exec(format!("SELECT id, ts, uuid FROM {DEMO_TABLE} ORDER BY id DESC LIMIT {n}"), ()).await?;
     rows.into_iter()
         .map(|row| {
             row.unwrap()
                 .into_iter()
                 .zip(&table.columns)
-                .map(|(v, c)| polyrepl_mysql::decode::from_protocol(c, v).map_err(|e| anyhow::anyhow!("{}: {e}", c.name)))
+                .map(|(v, c)| {
+                    polyrepl_mysql::decode::from_protocol(c, v).map_err(|e| anyhow::anyhow!("{}: {e}", c.name))
+                })
                 .collect::<Result<Row>>()
         })
         .collect()

@@ -35,7 +35,13 @@ pub fn is_nothing_copied(progress: &SnapshotProgress) -> bool {
 
 /// Sends deletes (at `position`) of every key some sink holds and the source lacks. Returns the number
 /// of deletes, or `None` when the pipeline stopped.
-pub async fn sweep(cfg: &RunConfig, url: &SourceUrl, tables: &[Arc<TableSchema>], position: &Position, tx: &mpsc::Sender<Unit>) -> Result<Option<u64>> {
+pub async fn sweep(
+    cfg: &RunConfig,
+    url: &SourceUrl,
+    tables: &[Arc<TableSchema>],
+    position: &Position,
+    tx: &mpsc::Sender<Unit>,
+) -> Result<Option<u64>> {
     let mut source = SourceReader::connect(url).await?;
     let mut deleted = 0u64;
     for sink_url in &cfg.sinks {
@@ -44,13 +50,24 @@ pub async fn sweep(cfg: &RunConfig, url: &SourceUrl, tables: &[Arc<TableSchema>]
         for table in tables {
             let mut cursor = None;
             loop {
-                let (keys, next) = sink.scan_keys(table, cursor, PAGE).await.with_context(|| format!("listing the keys of {} in {}", table.id, sink.name()))?;
+                let (keys, next) = sink
+                    .scan_keys(table, cursor, PAGE)
+                    .await
+                    .with_context(|| format!("listing the keys of {} in {}", table.id, sink.name()))?;
                 let rows = source.read_keys(table, &keys).await?;
                 let changes: Vec<Change> = keys
                     .into_iter()
                     .zip(rows)
                     .filter(|(_, row)| row.is_none())
-                    .map(|(key, _)| Change { position: position.clone(), seq: 0, table: table.clone(), op: Op::Delete, key, after: None, source_ts: 0 })
+                    .map(|(key, _)| Change {
+                        position: position.clone(),
+                        seq: 0,
+                        table: table.clone(),
+                        op: Op::Delete,
+                        key,
+                        after: None,
+                        source_ts: 0,
+                    })
                     .collect();
                 if !changes.is_empty() {
                     deleted += changes.len() as u64;

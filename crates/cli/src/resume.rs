@@ -54,7 +54,8 @@ mod tests {
 
     #[test]
     fn a_sink_behind_limits_the_resume_point() {
-        let p = snapshot_resume_point(&[at(100, &["a", "b"], Some(("c", 9))), at(100, &["a"], Some(("b", 50)))]).unwrap();
+        let p =
+            snapshot_resume_point(&[at(100, &["a", "b"], Some(("c", 9))), at(100, &["a"], Some(("b", 50)))]).unwrap();
         let s = p.snapshot.unwrap();
         assert_eq!(s.done, vec![TableId::new("db", "a")]);
         assert_eq!(s.current, None, "disagreeing sinks copy the current table again from its start");

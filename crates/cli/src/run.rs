@@ -78,11 +78,18 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     }
     let mut slots = Vec::new();
     for mut sink in sinks {
-        let held = sink.load_checkpoint(&cfg.name).await.with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
+        let held = sink
+            .load_checkpoint(&cfg.name)
+            .await
+            .with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
         let resume_from = if cfg.resnapshot { None } else { held.clone() };
         match &resume_from {
-            _ if cfg.resnapshot => tracing::info!(sink = sink.name(), held = ?held.map(|c| c.position.to_string()), "--resnapshot: copying every table again"),
-            Some(c) => tracing::info!(sink = sink.name(), position = %c.position, snapshot_in_progress = c.snapshot.is_some(), "resuming"),
+            _ if cfg.resnapshot => {
+                tracing::info!(sink = sink.name(), held = ?held.map(|c| c.position.to_string()), "--resnapshot: copying every table again")
+            }
+            Some(c) => {
+                tracing::info!(sink = sink.name(), position = %c.position, snapshot_in_progress = c.snapshot.is_some(), "resuming")
+            }
             None => tracing::info!(sink = sink.name(), "no checkpoint: starting with a snapshot"),
         }
         slots.push(SinkSlot { sink, resume_from });
@@ -91,7 +98,12 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
 }
 
 /// Runs the pipeline until the source ends (`--stop-at-end`), `shutdown` turns true, or an error.
-pub async fn run(cfg: RunConfig, prepared: Prepared, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    cfg: RunConfig,
+    prepared: Prepared,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let Prepared { url, filter, tables, slots } = prepared;
     let checkpoints: Vec<Option<Checkpoint>> = slots.iter().map(|s| s.resume_from.clone()).collect();
     let (tx, rx) = mpsc::channel::<Unit>(4);
@@ -132,11 +144,13 @@ async fn drive_source(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let needs_snapshot = checkpoints.iter().any(|c| c.as_ref().is_none_or(|c| c.snapshot.is_some()));
-    let mut stream_from: Option<Position> = checkpoints.iter().flatten().filter(|c| c.snapshot.is_none()).map(|c| c.position.clone()).min();
+    let mut stream_from: Option<Position> =
+        checkpoints.iter().flatten().filter(|c| c.snapshot.is_none()).map(|c| c.position.clone()).min();
 
     if needs_snapshot {
         let resumed = resume::snapshot_resume_point(checkpoints);
-        let sweep_cut_short = checkpoints.iter().flatten().any(|c| c.snapshot.as_ref().is_some_and(resnapshot::is_nothing_copied));
+        let sweep_cut_short =
+            checkpoints.iter().flatten().any(|c| c.snapshot.as_ref().is_some_and(resnapshot::is_nothing_copied));
         let snap_position = run_snapshot(cfg, url, tables, resumed, sweep_cut_short, &tx, metrics, shutdown).await?;
         let Some(snap_position) = snap_position else { return Ok(()) }; // shut down mid-snapshot
         stream_from = Some(stream_from.map_or(snap_position.clone(), |p| p.min(snap_position)));
@@ -185,7 +199,8 @@ async fn drive_source(
                         // Move checkpoints past transactions on other tables, so a restart need not re-read them.
                         from = position.clone();
                         last_heartbeat_unit = Instant::now();
-                        if tx.send(Unit { changes: vec![], checkpoint: Checkpoint::streaming(position) }).await.is_err() {
+                        if tx.send(Unit { changes: vec![], checkpoint: Checkpoint::streaming(position) }).await.is_err()
+                        {
                             return Ok(());
                         }
                     }
@@ -198,7 +213,8 @@ async fn drive_source(
                 // shutdown or restart: a lost source, not the end of the work. Reconnect from `from`.
                 Err(e) if !e.is_transient() => return Err(e.into()),
                 lost @ (Ok(None) | Err(_)) => {
-                    let reason = lost.err().map_or_else(|| "the server closed the binlog stream".to_string(), |e| e.to_string());
+                    let reason =
+                        lost.err().map_or_else(|| "the server closed the binlog stream".to_string(), |e| e.to_string());
                     tracing::warn!(%reason, position = %from, "lost the source; reconnecting");
                     tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = shutdown.changed() => return Ok(()) }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -250,7 +266,9 @@ async fn run_snapshot(
         // Remove what the sinks hold beyond the source before copying again; also after a crash
         // during that sweep (a checkpoint that has copied nothing yet).
         match resnapshot::sweep(cfg, url, tables, &position, tx).await? {
-            Some(n) => tracing::info!(rows = n, "--resnapshot: rows the source no longer has are deleted from the sinks"),
+            Some(n) => {
+                tracing::info!(rows = n, "--resnapshot: rows the source no longer has are deleted from the sinks")
+            }
             None => return Ok(None),
         }
     }
@@ -275,7 +293,10 @@ async fn run_snapshot(
             metrics.source.snapshot_rows.fetch_add(changes.len() as u64, Relaxed);
             let last_key = chunks.last_key().map(|k| k.to_vec()).unwrap_or_default();
             progress.current = Some((table.id.clone(), last_key));
-            let unit = Unit { changes, checkpoint: Checkpoint { position: position.clone(), snapshot: Some(progress.clone()) } };
+            let unit = Unit {
+                changes,
+                checkpoint: Checkpoint { position: position.clone(), snapshot: Some(progress.clone()) },
+            };
             if tx.send(unit).await.is_err() {
                 return Ok(None);
             }
@@ -293,7 +314,11 @@ async fn run_snapshot(
     if tx.send(Unit { changes: vec![], checkpoint: Checkpoint::streaming(position.clone()) }).await.is_err() {
         return Ok(None);
     }
-    tracing::info!(rows = metrics.source.snapshot_rows.load(Relaxed), seconds = started.elapsed().as_secs_f64(), "snapshot read");
+    tracing::info!(
+        rows = metrics.source.snapshot_rows.load(Relaxed),
+        seconds = started.elapsed().as_secs_f64(),
+        "snapshot read"
+    );
     Ok(Some(position))
 }
 
@@ -319,6 +344,9 @@ mod tests {
 
     #[test]
     fn progress_reads_well() {
-        assert_eq!(progress_line("d.t", 50, 100, Duration::from_secs(1)), "snapshot d.t: 50/100 rows (50%), 50 rows/s, ETA 1 s");
+        assert_eq!(
+            progress_line("d.t", 50, 100, Duration::from_secs(1)),
+            "snapshot d.t: 50/100 rows (50%), 50 rows/s, ETA 1 s"
+        );
     }
 }

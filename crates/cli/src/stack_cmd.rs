@@ -81,7 +81,14 @@ pub struct StackOpts {
     #[arg(long, global = true, env = "POLYREPL_MYSQL_USER", default_value = "root")]
     mysql_user: String,
     /// MySQL password [default: empty, for the local stack's root on 127.0.0.1].
-    #[arg(long, global = true, env = "POLYREPL_MYSQL_PASSWORD", hide_env_values = true, default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "POLYREPL_MYSQL_PASSWORD",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
     mysql_password: String,
     /// The MySQL/MariaDB server program [default: mariadbd, else mysqld, from PATH or /usr/sbin].
     #[arg(long, global = true, env = "POLYREPL_MYSQLD_BIN")]
@@ -147,12 +154,14 @@ impl StackOpts {
         match self.backend {
             BackendChoice::Local => Backend::Local,
             BackendChoice::Docker => Backend::Docker,
-            BackendChoice::Auto => match std::fs::read_to_string(self.state_dir.join("backend")).ok().as_deref().map(str::trim) {
-                Some("docker") => Backend::Docker,
-                Some("local") => Backend::Local,
-                _ if DockerBackend::available().await => Backend::Docker,
-                _ => Backend::Local,
-            },
+            BackendChoice::Auto => {
+                match std::fs::read_to_string(self.state_dir.join("backend")).ok().as_deref().map(str::trim) {
+                    Some("docker") => Backend::Docker,
+                    Some("local") => Backend::Local,
+                    _ if DockerBackend::available().await => Backend::Docker,
+                    _ => Backend::Local,
+                }
+            }
         }
     }
 }
@@ -209,7 +218,11 @@ pub async fn run(args: StackArgs) -> Result<ExitCode> {
 
 /// 0 when every service is up, 1 otherwise (so scripts can wait on `stack status`).
 fn exit_for(statuses: &[ServiceStatus]) -> ExitCode {
-    if statuses.iter().all(|s| s.up) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if statuses.iter().all(|s| s.up) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn print_table(statuses: &[ServiceStatus]) {

@@ -12,7 +12,8 @@ const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A rate or duration figure: finite and above zero.
 fn positive(report: &serde_json::Value, pointer: &str) -> f64 {
-    let v = report.pointer(pointer).and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("{pointer} missing in {report:#}"));
+    let v =
+        report.pointer(pointer).and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("{pointer} missing in {report:#}"));
     assert!(v.is_finite() && v > 0.0, "{pointer} = {v} is not a finite positive number");
     v
 }
@@ -29,7 +30,9 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     assert!(output.status.success(), "polyrepl bench failed: {}\n{stderr}", output.status);
     eprintln!("polyrepl bench --rows 1000 took {:.1} s", started.elapsed().as_secs_f64());
     assert!(stderr.contains("[bench"), "progress lines go to stderr:\n{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", String::from_utf8_lossy(&output.stdout)));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON document ({e}):\n{}", String::from_utf8_lossy(&output.stdout))
+    });
 
     let sinks = report["sinks"].as_array().expect("sinks");
     let names: Vec<&str> = sinks.iter().map(|s| s["sink"].as_str().unwrap()).collect();
@@ -62,7 +65,10 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     let db = report["database"].as_str().expect("database").to_string();
     assert!(db.starts_with("polyrepl_bench_"), "{db}");
     let mut conn = mysql_async::Conn::from_url(MYSQL).await.unwrap();
-    let left: Vec<String> = conn.exec("SELECT schema_name FROM information_schema.schemata WHERE schema_name = ?", (db.clone(),)).await.unwrap();
+    let left: Vec<String> = conn
+        .exec("SELECT schema_name FROM information_schema.schemata WHERE schema_name = ?", (db.clone(),))
+        .await
+        .unwrap();
     assert!(left.is_empty(), "source database {db} still exists");
     conn.disconnect().await.unwrap();
     let mongo = mongodb::Client::with_uri_str(MONGO).await.unwrap();

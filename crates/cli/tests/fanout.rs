@@ -73,7 +73,19 @@ impl Fanout {
     fn run_args(&self, pipeline: &str, extra: &[&str]) -> Vec<String> {
         let tables = format!("{}.*", self.name());
         let mut args: Vec<String> = [
-            "run", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", &self.redis_url, "--sink", CASSANDRA, "--name", pipeline,
+            "run",
+            "--source",
+            MYSQL,
+            "--tables",
+            &tables,
+            "--sink",
+            MONGO,
+            "--sink",
+            &self.redis_url,
+            "--sink",
+            CASSANDRA,
+            "--name",
+            pipeline,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -101,7 +113,16 @@ impl Fanout {
     /// `None` when that sink cannot be read.
     async fn sink_keys(&self, table: &str) -> [Option<BTreeSet<i64>>; 3] {
         let mongo = async {
-            let docs: Vec<Document> = self.db.collection(table).find(doc! {}).projection(doc! { "_id": 1 }).await.ok()?.try_collect().await.ok()?;
+            let docs: Vec<Document> = self
+                .db
+                .collection(table)
+                .find(doc! {})
+                .projection(doc! { "_id": 1 })
+                .await
+                .ok()?
+                .try_collect()
+                .await
+                .ok()?;
             Some(
                 docs.iter()
                     .map(|d| match d.get("_id") {
@@ -119,7 +140,12 @@ impl Fanout {
         let cassandra = async {
             let cql = format!("SELECT \"id\" FROM \"{}\".\"{table}\"", self.name());
             let result = self.cql.query_unpaged(cql, &[]).await.ok()?.into_rows_result().ok()?;
-            let ids = result.rows::<(i32,)>().ok()?.map(|r| r.map(|(id,)| id as i64)).collect::<Result<BTreeSet<_>, _>>().ok()?;
+            let ids = result
+                .rows::<(i32,)>()
+                .ok()?
+                .map(|r| r.map(|(id,)| id as i64))
+                .collect::<Result<BTreeSet<_>, _>>()
+                .ok()?;
             Some(ids)
         };
         let (m, r, c) = tokio::join!(mongo, redis, cassandra);
@@ -131,7 +157,8 @@ impl Fanout {
         let mongo = checkpoint(&self.db.mongo, pipeline);
         let redis = async {
             let mut conn = self.redis().await?;
-            let text: Option<String> = redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.ok()?;
+            let text: Option<String> =
+                redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.ok()?;
             Some(serde_json::from_str(&text?).expect("the Redis checkpoint is JSON"))
         };
         let cassandra = async {
@@ -152,14 +179,18 @@ impl Fanout {
     /// The streamed GTID sequence (of `domain`) each sink's checkpoint holds; `None` while a sink has no
     /// checkpoint, is still snapshotting, or cannot be read.
     async fn applied_seqs(&self, pipeline: &str, domain: u64) -> [Option<u64>; 3] {
-        self.checkpoints(pipeline).await.map(|cp| cp.filter(snapshot_complete).and_then(|cp| checkpoint_gtid_seq(&cp, domain)))
+        self.checkpoints(pipeline)
+            .await
+            .map(|cp| cp.filter(snapshot_complete).and_then(|cp| checkpoint_gtid_seq(&cp, domain)))
     }
 
     /// Waits until every sink's checkpoint includes GTID sequence `seq` of `domain`.
     async fn wait_all_applied(&self, p: &mut Polyrepl, pipeline: &str, (domain, seq): (u64, u64), timeout: Duration) {
         wait_for(&format!("every sink's checkpoint to reach GTID {domain}-*-{seq}"), timeout, || {
             p.assert_running();
-            async move { self.applied_seqs(pipeline, domain).await.iter().all(|s| s.is_some_and(|s| s >= seq)).then_some(()) }
+            async move {
+                self.applied_seqs(pipeline, domain).await.iter().all(|s| s.is_some_and(|s| s >= seq)).then_some(())
+            }
         })
         .await
     }
@@ -168,7 +199,9 @@ impl Fanout {
     async fn wait_snapshots_complete(&self, p: &mut Polyrepl, pipeline: &str, timeout: Duration) {
         wait_for("every sink to complete the snapshot", timeout, || {
             p.assert_running();
-            async move { self.checkpoints(pipeline).await.iter().all(|c| c.as_ref().is_some_and(snapshot_complete)).then_some(()) }
+            async move {
+                self.checkpoints(pipeline).await.iter().all(|c| c.as_ref().is_some_and(snapshot_complete)).then_some(())
+            }
         })
         .await
     }
@@ -225,8 +258,16 @@ impl Readers {
     async fn connect(redis_url: &str) -> Readers {
         let sinks: Vec<Box<dyn Sink>> = vec![
             Box::new(polyrepl_mongo::MongoSink::connect(MONGO, "fanout-reader").await.expect("MongoSink")),
-            Box::new(polyrepl_redis::RedisSink::connect(redis_url, "fanout-reader", Default::default()).await.expect("RedisSink")),
-            Box::new(polyrepl_cassandra::CassandraSink::connect(CASSANDRA, "fanout-reader", Default::default()).await.expect("CassandraSink")),
+            Box::new(
+                polyrepl_redis::RedisSink::connect(redis_url, "fanout-reader", Default::default())
+                    .await
+                    .expect("RedisSink"),
+            ),
+            Box::new(
+                polyrepl_cassandra::CassandraSink::connect(CASSANDRA, "fanout-reader", Default::default())
+                    .await
+                    .expect("CassandraSink"),
+            ),
         ];
         Readers { sinks }
     }
@@ -258,7 +299,18 @@ impl OwnRedis {
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -274,7 +326,10 @@ impl OwnRedis {
             let url = url.clone();
             async move {
                 let client = redis::Client::open(url).ok()?;
-                let mut conn = tokio::time::timeout(Duration::from_secs(1), client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+                let mut conn = tokio::time::timeout(Duration::from_secs(1), client.get_multiplexed_async_connection())
+                    .await
+                    .ok()?
+                    .ok()?;
                 let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
                 (pong == "PONG").then_some(())
             }
@@ -362,7 +417,10 @@ async fn three_sinks_from_one_reader_equal_the_source() {
     conn.disconnect().await.unwrap();
     f.wait_all_applied(&mut p, &pipeline, last, Duration::from_secs(30)).await;
     let rows = f.wait_all_equal("fan", Some(&mut p), Duration::from_secs(30)).await;
-    eprintln!("after streaming: {rows} rows equal in MongoDB, Redis and Cassandra (checkpoints at GTID seq {})", last.1);
+    eprintln!(
+        "after streaming: {rows} rows equal in MongoDB, Redis and Cassandra (checkpoints at GTID seq {})",
+        last.1
+    );
 
     // Raw Redis: one HASH per row, MySQL's text, a NULL column is an absent field.
     let mut r = f.redis().await.expect("Redis");
@@ -383,7 +441,12 @@ async fn three_sinks_from_one_reader_equal_the_source() {
     assert_eq!(h, want, "HGETALL {}", key(50));
     for id in [3, 11] {
         let h: HashMap<String, String> = redis::cmd("HGETALL").arg(key(id)).query_async(&mut r).await.unwrap();
-        assert_eq!(h, HashMap::from([("id".to_string(), id.to_string())]), "HGETALL {}: NULL columns are absent fields", key(id));
+        assert_eq!(
+            h,
+            HashMap::from([("id".to_string(), id.to_string())]),
+            "HGETALL {}: NULL columns are absent fields",
+            key(id)
+        );
     }
     let h: HashMap<String, String> = redis::cmd("HGETALL").arg(key(2)).query_async(&mut r).await.unwrap();
     assert_eq!(h.get("name").map(String::as_str), Some("emoji 😀🎉 ünïcödé 🌍"));
@@ -395,10 +458,21 @@ async fn three_sinks_from_one_reader_equal_the_source() {
     }
 
     // Raw Cassandra: keyspace = database, typed columns, DATETIME(6) as text with microseconds, SET as a set.
-    let select = format!("SELECT \"name\", \"price\", \"at\", \"doc\", \"tags\", \"qty\" FROM \"{}\".\"fan\" WHERE \"id\" = ?", f.name());
+    let select = format!(
+        "SELECT \"name\", \"price\", \"at\", \"doc\", \"tags\", \"qty\" FROM \"{}\".\"fan\" WHERE \"id\" = ?",
+        f.name()
+    );
     let row = |id: i32| {
         let (cql, select) = (&f.cql, select.clone());
-        async move { cql.query_unpaged(select, (id,)).await.unwrap().into_rows_result().unwrap().maybe_first_row::<CqlRow>().unwrap() }
+        async move {
+            cql.query_unpaged(select, (id,))
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap()
+                .maybe_first_row::<CqlRow>()
+                .unwrap()
+        }
     };
     let r50 = row(50).await.expect("row 50 in Cassandra").columns;
     assert_eq!(r50[0], Some(text("new 🚀")));
@@ -421,7 +495,17 @@ async fn three_sinks_from_one_reader_equal_the_source() {
     let wt = |id: i32| {
         let cql = &f.cql;
         let q = format!("SELECT WRITETIME(\"name\") FROM \"{}\".\"fan\" WHERE \"id\" = ?", f.name());
-        async move { cql.query_unpaged(q, (id,)).await.unwrap().into_rows_result().unwrap().first_row::<(Option<i64>,)>().unwrap().0.unwrap() }
+        async move {
+            cql.query_unpaged(q, (id,))
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap()
+                .first_row::<(Option<i64>,)>()
+                .unwrap()
+                .0
+                .unwrap()
+        }
     };
     let (w1, w50) = (wt(1).await, wt(50).await);
     assert!(w50 > w1, "write timestamp of streamed row 50 ({w50}) should exceed the snapshot row 1's ({w1})");
@@ -494,7 +578,10 @@ async fn redis_outage_does_not_stall_the_other_sinks_and_loses_nothing() {
     let written = || (domain.load(Ordering::Relaxed), last_seq.load(Ordering::Relaxed));
 
     // All three flowing before the outage.
-    wait_for("the writer's first commit", Duration::from_secs(10), || async { (last_seq.load(Ordering::Relaxed) > 0).then_some(()) }).await;
+    wait_for("the writer's first commit", Duration::from_secs(10), || async {
+        (last_seq.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
     f.wait_all_applied(&mut p, &pipeline, written(), Duration::from_secs(30)).await;
 
     own.kill();
@@ -508,7 +595,11 @@ async fn redis_outage_does_not_stall_the_other_sinks_and_loses_nothing() {
     while outage.elapsed() < Duration::from_secs(30) {
         p.assert_running();
         let [m, _, c] = f.applied_seqs(&pipeline, at_kill.0).await;
-        timeline.push(format!("{:>4.1}s written {} mongo {m:?} cassandra {c:?}", outage.elapsed().as_secs_f64(), written().1));
+        timeline.push(format!(
+            "{:>4.1}s written {} mongo {m:?} cassandra {c:?}",
+            outage.elapsed().as_secs_f64(),
+            written().1
+        ));
         if at_20s.is_none() && outage.elapsed() >= Duration::from_secs(20) {
             at_20s = Some(written());
         }
@@ -552,7 +643,11 @@ async fn redis_outage_does_not_stall_the_other_sinks_and_loses_nothing() {
     // Redis catches up while the writer still writes.
     let target = written();
     f.wait_all_applied(&mut p, &pipeline, target, Duration::from_secs(45)).await;
-    eprintln!("FIGURE Redis caught up with GTID seq {} {:.1} s after its restart", target.1, back.elapsed().as_secs_f64());
+    eprintln!(
+        "FIGURE Redis caught up with GTID seq {} {:.1} s after its restart",
+        target.1,
+        back.elapsed().as_secs_f64()
+    );
     stop.store(true, Ordering::Relaxed);
     let ops = writer.await.unwrap();
     let last = written();
@@ -567,7 +662,12 @@ async fn redis_outage_does_not_stall_the_other_sinks_and_loses_nothing() {
     assert_eq!(went.len(), 1, "one warning when Redis went away, got:\n{}\n--- log:\n{log}", went.join("\n"));
     assert_eq!(came.len(), 1, "one line when Redis came back, got:\n{}\n--- log:\n{log}", came.join("\n"));
     let port = format!(":{}", own.port);
-    assert!(went[0].contains(&port) && came[0].contains(&port), "the lines name the Redis sink:\n{}\n{}", went[0], came[0]);
+    assert!(
+        went[0].contains(&port) && came[0].contains(&port),
+        "the lines name the Redis sink:\n{}\n{}",
+        went[0],
+        came[0]
+    );
     eprintln!("logged:\n{}\n{}", went[0], came[0]);
 
     p.sigterm();
@@ -670,7 +770,11 @@ async fn kill_9_at_random_moments_with_three_sinks_loses_nothing() {
                 loop {
                     p.assert_running();
                     let now = f.checkpoints(&pipeline).await;
-                    if now.iter().zip(&before).any(|(n, b)| n.as_ref().is_some_and(|n| !snapshot_complete(n) && Some(n) != b.as_ref())) {
+                    if now
+                        .iter()
+                        .zip(&before)
+                        .any(|(n, b)| n.as_ref().is_some_and(|n| !snapshot_complete(n) && Some(n) != b.as_ref()))
+                    {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -702,7 +806,12 @@ async fn kill_9_at_random_moments_with_three_sinks_loses_nothing() {
         } else {
             stream_kills += 1;
         }
-        eprintln!("kill {}: {} (checkpoint GTID seqs {:?})", round + 1, if snapshotting { "during the snapshot" } else { "while streaming" }, cps.iter().map(|c| c.as_ref().and_then(|c| checkpoint_gtid_seq(c, 0))).collect::<Vec<_>>());
+        eprintln!(
+            "kill {}: {} (checkpoint GTID seqs {:?})",
+            round + 1,
+            if snapshotting { "during the snapshot" } else { "while streaming" },
+            cps.iter().map(|c| c.as_ref().and_then(|c| checkpoint_gtid_seq(c, 0))).collect::<Vec<_>>()
+        );
         if round == kills / 2 {
             // Halfway: a schema change under the pipeline (new rows and updates then fill the column).
             f.db.exec("ALTER TABLE churn ADD COLUMN extra VARCHAR(20) NULL").await;
@@ -731,10 +840,13 @@ async fn kill_9_at_random_moments_with_three_sinks_loses_nothing() {
     assert!(!log.contains("no checkpoint: starting with a snapshot"), "the final run should resume every sink:\n{log}");
 
     let tables = format!("{}.*", f.name());
-    let verify: Vec<String> = ["verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA, "--name", &pipeline, "--json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let verify: Vec<String> = [
+        "verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA,
+        "--name", &pipeline, "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let (status, out) = run_to_end(&verify, Duration::from_secs(120)).await;
     assert_eq!(status.code(), Some(0), "verify found differences after {kills} kills (seed {seed}):\n{out}");
     let rows = f.source_rows(&f.schema("churn").await).await.len();
@@ -760,10 +872,11 @@ async fn a_burst_of_200k_changes_keeps_memory_bounded_and_arrives_whole() {
     f.db.exec("CREATE TABLE burst (id INT PRIMARY KEY, v VARCHAR(64) NOT NULL, n INT NOT NULL)").await;
     let pipeline = f.pipeline("load");
     let tables = format!("{}.*", f.name());
-    let run: Vec<String> = ["run", "--source", MYSQL, "--tables", &tables, "--sink", REDIS, "--sink", CASSANDRA, "--name", &pipeline]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let run: Vec<String> =
+        ["run", "--source", MYSQL, "--tables", &tables, "--sink", REDIS, "--sink", CASSANDRA, "--name", &pipeline]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let mut p = Polyrepl::spawn(&run);
     wait_for("Redis and Cassandra to complete the (empty) snapshot", Duration::from_secs(60), || {
         p.assert_running();
@@ -788,12 +901,21 @@ async fn a_burst_of_200k_changes_keeps_memory_bounded_and_arrives_whole() {
     }
     for chunk in 0..50 {
         let first = chunk * 3000 + 1; // spread over the table
-        conn.query_drop(format!("UPDATE burst SET n = n + 1, v = CONCAT('upd-', id) WHERE id BETWEEN {first} AND {}", first + 999)).await.unwrap();
+        conn.query_drop(format!(
+            "UPDATE burst SET n = n + 1, v = CONCAT('upd-', id) WHERE id BETWEEN {first} AND {}",
+            first + 999
+        ))
+        .await
+        .unwrap();
     }
     let written = started.elapsed();
     let last = gtid_now(&mut conn).await;
     conn.disconnect().await.unwrap();
-    eprintln!("source took 200,000 changes in {:.1} s ({:.0} changes/s)", written.as_secs_f64(), 200_000.0 / written.as_secs_f64());
+    eprintln!(
+        "source took 200,000 changes in {:.1} s ({:.0} changes/s)",
+        written.as_secs_f64(),
+        200_000.0 / written.as_secs_f64()
+    );
 
     wait_for("Redis and Cassandra to apply the burst", Duration::from_secs(300), || {
         p.assert_running();
@@ -816,10 +938,24 @@ async fn a_burst_of_200k_changes_keeps_memory_bounded_and_arrives_whole() {
     );
     assert!(rss < 512.0, "polyrepl's peak RSS was {rss:.0} MiB under a 200k-change burst: memory is not bounded");
 
-    let verify: Vec<String> = ["verify", "--source", MYSQL, "--tables", &tables, "--sink", REDIS, "--sink", CASSANDRA, "--name", &pipeline, "--chunk-rows", "5000"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let verify: Vec<String> = [
+        "verify",
+        "--source",
+        MYSQL,
+        "--tables",
+        &tables,
+        "--sink",
+        REDIS,
+        "--sink",
+        CASSANDRA,
+        "--name",
+        &pipeline,
+        "--chunk-rows",
+        "5000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let verify_started = Instant::now();
     let (status, out) = run_to_end(&verify, Duration::from_secs(240)).await;
     assert_eq!(status.code(), Some(0), "verify found differences after the burst:\n{out}");

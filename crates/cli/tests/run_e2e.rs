@@ -66,7 +66,14 @@ async fn snapshot_of_100k_rows_then_streaming_matches_the_source() {
     // inserts, multi-row updates and deletes, many single-row transactions.
     let mut conn = db.conn().await;
     let phases: [(&str, Vec<String>); 3] = [
-        ("multi-row INSERT of 5000 new rows", vec![format!("INSERT INTO big SELECT seq, CONCAT('new-', seq), NULL FROM seq_{}_to_{}", ROWS + 1, ROWS + 5000)]),
+        (
+            "multi-row INSERT of 5000 new rows",
+            vec![format!(
+                "INSERT INTO big SELECT seq, CONCAT('new-', seq), NULL FROM seq_{}_to_{}",
+                ROWS + 1,
+                ROWS + 5000
+            )],
+        ),
         (
             "multi-row UPDATE of 2000 rows + DELETE of 1000 rows",
             vec![
@@ -155,7 +162,11 @@ async fn every_kind_of_change_is_streamed() {
     db.wait_in_sync("items", Duration::from_secs(30)).await;
     let docs = db.sink_docs("items").await;
     assert!(!docs.contains_key(&100), "the rolled-back insert reached the sink");
-    assert_eq!(docs[&1]["name"], mongodb::bson::Bson::String("item-1".into()), "the rolled-back update reached the sink");
+    assert_eq!(
+        docs[&1]["name"],
+        mongodb::bson::Bson::String("item-1".into()),
+        "the rolled-back update reached the sink"
+    );
     assert!(docs.contains_key(&2), "the rolled-back delete reached the sink");
     assert!(!docs.contains_key(&16) && docs.contains_key(&50), "primary-key change 16 → 50");
     assert!(!docs.contains_key(&17) && docs.contains_key(&20), "overlapping primary-key changes");
@@ -243,7 +254,11 @@ async fn restart_after_kill_9_mid_snapshot_converges() {
     )
     .await;
 
-    let (status, log) = run_to_end(&args.iter().cloned().chain(["--stop-at-end".to_string()]).collect::<Vec<_>>(), Duration::from_secs(120)).await;
+    let (status, log) = run_to_end(
+        &args.iter().cloned().chain(["--stop-at-end".to_string()]).collect::<Vec<_>>(),
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(status.success(), "restart failed ({status}):\n{log}");
     assert!(log.contains("resuming the snapshot"), "the restart did not resume the snapshot:\n{log}");
     // The resumed snapshot copied only what was left after the last applied key.
@@ -256,7 +271,10 @@ async fn restart_after_kill_9_mid_snapshot_converges() {
     let expected = db.source_docs("snap").await;
     let left = expected.keys().filter(|&&id| id > key_at_kill).count() as u64;
     eprintln!("the resumed snapshot copied {resumed_rows} rows: those after key {key_at_kill}");
-    assert_eq!(resumed_rows, left, "the resumed snapshot should copy exactly the rows after the last applied key:\n{log}");
+    assert_eq!(
+        resumed_rows, left,
+        "the resumed snapshot should copy exactly the rows after the last applied key:\n{log}"
+    );
     let actual = db.sink_docs("snap").await;
     if let Some(d) = diff(&expected, &actual) {
         panic!("after the restart: {d}");
@@ -350,7 +368,11 @@ async fn restart_after_kill_9_mid_stream_loses_nothing_and_duplicates_nothing() 
     eprintln!("writer made {ops} statements/transactions");
     assert!(ops > 100, "the writer made too few changes to prove anything");
 
-    let (status, log) = run_to_end(&args.iter().cloned().chain(["--stop-at-end".to_string()]).collect::<Vec<_>>(), Duration::from_secs(120)).await;
+    let (status, log) = run_to_end(
+        &args.iter().cloned().chain(["--stop-at-end".to_string()]).collect::<Vec<_>>(),
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(status.success(), "final run failed ({status}):\n{log}");
     let expected = db.source_docs("churn").await;
     let actual = db.sink_docs("churn").await;
@@ -397,7 +419,8 @@ async fn metrics_and_status_then_sigterm_exits_0() {
 
     let (code, body) = http_get(port, "/status").expect("/status answers");
     assert_eq!(code, 200, "{body}");
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"));
+    let status: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"));
     let position = status["sinks"][0]["position"].as_str().unwrap_or_else(|| panic!("no sinks[0].position: {status}"));
     assert!(position.starts_with("binlog.") || position.contains(':'), "{position}");
     assert!(status["sinks"][0]["changes_applied"].as_u64().unwrap() >= 5, "{status}");

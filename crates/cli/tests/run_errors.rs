@@ -15,7 +15,10 @@ async fn fails(args: Vec<String>) -> String {
 }
 
 fn args(source: &str, tables: &str, sink: &str, name: &str) -> Vec<String> {
-    ["run", "--source", source, "--tables", tables, "--sink", sink, "--name", name, "--stop-at-end"].iter().map(|s| s.to_string()).collect()
+    ["run", "--source", source, "--tables", tables, "--sink", sink, "--name", name, "--stop-at-end"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// A database with one keyed table, for the tests whose source is fine.
@@ -29,7 +32,13 @@ async fn keyed_db() -> TestDb {
 async fn wrong_password_names_host_and_user_but_never_the_password() {
     let db = keyed_db().await;
     let secret = "Wr0ngPassw0rd-d0-not-print";
-    let log = fails(args(&format!("mysql://root:{secret}@127.0.0.1:5600"), &format!("{}.*", db.name), MONGO, &db.pipeline("pw"))).await;
+    let log = fails(args(
+        &format!("mysql://root:{secret}@127.0.0.1:5600"),
+        &format!("{}.*", db.name),
+        MONGO,
+        &db.pipeline("pw"),
+    ))
+    .await;
     assert!(log.contains("127.0.0.1:5600"), "the error should name the server:\n{log}");
     assert!(log.contains("'root'") || log.contains("user root"), "the error should name the user:\n{log}");
     assert!(!log.contains(secret), "the password was printed:\n{log}");
@@ -76,7 +85,10 @@ async fn a_sink_that_is_not_mongodb_is_refused_clearly() {
     assert!(log.contains("not a sink URL"), "{log}");
 
     // A mongodb:// URL pointing at Redis: said to be Redis, not MongoDB.
-    assert!(std::net::TcpStream::connect("127.0.0.1:6379").is_ok(), "this test needs Redis on 127.0.0.1:6379 (polyrepl stack up)");
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:6379").is_ok(),
+        "this test needs Redis on 127.0.0.1:6379 (polyrepl stack up)"
+    );
     let log = fails(args(MYSQL, &tables, "mongodb://127.0.0.1:6379", &db.pipeline("redisport"))).await;
     assert!(log.contains("not a MongoDB server") && log.contains("127.0.0.1:6379"), "{log}");
     assert!(log.contains("Redis"), "the error should say what answered instead:\n{log}");

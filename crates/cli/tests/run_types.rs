@@ -153,7 +153,16 @@ fn rows() -> Vec<(i64, RowSpec)> {
                 v("bn", "X'00000000'", bin(&[0, 0, 0, 0])),
                 v("vb", "X''", bin(&[])),
                 v("bl", "X'00'", bin(&[0])),
-                v("j", r#"'[1, "a", {"k": null}, 2.5]'"#, Bson::Array(vec![Bson::Int32(1), s("a"), Bson::Document(doc! {"k": Bson::Null}), Bson::Double(2.5)])),
+                v(
+                    "j",
+                    r#"'[1, "a", {"k": null}, 2.5]'"#,
+                    Bson::Array(vec![
+                        Bson::Int32(1),
+                        s("a"),
+                        Bson::Document(doc! {"k": Bson::Null}),
+                        Bson::Double(2.5),
+                    ]),
+                ),
                 v("b1", "b'0'", Bson::Int64(0)),
                 v("b64", "0x8000000000000000", Bson::Int64(i64::MIN)),
                 v("e", "'small'", s("small")),
@@ -196,7 +205,13 @@ fn rows() -> Vec<(i64, RowSpec)> {
                 v("s", "'c,a,b'", Bson::Array(vec![s("a"), s("b"), s("c")])),
             ],
         ),
-        (5, vec![v("j", r#"'{"$set": 1, "a.b": {"c": 2}}'"#, json_text(r#"{"$set":1,"a.b":{"c":2}}"#)), v("vc", "'x'", s("x"))]),
+        (
+            5,
+            vec![
+                v("j", r#"'{"$set": 1, "a.b": {"c": 2}}'"#, json_text(r#"{"$set":1,"a.b":{"c":2}}"#)),
+                v("vc", "'x'", s("x")),
+            ],
+        ),
     ]
 }
 
@@ -270,7 +285,8 @@ async fn every_type_with_edge_values_becomes_the_documented_bson() {
 
     let pipeline = db.pipeline("types");
     let mut p = Polyrepl::spawn(&db.run_args(&pipeline, &[]));
-    let mut expected: BTreeMap<i64, BTreeMap<String, Bson>> = rows.iter().map(|(id, spec)| (*id, expected_doc(*id, spec))).collect();
+    let mut expected: BTreeMap<i64, BTreeMap<String, Bson>> =
+        rows.iter().map(|(id, spec)| (*id, expected_doc(*id, spec))).collect();
     wait_for("the snapshot to complete", Duration::from_secs(60), || {
         p.assert_running();
         let (db, pipeline) = (&db, &pipeline);

@@ -124,7 +124,8 @@ async fn redis_conn() -> Option<redis::aio::MultiplexedConnection> {
 /// The streamed GTID sequence (of `domain`) of the Redis checkpoint of `pipeline`.
 async fn redis_seq(pipeline: &str, domain: u64) -> Option<u64> {
     let mut conn = redis_conn().await?;
-    let text: Option<String> = redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.ok()?;
+    let text: Option<String> =
+        redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.ok()?;
     let cp: serde_json::Value = serde_json::from_str(&text?).ok()?;
     snapshot_complete(&cp).then_some(())?;
     checkpoint_gtid_seq(&cp, domain)
@@ -142,9 +143,16 @@ async fn own_seq(own: &OwnSink, pipeline: &str, domain: u64) -> Option<u64> {
                 cp?
             }
             Kind::Cassandra => {
-                let session = scylla::client::session_builder::SessionBuilder::new().known_node(format!("127.0.0.1:{}", own.port)).build().await.ok()?;
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_node(format!("127.0.0.1:{}", own.port))
+                    .build()
+                    .await
+                    .ok()?;
                 let result = session
-                    .query_unpaged("SELECT checkpoint FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (pipeline,))
+                    .query_unpaged(
+                        "SELECT checkpoint FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?",
+                        (pipeline,),
+                    )
                     .await
                     .ok()?
                     .into_rows_result()
@@ -168,8 +176,16 @@ async fn sink_keys(own: &OwnSink, redis: bool, db: &str, table: &str) -> Option<
     match own.kind {
         Kind::Mongo => {
             let client = mongodb::Client::with_uri_str(own.url()).await.ok()?;
-            let docs: Vec<Document> =
-                client.database(db).collection::<Document>(table).find(doc! {}).projection(doc! { "_id": 1 }).await.ok()?.try_collect().await.ok()?;
+            let docs: Vec<Document> = client
+                .database(db)
+                .collection::<Document>(table)
+                .find(doc! {})
+                .projection(doc! { "_id": 1 })
+                .await
+                .ok()?
+                .try_collect()
+                .await
+                .ok()?;
             Some(
                 docs.iter()
                     .map(|d| match d.get("_id") {
@@ -181,8 +197,17 @@ async fn sink_keys(own: &OwnSink, redis: bool, db: &str, table: &str) -> Option<
             )
         }
         Kind::Cassandra => {
-            let session = scylla::client::session_builder::SessionBuilder::new().known_node(format!("127.0.0.1:{}", own.port)).build().await.ok()?;
-            let result = session.query_unpaged(format!("SELECT \"id\" FROM \"{db}\".\"{table}\""), &[]).await.ok()?.into_rows_result().ok()?;
+            let session = scylla::client::session_builder::SessionBuilder::new()
+                .known_node(format!("127.0.0.1:{}", own.port))
+                .build()
+                .await
+                .ok()?;
+            let result = session
+                .query_unpaged(format!("SELECT \"id\" FROM \"{db}\".\"{table}\""), &[])
+                .await
+                .ok()?
+                .into_rows_result()
+                .ok()?;
             result.rows::<(i32,)>().ok()?.map(|r| r.map(|(id,)| id as i64)).collect::<Result<BTreeSet<_>, _>>().ok()
         }
     }
@@ -202,7 +227,10 @@ async fn outage_test(kind: Kind) {
 
     let tables = format!("{}.*", db.name);
     let args: Vec<String> =
-        ["run", "--source", MYSQL, "--tables", &tables, "--sink", &own_url, "--sink", REDIS, "--name", &pipeline].iter().map(|s| s.to_string()).collect();
+        ["run", "--source", MYSQL, "--tables", &tables, "--sink", &own_url, "--sink", REDIS, "--name", &pipeline]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let mut p = Polyrepl::spawn(&args);
 
     // The writer: one change every 50 ms; publishes the GTID of its last commit.
@@ -236,7 +264,10 @@ async fn outage_test(kind: Kind) {
     let written = || (domain.load(SeqCst), last_seq.load(SeqCst));
 
     // Both sinks caught up before the outage.
-    wait_for("the writer's first commit", Duration::from_secs(10), || async { (last_seq.load(SeqCst) > 0).then_some(()) }).await;
+    wait_for("the writer's first commit", Duration::from_secs(10), || async {
+        (last_seq.load(SeqCst) > 0).then_some(())
+    })
+    .await;
     let target = written();
     wait_for(&format!("both sinks at GTID seq {}", target.1), Duration::from_secs(30), || {
         p.assert_running();
@@ -278,7 +309,11 @@ async fn outage_test(kind: Kind) {
 
     let up_at = Instant::now();
     own.run(&["up"]);
-    eprintln!("{kind:?} up again ({:.1} s to start; outage {:.1} s)", up_at.elapsed().as_secs_f64(), down_at.elapsed().as_secs_f64());
+    eprintln!(
+        "{kind:?} up again ({:.1} s to start; outage {:.1} s)",
+        up_at.elapsed().as_secs_f64(),
+        down_at.elapsed().as_secs_f64()
+    );
     p.assert_running();
 
     // Keep writing for a moment after it is back, then stop the writer and wait for both sinks.
@@ -300,12 +335,17 @@ async fn outage_test(kind: Kind) {
     // Exact equality with the source, read back through each sink's own mapping.
     let schema = source_schema(&db, "flow").await;
     let mut own_reader: Box<dyn Sink> = match kind {
-        Kind::Mongo => Box::new(polyrepl_mongo::MongoSink::connect(&own_url, "outage-reader").await.expect("MongoSink")),
-        Kind::Cassandra => {
-            Box::new(polyrepl_cassandra::CassandraSink::connect(&own_url, "outage-reader", Default::default()).await.expect("CassandraSink"))
+        Kind::Mongo => {
+            Box::new(polyrepl_mongo::MongoSink::connect(&own_url, "outage-reader").await.expect("MongoSink"))
         }
+        Kind::Cassandra => Box::new(
+            polyrepl_cassandra::CassandraSink::connect(&own_url, "outage-reader", Default::default())
+                .await
+                .expect("CassandraSink"),
+        ),
     };
-    let mut redis_reader = polyrepl_redis::RedisSink::connect(REDIS, "outage-reader", Default::default()).await.expect("RedisSink");
+    let mut redis_reader =
+        polyrepl_redis::RedisSink::connect(REDIS, "outage-reader", Default::default()).await.expect("RedisSink");
     let expected = source_rows_by_id(&db, &schema).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -316,7 +356,12 @@ async fn outage_test(kind: Kind) {
         match (d_own, d_redis) {
             (None, None) => break,
             (a, b) if Instant::now() > deadline => {
-                panic!("the sinks never matched the source after the outage:\n{}\n{}\n{}", a.unwrap_or_default(), b.unwrap_or_default(), p.log())
+                panic!(
+                    "the sinks never matched the source after the outage:\n{}\n{}\n{}",
+                    a.unwrap_or_default(),
+                    b.unwrap_or_default(),
+                    p.log()
+                )
             }
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
@@ -337,7 +382,12 @@ async fn outage_test(kind: Kind) {
     assert_eq!(went.len(), 1, "one warning when {kind:?} went away, got:\n{}\n--- log:\n{log}", went.join("\n"));
     assert_eq!(came.len(), 1, "one line when {kind:?} came back, got:\n{}\n--- log:\n{log}", came.join("\n"));
     let port = format!(":{}", own.port);
-    assert!(went[0].contains(&port) && came[0].contains(&port), "the lines name the {kind:?} sink:\n{}\n{}", went[0], came[0]);
+    assert!(
+        went[0].contains(&port) && came[0].contains(&port),
+        "the lines name the {kind:?} sink:\n{}\n{}",
+        went[0],
+        came[0]
+    );
     eprintln!("logged:\n{}\n{}", went[0], came[0]);
 
     p.sigterm();

@@ -27,7 +27,11 @@ impl Drop for MongoCleanup {
             rt.block_on(async {
                 if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
                     let _ = client.database(&db).drop().await;
-                    let _ = client.database("polyrepl").collection::<Document>("_polyrepl_checkpoints").delete_one(doc! { "_id": pipeline }).await;
+                    let _ = client
+                        .database("polyrepl")
+                        .collection::<Document>("_polyrepl_checkpoints")
+                        .delete_one(doc! { "_id": pipeline })
+                        .await;
                 }
             })
         })
@@ -141,8 +145,10 @@ async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes()
 
     let tables = format!("{dbname}.*");
     let source = format!("{url}/");
-    let args: Vec<String> =
-        ["run", "--source", &source, "--tables", &tables, "--sink", MONGO, "--name", &pipeline].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["run", "--source", &source, "--tables", &tables, "--sink", MONGO, "--name", &pipeline]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut p = Polyrepl::spawn(&args);
     let coll = mongo.database(&dbname).collection::<Document>("t");
 
@@ -155,7 +161,12 @@ async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes()
     // Streaming is live: the writer's latest insert (after a moment of writing) reaches the sink.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let probe = stats.last_inserted.load(SeqCst);
-    assert!(probe > 300, "the writer inserted nothing: {} ok, {} failed", stats.ok.load(SeqCst), stats.failed.load(SeqCst));
+    assert!(
+        probe > 300,
+        "the writer inserted nothing: {} ok, {} failed",
+        stats.ok.load(SeqCst),
+        stats.failed.load(SeqCst)
+    );
     wait_for(&format!("the writer's insert of id {probe} in the sink"), Duration::from_secs(30), || {
         p.assert_running();
         let coll = coll.clone();
@@ -172,7 +183,11 @@ async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes()
     tokio::time::sleep(Duration::from_secs(5)).await;
     let up_at = Instant::now();
     maria.run(&["up"]);
-    eprintln!("MariaDB up again ({:.1} s to start; outage {:.1} s)", up_at.elapsed().as_secs_f64(), down_at.elapsed().as_secs_f64());
+    eprintln!(
+        "MariaDB up again ({:.1} s to start; outage {:.1} s)",
+        up_at.elapsed().as_secs_f64(),
+        down_at.elapsed().as_secs_f64()
+    );
     p.assert_running();
 
     // Keep writing after it is back, then stop the writer and wait for an exact match.
@@ -200,7 +215,9 @@ async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes()
         let actual = sink_docs(&coll).await;
         match diff(&expected, &actual) {
             None => break,
-            Some(d) if Instant::now() > deadline => panic!("the sink never matched the source after the outage:\n{d}\n{}", p.log()),
+            Some(d) if Instant::now() > deadline => {
+                panic!("the sink never matched the source after the outage:\n{d}\n{}", p.log())
+            }
             Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -218,7 +235,10 @@ async fn a_restarted_source_is_reconnected_without_losing_or_inventing_changes()
         log.contains("lost the source; reconnecting") || log.contains("source unavailable; retrying"),
         "no reconnect logged:\n{log}"
     );
-    for line in log.lines().filter(|l| l.contains("reconnecting") || l.contains("retrying") || l.contains("streaming from the binlog")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("reconnecting") || l.contains("retrying") || l.contains("streaming from the binlog"))
+    {
         eprintln!("polyrepl: {line}");
     }
     let reconnects = log.matches("streaming from the binlog").count();
@@ -268,12 +288,23 @@ async fn a_purged_binlog_is_a_clear_error_and_resnapshot_recovers() {
         .await
         .unwrap();
     c.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    let (current,): (String,) = c.query_first("SHOW MASTER STATUS").await.unwrap().map(|r: mysql_async::Row| (r.get::<String, _>(0).unwrap(),)).unwrap();
+    let (current,): (String,) = c
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|r: mysql_async::Row| (r.get::<String, _>(0).unwrap(),))
+        .unwrap();
     // MariaDB keeps the previous file until InnoDB's binlog checkpoint moves past it: retry the purge.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         c.query_drop(format!("PURGE BINARY LOGS TO '{current}'")).await.unwrap();
-        let logs: Vec<String> = c.query("SHOW BINARY LOGS").await.unwrap().into_iter().map(|r: mysql_async::Row| r.get::<String, _>(0).unwrap()).collect();
+        let logs: Vec<String> = c
+            .query("SHOW BINARY LOGS")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r: mysql_async::Row| r.get::<String, _>(0).unwrap())
+            .collect();
         if logs == [current.clone()] {
             break;
         }
@@ -284,7 +315,10 @@ async fn a_purged_binlog_is_a_clear_error_and_resnapshot_recovers() {
 
     let (status, log) = run_to_end(&args(&[]), Duration::from_secs(60)).await;
     assert!(!status.success(), "a run whose binlog was purged must fail, got {status}:\n{log}");
-    assert!(log.contains("is no longer on") && log.contains("--resnapshot") && log.contains("purged"), "the error should say what happened and how to fix it:\n{log}");
+    assert!(
+        log.contains("is no longer on") && log.contains("--resnapshot") && log.contains("purged"),
+        "the error should say what happened and how to fix it:\n{log}"
+    );
     eprintln!("{}", log.lines().find(|l| l.contains("no longer on")).unwrap_or_default());
     assert_eq!(diff(&before, &sink_docs(&coll).await), None, "the failed run changed the sink");
 
@@ -292,7 +326,11 @@ async fn a_purged_binlog_is_a_clear_error_and_resnapshot_recovers() {
     assert!(status.success(), "--resnapshot failed:\n{log}");
     let after = source_table(&url_db).await.unwrap();
     assert_eq!(after.len(), 200, "180 old rows + 20 new ones");
-    assert_eq!(diff(&after, &sink_docs(&coll).await), None, "after --resnapshot the sink must equal the source (deleted rows removed)");
+    assert_eq!(
+        diff(&after, &sink_docs(&coll).await),
+        None,
+        "after --resnapshot the sink must equal the source (deleted rows removed)"
+    );
 
     // Back to normal streaming from the new snapshot.
     c.query_drop("UPDATE t SET n = -1 WHERE id = 100").await.unwrap();

@@ -45,7 +45,13 @@ fn listening(port: u16) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn up_answers_init_is_idempotent_down_leaves_nothing() {
     let state = tempfile::tempdir().unwrap();
-    let p = Ports { mysql: free_port(), mongo: free_port(), redis: free_port(), cassandra: free_port(), storage: free_port() };
+    let p = Ports {
+        mysql: free_port(),
+        mongo: free_port(),
+        redis: free_port(),
+        cassandra: free_port(),
+        storage: free_port(),
+    };
 
     let up = polyrepl(state.path(), &p, &["stack", "up"]);
     let out = text(&up);
@@ -54,7 +60,8 @@ async fn up_answers_init_is_idempotent_down_leaves_nothing() {
         panic!("stack up failed:\n{out}");
     }
     // Checked in a task of its own so that a failed assertion still lets us bring the stack down.
-    let result = tokio::spawn(check_servers((p.mysql, p.mongo, p.redis, p.cassandra), state.path().to_path_buf())).await;
+    let result =
+        tokio::spawn(check_servers((p.mysql, p.mongo, p.redis, p.cassandra), state.path().to_path_buf())).await;
 
     let down = polyrepl(state.path(), &p, &["stack", "down"]);
     assert!(down.status.success(), "stack down failed:\n{}", text(&down));
@@ -75,9 +82,21 @@ async fn up_answers_init_is_idempotent_down_leaves_nothing() {
 }
 
 async fn check_servers((mysql, mongo, redis_port, cassandra): (u16, u16, u16, u16), state: std::path::PathBuf) {
-    let status = Command::new(BIN).args(["stack", "status", "--json", "--backend", "local", "--state-dir"]).arg(&state)
-        .args(["--mysql-port", &mysql.to_string(), "--mongo-port", &mongo.to_string(), "--redis-port", &redis_port.to_string(), "--cassandra-port", &cassandra.to_string()])
-        .output().unwrap();
+    let status = Command::new(BIN)
+        .args(["stack", "status", "--json", "--backend", "local", "--state-dir"])
+        .arg(&state)
+        .args([
+            "--mysql-port",
+            &mysql.to_string(),
+            "--mongo-port",
+            &mongo.to_string(),
+            "--redis-port",
+            &redis_port.to_string(),
+            "--cassandra-port",
+            &cassandra.to_string(),
+        ])
+        .output()
+        .unwrap();
     assert!(status.status.success(), "{}", text(&status));
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 4);
@@ -88,7 +107,8 @@ async fn check_servers((mysql, mongo, redis_port, cassandra): (u16, u16, u16, u1
 
     // MariaDB: a query, and the binlog settings CDC needs.
     use mysql_async::prelude::Queryable;
-    let mut conn = mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{mysql}?prefer_socket=false")).await.unwrap();
+    let mut conn =
+        mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{mysql}?prefer_socket=false")).await.unwrap();
     let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
     let vars: Vec<(String, String)> = conn
@@ -110,7 +130,8 @@ async fn check_servers((mysql, mongo, redis_port, cassandra): (u16, u16, u16, u1
 
     // MongoDB wire: hello, ping, insert + find.
     use mongodb::bson::doc;
-    let mc = mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{mongo}/?directConnection=true")).await.unwrap();
+    let mc =
+        mongodb::Client::with_uri_str(format!("mongodb://127.0.0.1:{mongo}/?directConnection=true")).await.unwrap();
     let hello = mc.database("admin").run_command(doc! {"hello": 1}).await.unwrap();
     assert_eq!(hello.get_bool("isWritablePrimary").ok(), Some(true), "{hello}");
     let ping = mc.database("admin").run_command(doc! {"ping": 1}).await.unwrap();
@@ -121,29 +142,63 @@ async fn check_servers((mysql, mongo, redis_port, cassandra): (u16, u16, u16, u1
     assert_eq!(found.get_str("name").unwrap(), "seven");
 
     // Cassandra: release_version, then insert + select.
-    let session = scylla::client::session_builder::SessionBuilder::new().known_node(format!("127.0.0.1:{cassandra}")).build().await.unwrap();
-    let rows = session.query_unpaged("SELECT release_version FROM system.local", &[]).await.unwrap().into_rows_result().unwrap();
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node(format!("127.0.0.1:{cassandra}"))
+        .build()
+        .await
+        .unwrap();
+    let rows = session
+        .query_unpaged("SELECT release_version FROM system.local", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
     let (version,): (String,) = rows.first_row().unwrap();
     assert!(version.starts_with("5.0"), "{version}");
     session.query_unpaged("CREATE KEYSPACE IF NOT EXISTS lifecycle WITH replication = {'class':'SimpleStrategy','replication_factor':1}", &[]).await.unwrap();
     session.query_unpaged("CREATE TABLE IF NOT EXISTS lifecycle.t (id int PRIMARY KEY, name text)", &[]).await.unwrap();
     session.query_unpaged("INSERT INTO lifecycle.t (id, name) VALUES (?, ?)", (7i32, "seven")).await.unwrap();
-    let rows = session.query_unpaged("SELECT name FROM lifecycle.t WHERE id = 7", &[]).await.unwrap().into_rows_result().unwrap();
+    let rows = session
+        .query_unpaged("SELECT name FROM lifecycle.t WHERE id = 7", &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
     let (name,): (String,) = rows.first_row().unwrap();
     assert_eq!(name, "seven");
 
     // init twice: the second run changes nothing and succeeds.
-    let ports = ["--mysql-port", &mysql.to_string(), "--mongo-port", &mongo.to_string(), "--redis-port", &redis_port.to_string(), "--cassandra-port", &cassandra.to_string()].map(String::from);
+    let ports = [
+        "--mysql-port",
+        &mysql.to_string(),
+        "--mongo-port",
+        &mongo.to_string(),
+        "--redis-port",
+        &redis_port.to_string(),
+        "--cassandra-port",
+        &cassandra.to_string(),
+    ]
+    .map(String::from);
     for _ in 0..2 {
-        let init = Command::new(BIN).args(["stack", "init", "--backend", "local", "--state-dir"]).arg(&state).args(&ports).output().unwrap();
+        let init = Command::new(BIN)
+            .args(["stack", "init", "--backend", "local", "--state-dir"])
+            .arg(&state)
+            .args(&ports)
+            .output()
+            .unwrap();
         assert!(init.status.success(), "{}", text(&init));
     }
     let cols: Vec<(String, String)> = conn
         .query("SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA='polyrepl_demo' AND TABLE_NAME='events' ORDER BY ORDINAL_POSITION")
         .await
         .unwrap();
-    assert_eq!(cols, [("id", "bigint(20)"), ("ts", "datetime(6)"), ("uuid", "char(36)")].map(|(a, b)| (a.to_string(), b.to_string())));
-    let idx = mc.database("polyrepl_demo").collection::<mongodb::bson::Document>("events").list_index_names().await.unwrap();
+    assert_eq!(
+        cols,
+        [("id", "bigint(20)"), ("ts", "datetime(6)"), ("uuid", "char(36)")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let idx =
+        mc.database("polyrepl_demo").collection::<mongodb::bson::Document>("events").list_index_names().await.unwrap();
     assert!(idx.contains(&"ts_1".to_string()), "{idx:?}");
     session.query_unpaged("SELECT id, ts, uuid FROM polyrepl_demo.events LIMIT 1", &[]).await.unwrap();
 }
@@ -154,20 +209,43 @@ fn a_port_taken_by_someone_else_is_refused_by_name() {
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = squatter.local_addr().unwrap().port();
     let o = Command::new(BIN)
-        .args(["stack", "up", "--backend", "local", "--service", "redis", "--redis-port", &port.to_string(), "--state-dir"])
+        .args([
+            "stack",
+            "up",
+            "--backend",
+            "local",
+            "--service",
+            "redis",
+            "--redis-port",
+            &port.to_string(),
+            "--state-dir",
+        ])
         .arg(state.path())
         .output()
         .unwrap();
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(t.contains(&format!("port {port}")) && t.contains("--redis-port") && t.contains("POLYREPL_REDIS_PORT"), "{t}");
+    assert!(
+        t.contains(&format!("port {port}")) && t.contains("--redis-port") && t.contains("POLYREPL_REDIS_PORT"),
+        "{t}"
+    );
 }
 
 #[test]
 fn a_missing_program_names_its_package() {
     let state = tempfile::tempdir().unwrap();
     let o = Command::new(BIN)
-        .args(["stack", "up", "--backend", "local", "--service", "redis", "--redis-port", &free_port().to_string(), "--state-dir"])
+        .args([
+            "stack",
+            "up",
+            "--backend",
+            "local",
+            "--service",
+            "redis",
+            "--redis-port",
+            &free_port().to_string(),
+            "--state-dir",
+        ])
         .arg(state.path())
         .env("PATH", "/nonexistent")
         .env("POLYREPL_REDIS_BIN", "/nonexistent/redis-server")
@@ -180,8 +258,14 @@ fn a_missing_program_names_its_package() {
 
 #[test]
 fn an_unwritable_state_dir_is_refused() {
-    let o = Command::new(BIN).args(["stack", "up", "--backend", "local", "--state-dir", "/proc/polyrepl-cannot-write-here"]).output().unwrap();
+    let o = Command::new(BIN)
+        .args(["stack", "up", "--backend", "local", "--state-dir", "/proc/polyrepl-cannot-write-here"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let t = text(&o);
-    assert!(t.contains("state directory /proc/polyrepl-cannot-write-here is not writable") && t.contains("--state-dir"), "{t}");
+    assert!(
+        t.contains("state directory /proc/polyrepl-cannot-write-here is not writable") && t.contains("--state-dir"),
+        "{t}"
+    );
 }

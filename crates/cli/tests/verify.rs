@@ -51,11 +51,24 @@ impl Setup {
     /// `--source … --tables DB.* --sink (all three) --name PIPELINE`, after `command`.
     fn args(&self, command: &str, extra: &[&str]) -> Vec<String> {
         let tables = format!("{}.*", self.name());
-        let mut args: Vec<String> =
-            [command, "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA, "--name", &self.pipeline]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let mut args: Vec<String> = [
+            command,
+            "--source",
+            MYSQL,
+            "--tables",
+            &tables,
+            "--sink",
+            MONGO,
+            "--sink",
+            REDIS,
+            "--sink",
+            CASSANDRA,
+            "--name",
+            &self.pipeline,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
@@ -101,8 +114,15 @@ async fn run_polyrepl(args: &[String]) -> (i32, String, String) {
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), child).await.expect("polyrepl finished within 90 s").expect("run polyrepl");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = tokio::time::timeout(Duration::from_secs(90), child)
+        .await
+        .expect("polyrepl finished within 90 s")
+        .expect("run polyrepl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The report of `table` in the sink whose name starts with `sink`.
@@ -111,7 +131,10 @@ fn pair<'a>(report: &'a Json, table: &str, sink: &str) -> &'a Json {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["table"].as_str().unwrap().ends_with(&format!(".{table}")) && p["sink"].as_str().unwrap().starts_with(sink))
+        .find(|p| {
+            p["table"].as_str().unwrap().ends_with(&format!(".{table}"))
+                && p["sink"].as_str().unwrap().starts_with(sink)
+        })
         .unwrap_or_else(|| panic!("no pair {table} × {sink} in {report:#}"))
 }
 
@@ -145,7 +168,10 @@ async fn verify_finds_tampering_in_every_sink_and_repairs_it() {
         })
         .collect();
     s.db.exec(&format!("INSERT INTO t VALUES {}", rows.join(", "))).await;
-    let crows: Vec<String> = ["eu", "us", "e:u"].iter().flat_map(|r| (1..=4).map(move |i| format!("('{r}', {i}, 'note {r} {i}')"))).collect();
+    let crows: Vec<String> = ["eu", "us", "e:u"]
+        .iter()
+        .flat_map(|r| (1..=4).map(move |i| format!("('{r}', {i}, 'note {r} {i}')")))
+        .collect();
     s.db.exec(&format!("INSERT INTO c VALUES {}", crows.join(", "))).await;
     let (code, out, err) = run_polyrepl(&s.args("run", &["--stop-at-end"])).await;
     assert_eq!(code, 0, "run --stop-at-end:\n{out}\n{err}");
@@ -171,8 +197,17 @@ async fn verify_finds_tampering_in_every_sink_and_repairs_it() {
     let redis = redis::Client::open(REDIS).unwrap();
     let mut r = redis.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL").arg(format!("{name}:c:e\\:u:1")).query_async(&mut r).await.unwrap();
-    let _: () = redis::cmd("HSET").arg(format!("{name}:t:5")).arg("price").arg("9.99").query_async(&mut r).await.unwrap();
-    let _: () = redis::cmd("HSET").arg(format!("{name}:c:zz:9")).arg("region").arg("zz").arg("id").arg("9").query_async(&mut r).await.unwrap();
+    let _: () =
+        redis::cmd("HSET").arg(format!("{name}:t:5")).arg("price").arg("9.99").query_async(&mut r).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{name}:c:zz:9"))
+        .arg("region")
+        .arg("zz")
+        .arg("id")
+        .arg("9")
+        .query_async(&mut r)
+        .await
+        .unwrap();
 
     // Cassandra keeps the write with the highest timestamp: tamper just above the replicated write's
     // timestamp (as a stray write between the pipeline's writes would be), below any later position.
@@ -201,12 +236,21 @@ async fn verify_finds_tampering_in_every_sink_and_repairs_it() {
     // 3. Exactly those keys and columns, and nothing else.
     let report = s.verify_json(&["--recheck-timeout", "2"], 1).await;
     assert_eq!(report["differences"], json!(9), "{report:#}");
-    assert_eq!(summary(&report, "t", "mongodb"), (40, json!([[3]]), json!([[1000]]), json!([{ "key": [4], "columns": ["name"] }])));
+    assert_eq!(
+        summary(&report, "t", "mongodb"),
+        (40, json!([[3]]), json!([[1000]]), json!([{ "key": [4], "columns": ["name"] }]))
+    );
     assert_eq!(summary(&report, "c", "mongodb"), (12, json!([]), json!([]), json!([])));
-    assert_eq!(summary(&report, "t", "redis"), (40, json!([]), json!([]), json!([{ "key": [5], "columns": ["price"] }])));
+    assert_eq!(
+        summary(&report, "t", "redis"),
+        (40, json!([]), json!([]), json!([{ "key": [5], "columns": ["price"] }]))
+    );
     assert_eq!(summary(&report, "c", "redis"), (12, json!([["e:u", 1]]), json!([["zz", 9]]), json!([])));
     assert_eq!(summary(&report, "t", "cassandra"), (40, json!([[6]]), json!([[1001]]), json!([])));
-    assert_eq!(summary(&report, "c", "cassandra"), (12, json!([]), json!([]), json!([{ "key": ["us", 2], "columns": ["note"] }])));
+    assert_eq!(
+        summary(&report, "c", "cassandra"),
+        (12, json!([]), json!([]), json!([{ "key": ["us", 2], "columns": ["note"] }]))
+    );
     let (code, human, _) = s.verify(&["--recheck-timeout", "2", "--show-keys", "1"]).await;
     assert_eq!(code, 1);
     assert!(human.contains("verify: 9 differences in 5 table/sink pairs"), "{human}");
@@ -216,7 +260,10 @@ async fn verify_finds_tampering_in_every_sink_and_repairs_it() {
     let report = s.verify_json(&["--recheck-timeout", "2", "--repair"], 0).await;
     assert_eq!(report["consistent"], json!(true), "{report:#}");
     let repaired = &pair(&report, "t", "mongodb")["repaired"];
-    assert_eq!((repaired["upserted"].clone(), repaired["deleted"].clone(), repaired["remaining"].clone()), (json!(2), json!(1), json!(0)));
+    assert_eq!(
+        (repaired["upserted"].clone(), repaired["deleted"].clone(), repaired["remaining"].clone()),
+        (json!(2), json!(1), json!(0))
+    );
     let repaired = &pair(&report, "c", "redis")["repaired"];
     assert_eq!((repaired["upserted"].clone(), repaired["deleted"].clone()), (json!(1), json!(1)));
     let report = s.verify_json(&["--recheck-timeout", "2"], 0).await;
@@ -284,7 +331,8 @@ async fn an_unreachable_sink_is_an_error_with_exit_code_2() {
     let port = free_port();
     let tables = format!("{}.*", db.name);
     let sink = format!("redis://user:s3cret@127.0.0.1:{port}");
-    let args: Vec<String> = ["verify", "--source", MYSQL, "--tables", &tables, "--sink", &sink].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> =
+        ["verify", "--source", MYSQL, "--tables", &tables, "--sink", &sink].iter().map(|s| s.to_string()).collect();
     let started = Instant::now();
     let (code, out, err) = run_polyrepl(&args).await;
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");

@@ -42,7 +42,9 @@ impl Queue {
     async fn send(&self, batch: Arc<Batch>, kib: usize) -> bool {
         let want = batch.changes.len().clamp(1, self.capacity) as u32;
         let Ok(changes) = self.room.clone().acquire_many_owned(want).await else { return false };
-        let Ok(bytes) = self.room_kib.clone().acquire_many_owned(kib.clamp(1, self.capacity_kib) as u32).await else { return false };
+        let Ok(bytes) = self.room_kib.clone().acquire_many_owned(kib.clamp(1, self.capacity_kib) as u32).await else {
+            return false;
+        };
         self.tx.send((batch, (changes, bytes))).is_ok()
     }
 }
@@ -63,8 +65,13 @@ pub fn approx_bytes(change: &Change) -> usize {
     // Each heap allocation also costs the allocator's header and rounding: count 32 bytes apiece.
     const PER_ALLOCATION: usize = 32;
     let values = change.key.iter().chain(change.after.iter().flatten());
-    let value_bytes: usize = values.map(|v| std::mem::size_of::<Value>() + heap(v).next_multiple_of(16) + if heap(v) > 0 { PER_ALLOCATION } else { 0 }).sum();
-    let position = change.position.file.len() + change.position.gtid.as_ref().map_or(0, String::len) + 2 * PER_ALLOCATION;
+    let value_bytes: usize = values
+        .map(|v| {
+            std::mem::size_of::<Value>() + heap(v).next_multiple_of(16) + if heap(v) > 0 { PER_ALLOCATION } else { 0 }
+        })
+        .sum();
+    let position =
+        change.position.file.len() + change.position.gtid.as_ref().map_or(0, String::len) + 2 * PER_ALLOCATION;
     std::mem::size_of::<Change>() + position + 2 * PER_ALLOCATION + value_bytes
 }
 
@@ -173,7 +180,8 @@ pub async fn run(
                     Ok(Some(u)) => {
                         // Snapshot and streaming units never share a batch: flush, start anew.
                         let next_bytes = units_bytes(&u.changes);
-                        let full = std::mem::replace(&mut batch, Batch { changes: u.changes, checkpoint: u.checkpoint });
+                        let full =
+                            std::mem::replace(&mut batch, Batch { changes: u.changes, checkpoint: u.checkpoint });
                         send_all(&queues, Arc::new(full), bytes).await;
                         bytes = next_bytes;
                     }
@@ -193,7 +201,12 @@ pub async fn run(
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Some(e),
-                Err(join) => return Some(SinkError::Definite { sink: "pipeline".into(), message: format!("a sink task failed: {join}") }),
+                Err(join) => {
+                    return Some(SinkError::Definite {
+                        sink: "pipeline".into(),
+                        message: format!("a sink task failed: {join}"),
+                    })
+                }
             }
         }
         None
@@ -310,7 +323,8 @@ fn merge_waiting(
     let mut rooms = vec![room];
     while let Ok((batch, room)) = rx.try_recv() {
         let same_kind = batch.checkpoint.snapshot.is_some() == parts[0].checkpoint.snapshot.is_some();
-        let fits = changes + batch.changes.len() <= cfg.max_merged_changes && bytes + kib(&room) <= cfg.max_merged_bytes;
+        let fits =
+            changes + batch.changes.len() <= cfg.max_merged_changes && bytes + kib(&room) <= cfg.max_merged_bytes;
         if !same_kind || !fits || !unshared(&batch) {
             *next = Some((batch, room));
             break;
@@ -380,7 +394,8 @@ mod tests {
 
     #[test]
     fn bigger_rows_count_more_bytes() {
-        let table = Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
+        let table =
+            Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
         let change = |text: &str| Change {
             position: Position::new("b.000001", 4),
             seq: 0,
@@ -397,7 +412,8 @@ mod tests {
 
     /// A batch of `n` one-key inserts at `off`, with its queue room (one KiB permit).
     fn queued(off: u64, n: usize, snap: bool) -> (Arc<Batch>, Room) {
-        let table = Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
+        let table =
+            Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
         let change = |i: usize| Change {
             position: Position::new("b.000001", off),
             seq: i as u32,
@@ -408,7 +424,10 @@ mod tests {
             source_ts: 0,
         };
         let permits = |n: usize| Arc::new(Semaphore::new(n)).try_acquire_many_owned(n as u32).unwrap();
-        (Arc::new(Batch { changes: (0..n).map(change).collect(), checkpoint: cp("b.000001", off, snap) }), (permits(n.max(1)), permits(1)))
+        (
+            Arc::new(Batch { changes: (0..n).map(change).collect(), checkpoint: cp("b.000001", off, snap) }),
+            (permits(n.max(1)), permits(1)),
+        )
     }
 
     #[test]

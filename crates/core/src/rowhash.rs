@@ -201,7 +201,14 @@ mod tests {
             assert_ne!(row_hash(&a), row_hash(&b));
         }
         let dt = |micros| {
-            Value::DateTime(DateTime { date: Date { year: 2025, month: 1, day: 2 }, hour: 3, minute: 4, second: 5, micros, fsp: 6 })
+            Value::DateTime(DateTime {
+                date: Date { year: 2025, month: 1, day: 2 },
+                hour: 3,
+                minute: 4,
+                second: 5,
+                micros,
+                fsp: 6,
+            })
         };
         assert_ne!(row_bytes(&[dt(1)]), row_bytes(&[dt(2)]));
     }

@@ -36,7 +36,10 @@ pub enum ColumnKind {
     Float,
     Double,
     /// DECIMAL(precision, scale)
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     Char,
     VarChar,
     Text,
@@ -45,17 +48,29 @@ pub enum ColumnKind {
     Blob,
     Date,
     /// TIME(fsp)
-    Time { fsp: u8 },
+    Time {
+        fsp: u8,
+    },
     /// DATETIME(fsp)
-    DateTime { fsp: u8 },
+    DateTime {
+        fsp: u8,
+    },
     /// TIMESTAMP(fsp)
-    Timestamp { fsp: u8 },
+    Timestamp {
+        fsp: u8,
+    },
     Year,
     Json,
     /// BIT(bits)
-    Bit { bits: u16 },
-    Enum { labels: Vec<String> },
-    Set { labels: Vec<String> },
+    Bit {
+        bits: u16,
+    },
+    Enum {
+        labels: Vec<String>,
+    },
+    Set {
+        labels: Vec<String>,
+    },
     /// A type polyrepl does not map (e.g. GEOMETRY): the column is refused by name at start-up.
     Unsupported(String),
 }

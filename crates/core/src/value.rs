@@ -40,20 +40,14 @@ pub struct DateTime {
 impl DateTime {
     /// `YYYY-MM-DD HH:MM:SS[.ffffff]` with exactly `fsp` fractional digits, as MySQL prints it.
     pub fn mysql_text(&self) -> String {
-        let mut s = format!(
-            "{} {:02}:{:02}:{:02}",
-            self.date, self.hour, self.minute, self.second
-        );
+        let mut s = format!("{} {:02}:{:02}:{:02}", self.date, self.hour, self.minute, self.second);
         push_fraction(&mut s, self.micros, self.fsp);
         s
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.ffffff` (always six digits), the ISO form used where a sink stores text.
     pub fn iso_micros(&self) -> String {
-        format!(
-            "{}T{:02}:{:02}:{:02}.{:06}",
-            self.date, self.hour, self.minute, self.second, self.micros
-        )
+        format!("{}T{:02}:{:02}:{:02}.{:06}", self.date, self.hour, self.minute, self.second, self.micros)
     }
 
     /// Milliseconds since the Unix epoch, reading the value as UTC; `None` for a zero date.
@@ -217,7 +211,14 @@ mod tests {
 
     #[test]
     fn text_forms_follow_fsp() {
-        let dt = DateTime { date: Date { year: 2025, month: 11, day: 29 }, hour: 12, minute: 0, second: 1, micros: 123_456, fsp: 3 };
+        let dt = DateTime {
+            date: Date { year: 2025, month: 11, day: 29 },
+            hour: 12,
+            minute: 0,
+            second: 1,
+            micros: 123_456,
+            fsp: 3,
+        };
         assert_eq!(dt.mysql_text(), "2025-11-29 12:00:01.123");
         assert_eq!(dt.iso_micros(), "2025-11-29T12:00:01.123456");
         let t = Time { negative: true, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 0 };

@@ -89,7 +89,8 @@ async fn probe_hosts(name: &str, url: &str, options: &ClientOptions) -> Result<(
     if url.starts_with("mongodb+srv://") || tls || url.to_ascii_lowercase().contains("proxyhost=") {
         return Ok(());
     }
-    let timeout = options.connect_timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_PROBE_TIMEOUT).min(DEFAULT_PROBE_TIMEOUT);
+    let timeout =
+        options.connect_timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_PROBE_TIMEOUT).min(DEFAULT_PROBE_TIMEOUT);
     let mut unreachable = Vec::new();
     let mut foreign = Vec::new();
     for host in &options.hosts {
@@ -101,7 +102,10 @@ async fn probe_hosts(name: &str, url: &str, options: &ClientOptions) -> Result<(
         }
     }
     if !foreign.is_empty() {
-        return Err(definite(name, format!("not a MongoDB server: {} — check the host and port of the MongoDB URL", foreign.join("; "))));
+        return Err(definite(
+            name,
+            format!("not a MongoDB server: {} — check the host and port of the MongoDB URL", foreign.join("; ")),
+        ));
     }
     if !unreachable.is_empty() {
         return Err(transient(name, format!("{} — is MongoDB running there?", unreachable.join("; "))));
@@ -127,7 +131,8 @@ async fn server_info(client: &Client, name: &str) -> Result<ServerInfo, SinkErro
 /// Decides limits and features from the `hello` and `buildInfo` replies.
 pub fn server_info_from(hello: &Document, build: &Document) -> ServerInfo {
     let int = |doc: &Document, key: &str| -> Option<i64> {
-        doc.get(key).and_then(|v| v.as_i32().map(i64::from).or_else(|| v.as_i64()).or_else(|| v.as_f64().map(|f| f as i64)))
+        doc.get(key)
+            .and_then(|v| v.as_i32().map(i64::from).or_else(|| v.as_i64()).or_else(|| v.as_f64().map(|f| f as i64)))
     };
     let max_wire_version = int(hello, "maxWireVersion").unwrap_or(0) as i32;
     let ferretdb_version = build.get_str("ferretdbVersion").ok().map(str::to_string);
@@ -144,7 +149,8 @@ pub fn server_info_from(hello: &Document, build: &Document) -> ServerInfo {
     ServerInfo {
         max_wire_version,
         max_bson_object_size: int(hello, "maxBsonObjectSize").filter(|&v| v > 0).unwrap_or(16 << 20) as usize,
-        max_write_batch_size: int(hello, "maxWriteBatchSize").filter(|&v| v > 0).unwrap_or(100_000).min(100_000) as usize,
+        max_write_batch_size: int(hello, "maxWriteBatchSize").filter(|&v| v > 0).unwrap_or(100_000).min(100_000)
+            as usize,
         version: build.get_str("version").unwrap_or("unknown").to_string(),
         ferretdb_version,
         features,
@@ -166,10 +172,16 @@ mod tests {
 
     #[test]
     fn features_follow_the_server() {
-        let ferret = server_info_from(&doc! { "maxWireVersion": 21 }, &doc! { "version": "7.0.42", "ferretdbVersion": "v1.24.2" });
+        let ferret = server_info_from(
+            &doc! { "maxWireVersion": 21 },
+            &doc! { "version": "7.0.42", "ferretdbVersion": "v1.24.2" },
+        );
         assert_eq!(ferret.features, ServerFeatures::FERRETDB_1);
         assert!(!ferret.bulk_write);
-        let mongo8 = server_info_from(&doc! { "maxWireVersion": 25, "maxBsonObjectSize": 16777216 }, &doc! { "version": "8.0.4" });
+        let mongo8 = server_info_from(
+            &doc! { "maxWireVersion": 25, "maxBsonObjectSize": 16777216 },
+            &doc! { "version": "8.0.4" },
+        );
         assert_eq!(mongo8.features, ServerFeatures::MONGODB);
         assert!(mongo8.bulk_write);
         let mongo44 = server_info_from(&doc! { "maxWireVersion": 9 }, &doc! {});

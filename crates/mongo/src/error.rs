@@ -35,7 +35,8 @@ const TRANSIENT_CODES: &[i32] = &[
 ];
 
 /// Labels the server or driver puts on errors worth retrying.
-const TRANSIENT_LABELS: &[&str] = &["RetryableWriteError", "TransientTransactionError", "NetworkError", "SystemOverloadedError"];
+const TRANSIENT_LABELS: &[&str] =
+    &["RetryableWriteError", "TransientTransactionError", "NetworkError", "SystemOverloadedError"];
 
 fn is_transient_code(code: i32) -> bool {
     TRANSIENT_CODES.contains(&code)
@@ -116,7 +117,8 @@ pub fn check_write_reply(sink: &str, doing: &str, reply: &Document, ids: &[&Bson
                 all_transient &= is_transient_code(code);
                 if first.is_none() {
                     let index = error.get_i32("index").ok().and_then(|i| usize::try_from(i).ok());
-                    let id = index.and_then(|i| ids.get(i)).map(|id| shorten(&id.to_string())).unwrap_or_else(|| "?".into());
+                    let id =
+                        index.and_then(|i| ids.get(i)).map(|id| shorten(&id.to_string())).unwrap_or_else(|| "?".into());
                     let message = error.get_str("errmsg").unwrap_or("no message");
                     first = Some(format!("_id {id}: code {code}: {message}"));
                 }

@@ -52,7 +52,13 @@ pub struct DocCounts {
 
 impl DocCounts {
     /// The collection's document count, read with `collStats` when unknown or older than `COUNT_REFRESH`.
-    pub async fn get(&mut self, client: &Client, sink: &str, database: &str, collection: &str) -> Result<u64, SinkError> {
+    pub async fn get(
+        &mut self,
+        client: &Client,
+        sink: &str,
+        database: &str,
+        collection: &str,
+    ) -> Result<u64, SinkError> {
         let key = (database.to_string(), collection.to_string());
         if let Some(&(count, at)) = self.counts.get(&key) {
             if at.elapsed() < COUNT_REFRESH {
@@ -63,7 +69,9 @@ impl DocCounts {
         let stats = match client.database(database).run_command(doc! { "collStats": collection }).await {
             Ok(stats) => stats,
             // A collection not created yet holds nothing (FerretDB answers with empty stats anyway).
-            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) => doc! { "count": 0 },
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) => {
+                doc! { "count": 0 }
+            }
             Err(e) => return Err(classify(sink, &doing, &e)),
         };
         let count = match stats.get("count") {

@@ -60,9 +60,11 @@ pub struct ServerFeatures {
 
 impl ServerFeatures {
     /// Everything a current MongoDB server accepts.
-    pub const MONGODB: ServerFeatures = ServerFeatures { decimal128: true, nested_arrays: true, dollar_and_dot_keys: true };
+    pub const MONGODB: ServerFeatures =
+        ServerFeatures { decimal128: true, nested_arrays: true, dollar_and_dot_keys: true };
     /// FerretDB 1.x.
-    pub const FERRETDB_1: ServerFeatures = ServerFeatures { decimal128: false, nested_arrays: false, dollar_and_dot_keys: false };
+    pub const FERRETDB_1: ServerFeatures =
+        ServerFeatures { decimal128: false, nested_arrays: false, dollar_and_dot_keys: false };
 }
 
 /// Counters of values the mapping had to store in a fallback form. Shared, cheap to update.
@@ -211,7 +213,10 @@ impl Mapping {
                 "JSON value the server cannot store as a document stored as text (binary subtype 0x80)"
             );
         }
-        Bson::Binary(Binary { subtype: BinarySubtype::UserDefined(JSON_TEXT_SUBTYPE), bytes: json.to_string().into_bytes() })
+        Bson::Binary(Binary {
+            subtype: BinarySubtype::UserDefined(JSON_TEXT_SUBTYPE),
+            bytes: json.to_string().into_bytes(),
+        })
     }
 
     /// True when the server can store `json` as native BSON that reads back equal.
@@ -221,9 +226,9 @@ impl Mapping {
         }
         match json {
             serde_json::Value::Number(n) => n.is_i64() || n.is_f64() || self.features.decimal128,
-            serde_json::Value::Array(items) => items.iter().all(|item| {
-                (self.features.nested_arrays || !item.is_array()) && self.json_is_native(item, depth + 1)
-            }),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .all(|item| (self.features.nested_arrays || !item.is_array()) && self.json_is_native(item, depth + 1)),
             serde_json::Value::Object(map) => map.iter().all(|(key, item)| {
                 (self.features.dollar_and_dot_keys || !(key.starts_with('$') || key.contains('.')))
                     && self.json_is_native(item, depth + 1)
@@ -294,9 +299,9 @@ fn from_bson(column: &Column, bson: &Bson) -> Option<Value> {
         (K::Json, _) => Value::Json(json_value(bson)?),
         (K::Bit { .. }, Bson::Int32(_) | Bson::Int64(_)) => Value::Bit(bson_i64(bson)? as u64),
         (K::Enum { .. }, Bson::String(s)) => Value::Enum(s.clone()),
-        (K::Set { .. }, Bson::Array(items)) => Value::Set(
-            items.iter().map(|i| i.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()?,
-        ),
+        (K::Set { .. }, Bson::Array(items)) => {
+            Value::Set(items.iter().map(|i| i.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()?)
+        }
         // Character and binary columns: the BSON type says which the source sent.
         (_, Bson::String(s)) => Value::String(s.clone()),
         (_, Bson::Binary(b)) if b.subtype == BinarySubtype::Generic => Value::Bytes(b.bytes.clone()),
@@ -360,7 +365,9 @@ fn json_value(bson: &Bson) -> Option<serde_json::Value> {
             }
             J::Object(map)
         }
-        Bson::Binary(b) if b.subtype == BinarySubtype::UserDefined(JSON_TEXT_SUBTYPE) => serde_json::from_slice(&b.bytes).ok()?,
+        Bson::Binary(b) if b.subtype == BinarySubtype::UserDefined(JSON_TEXT_SUBTYPE) => {
+            serde_json::from_slice(&b.bytes).ok()?
+        }
         _ => return None,
     })
 }
@@ -408,7 +415,14 @@ fn parse_time(s: &str) -> Option<Time> {
     let hours = u32::try_from(parse_digits(hours_text, hours_text.len())?).ok()?;
     let minutes = parse_digits(parts.next()?, 2)?;
     let seconds = parse_digits(parts.next()?, 2)?;
-    Some(Time { negative, hours, minutes: u8::try_from(minutes).ok()?, seconds: u8::try_from(seconds).ok()?, micros, fsp })
+    Some(Time {
+        negative,
+        hours,
+        minutes: u8::try_from(minutes).ok()?,
+        seconds: u8::try_from(seconds).ok()?,
+        micros,
+        fsp,
+    })
 }
 
 /// Splits `clock[.digits]` into the clock and (microseconds, number of fraction digits).
@@ -468,9 +482,15 @@ mod tests {
             (col(K::Double, false), Value::Double(f64::MIN_POSITIVE)),
             (col(K::Decimal { precision: 10, scale: 3 }, false), Value::Decimal("-12.500".into())),
             (col(K::Decimal { precision: 10, scale: 0 }, false), Value::Decimal("0".into())),
-            (col(K::Decimal { precision: 65, scale: 30 }, false), Value::Decimal(format!("{}.{}", "9".repeat(35), "9".repeat(30)))),
+            (
+                col(K::Decimal { precision: 65, scale: 30 }, false),
+                Value::Decimal(format!("{}.{}", "9".repeat(35), "9".repeat(30))),
+            ),
             (col(K::Decimal { precision: 65, scale: 30 }, false), Value::Decimal(format!("-0.{}1", "0".repeat(29)))),
-            (col(K::Decimal { precision: 34, scale: 4 }, false), Value::Decimal("999999999999999999999999999999.9999".into())),
+            (
+                col(K::Decimal { precision: 34, scale: 4 }, false),
+                Value::Decimal("999999999999999999999999999999.9999".into()),
+            ),
             (col(K::VarChar, false), Value::String("".into())),
             (col(K::VarChar, false), Value::String("emoji 😀 ü 中".into())),
             (col(K::Text, false), Value::String("x".repeat(10_000))),
@@ -478,9 +498,18 @@ mod tests {
             (col(K::VarBinary, false), Value::Bytes(vec![])),
             (col(K::Date, false), Value::Date(Date { year: 1000, month: 1, day: 1 })),
             (col(K::Date, false), Value::Date(Date { year: 9999, month: 12, day: 31 })),
-            (col(K::Time { fsp: 0 }, false), Value::Time(Time { negative: true, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 0 })),
-            (col(K::Time { fsp: 6 }, false), Value::Time(Time { negative: false, hours: 1, minutes: 2, seconds: 3, micros: 4, fsp: 6 })),
-            (col(K::Time { fsp: 3 }, false), Value::Time(Time { negative: true, hours: 0, minutes: 0, seconds: 0, micros: 500_000, fsp: 3 })),
+            (
+                col(K::Time { fsp: 0 }, false),
+                Value::Time(Time { negative: true, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 0 }),
+            ),
+            (
+                col(K::Time { fsp: 6 }, false),
+                Value::Time(Time { negative: false, hours: 1, minutes: 2, seconds: 3, micros: 4, fsp: 6 }),
+            ),
+            (
+                col(K::Time { fsp: 3 }, false),
+                Value::Time(Time { negative: true, hours: 0, minutes: 0, seconds: 0, micros: 500_000, fsp: 3 }),
+            ),
             (col(K::DateTime { fsp: 0 }, false), Value::DateTime(dt(1000, 1, 1, 0, 0, 0, 0, 0))),
             (col(K::DateTime { fsp: 3 }, false), Value::DateTime(dt(2025, 11, 29, 12, 0, 1, 123_000, 3))),
             (col(K::DateTime { fsp: 6 }, false), Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6))),
@@ -541,15 +570,30 @@ mod tests {
         assert_eq!(m.to_bson(&c(ColumnKind::Int), &Value::Int(5)), Bson::Int32(5));
         assert_eq!(m.to_bson(&c(ColumnKind::BigInt), &Value::Int(1 << 40)), Bson::Int64(1 << 40));
         assert!(matches!(m.to_bson(&c(ColumnKind::BigInt), &Value::UInt(u64::MAX)), Bson::Decimal128(_)));
-        assert!(matches!(m.to_bson(&c(ColumnKind::Decimal { precision: 5, scale: 2 }), &Value::Decimal("1.25".into())), Bson::Decimal128(_)));
+        assert!(matches!(
+            m.to_bson(&c(ColumnKind::Decimal { precision: 5, scale: 2 }), &Value::Decimal("1.25".into())),
+            Bson::Decimal128(_)
+        ));
         let dt3 = dt(2025, 1, 2, 3, 4, 5, 678_000, 3);
-        assert_eq!(m.to_bson(&c(ColumnKind::DateTime { fsp: 3 }), &Value::DateTime(dt3)), Bson::DateTime(BsonDateTime::from_millis(dt3.epoch_millis().unwrap())));
+        assert_eq!(
+            m.to_bson(&c(ColumnKind::DateTime { fsp: 3 }), &Value::DateTime(dt3)),
+            Bson::DateTime(BsonDateTime::from_millis(dt3.epoch_millis().unwrap()))
+        );
         let dt6 = dt(2025, 1, 2, 3, 4, 5, 678_901, 6);
-        assert_eq!(m.to_bson(&c(ColumnKind::DateTime { fsp: 6 }), &Value::DateTime(dt6)), Bson::String("2025-01-02T03:04:05.678901".into()));
-        assert_eq!(m.to_bson(&c(ColumnKind::Timestamp { fsp: 6 }), &Value::Timestamp(dt6)), Bson::String("2025-01-02T03:04:05.678901Z".into()));
+        assert_eq!(
+            m.to_bson(&c(ColumnKind::DateTime { fsp: 6 }), &Value::DateTime(dt6)),
+            Bson::String("2025-01-02T03:04:05.678901".into())
+        );
+        assert_eq!(
+            m.to_bson(&c(ColumnKind::Timestamp { fsp: 6 }), &Value::Timestamp(dt6)),
+            Bson::String("2025-01-02T03:04:05.678901Z".into())
+        );
         assert_eq!(m.to_bson(&c(ColumnKind::Bit { bits: 8 }), &Value::Bit(5)), Bson::Int64(5));
         let long = format!("{}.{}", "1".repeat(35), "0".repeat(30));
-        assert_eq!(m.to_bson(&c(ColumnKind::Decimal { precision: 65, scale: 30 }), &Value::Decimal(long.clone())), Bson::String(long));
+        assert_eq!(
+            m.to_bson(&c(ColumnKind::Decimal { precision: 65, scale: 30 }), &Value::Decimal(long.clone())),
+            Bson::String(long)
+        );
         assert_eq!(stats.snapshot().decimals_as_text, 1);
         let zero = dt(0, 0, 0, 0, 0, 0, 0, 0);
         assert_eq!(m.to_bson(&c(ColumnKind::DateTime { fsp: 0 }), &Value::DateTime(zero)), Bson::Null);
@@ -558,7 +602,10 @@ mod tests {
 
         let ferret = Mapping::new(ServerFeatures::FERRETDB_1, stats.clone());
         assert_eq!(ferret.to_bson(&c(ColumnKind::BigInt), &Value::UInt(u64::MAX)), Bson::String(u64::MAX.to_string()));
-        assert!(matches!(ferret.to_bson(&c(ColumnKind::Json), &Value::Json(json!([[1]]))), Bson::Binary(Binary { subtype: BinarySubtype::UserDefined(0x80), .. })));
+        assert!(matches!(
+            ferret.to_bson(&c(ColumnKind::Json), &Value::Json(json!([[1]]))),
+            Bson::Binary(Binary { subtype: BinarySubtype::UserDefined(0x80), .. })
+        ));
         assert_eq!(stats.snapshot().json_as_text, 1);
     }
 
@@ -567,6 +614,9 @@ mod tests {
         let m = Mapping::new(ServerFeatures::MONGODB, Arc::default());
         let v = m.from_bson(&col(ColumnKind::Date, false), &Bson::Boolean(true));
         assert!(matches!(v, Value::String(s) if s.contains("unexpected")));
-        assert_eq!(m.from_bson(&col(ColumnKind::Date, false), &Bson::String("2020-13".into())), Value::String("<unexpected BSON String(\"2020-13\") for Date column>".into()));
+        assert_eq!(
+            m.from_bson(&col(ColumnKind::Date, false), &Bson::String("2020-13".into())),
+            Value::String("<unexpected BSON String(\"2020-13\") for Date column>".into())
+        );
     }
 }

@@ -45,7 +45,11 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
         }
     }
     for column in &table.columns {
-        if column.name.is_empty() || column.name.starts_with('$') || column.name.contains('.') || column.name.contains('\0') {
+        if column.name.is_empty()
+            || column.name.starts_with('$')
+            || column.name.contains('.')
+            || column.name.contains('\0')
+        {
             return Err(format!(
                 "column '{}' of {} cannot be a MongoDB field name (empty, starts with '$' or contains '.')",
                 column.name, table.id
@@ -68,7 +72,8 @@ pub fn document_id(mapping: &Mapping, table: &TableSchema, key: &[Value]) -> Res
     if key.iter().any(Value::is_null) {
         return Err(format!("table {}: a change has a NULL primary-key value", table.id));
     }
-    let mut parts: Vec<Bson> = table.primary_key.iter().zip(key).map(|(&i, v)| mapping.to_bson(&table.columns[i], v)).collect();
+    let mut parts: Vec<Bson> =
+        table.primary_key.iter().zip(key).map(|(&i, v)| mapping.to_bson(&table.columns[i], v)).collect();
     // A zero date has no BSON form (it maps to null): as a key it would merge distinct rows.
     if let Some(at) = parts.iter().position(|b| *b == Bson::Null) {
         return Err(format!(
@@ -118,9 +123,16 @@ fn check_row_len(table: &TableSchema, row: &[Value]) -> Result<(), String> {
 
 /// [`row_document`] built straight as raw BSON, the form every write command sends: no ordered map of
 /// owned field names to build and serialize afterwards (that was a third of the sink's time).
-pub fn row_raw_document(mapping: &Mapping, table: &TableSchema, id: &Bson, row: &[Value]) -> Result<RawDocumentBuf, String> {
+pub fn row_raw_document(
+    mapping: &Mapping,
+    table: &TableSchema,
+    id: &Bson,
+    row: &[Value],
+) -> Result<RawDocumentBuf, String> {
     check_row_len(table, row)?;
-    let raw = |value: Bson, what: &str| RawBson::try_from(value).map_err(|e| format!("table {}: encoding {what} as BSON: {e}", table.id));
+    let raw = |value: Bson, what: &str| {
+        RawBson::try_from(value).map_err(|e| format!("table {}: encoding {what} as BSON: {e}", table.id))
+    };
     let mut doc = RawDocumentBuf::new();
     doc.append(ID_FIELD, raw(id.clone(), ID_FIELD)?);
     for (column, value) in table.columns.iter().zip(row) {

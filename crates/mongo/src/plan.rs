@@ -123,8 +123,13 @@ mod tests {
     fn plan_of(changes: &[(Op, i64)]) -> Vec<WriteOp> {
         use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, TableSchema, Value};
         use std::sync::Arc;
-        let column = |name: &str| Column { name: name.into(), kind: ColumnKind::BigInt, unsigned: false, nullable: false };
-        let table = Arc::new(TableSchema { id: TableId::new("d", "t"), columns: vec![column("id"), column("v")], primary_key: vec![0] });
+        let column =
+            |name: &str| Column { name: name.into(), kind: ColumnKind::BigInt, unsigned: false, nullable: false };
+        let table = Arc::new(TableSchema {
+            id: TableId::new("d", "t"),
+            columns: vec![column("id"), column("v")],
+            primary_key: vec![0],
+        });
         let changes = changes
             .iter()
             .enumerate()
@@ -152,7 +157,14 @@ mod tests {
 
     #[test]
     fn a_key_first_inserted_in_the_batch_stays_fresh_whatever_follows() {
-        let ops = plan_of(&[(Op::Insert, 1), (Op::Update, 1), (Op::Update, 2), (Op::Delete, 3), (Op::Insert, 3), (Op::Insert, 4)]);
+        let ops = plan_of(&[
+            (Op::Insert, 1),
+            (Op::Update, 1),
+            (Op::Update, 2),
+            (Op::Delete, 3),
+            (Op::Insert, 3),
+            (Op::Insert, 4),
+        ]);
         let by_id: Vec<Option<bool>> = ops.iter().map(fresh).collect();
         // 1: inserted then updated → fresh; 2: updated → may exist; 3: deleted then inserted → exists; 4: inserted.
         assert_eq!(by_id, vec![Some(true), Some(false), Some(false), Some(true)]);

@@ -50,9 +50,10 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
         Ok(Err(e)) => return ProbeOutcome::Unreachable(format!("cannot connect to {address}: {e}")),
         Ok(Ok(s)) => s,
     };
-    if let Err(e) = tokio::time::timeout(timeout, stream.write_all(&hello_message())).await.unwrap_or_else(|_| {
-        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
-    }) {
+    if let Err(e) = tokio::time::timeout(timeout, stream.write_all(&hello_message()))
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))
+    {
         return ProbeOutcome::Unreachable(format!("sending a handshake to {address} failed: {e}"));
     }
     let mut header = [0u8; 16];
@@ -104,7 +105,9 @@ async fn identify_silent_server(host: &str, port: u16) -> &'static str {
         Some(reply[..n].to_vec())
     };
     match tokio::time::timeout(Duration::from_secs(1), attempt).await {
-        Ok(Some(reply)) if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") || reply.starts_with(b"-ERR") => {
+        Ok(Some(reply))
+            if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") || reply.starts_with(b"-ERR") =>
+        {
             " — it answers the Redis protocol: this URL points at a Redis server"
         }
         _ => "",

@@ -82,7 +82,14 @@ pub async fn scan_keys(
 }
 
 /// A `find` of `table`'s `_id`s in order, after the key in `cursor` when given.
-async fn open(client: &Client, sink: &str, table: &TableSchema, cursor: Option<&[u8]>, limit: usize, doing: &str) -> Result<Cursor<Document>, SinkError> {
+async fn open(
+    client: &Client,
+    sink: &str,
+    table: &TableSchema,
+    cursor: Option<&[u8]>,
+    limit: usize,
+    doing: &str,
+) -> Result<Cursor<Document>, SinkError> {
     let filter = match cursor {
         None => Document::new(),
         Some(bytes) => {

@@ -19,9 +19,9 @@ use polyrepl_core::{Batch, Change, Checkpoint, Row, Sink, SinkError, TableSchema
 use crate::checkpoint::{self, CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
 use crate::connection::{connect, ServerInfo};
 use crate::error::{classify, definite};
+use crate::fence::{ids_per_delete, wait_out_previous_run, DocCounts};
 use crate::mapping::{Mapping, MappingCounts, MappingStats};
 use crate::naming::{check_table, document_id, id_bytes, ID_FIELD};
-use crate::fence::{ids_per_delete, wait_out_previous_run, DocCounts};
 use crate::plan::{plan, WriteOp};
 use crate::write::{send, WriteLimits};
 
@@ -154,11 +154,19 @@ impl Sink for MongoSink {
         let mut delete_caps = Vec::new();
         if self.server.ferretdb_version.is_some() {
             if !self.fenced {
-                wait_out_previous_run(&self.client, &self.name, &self.collections, &mut self.doc_counts, self.limits.max_ops).await?;
+                wait_out_previous_run(
+                    &self.client,
+                    &self.name,
+                    &self.collections,
+                    &mut self.doc_counts,
+                    self.limits.max_ops,
+                )
+                .await?;
                 self.fenced = true;
             }
             for group in &writes {
-                let documents = self.doc_counts.get(&self.client, &self.name, &group.database, &group.collection).await?;
+                let documents =
+                    self.doc_counts.get(&self.client, &self.name, &group.database, &group.collection).await?;
                 delete_caps.push(ids_per_delete(documents, self.limits.max_ops));
             }
         }
@@ -195,7 +203,8 @@ impl Sink for MongoSink {
                 // Re-derive the _id from the decoded row, so a server that normalises number types
                 // still matches the key that was asked for.
                 let key = Change::key_of(table, &row);
-                let id = document_id(&self.mapping, table, &key).unwrap_or_else(|_| document.get(ID_FIELD).cloned().unwrap_or(Bson::Null));
+                let id = document_id(&self.mapping, table, &key)
+                    .unwrap_or_else(|_| document.get(ID_FIELD).cloned().unwrap_or(Bson::Null));
                 found.insert(id_bytes(&id), row);
             }
         }

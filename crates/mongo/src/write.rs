@@ -55,7 +55,10 @@ impl WriteLimits {
     /// These limits, lowered to `max_ops` and `max_command_bytes` where those are smaller (never raised
     /// above what the server allows).
     pub fn lowered_to(self, max_ops: usize, max_command_bytes: usize) -> WriteLimits {
-        WriteLimits { max_ops: self.max_ops.min(max_ops.max(1)), max_command_bytes: self.max_command_bytes.min(max_command_bytes.max(1)) }
+        WriteLimits {
+            max_ops: self.max_ops.min(max_ops.max(1)),
+            max_command_bytes: self.max_command_bytes.min(max_command_bytes.max(1)),
+        }
     }
 }
 
@@ -95,9 +98,12 @@ async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites
         for op in &group.ops {
             models.push(match op {
                 WriteOp::Upsert { id, document, .. } => {
-                    let replacement = document
-                        .to_document()
-                        .map_err(|e| definite(sink, format!("decoding the row with _id {id} of {}.{}: {e}", group.database, group.collection)))?;
+                    let replacement = document.to_document().map_err(|e| {
+                        definite(
+                            sink,
+                            format!("decoding the row with _id {id} of {}.{}: {e}", group.database, group.collection),
+                        )
+                    })?;
                     ReplaceOneModel::builder()
                         .namespace(namespace.clone())
                         .filter(doc! { "_id": id.clone() })
@@ -106,9 +112,11 @@ async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites
                         .build()
                         .into()
                 }
-                WriteOp::Delete { id } => {
-                    DeleteOneModel::builder().namespace(namespace.clone()).filter(doc! { "_id": id.clone() }).build().into()
-                }
+                WriteOp::Delete { id } => DeleteOneModel::builder()
+                    .namespace(namespace.clone())
+                    .filter(doc! { "_id": id.clone() })
+                    .build()
+                    .into(),
             });
         }
     }
@@ -125,12 +133,19 @@ async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites
 }
 
 /// Before MongoDB 8.0 and on FerretDB: `update` and `delete` commands per collection.
-async fn send_commands(client: &Client, sink: &str, limits: WriteLimits, group: &CollectionWrites) -> Result<(), SinkError> {
+async fn send_commands(
+    client: &Client,
+    sink: &str,
+    limits: WriteLimits,
+    group: &CollectionWrites,
+) -> Result<(), SinkError> {
     let namespace = format!("{}.{}", group.database, group.collection);
     let mut upserts: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     let mut deletes: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     for op in &group.ops {
-        let encoding = |e: mongodb::bson::raw::Error| definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id()));
+        let encoding = |e: mongodb::bson::raw::Error| {
+            definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id()))
+        };
         let query = RawDocumentBuf::from_document(&doc! { "_id": op.id().clone() }).map_err(encoding)?;
         let mut statement = RawDocumentBuf::new();
         statement.append("q", query);
@@ -149,7 +164,8 @@ async fn send_commands(client: &Client, sink: &str, limits: WriteLimits, group: 
     let database = client.database(&group.database);
     let max_bytes = limits.max_command_bytes;
     for (command, field, statements) in [("update", "updates", upserts), ("delete", "deletes", deletes)] {
-        let sizes: Vec<usize> = statements.iter().map(|(_, raw)| raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD).collect();
+        let sizes: Vec<usize> =
+            statements.iter().map(|(_, raw)| raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD).collect();
         for range in chunk_ranges(&sizes, limits.max_ops, max_bytes) {
             let chunk = &statements[range];
             if let [(id, raw)] = chunk {
@@ -245,7 +261,13 @@ fn integer_id_range(group: &CollectionWrites) -> Option<(i64, i64)> {
 }
 
 /// Deletes every document whose `_id` is in `[low, high]` (one collection scan on FerretDB).
-async fn delete_range(client: &Client, sink: &str, group: &CollectionWrites, low: i64, high: i64) -> Result<(), SinkError> {
+async fn delete_range(
+    client: &Client,
+    sink: &str,
+    group: &CollectionWrites,
+    low: i64,
+    high: i64,
+) -> Result<(), SinkError> {
     let command = doc! {
         "delete": group.collection.as_str(),
         "deletes": [ { "q": { "_id": { "$gte": low, "$lte": high } }, "limit": 0 } ],
@@ -258,7 +280,14 @@ async fn delete_range(client: &Client, sink: &str, group: &CollectionWrites, low
 
 /// Deletes every document whose `_id` is in `ids`, with `$in` statements of at most `max_ids` ids (one
 /// collection scan each on FerretDB).
-async fn delete_ids(client: &Client, sink: &str, limits: WriteLimits, max_ids: usize, group: &CollectionWrites, ids: &[Bson]) -> Result<(), SinkError> {
+async fn delete_ids(
+    client: &Client,
+    sink: &str,
+    limits: WriteLimits,
+    max_ids: usize,
+    group: &CollectionWrites,
+    ids: &[Bson],
+) -> Result<(), SinkError> {
     let namespace = format!("{}.{}", group.database, group.collection);
     let sizes: Vec<usize> = ids.iter().map(|id| id_size(id) + ARRAY_ELEMENT_OVERHEAD).collect();
     for range in chunk_ranges(&sizes, limits.max_ops.min(max_ids.max(1)), limits.max_command_bytes) {
@@ -270,7 +299,8 @@ async fn delete_ids(client: &Client, sink: &str, limits: WriteLimits, max_ids: u
             "ordered": false,
         };
         let doing = format!("delete of up to {count} document(s) in {namespace}");
-        let reply = client.database(&group.database).run_command(command).await.map_err(|e| classify(sink, &doing, &e))?;
+        let reply =
+            client.database(&group.database).run_command(command).await.map_err(|e| classify(sink, &doing, &e))?;
         check_write_reply(sink, &doing, &reply, &[])?;
     }
     Ok(())
@@ -306,7 +336,8 @@ async fn insert_documents(
         body.append("documents", array);
         body.append("ordered", false);
         let doing = format!("insert of {} document(s) in {namespace}", chunk.len());
-        let reply = client.database(&group.database).run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
+        let reply =
+            client.database(&group.database).run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
         let mut rest = reply.clone();
         if tolerate_existing {
             if let Ok(errors) = reply.get_array("writeErrors") {

@@ -53,7 +53,11 @@ async fn a_redis_url_is_a_clear_definite_error() {
         return;
     }
     let started = Instant::now();
-    let err = MongoSink::connect(&format!("mongodb://{address}/?serverSelectionTimeoutMS=2000&connectTimeoutMS=2000"), "p").await.err().expect("Redis is not MongoDB");
+    let err =
+        MongoSink::connect(&format!("mongodb://{address}/?serverSelectionTimeoutMS=2000&connectTimeoutMS=2000"), "p")
+            .await
+            .err()
+            .expect("Redis is not MongoDB");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("not a MongoDB server") && err.to_string().contains("Redis"), "{err}");
     eprintln!("Redis URL gives: {err} (after {:?})", started.elapsed());

@@ -26,9 +26,15 @@ async fn upsert_then_update_then_delete() {
         assert!(names.contains(&"people".to_string()), "{names:?}");
 
         sink.apply(&batch(vec![insert(&t, person(1, "ada", 36)), insert(&t, person(2, "bob", 40))], 1)).await.unwrap();
-        assert_eq!(document(&sink, &db, "people", 1).await.unwrap(), doc! { "_id": 1, "id": 1, "name": "ada", "age": 36 });
+        assert_eq!(
+            document(&sink, &db, "people", 1).await.unwrap(),
+            doc! { "_id": 1, "id": 1, "name": "ada", "age": 36 }
+        );
         sink.apply(&batch(vec![upsert(&t, person(1, "ada lovelace", 37))], 2)).await.unwrap();
-        assert_eq!(document(&sink, &db, "people", 1).await.unwrap(), doc! { "_id": 1, "id": 1, "name": "ada lovelace", "age": 37 });
+        assert_eq!(
+            document(&sink, &db, "people", 1).await.unwrap(),
+            doc! { "_id": 1, "id": 1, "name": "ada lovelace", "age": 37 }
+        );
         sink.apply(&batch(vec![delete(&t, vec![Value::Int(1)]), delete(&t, vec![Value::Int(99)])], 3)).await.unwrap();
         assert_eq!(document(&sink, &db, "people", 1).await, None);
         let rows = sink.read_rows(&t, &[vec![Value::Int(1)], vec![Value::Int(2)]]).await.unwrap();
@@ -69,12 +75,30 @@ async fn several_changes_to_one_key_collapse_to_the_last() {
 async fn composite_keys_become_sub_documents_in_key_order() {
     with_sink(|mut sink, db| async move {
         // Key order (region, id) differs from column order (id, region).
-        let t = table(&db, "orders", vec![column("id", K::Int), column("region", K::VarChar), column("total", K::Decimal { precision: 8, scale: 2 })], vec![1, 0]);
+        let t = table(
+            &db,
+            "orders",
+            vec![
+                column("id", K::Int),
+                column("region", K::VarChar),
+                column("total", K::Decimal { precision: 8, scale: 2 }),
+            ],
+            vec![1, 0],
+        );
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
-        let row = |id: i64, region: &str, total: &str| vec![Value::Int(id), Value::String(region.into()), Value::Decimal(total.into())];
-        sink.apply(&batch(vec![insert(&t, row(1, "eu", "10.50")), insert(&t, row(1, "us", "20.00")), insert(&t, row(2, "eu", "0.01"))], 1))
-            .await
-            .unwrap();
+        let row = |id: i64, region: &str, total: &str| {
+            vec![Value::Int(id), Value::String(region.into()), Value::Decimal(total.into())]
+        };
+        sink.apply(&batch(
+            vec![
+                insert(&t, row(1, "eu", "10.50")),
+                insert(&t, row(1, "us", "20.00")),
+                insert(&t, row(2, "eu", "0.01")),
+            ],
+            1,
+        ))
+        .await
+        .unwrap();
         let stored = document(&sink, &db, "orders", doc! { "region": "eu", "id": 1 }).await.expect("composite _id");
         assert_eq!(stored.get_document("_id").unwrap().keys().collect::<Vec<_>>(), vec!["region", "id"]);
         assert_eq!(stored.get_str("region").unwrap(), "eu");
@@ -97,7 +121,12 @@ async fn replaying_a_batch_gives_the_same_result() {
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
         sink.apply(&batch(vec![insert(&t, person(5, "five", 5))], 1)).await.unwrap();
         let b = batch(
-            vec![insert(&t, person(1, "one", 1)), upsert(&t, person(2, "two", 2)), delete(&t, vec![Value::Int(5)]), upsert(&t, person(1, "uno", 11))],
+            vec![
+                insert(&t, person(1, "one", 1)),
+                upsert(&t, person(2, "two", 2)),
+                delete(&t, vec![Value::Int(5)]),
+                upsert(&t, person(1, "uno", 11)),
+            ],
             2,
         );
         sink.apply(&b).await.unwrap();
@@ -125,7 +154,8 @@ async fn checkpoint_is_stored_after_the_data_and_loads_back() {
                 current: Some((t.id.clone(), vec![Value::Int(7)])),
             }),
         };
-        let b = polyrepl_core::Batch { changes: vec![insert(&t, person(7, "seven", 7))], checkpoint: snapshotting.clone() };
+        let b =
+            polyrepl_core::Batch { changes: vec![insert(&t, person(7, "seven", 7))], checkpoint: snapshotting.clone() };
         sink.apply(&b).await.unwrap();
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(snapshotting.clone()));
         let stored = sink
@@ -162,7 +192,13 @@ async fn batches_are_split_into_bounded_commands() {
         let mut changes: Vec<_> = (0..60).map(|i| insert(&t, vec![Value::Int(i), payload(i)])).collect();
         changes.extend((0..20).map(|i| delete(&t, vec![Value::Int(i * 3)])));
         sink.apply(&batch(changes, 1)).await.unwrap();
-        let count = sink.client().database(&db).collection::<mongodb::bson::Document>("blobs").count_documents(doc! {}).await.unwrap();
+        let count = sink
+            .client()
+            .database(&db)
+            .collection::<mongodb::bson::Document>("blobs")
+            .count_documents(doc! {})
+            .await
+            .unwrap();
         assert_eq!(count, 40);
         let back = sink.read_rows(&t, &[vec![Value::Int(59)], vec![Value::Int(57)]]).await.unwrap();
         assert_eq!(back, vec![Some(vec![Value::Int(59), payload(59)]), None]);
@@ -279,14 +315,27 @@ async fn a_snapshot_copied_again_replaces_its_key_ranges_exactly() {
             },
         };
         const ROWS: i64 = 20_000;
-        sink.apply(&snapshot_batch((1..=ROWS).map(|i| insert(&t, person(i, "first copy", 1))).collect())).await.unwrap();
+        sink.apply(&snapshot_batch((1..=ROWS).map(|i| insert(&t, person(i, "first copy", 1))).collect()))
+            .await
+            .unwrap();
         // The copy again: keys 1..=5000 but 1500, which the source no longer has.
-        let again: Vec<_> = (1..=5_000).filter(|&i| i != 1_500).map(|i| insert(&t, person(i, "second copy", 2))).collect();
-        assert!(again.len() > polyrepl_mongo::fence::ids_per_delete(ROWS as u64, sink.write_limits().max_ops), "enough duplicates for the range path");
+        let again: Vec<_> =
+            (1..=5_000).filter(|&i| i != 1_500).map(|i| insert(&t, person(i, "second copy", 2))).collect();
+        assert!(
+            again.len() > polyrepl_mongo::fence::ids_per_delete(ROWS as u64, sink.write_limits().max_ops),
+            "enough duplicates for the range path"
+        );
         sink.apply(&snapshot_batch(again)).await.unwrap();
         let docs = documents(&sink, &db, "people").await;
         assert_eq!(docs.len() as i64, ROWS - 1);
-        let name_of = |id: i64| docs.iter().find(|d| d.get("_id").and_then(Bson::as_i64).or(d.get("_id").and_then(Bson::as_i32).map(i64::from)) == Some(id)).map(|d| d.get_str("name").unwrap().to_string());
+        let name_of = |id: i64| {
+            docs.iter()
+                .find(|d| {
+                    d.get("_id").and_then(Bson::as_i64).or(d.get("_id").and_then(Bson::as_i32).map(i64::from))
+                        == Some(id)
+                })
+                .map(|d| d.get_str("name").unwrap().to_string())
+        };
         assert_eq!(name_of(1).as_deref(), Some("second copy"));
         assert_eq!(name_of(5_000).as_deref(), Some("second copy"));
         assert_eq!(name_of(1_500), None, "the row the source no longer has is gone");

@@ -140,7 +140,11 @@ async fn every_type_is_stored_exactly_and_reads_back() {
         let decimal128 = sink.server().features.decimal128;
         let nested_arrays = sink.server().features.nested_arrays;
         let dec = |text: &str| -> Bson {
-            if decimal128 { Bson::Decimal128(text.parse::<Decimal128>().unwrap()) } else { Bson::String(text.into()) }
+            if decimal128 {
+                Bson::Decimal128(text.parse::<Decimal128>().unwrap())
+            } else {
+                Bson::String(text.into())
+            }
         };
         let got = document(&sink, &db, "types", 1).await.expect("row 1 stored");
         let expected_max = doc! {
@@ -162,9 +166,16 @@ async fn every_type_is_stored_exactly_and_reads_back() {
 
         let got = document(&sink, &db, "types", 2).await.expect("row 2 stored");
         let nested = if nested_arrays {
-            Bson::Array(vec![Bson::Int32(1), Bson::Array(vec![Bson::Int32(2), Bson::Array(vec![Bson::Int32(3)])]), Bson::Document(doc! { "$weird": { "a.b": [] } })])
+            Bson::Array(vec![
+                Bson::Int32(1),
+                Bson::Array(vec![Bson::Int32(2), Bson::Array(vec![Bson::Int32(3)])]),
+                Bson::Document(doc! { "$weird": { "a.b": [] } }),
+            ])
         } else {
-            Bson::Binary(Binary { subtype: BinarySubtype::UserDefined(0x80), bytes: nested_json.to_string().into_bytes() })
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::UserDefined(0x80),
+                bytes: nested_json.to_string().into_bytes(),
+            })
         };
         let expected_min = doc! {
             "_id": 2, "id": 2, "ti": -128, "tiu": 0, "i": i32::MIN, "bi": i64::MIN,

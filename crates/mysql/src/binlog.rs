@@ -17,8 +17,8 @@
 //! - the stream has a read timeout (heartbeats keep an idle stream alive): silence is an error.
 
 use crate::decode::{from_binlog, BINARY_CHARSET};
-use crate::rowimage::{MapColumn, RowPlan};
 use crate::error::{Result, SourceError};
+use crate::rowimage::{MapColumn, RowPlan};
 use crate::schema::discover_table;
 use crate::source_url::SourceUrl;
 use futures::{Stream, StreamExt};
@@ -26,10 +26,10 @@ use mysql_async::binlog::events::{
     Event, EventData, OptionalMetaExtractor, OptionalMetadataField, RotateEvent, RowsEventData, TableMapEvent,
 };
 use mysql_async::binlog::{BinlogVersion, EventType};
-use mysql_common::binlog::EventStreamReader;
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use mysql_common::binlog::EventStreamReader;
 use polyrepl_core::{Change, Column, ColumnKind, Op, Position, TableFilter, TableId, TableSchema, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -152,28 +152,41 @@ pub struct BinlogDecoder {
 impl BinlogReader {
     /// Connects as a replica with `options.server_id` and starts streaming after `from` (MariaDB: by
     /// GTID when `from.gtid` is set, else by file and offset).
-    pub async fn start(url: &SourceUrl, from: &Position, filter: TableFilter, options: BinlogOptions) -> Result<BinlogReader> {
+    pub async fn start(
+        url: &SourceUrl,
+        from: &Position,
+        filter: TableFilter,
+        options: BinlogOptions,
+    ) -> Result<BinlogReader> {
         let server = url.address();
         let q = |what: &'static str| {
             let server = server.clone();
             move |e| SourceError::query(what, &server, e)
         };
         let mut conn = Conn::new(url.opts(false)).await.map_err(q("connecting for the binlog stream"))?;
-        let version: String = conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
+        let version: String =
+            conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
         crate::purged::check_not_purged(&mut conn, &server, from, mariadb).await?;
         let heartbeat_ns = options.heartbeat.as_nanos().clamp(1_000_000, 4_294_967_000_000_000) as u64;
-        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}")).await.map_err(q("setting the heartbeat"))?;
+        conn.query_drop(format!("SET @master_heartbeat_period = {heartbeat_ns}"))
+            .await
+            .map_err(q("setting the heartbeat"))?;
         conn.query_drop("SET @master_binlog_checksum = 'CRC32'").await.map_err(q("setting the binlog checksum"))?;
 
         let mut gtid_state = BTreeMap::new();
         let mut start_gtid = from.gtid.clone().filter(|g| !g.trim().is_empty());
         if mariadb {
-            conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(q("setting @mariadb_slave_capability"))?;
+            conn.query_drop("SET @mariadb_slave_capability = 4")
+                .await
+                .map_err(q("setting @mariadb_slave_capability"))?;
             if start_gtid.is_none() {
                 // Know the GTID state at the start so that every emitted position carries it.
                 start_gtid = conn
-                    .exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (from.file.clone(), from.offset))
+                    .exec_first::<Option<String>, _, _>(
+                        "SELECT BINLOG_GTID_POS(?, ?)",
+                        (from.file.clone(), from.offset),
+                    )
                     .await
                     .map_err(q("SELECT BINLOG_GTID_POS"))?
                     .flatten()
@@ -191,9 +204,11 @@ impl BinlogReader {
             conn.query_drop("SET @slave_gtid_strict_mode = 0").await.map_err(q("setting @slave_gtid_strict_mode"))?;
         }
         let file_bytes = if by_gtid { Vec::new() } else { from.file.clone().into_bytes() };
-        let mut request = BinlogStreamRequest::new(options.server_id)
-            .with_filename(&file_bytes)
-            .with_pos(if by_gtid { 4 } else { from.offset.max(4) });
+        let mut request = BinlogStreamRequest::new(options.server_id).with_filename(&file_bytes).with_pos(if by_gtid {
+            4
+        } else {
+            from.offset.max(4)
+        });
         if options.stop_at_end {
             request = request.with_non_blocking();
         }
@@ -220,7 +235,17 @@ impl BinlogReader {
             json_columns: HashMap::new(),
             last_emit: Instant::now(),
         };
-        Ok(BinlogReader { stream, url: url.clone(), server, mariadb, options, side: None, decoder, finished: false, recording: None })
+        Ok(BinlogReader {
+            stream,
+            url: url.clone(),
+            server,
+            mariadb,
+            options,
+            side: None,
+            decoder,
+            finished: false,
+            recording: None,
+        })
     }
 
     /// The position after the last commit read so far (a safe resume point).
@@ -265,7 +290,8 @@ impl BinlogReader {
                 Ok(Some(Ok(ev))) => ev,
             };
             if let Some(r) = &mut self.recording {
-                ev.write(BinlogVersion::Version4, &mut r.bytes).map_err(|e| self.decoder.stream_error(&ev, format!("recording an event: {e}")))?;
+                ev.write(BinlogVersion::Version4, &mut r.bytes)
+                    .map_err(|e| self.decoder.stream_error(&ev, format!("recording an event: {e}")))?;
                 r.events += 1;
             }
             self.look_up(&ev).await?;
@@ -301,11 +327,13 @@ impl BinlogReader {
     async fn look_up(&mut self, ev: &Event) -> Result<()> {
         let t = ev.header().event_type_raw();
         if t == EventType::ROTATE_EVENT as u8 && !self.decoder.seen_fde && self.decoder.first_rotate_name.is_none() {
-            let re: RotateEvent<'_> = ev.read_event().map_err(|e| self.decoder.stream_error(ev, format!("bad rotate event: {e}")))?;
+            let re: RotateEvent<'_> =
+                ev.read_event().map_err(|e| self.decoder.stream_error(ev, format!("bad rotate event: {e}")))?;
             let name = self.clean_first_rotate_name(re.name_raw()).await?;
             self.decoder.first_rotate_name = Some(name);
         } else if t == EventType::TABLE_MAP_EVENT as u8 && self.mariadb {
-            let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| self.decoder.stream_error(ev, format!("bad table map: {e}")))?;
+            let tme: TableMapEvent<'_> =
+                ev.read_event().map_err(|e| self.decoder.stream_error(ev, format!("bad table map: {e}")))?;
             if let Some(id) = self.decoder.new_shape(ev, &tme) {
                 let columns = self.json_columns(&id, &tme).await?;
                 self.decoder.json_columns.insert(id, columns);
@@ -345,7 +373,10 @@ impl RecordedBinlog {
                 Ok(Some(ev)) => ev,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    return Err(SourceError::Stream { position: decoder.committed.clone(), message: format!("replaying a recorded event: {e}") })
+                    return Err(SourceError::Stream {
+                        position: decoder.committed.clone(),
+                        message: format!("replaying a recorded event: {e}"),
+                    })
                 }
             };
             if let Some(out) = decoder.handle(&ev)? {
@@ -576,7 +607,11 @@ impl BinlogDecoder {
         if let Some((domain, server, seq)) = self.group_gtid.take() {
             self.gtid_state.insert(domain, (server, seq));
         }
-        let gtid = if self.gtid_state.is_empty() { self.committed.gtid.clone() } else { Some(format_gtid_state(&self.gtid_state)) };
+        let gtid = if self.gtid_state.is_empty() {
+            self.committed.gtid.clone()
+        } else {
+            Some(format_gtid_state(&self.gtid_state))
+        };
         self.committed = Position { file: self.file.clone(), offset: log_pos, gtid };
         self.in_group = false;
         self.standalone = false;
@@ -642,7 +677,9 @@ impl BinlogReader {
                 return Ok(cut);
             }
         }
-        Err(SourceError::Usage(format!("the server started the stream at binlog file {full:?}, which SHOW BINARY LOGS does not list")))
+        Err(SourceError::Usage(format!(
+            "the server started the stream at binlog file {full:?}, which SHOW BINARY LOGS does not list"
+        )))
     }
 }
 
@@ -667,7 +704,11 @@ fn format_gtid_state(state: &BTreeMap<u32, (u32, u64)>) -> String {
 }
 
 /// Builds the table's schema from a table map and its optional metadata.
-fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> std::result::Result<MappedTable, String> {
+fn map_table(
+    id: &TableId,
+    tme: &TableMapEvent<'_>,
+    json_columns: &[String],
+) -> std::result::Result<MappedTable, String> {
     let n = tme.columns_count() as usize;
     let mut names = Vec::new();
     let mut signedness: Vec<bool> = Vec::new();
@@ -730,7 +771,11 @@ fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> 
         let meta = tme.get_column_metadata(i).unwrap_or(&[]);
         let unsigned = if raw.is_numeric_type() { signed_iter.next().unwrap_or(false) } else { false };
         let unsigned_raw = unsigned;
-        let charset = if real.is_character_type() { charset_iter.next().transpose().map_err(|e| e.to_string())?.unwrap_or(0) } else { 0 };
+        let charset = if real.is_character_type() {
+            charset_iter.next().transpose().map_err(|e| e.to_string())?.unwrap_or(0)
+        } else {
+            0
+        };
         let m = |k: usize| meta.get(k).copied().unwrap_or(0);
         use ColumnType::*;
         let mut blen = None;
@@ -770,8 +815,12 @@ fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> 
             MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp { fsp: m(0).min(6) },
             MYSQL_TYPE_YEAR => ColumnKind::Year,
             MYSQL_TYPE_BIT => ColumnKind::Bit { bits: (m(1) as u16 * 8 + m(0) as u16).clamp(1, 64) },
-            MYSQL_TYPE_ENUM => ColumnKind::Enum { labels: enum_iter.next().ok_or(format!("no ENUM labels for {id}.{name}"))? },
-            MYSQL_TYPE_SET => ColumnKind::Set { labels: set_iter.next().ok_or(format!("no SET labels for {id}.{name}"))? },
+            MYSQL_TYPE_ENUM => {
+                ColumnKind::Enum { labels: enum_iter.next().ok_or(format!("no ENUM labels for {id}.{name}"))? }
+            }
+            MYSQL_TYPE_SET => {
+                ColumnKind::Set { labels: set_iter.next().ok_or(format!("no SET labels for {id}.{name}"))? }
+            }
             MYSQL_TYPE_GEOMETRY => ColumnKind::Unsupported("geometry".into()),
             other => ColumnKind::Unsupported(format!("{other:?}")),
         };
@@ -802,7 +851,11 @@ fn map_table(id: &TableId, tme: &TableMapEvent<'_>, json_columns: &[String]) -> 
 /// Decodes a rows event into changes (position/seq are set at commit) with the table's [`RowPlan`].
 /// Debug builds also decode it with mysql_common's row parser ([`decode_rows_reference`]) and fail
 /// loudly if the two differ, so every integration test checks the fast path against the reference.
-fn decode_rows(rows: &RowsEventData<'_>, mapped: &MappedTable, out: &mut Vec<Change>) -> std::result::Result<(), String> {
+fn decode_rows(
+    rows: &RowsEventData<'_>,
+    mapped: &MappedTable,
+    out: &mut Vec<Change>,
+) -> std::result::Result<(), String> {
     let schema = &mapped.schema;
     let kind = row_op(rows)?;
     let n = schema.columns.len();
@@ -880,7 +933,15 @@ fn not_full(schema: &TableSchema, image: &str, present: usize) -> String {
 
 /// A change without its position (set at commit).
 fn blank(schema: &Arc<TableSchema>, op: Op, key: Vec<Value>, after: Option<Vec<Value>>) -> Change {
-    Change { position: Position { file: String::new(), offset: 0, gtid: None }, seq: 0, table: schema.clone(), op, key, after, source_ts: 0 }
+    Change {
+        position: Position { file: String::new(), offset: 0, gtid: None },
+        seq: 0,
+        table: schema.clone(),
+        op,
+        key,
+        after,
+        source_ts: 0,
+    }
 }
 
 /// An update; one that changes the primary key becomes delete(old key) + insert(new row).
@@ -979,16 +1040,19 @@ pub async fn current_position(url: &SourceUrl) -> Result<Position> {
     let mut conn = Conn::new(url.opts(false)).await.map_err(q("connecting"))?;
     let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
         Ok(r) => r,
-        Err(_) => conn.query_first("SHOW MASTER STATUS").await.map_err(q("SHOW MASTER STATUS (needs BINLOG MONITOR)"))?,
+        Err(_) => {
+            conn.query_first("SHOW MASTER STATUS").await.map_err(q("SHOW MASTER STATUS (needs BINLOG MONITOR)"))?
+        }
     };
     let row = row.ok_or_else(|| SourceError::Usage(format!("{server} has no binary log status: is log_bin on?")))?;
     let file: String = row.get(0).unwrap_or_default();
     let offset: u64 = row.get(1).unwrap_or(4);
-    let gtid: Option<String> = match conn.exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset)).await {
-        Ok(g) => g.flatten(),
-        // MySQL: the GTID set is the 5th column of the status.
-        Err(_) => row.get::<Option<String>, _>(4).flatten(),
-    };
+    let gtid: Option<String> =
+        match conn.exec_first::<Option<String>, _, _>("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset)).await {
+            Ok(g) => g.flatten(),
+            // MySQL: the GTID set is the 5th column of the status.
+            Err(_) => row.get::<Option<String>, _>(4).flatten(),
+        };
     let _ = conn.disconnect().await;
     Ok(Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()) })
 }

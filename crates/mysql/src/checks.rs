@@ -16,29 +16,45 @@ use std::sync::Arc;
 /// A reason the source cannot be replicated as configured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
-    #[error("cannot reach MySQL/MariaDB at {address} as user '{user}': {reason}. Is the server running and \
-             listening on TCP {address}? (`polyrepl stack up` starts the local one)")]
+    #[error(
+        "cannot reach MySQL/MariaDB at {address} as user '{user}': {reason}. Is the server running and \
+             listening on TCP {address}? (`polyrepl stack up` starts the local one)"
+    )]
     Unreachable { address: String, user: String, reason: String },
-    #[error("MySQL/MariaDB at {address} refused user '{user}': {reason}. Check the user and password in the \
-             source URL (mysql://user:password@host:port)")]
+    #[error(
+        "MySQL/MariaDB at {address} refused user '{user}': {reason}. Check the user and password in the \
+             source URL (mysql://user:password@host:port)"
+    )]
     AccessDenied { address: String, user: String, reason: String },
-    #[error("user '{user}' lacks the {privilege} privilege on {address}, needed to {why}. Fix: \
-             GRANT {privilege} ON {on} TO '{user}'@'<host>';")]
+    #[error(
+        "user '{user}' lacks the {privilege} privilege on {address}, needed to {why}. Fix: \
+             GRANT {privilege} ON {on} TO '{user}'@'<host>';"
+    )]
     MissingPrivilege { address: String, user: String, privilege: String, on: String, why: String },
-    #[error("the binary log is off on {address} (log_bin=OFF): changes cannot be streamed. Fix: start the server \
-             with log-bin (my.cnf [mysqld]: `log_bin = binlog` and `server_id = 1`) and restart it")]
+    #[error(
+        "the binary log is off on {address} (log_bin=OFF): changes cannot be streamed. Fix: start the server \
+             with log-bin (my.cnf [mysqld]: `log_bin = binlog` and `server_id = 1`) and restart it"
+    )]
     BinlogDisabled { address: String },
-    #[error("{variable} is '{found}' on {address}, polyrepl needs '{needed}'. Fix: SET GLOBAL {variable}='{needed}'; \
-             and in my.cnf [mysqld]: `{variable} = {needed}` (sessions opened before the change keep the old value)")]
+    #[error(
+        "{variable} is '{found}' on {address}, polyrepl needs '{needed}'. Fix: SET GLOBAL {variable}='{needed}'; \
+             and in my.cnf [mysqld]: `{variable} = {needed}` (sessions opened before the change keep the old value)"
+    )]
     BinlogSetting { address: String, variable: String, found: String, needed: String },
-    #[error("table {table} has no primary key: polyrepl needs one to apply changes by key. Fix: \
-             ALTER TABLE {table} ADD PRIMARY KEY (<columns>); or exclude it from the table patterns")]
+    #[error(
+        "table {table} has no primary key: polyrepl needs one to apply changes by key. Fix: \
+             ALTER TABLE {table} ADD PRIMARY KEY (<columns>); or exclude it from the table patterns"
+    )]
     NoPrimaryKey { table: String },
-    #[error("column {table}.{column} has type {sql_type}, which polyrepl does not replicate. Fix: exclude table \
-             {table}, or change the column type")]
+    #[error(
+        "column {table}.{column} has type {sql_type}, which polyrepl does not replicate. Fix: exclude table \
+             {table}, or change the column type"
+    )]
     UnsupportedColumn { table: String, column: String, sql_type: String },
-    #[error("table pattern '{pattern}' matches no table on {address}. Fix: check the database and table names \
-             (SHOW TABLES FROM <db>;) or remove the pattern")]
+    #[error(
+        "table pattern '{pattern}' matches no table on {address}. Fix: check the database and table names \
+             (SHOW TABLES FROM <db>;) or remove the pattern"
+    )]
     UnknownTables { pattern: String, address: String },
     #[error("start-up check on {address} failed while {what}: {reason}")]
     Query { address: String, what: String, reason: String },
@@ -73,7 +89,9 @@ pub async fn connect(url: &SourceUrl) -> Result<Conn, CheckError> {
         Err(mysql_async::Error::Server(e)) if e.code == 1045 || e.code == 1044 || e.code == 1698 => {
             Err(CheckError::AccessDenied { address: url.address(), user: url.user.clone(), reason: e.message })
         }
-        Err(e) => Err(CheckError::Unreachable { address: url.address(), user: url.user.clone(), reason: e.to_string() }),
+        Err(e) => {
+            Err(CheckError::Unreachable { address: url.address(), user: url.user.clone(), reason: e.to_string() })
+        }
     }
 }
 
@@ -117,7 +135,9 @@ pub fn check_settings(s: &ServerSettings) -> Result<(), CheckError> {
             other => Err(CheckError::BinlogSetting {
                 address: s.address.clone(),
                 variable: variable.to_string(),
-                found: other.clone().unwrap_or_else(|| "unknown to this server version (MySQL ≥ 8.0 or MariaDB ≥ 10.5 needed)".into()),
+                found: other
+                    .clone()
+                    .unwrap_or_else(|| "unknown to this server version (MySQL ≥ 8.0 or MariaDB ≥ 10.5 needed)".into()),
                 needed: needed.to_string(),
             }),
         }
@@ -266,7 +286,10 @@ mod tests {
         assert_eq!(check_settings(&good()), Ok(()));
         let e = check_settings(&ServerSettings { binlog_row_metadata: Some("NO_LOG".into()), ..good() }).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("SET GLOBAL binlog_row_metadata='FULL'") && msg.contains("binlog_row_metadata = FULL"), "{msg}");
+        assert!(
+            msg.contains("SET GLOBAL binlog_row_metadata='FULL'") && msg.contains("binlog_row_metadata = FULL"),
+            "{msg}"
+        );
         let e = check_settings(&ServerSettings { binlog_format: Some("MIXED".into()), ..good() }).unwrap_err();
         assert!(e.to_string().contains("binlog_format is 'MIXED'"));
         let e = check_settings(&ServerSettings { binlog_row_image: Some("MINIMAL".into()), ..good() }).unwrap_err();

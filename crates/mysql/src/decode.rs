@@ -25,14 +25,19 @@ pub const BINARY_CHARSET: u16 = 63;
 /// Decodes one value of a binlog row image. `charset` is the column's charset id from the table map
 /// (0 when unknown); `binary_len` the declared length of a BINARY(n) column (to restore the trailing
 /// zero bytes the binlog drops).
-pub fn from_binlog(column: &Column, raw: BinlogValue<'_>, charset: u16, binary_len: Option<usize>) -> DecodeResult<Value> {
+pub fn from_binlog(
+    column: &Column,
+    raw: BinlogValue<'_>,
+    charset: u16,
+    binary_len: Option<usize>,
+) -> DecodeResult<Value> {
     let v = match raw {
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
             return match column.kind {
-                ColumnKind::Json => serde_json::Value::try_from(j)
-                    .map(Value::Json)
-                    .map_err(|e| format!("binary JSON: {e}")),
+                ColumnKind::Json => {
+                    serde_json::Value::try_from(j).map(Value::Json).map_err(|e| format!("binary JSON: {e}"))
+                }
                 _ => Err("binary JSON in a non-JSON column".into()),
             };
         }
@@ -71,7 +76,12 @@ pub fn from_binlog(column: &Column, raw: BinlogValue<'_>, charset: u16, binary_l
                     mask |= (*byte as u64) << (8 * i);
                 }
                 Ok(Value::Set(
-                    labels.iter().enumerate().filter(|(i, _)| mask & (1u64 << i) != 0).map(|(_, l)| l.clone()).collect(),
+                    labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1u64 << i) != 0)
+                        .map(|(_, l)| l.clone())
+                        .collect(),
                 ))
             }
             other => Err(format!("unexpected raw SET {other:?}")),
@@ -203,7 +213,9 @@ fn common(column: &Column, v: MyValue) -> DecodeResult<Value> {
             other => Err(format!("unexpected TIME {other:?}")),
         },
         ColumnKind::Json => match v {
-            MyValue::Bytes(b) => serde_json::from_slice(&b).map(Value::Json).map_err(|e| format!("invalid JSON text: {e}")),
+            MyValue::Bytes(b) => {
+                serde_json::from_slice(&b).map(Value::Json).map_err(|e| format!("invalid JSON text: {e}"))
+            }
             other => Err(format!("unexpected JSON {other:?}")),
         },
         ColumnKind::Bit { .. } => match v {
@@ -364,7 +376,10 @@ mod tests {
     #[test]
     fn decimals_print_like_mysql() {
         assert_eq!(normalize_decimal("-0000012.5", 2).unwrap(), "-12.50");
-        assert_eq!(normalize_decimal(".000000000000000000000000000001", 30).unwrap(), "0.000000000000000000000000000001");
+        assert_eq!(
+            normalize_decimal(".000000000000000000000000000001", 30).unwrap(),
+            "0.000000000000000000000000000001"
+        );
         assert_eq!(normalize_decimal("-0.00", 2).unwrap(), "0.00");
         assert_eq!(normalize_decimal("000000000000000000000000000000000042", 0).unwrap(), "42");
         assert!(normalize_decimal("1e5", 0).is_none());

@@ -68,15 +68,18 @@ impl SourceError {
 
     /// The error of a binlog stream from `position`: [`SourceError::BinlogPurged`] when the server
     /// says it no longer has that binlog (error 1236, ER_MASTER_FATAL_ERROR_READING_BINLOG).
-    pub(crate) fn binlog_read(what: impl Into<String>, server: &str, position: &Position, source: mysql_async::Error) -> Self {
+    pub(crate) fn binlog_read(
+        what: impl Into<String>,
+        server: &str,
+        position: &Position,
+        source: mysql_async::Error,
+    ) -> Self {
         match &source {
-            mysql_async::Error::Server(s) if s.code == 1236 => {
-                SourceError::BinlogPurged {
+            mysql_async::Error::Server(s) if s.code == 1236 => SourceError::BinlogPurged {
                 server: server.to_string(),
                 position: position.clone(),
                 message: format!("the server answered \"{}\"", s.message.trim()),
-            }
-            }
+            },
             _ => SourceError::query(what, server, source),
         }
     }

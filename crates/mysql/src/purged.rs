@@ -14,10 +14,12 @@ use polyrepl_core::Position;
 
 /// Errors with [`SourceError::BinlogPurged`] when streaming from `from` would skip purged changes.
 pub async fn check_not_purged(conn: &mut Conn, server: &str, from: &Position, mariadb: bool) -> Result<()> {
-    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(|e| SourceError::query("SHOW BINARY LOGS", server, e))?;
+    let logs: Vec<mysql_async::Row> =
+        conn.query("SHOW BINARY LOGS").await.map_err(|e| SourceError::query("SHOW BINARY LOGS", server, e))?;
     let Some(first) = logs.first().and_then(|r| r.get::<String, _>(0)) else { return Ok(()) };
     let first_seq = Position::new(first.clone(), 4).file_sequence();
-    let gone = |message: String| SourceError::BinlogPurged { server: server.to_string(), position: from.clone(), message };
+    let gone =
+        |message: String| SourceError::BinlogPurged { server: server.to_string(), position: from.clone(), message };
     let by_gtid = mariadb && from.gtid.as_deref().is_some_and(|g| !g.trim().is_empty());
     if !by_gtid {
         if from.file_sequence() < first_seq {

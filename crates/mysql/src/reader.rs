@@ -42,28 +42,47 @@ impl SourceReader {
     /// Connects and sets up the session (utf8mb4, UTC).
     pub async fn connect(url: &SourceUrl) -> Result<SourceReader> {
         let server = url.address();
-        let mut conn = Conn::new(url.opts(false)).await.map_err(|e| SourceError::query("connecting for verify", &server, e))?;
-        for statement in ["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"] {
+        let mut conn =
+            Conn::new(url.opts(false)).await.map_err(|e| SourceError::query("connecting for verify", &server, e))?;
+        for statement in [
+            "SET NAMES utf8mb4",
+            "SET SESSION time_zone = '+00:00'",
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        ] {
             conn.query_drop(statement).await.map_err(|e| SourceError::query(statement, &server, e))?;
         }
-        let version: String =
-            conn.query_first("SELECT @@version").await.map_err(|e| SourceError::query("reading @@version", &server, e))?.unwrap_or_default();
+        let version: String = conn
+            .query_first("SELECT @@version")
+            .await
+            .map_err(|e| SourceError::query("reading @@version", &server, e))?
+            .unwrap_or_default();
         Ok(SourceReader { conn, url: url.clone(), server, mariadb: version.to_ascii_lowercase().contains("mariadb") })
     }
 
     /// Up to `limit` rows of `table` with a key greater than `after_key` (from the first row when
     /// `None`), in key order. An empty vector means the table is done.
-    pub async fn read_chunk(&mut self, table: &TableSchema, after_key: Option<&[Value]>, limit: usize) -> Result<Vec<Row>> {
+    pub async fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Row>> {
         let (sql, params) = chunk_select(table, after_key, limit)?;
-        let rows: Vec<mysql_async::Row> =
-            self.conn.exec(sql, params).await.map_err(|e| SourceError::query(format!("reading a chunk of {}", table.id), &self.server, e))?;
+        let rows: Vec<mysql_async::Row> = self
+            .conn
+            .exec(sql, params)
+            .await
+            .map_err(|e| SourceError::query(format!("reading a chunk of {}", table.id), &self.server, e))?;
         rows.into_iter().map(|r| decode_row(table, r, "verify")).collect()
     }
 
     /// The rows with the given primary keys (values in key order), `None` where absent.
     pub async fn read_keys(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
         if table.primary_key.is_empty() {
-            return Err(SourceError::Usage(format!("table {} has no primary key: its rows cannot be read by key", table.id)));
+            return Err(SourceError::Usage(format!(
+                "table {} has no primary key: its rows cannot be read by key",
+                table.id
+            )));
         }
         let mut found: HashMap<Vec<u8>, Row> = HashMap::new();
         for batch in keys.chunks(KEYS_PER_QUERY) {
@@ -74,11 +93,9 @@ impl SourceReader {
                 continue;
             }
             let (sql, params) = keys_select(table, &usable);
-            let rows: Vec<mysql_async::Row> = self
-                .conn
-                .exec(sql, params)
-                .await
-                .map_err(|e| SourceError::query(format!("reading {} row(s) of {} by key", usable.len(), table.id), &self.server, e))?;
+            let rows: Vec<mysql_async::Row> = self.conn.exec(sql, params).await.map_err(|e| {
+                SourceError::query(format!("reading {} row(s) of {} by key", usable.len(), table.id), &self.server, e)
+            })?;
             for row in rows {
                 let values = decode_row(table, row, "verify")?;
                 found.insert(row_bytes(&Change::key_of(table, &values)), values);
@@ -90,7 +107,10 @@ impl SourceReader {
     /// The rows of several tables by key (one entry per `(table, keys)` asked, like [`Self::read_keys`]),
     /// all read in one consistent snapshot, and the binlog position that snapshot matches (see the
     /// module notes for MySQL).
-    pub async fn read_keys_at(&mut self, wanted: &[(&TableSchema, Vec<Vec<Value>>)]) -> Result<(Position, Vec<Vec<Option<Row>>>)> {
+    pub async fn read_keys_at(
+        &mut self,
+        wanted: &[(&TableSchema, Vec<Vec<Value>>)],
+    ) -> Result<(Position, Vec<Vec<Option<Row>>>)> {
         self.conn
             .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
@@ -102,7 +122,10 @@ impl SourceReader {
         Ok(found)
     }
 
-    async fn read_in_transaction(&mut self, wanted: &[(&TableSchema, Vec<Vec<Value>>)]) -> Result<(Position, Vec<Vec<Option<Row>>>)> {
+    async fn read_in_transaction(
+        &mut self,
+        wanted: &[(&TableSchema, Vec<Vec<Value>>)],
+    ) -> Result<(Position, Vec<Vec<Option<Row>>>)> {
         let position = if self.mariadb {
             crate::snapshot::mariadb_snapshot_position(&mut self.conn, &self.server).await?
         } else {

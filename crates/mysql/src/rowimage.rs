@@ -90,7 +90,11 @@ impl RowPlan {
                     (MYSQL_TYPE_FLOAT, ColumnKind::Float) => Read::Float,
                     (MYSQL_TYPE_DOUBLE, ColumnKind::Double) => Read::Double,
                     (MYSQL_TYPE_NEWDECIMAL, ColumnKind::Decimal { precision, scale })
-                        if *precision == b(0) && *scale == b(1) && *precision >= *scale && *scale <= 30 && *precision <= 65 =>
+                        if *precision == b(0)
+                            && *scale == b(1)
+                            && *precision >= *scale
+                            && *scale <= 30
+                            && *precision <= 65 =>
                     {
                         Read::Decimal { precision: *precision, scale: *scale }
                     }
@@ -113,16 +117,25 @@ impl RowPlan {
                             Read::Bytes { wide_len, pad_to: m.binary_len }
                         }
                     }
-                    (MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB, ColumnKind::Text | ColumnKind::Blob)
-                        if (1..=4).contains(&b(0)) =>
-                    {
+                    (
+                        MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB,
+                        ColumnKind::Text | ColumnKind::Blob,
+                    ) if (1..=4).contains(&b(0)) => {
                         Read::Blob { len_bytes: b(0) as usize, text: c.kind == ColumnKind::Text }
                     }
                     (MYSQL_TYPE_DATETIME2, ColumnKind::DateTime { fsp }) if b(0) <= 6 => Read::DateTime2 { fsp: *fsp },
-                    (MYSQL_TYPE_TIMESTAMP2, ColumnKind::Timestamp { fsp }) if b(0) <= 6 => Read::Timestamp2 { fsp: *fsp },
+                    (MYSQL_TYPE_TIMESTAMP2, ColumnKind::Timestamp { fsp }) if b(0) <= 6 => {
+                        Read::Timestamp2 { fsp: *fsp }
+                    }
                     _ => generic,
                 };
-                PlannedColumn { read, col_type: m.col_type, meta: m.meta.to_vec(), charset: m.charset, binary_len: m.binary_len }
+                PlannedColumn {
+                    read,
+                    col_type: m.col_type,
+                    meta: m.meta.to_vec(),
+                    charset: m.charset,
+                    binary_len: m.binary_len,
+                }
             })
             .collect();
         RowPlan { columns: planned }
@@ -289,8 +302,9 @@ impl RowPlan {
     fn generic(&self, pc: &PlannedColumn, column: &Column, buf: &mut &[u8], unsigned: bool) -> Result<Value, String> {
         let data: &[u8] = buf;
         let mut pb = ParseBuf(data);
-        let raw: BinlogValue<'_> =
-            pb.parse((pc.col_type, pc.meta.as_slice(), unsigned, false)).map_err(|e| format!("cannot parse the row image: {e}"))?;
+        let raw: BinlogValue<'_> = pb
+            .parse((pc.col_type, pc.meta.as_slice(), unsigned, false))
+            .map_err(|e| format!("cannot parse the row image: {e}"))?;
         let consumed = data.len() - pb.0.len();
         *buf = &buf[consumed..];
         from_binlog(column, raw, pc.charset, pc.binary_len)
@@ -321,7 +335,10 @@ const POW10: [u32; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_
 fn decimal_bin_size(precision: u8, scale: u8) -> usize {
     let intg = (precision - scale) as usize;
     let frac = scale as usize;
-    (intg / DIG_PER_DEC) * 4 + DIG_TO_BYTES[intg % DIG_PER_DEC] + (frac / DIG_PER_DEC) * 4 + DIG_TO_BYTES[frac % DIG_PER_DEC]
+    (intg / DIG_PER_DEC) * 4
+        + DIG_TO_BYTES[intg % DIG_PER_DEC]
+        + (frac / DIG_PER_DEC) * 4
+        + DIG_TO_BYTES[frac % DIG_PER_DEC]
 }
 
 /// A DECIMAL's binary form → the text [`crate::decode::normalize_decimal`] would give for it (no
@@ -447,7 +464,22 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        for (precision, scale) in [(1, 0), (5, 2), (9, 0), (10, 0), (12, 2), (18, 9), (19, 10), (20, 0), (30, 30), (65, 30), (65, 0), (38, 7), (4, 4), (10, 1)] {
+        for (precision, scale) in [
+            (1, 0),
+            (5, 2),
+            (9, 0),
+            (10, 0),
+            (12, 2),
+            (18, 9),
+            (19, 10),
+            (20, 0),
+            (30, 30),
+            (65, 30),
+            (65, 0),
+            (38, 7),
+            (4, 4),
+            (10, 1),
+        ] {
             for round in 0..3000 {
                 // The server's layout: big-endian digit groups, first bit flipped, all bits flipped when negative.
                 let intg = (precision - scale) as usize;
@@ -509,7 +541,8 @@ mod tests {
     #[test]
     fn wide_lengths_latin1_and_binary_padding_match_the_reference() {
         use ColumnType::*;
-        let col = |name: &str, kind: ColumnKind, unsigned: bool| Column { name: name.into(), kind, unsigned, nullable: true };
+        let col =
+            |name: &str, kind: ColumnKind, unsigned: bool| Column { name: name.into(), kind, unsigned, nullable: true };
         let columns = vec![
             col("id", ColumnKind::BigInt, true),
             col("wide", ColumnKind::VarChar, false),
@@ -525,12 +558,42 @@ mod tests {
         // (400 bytes: 2-byte length), BINARY(4), TEXT, TIMESTAMP(3), DATETIME(6), INT NULL.
         let map = vec![
             MapColumn { col_type: MYSQL_TYPE_LONGLONG, meta: &[], charset: 0, binary_len: None, map_unsigned: true },
-            MapColumn { col_type: MYSQL_TYPE_VARCHAR, meta: &[0xb0, 0x04], charset: 45, binary_len: None, map_unsigned: false },
-            MapColumn { col_type: MYSQL_TYPE_VARCHAR, meta: &[10, 0], charset: 8, binary_len: None, map_unsigned: false },
-            MapColumn { col_type: MYSQL_TYPE_STRING, meta: &[0xee, 0x90], charset: 45, binary_len: None, map_unsigned: false },
-            MapColumn { col_type: MYSQL_TYPE_STRING, meta: &[0xfe, 4], charset: 63, binary_len: Some(4), map_unsigned: false },
+            MapColumn {
+                col_type: MYSQL_TYPE_VARCHAR,
+                meta: &[0xb0, 0x04],
+                charset: 45,
+                binary_len: None,
+                map_unsigned: false,
+            },
+            MapColumn {
+                col_type: MYSQL_TYPE_VARCHAR,
+                meta: &[10, 0],
+                charset: 8,
+                binary_len: None,
+                map_unsigned: false,
+            },
+            MapColumn {
+                col_type: MYSQL_TYPE_STRING,
+                meta: &[0xee, 0x90],
+                charset: 45,
+                binary_len: None,
+                map_unsigned: false,
+            },
+            MapColumn {
+                col_type: MYSQL_TYPE_STRING,
+                meta: &[0xfe, 4],
+                charset: 63,
+                binary_len: Some(4),
+                map_unsigned: false,
+            },
             MapColumn { col_type: MYSQL_TYPE_BLOB, meta: &[2], charset: 45, binary_len: None, map_unsigned: false },
-            MapColumn { col_type: MYSQL_TYPE_TIMESTAMP2, meta: &[3], charset: 0, binary_len: None, map_unsigned: false },
+            MapColumn {
+                col_type: MYSQL_TYPE_TIMESTAMP2,
+                meta: &[3],
+                charset: 0,
+                binary_len: None,
+                map_unsigned: false,
+            },
             MapColumn { col_type: MYSQL_TYPE_DATETIME2, meta: &[6], charset: 0, binary_len: None, map_unsigned: false },
             MapColumn { col_type: MYSQL_TYPE_LONG, meta: &[], charset: 0, binary_len: None, map_unsigned: false },
         ];
@@ -549,14 +612,15 @@ mod tests {
         row.extend_from_slice(b"hello");
         row.extend_from_slice(&1_700_000_000u32.to_be_bytes());
         row.extend_from_slice(&(1234u16 / 10).to_be_bytes()); // .123 as 2 bytes of hundreds of micros
-        // DATETIME2(6): 2024-02-29 13:14:15.000042
+                                                              // DATETIME2(6): 2024-02-29 13:14:15.000042
         let ymd = ((2024u64 * 13 + 2) << 5) | 29;
         let hms = (13u64 << 12) | (14 << 6) | 15;
         let int_part = ((ymd << 17) | hms) + 0x80_0000_0000;
         row.extend_from_slice(&int_part.to_be_bytes()[3..]);
         row.extend_from_slice(&42u32.to_be_bytes()[1..]);
         let expected = reference_row(&columns, &map, &row);
-        let schema = TableSchema { id: polyrepl_core::TableId::new("d", "t"), columns: columns.clone(), primary_key: vec![0] };
+        let schema =
+            TableSchema { id: polyrepl_core::TableId::new("d", "t"), columns: columns.clone(), primary_key: vec![0] };
         let mut buf: &[u8] = &row;
         assert_eq!(plan.read_row(&schema, &mut buf).unwrap(), expected);
         assert!(buf.is_empty());

@@ -254,7 +254,10 @@ mod tests {
             ColumnKind::Decimal { precision: 65, scale: 30 }
         );
         assert_eq!(column_kind("varchar", "varbinary(10)", None, None, None, Some("binary")), ColumnKind::VarBinary);
-        assert_eq!(column_kind("geometry", "geometry", None, None, None, None), ColumnKind::Unsupported("geometry".into()));
+        assert_eq!(
+            column_kind("geometry", "geometry", None, None, None, None),
+            ColumnKind::Unsupported("geometry".into())
+        );
         assert_eq!(json_valid_column("json_valid(`doc`)").as_deref(), Some("doc"));
     }
 }

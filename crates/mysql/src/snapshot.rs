@@ -43,7 +43,8 @@ impl Snapshot {
             let server = server_for_errors.clone();
             move |e| SourceError::query(what, &server, e)
         };
-        let version: String = conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
+        let version: String =
+            conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
         conn.query_drop("SET NAMES utf8mb4").await.map_err(q("SET NAMES utf8mb4"))?;
         conn.query_drop("SET SESSION time_zone = '+00:00'").await.map_err(q("setting the session time zone"))?;
@@ -57,7 +58,9 @@ impl Snapshot {
             mariadb_snapshot_position(&mut conn, &server).await?
         } else {
             // MySQL has no lock-free snapshot position: hold a global read lock for an instant.
-            conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(q("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
+            conn.query_drop("FLUSH TABLES WITH READ LOCK")
+                .await
+                .map_err(q("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
             conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                 .await
                 .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
@@ -66,7 +69,8 @@ impl Snapshot {
                 Err(_) => conn.query_first("SHOW MASTER STATUS").await.map_err(q("SHOW MASTER STATUS"))?,
             };
             conn.query_drop("UNLOCK TABLES").await.map_err(q("UNLOCK TABLES"))?;
-            let row = row.ok_or_else(|| SourceError::Usage(format!("{server} has no binary log status: is log_bin on?")))?;
+            let row =
+                row.ok_or_else(|| SourceError::Usage(format!("{server} has no binary log status: is log_bin on?")))?;
             let file: String = row.get(0).unwrap_or_default();
             let offset: u64 = row.get(1).unwrap_or(4);
             let gtid: Option<String> = row.get::<Option<String>, _>(4).flatten().filter(|g| !g.is_empty());
@@ -125,7 +129,10 @@ impl Snapshot {
 
     /// Ends the snapshot transaction and closes the connection.
     pub async fn finish(mut self) -> Result<()> {
-        self.conn.query_drop("COMMIT").await.map_err(|e| SourceError::query("COMMIT of the snapshot", &self.server, e))?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| SourceError::query("COMMIT of the snapshot", &self.server, e))?;
         let _ = self.conn.disconnect().await;
         Ok(())
     }

@@ -57,13 +57,7 @@ impl SourceUrl {
         };
         let user = if parsed.username().is_empty() { "root".to_string() } else { decode(parsed.username()) };
         let password = parsed.password().map(decode);
-        let database = parsed
-            .path()
-            .trim_start_matches('/')
-            .split('/')
-            .next()
-            .filter(|d| !d.is_empty())
-            .map(decode);
+        let database = parsed.path().trim_start_matches('/').split('/').next().filter(|d| !d.is_empty()).map(decode);
         Ok(SourceUrl { user, password, host, port: parsed.port().unwrap_or(DEFAULT_PORT), database })
     }
 

@@ -72,7 +72,9 @@ async fn streams_committed_transactions_in_order_and_resumes_exactly() {
     }
     assert!(txs.windows(2).all(|w| w[0].0 < w[1].0), "positions increase");
     // DDL surfaced; new shape after it.
-    assert!(events.iter().any(|e| matches!(e, SourceEvent::Ddl { statement, .. } if statement.contains("ADD COLUMN note"))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, SourceEvent::Ddl { statement, .. } if statement.contains("ADD COLUMN note"))));
     let old_schema = &txs[5].1[0].table;
     let new_schema = &txs[6].1[0].table;
     assert_eq!(old_schema.columns.len(), 3);
@@ -101,7 +103,10 @@ async fn streams_committed_transactions_in_order_and_resumes_exactly() {
 async fn heartbeats_arrive_on_an_idle_stream() {
     let db = TestDb::create("hb").await;
     let from = current_position(&url()).await.unwrap();
-    let options = polyrepl_mysql::BinlogOptions { heartbeat: std::time::Duration::from_millis(200), ..polyrepl_mysql::BinlogOptions::new(server_id()) };
+    let options = polyrepl_mysql::BinlogOptions {
+        heartbeat: std::time::Duration::from_millis(200),
+        ..polyrepl_mysql::BinlogOptions::new(server_id())
+    };
     let mut reader = polyrepl_mysql::BinlogReader::start(&url(), &from, db.filter("nothing"), options).await.unwrap();
     let ev = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {

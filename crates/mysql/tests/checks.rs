@@ -22,11 +22,17 @@ async fn accepts_good_tables_and_refuses_bad_ones_by_name() {
     assert!(e.to_string().contains("ADD PRIMARY KEY"));
 
     let e = run_startup_checks(&url(), &db.filter("geo")).await.unwrap_err();
-    assert!(matches!(&e, CheckError::UnsupportedColumn { column, sql_type, .. } if column == "g" && sql_type == "GEOMETRY"), "{e}");
+    assert!(
+        matches!(&e, CheckError::UnsupportedColumn { column, sql_type, .. } if column == "g" && sql_type == "GEOMETRY"),
+        "{e}"
+    );
     assert!(e.to_string().contains(&format!("{}.geo.g", db.name)), "{e}");
 
     let e = run_startup_checks(&url(), &db.filter("missing")).await.unwrap_err();
-    assert!(matches!(&e, CheckError::UnknownTables { pattern, .. } if pattern == &format!("{}.missing", db.name)), "{e}");
+    assert!(
+        matches!(&e, CheckError::UnknownTables { pattern, .. } if pattern == &format!("{}.missing", db.name)),
+        "{e}"
+    );
 
     let all = TableFilter::new(&[format!("{}.*", db.name)], &[format!("{}.geo", db.name)]).unwrap();
     let e = run_startup_checks(&url(), &all).await.unwrap_err();
@@ -40,7 +46,10 @@ async fn connection_failures_say_where_and_who() {
     match connect(&bad_pass).await {
         Err(e @ CheckError::AccessDenied { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("127.0.0.1:5600") && msg.contains("'root'") && !msg.contains("definitely-wrong"), "{msg}");
+            assert!(
+                msg.contains("127.0.0.1:5600") && msg.contains("'root'") && !msg.contains("definitely-wrong"),
+                "{msg}"
+            );
         }
         // Some installs let root in by any password over TCP: then the check has nothing to refuse.
         Err(e) => panic!("expected AccessDenied, got {e}"),
@@ -57,6 +66,7 @@ async fn the_dev_server_settings_pass_and_session_values_are_not_what_counts() {
     let s = read_settings(&mut conn, "127.0.0.1:5600").await.unwrap();
     assert_eq!(check_settings(&s), Ok(()), "{s:?}");
     // The decision on a NO_LOG value (unit-tested in detail in the crate) names the fix.
-    let e = check_settings(&polyrepl_mysql::ServerSettings { binlog_row_metadata: Some("MINIMAL".into()), ..s }).unwrap_err();
+    let e = check_settings(&polyrepl_mysql::ServerSettings { binlog_row_metadata: Some("MINIMAL".into()), ..s })
+        .unwrap_err();
     assert!(e.to_string().contains("SET GLOBAL binlog_row_metadata='FULL'"));
 }

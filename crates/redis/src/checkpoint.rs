@@ -16,7 +16,11 @@ use crate::error::{classify, definite};
 use crate::naming::checkpoint_key;
 
 /// The checkpoint stored for `pipeline`, if any.
-pub async fn load<C: ConnectionLike + Send>(conn: &mut C, sink: &str, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+pub async fn load<C: ConnectionLike + Send>(
+    conn: &mut C,
+    sink: &str,
+    pipeline: &str,
+) -> Result<Option<Checkpoint>, SinkError> {
     let key = checkpoint_key(pipeline);
     let text: Option<Vec<u8>> = redis::cmd("GET")
         .arg(&key)
@@ -24,8 +28,13 @@ pub async fn load<C: ConnectionLike + Send>(conn: &mut C, sink: &str, pipeline: 
         .await
         .map_err(|e| classify(sink, &format!("reading the checkpoint of pipeline '{pipeline}' (GET {key})"), &e))?;
     let Some(text) = text else { return Ok(None) };
-    let parsed = std::str::from_utf8(&text).map_err(|e| e.to_string()).and_then(|t| Checkpoint::from_json(t).map_err(|e| e.to_string()));
-    parsed
-        .map(Some)
-        .map_err(|e| definite(sink, format!("the checkpoint of pipeline '{pipeline}' at key {key} is not valid ({e}): fix or delete it")))
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|t| Checkpoint::from_json(t).map_err(|e| e.to_string()));
+    parsed.map(Some).map_err(|e| {
+        definite(
+            sink,
+            format!("the checkpoint of pipeline '{pipeline}' at key {key} is not valid ({e}): fix or delete it"),
+        )
+    })
 }

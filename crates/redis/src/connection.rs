@@ -55,7 +55,12 @@ impl ConnectionLike for RedisConnection {
         }
     }
 
-    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
@@ -130,15 +135,18 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
             format!("'{scheme}://' is not a Redis URL: expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]"),
         ));
     }
-    let info = url
-        .into_connection_info()
-        .map_err(|e| definite(&name, format!("the Redis URL is not valid ({e}): expected redis://[USER:PASSWORD@]HOST[:PORT][/DB]")))?;
+    let info = url.into_connection_info().map_err(|e| {
+        definite(&name, format!("the Redis URL is not valid ({e}): expected redis://[USER:PASSWORD@]HOST[:PORT][/DB]"))
+    })?;
     if let ConnectionAddr::Tcp(host, port) = info.addr() {
         match probe(host, *port, options.connect_timeout).await {
             ProbeOutcome::Redis => {}
             ProbeOutcome::Unreachable(why) => return Err(transient(&name, format!("{why} — is Redis running there?"))),
             ProbeOutcome::NotRedis(why) => {
-                return Err(definite(&name, format!("not a Redis server: {why} — check the host and port of the Redis URL")))
+                return Err(definite(
+                    &name,
+                    format!("not a Redis server: {why} — check the host and port of the Redis URL"),
+                ))
             }
         }
     }
@@ -184,7 +192,9 @@ pub fn cluster_seeds(url: &str) -> Result<Vec<ConnectionInfo>, String> {
     let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
     let (userinfo, hosts) = authority.rsplit_once('@').map_or((None, authority), |(u, h)| (Some(u), h));
     if !path.is_empty() && path != "0" {
-        return Err(format!("a Redis Cluster has database 0 only, the URL asks for database /{path}: remove it ({usage})"));
+        return Err(format!(
+            "a Redis Cluster has database 0 only, the URL asks for database /{path}: remove it ({usage})"
+        ));
     }
     let mut seeds = Vec::new();
     for host in hosts.split(',') {
@@ -202,14 +212,21 @@ pub fn cluster_seeds(url: &str) -> Result<Vec<ConnectionInfo>, String> {
             node.push_str("/?");
             node.push_str(q);
         }
-        let info = node.as_str().into_connection_info().map_err(|e| format!("cluster node '{host}' is not a valid address ({e}): {usage}"))?;
+        let info = node
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("cluster node '{host}' is not a valid address ({e}): {usage}"))?;
         seeds.push(info);
     }
     Ok(seeds)
 }
 
 /// Connects to a Redis Cluster through `seeds`, after probing that what answers at them is Redis.
-async fn connect_cluster(name: &str, seeds: Vec<ConnectionInfo>, options: &RedisOptions) -> Result<(RedisConnection, String), SinkError> {
+async fn connect_cluster(
+    name: &str,
+    seeds: Vec<ConnectionInfo>,
+    options: &RedisOptions,
+) -> Result<(RedisConnection, String), SinkError> {
     if let Some(db) = seeds.iter().map(|s| s.redis_settings().db()).find(|&db| db != 0) {
         return Err(definite(name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL")));
     }
@@ -220,13 +237,19 @@ async fn connect_cluster(name: &str, seeds: Vec<ConnectionInfo>, options: &Redis
                 ProbeOutcome::Redis => {}
                 ProbeOutcome::Unreachable(why) => unreachable.push(why),
                 ProbeOutcome::NotRedis(why) => {
-                    return Err(definite(name, format!("not a Redis server: {why} — check the nodes of the Redis Cluster URL")))
+                    return Err(definite(
+                        name,
+                        format!("not a Redis server: {why} — check the nodes of the Redis Cluster URL"),
+                    ))
                 }
             }
         }
     }
     if unreachable.len() == seeds.len() {
-        return Err(transient(name, format!("no cluster node answered: {} — is the Redis Cluster running?", unreachable.join("; "))));
+        return Err(transient(
+            name,
+            format!("no cluster node answered: {} — is the Redis Cluster running?", unreachable.join("; ")),
+        ));
     }
     let client = ClusterClient::builder(seeds)
         .connection_timeout(options.connect_timeout)
@@ -236,22 +259,36 @@ async fn connect_cluster(name: &str, seeds: Vec<ConnectionInfo>, options: &Redis
         .map_err(|e| definite(name, format!("the Redis Cluster URL is not valid: {e}")))?;
     let mut conn = tokio::time::timeout(options.connect_timeout * 3, client.get_async_connection())
         .await
-        .map_err(|_| transient(name, format!("connecting to the cluster timed out after {:?}", options.connect_timeout * 3)))?
+        .map_err(|_| {
+            transient(name, format!("connecting to the cluster timed out after {:?}", options.connect_timeout * 3))
+        })?
         .map_err(|e| {
             let mut error = classify(name, "connecting to the Redis Cluster", &e);
             if e.to_string().contains("cluster support disabled") {
-                error = definite(name, format!("{error} — this server is not a cluster node: use redis://HOST:PORT for a standalone Redis"));
+                error = definite(
+                    name,
+                    format!(
+                        "{error} — this server is not a cluster node: use redis://HOST:PORT for a standalone Redis"
+                    ),
+                );
             }
             error
         })?;
     let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| classify(name, "PING", &e))?;
-    let state: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.map_err(|e| classify(name, "CLUSTER INFO", &e))?;
+    let state: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| classify(name, "CLUSTER INFO", &e))?;
     match info_field(&state, "cluster_state") {
         Some("ok") => {}
         other => {
             return Err(transient(
                 name,
-                format!("the Redis Cluster is not serving (cluster_state:{}) — wait until every slot is covered", other.unwrap_or("unknown")),
+                format!(
+                    "the Redis Cluster is not serving (cluster_state:{}) — wait until every slot is covered",
+                    other.unwrap_or("unknown")
+                ),
             ))
         }
     }
@@ -277,7 +314,9 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
     // waiting for the rest.
     match tokio::time::timeout(timeout, stream.write_all(b"PING\r\nPING\r\nPING\r\n")).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return ProbeOutcome::NotRedis(format!("{address} broke the connection before a PING could be sent ({e})")),
+        Ok(Err(e)) => {
+            return ProbeOutcome::NotRedis(format!("{address} broke the connection before a PING could be sent ({e})"))
+        }
         Err(_) => return ProbeOutcome::Unreachable(format!("sending PING to {address} timed out after {timeout:?}")),
     }
     let mut reply = [0u8; 64];
@@ -298,7 +337,8 @@ pub async fn probe(host: &str, port: u16, timeout: Duration) -> ProbeOutcome {
 
 /// Describes the first bytes a non-Redis server sent, recognising common protocols.
 fn preview(bytes: &[u8]) -> String {
-    let text: String = bytes.iter().take(32).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+    let text: String =
+        bytes.iter().take(32).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
     let guess = if bytes.starts_with(b"HTTP/") {
         " — that is HTTP: this URL points at a web server"
     } else if bytes.len() > 5 && bytes[3] == 0 && bytes[4] == 10 {

@@ -14,7 +14,8 @@ use polyrepl_core::SinkError;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Server error codes after which the same command may succeed when retried.
-const TRANSIENT_CODES: &[&str] = &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "OOM", "MOVED", "ASK"];
+const TRANSIENT_CODES: &[&str] =
+    &["LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY", "OOM", "MOVED", "ASK"];
 
 fn is_transient_code(code: &str) -> bool {
     TRANSIENT_CODES.contains(&code)

@@ -107,7 +107,9 @@ fn decode(column: &Column, bytes: &[u8]) -> Option<Value> {
         K::Json => Value::Json(serde_json::from_str(text).ok()?),
         K::Bit { .. } => Value::Bit(text.parse().ok()?),
         K::Enum { .. } => Value::Enum(text.to_string()),
-        K::Set { .. } => Value::Set(if text.is_empty() { Vec::new() } else { text.split(',').map(str::to_string).collect() }),
+        K::Set { .. } => {
+            Value::Set(if text.is_empty() { Vec::new() } else { text.split(',').map(str::to_string).collect() })
+        }
         K::Unsupported(_) => return None,
     })
 }
@@ -116,7 +118,10 @@ fn decode(column: &Column, bytes: &[u8]) -> Option<Value> {
 fn is_decimal_text(text: &str) -> bool {
     let t = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = t.split_once('.').unwrap_or((t, "0"));
-    !int.is_empty() && !frac.is_empty() && int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit())
+    !int.is_empty()
+        && !frac.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn digits<T: std::str::FromStr>(text: &str, len: usize) -> Option<T> {
@@ -127,7 +132,8 @@ fn digits<T: std::str::FromStr>(text: &str, len: usize) -> Option<T> {
 /// `YYYY-MM-DD`.
 fn parse_date(text: &str) -> Option<Date> {
     let mut parts = text.split('-');
-    let date = Date { year: digits(parts.next()?, 4)?, month: digits(parts.next()?, 2)?, day: digits(parts.next()?, 2)? };
+    let date =
+        Date { year: digits(parts.next()?, 4)?, month: digits(parts.next()?, 2)?, day: digits(parts.next()?, 2)? };
     parts.next().is_none().then_some(date)
 }
 
@@ -223,7 +229,12 @@ mod tests {
             t(K::Double, false, Value::Double(-2.5e-300), &(-2.5e-300f64).to_string()),
             t(K::Double, false, Value::Double(1.5e300), &1.5e300f64.to_string()),
             t(K::Decimal { precision: 10, scale: 3 }, false, Value::Decimal("-12.500".into()), "-12.500"),
-            t(K::Decimal { precision: 65, scale: 30 }, false, Value::Decimal(format!("-{}.{}", "9".repeat(35), "9".repeat(30))), &format!("-{}.{}", "9".repeat(35), "9".repeat(30))),
+            t(
+                K::Decimal { precision: 65, scale: 30 },
+                false,
+                Value::Decimal(format!("-{}.{}", "9".repeat(35), "9".repeat(30))),
+                &format!("-{}.{}", "9".repeat(35), "9".repeat(30)),
+            ),
             t(K::Decimal { precision: 5, scale: 0 }, false, Value::Decimal("0".into()), "0"),
             t(K::VarChar, false, Value::String("héllo 😀 Ω".into()), "héllo 😀 Ω"),
             t(K::Char, false, Value::String(String::new()), ""),
@@ -233,15 +244,45 @@ mod tests {
             (col(K::VarBinary, false), Value::Bytes(vec![]), vec![]),
             t(K::Date, false, Value::Date(Date { year: 2024, month: 2, day: 29 }), "2024-02-29"),
             t(K::Date, false, Value::Date(Date { year: 0, month: 0, day: 0 }), "0000-00-00"),
-            t(K::Time { fsp: 6 }, false, Value::Time(Time { negative: true, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 6 }), "-838:59:59.000000"),
-            t(K::Time { fsp: 0 }, false, Value::Time(Time { negative: false, hours: 0, minutes: 0, seconds: 0, micros: 0, fsp: 0 }), "00:00:00"),
-            t(K::Time { fsp: 3 }, false, Value::Time(Time { negative: true, hours: 1, minutes: 2, seconds: 3, micros: 450_000, fsp: 3 }), "-01:02:03.450"),
-            t(K::DateTime { fsp: 6 }, false, Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6)), "9999-12-31 23:59:59.999999"),
+            t(
+                K::Time { fsp: 6 },
+                false,
+                Value::Time(Time { negative: true, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 6 }),
+                "-838:59:59.000000",
+            ),
+            t(
+                K::Time { fsp: 0 },
+                false,
+                Value::Time(Time { negative: false, hours: 0, minutes: 0, seconds: 0, micros: 0, fsp: 0 }),
+                "00:00:00",
+            ),
+            t(
+                K::Time { fsp: 3 },
+                false,
+                Value::Time(Time { negative: true, hours: 1, minutes: 2, seconds: 3, micros: 450_000, fsp: 3 }),
+                "-01:02:03.450",
+            ),
+            t(
+                K::DateTime { fsp: 6 },
+                false,
+                Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6)),
+                "9999-12-31 23:59:59.999999",
+            ),
             t(K::DateTime { fsp: 0 }, false, Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 0)), "0000-00-00 00:00:00"),
-            t(K::Timestamp { fsp: 3 }, false, Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 5_000, 3)), "1970-01-01 00:00:01.005"),
+            t(
+                K::Timestamp { fsp: 3 },
+                false,
+                Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 5_000, 3)),
+                "1970-01-01 00:00:01.005",
+            ),
             t(K::Year, false, Value::Year(2155), "2155"),
             t(K::Year, false, Value::Year(0), "0000"),
-            t(K::Json, false, Value::Json(json!({"a": [1, -2.5, null, true], "b": {"c": "😀"}, "big": u64::MAX})), r#"{"a":[1,-2.5,null,true],"b":{"c":"😀"},"big":18446744073709551615}"#),
+            t(
+                K::Json,
+                false,
+                Value::Json(json!({"a": [1, -2.5, null, true], "b": {"c": "😀"}, "big": u64::MAX})),
+                r#"{"a":[1,-2.5,null,true],"b":{"c":"😀"},"big":18446744073709551615}"#,
+            ),
             t(K::Json, false, Value::Json(json!(null)), "null"),
             t(K::Json, false, Value::Json(json!("")), r#""""#),
             t(K::Bit { bits: 64 }, false, Value::Bit(u64::MAX), "18446744073709551615"),
@@ -265,7 +306,13 @@ mod tests {
             }
         }
         assert_eq!(to_field(&Value::Null), None);
-        for v in [Value::Int(-42), Value::UInt(u64::MAX), Value::String("é".into()), Value::Bytes(vec![0, 255]), Value::Double(1.5)] {
+        for v in [
+            Value::Int(-42),
+            Value::UInt(u64::MAX),
+            Value::String("é".into()),
+            Value::Bytes(vec![0, 255]),
+            Value::Double(1.5),
+        ] {
             let mut args: Vec<Vec<u8>> = Vec::new();
             write_field(&v, &mut args);
             assert_eq!(args, vec![to_field(&v).unwrap()], "{v:?}");
@@ -283,7 +330,10 @@ mod tests {
             (ColumnKind::Json, b"{"),
             (ColumnKind::VarChar, b"\xff"),
         ] {
-            assert!(matches!(from_field(&col(kind.clone(), false), bytes), Value::String(s) if s.starts_with("<not a")), "{kind:?}");
+            assert!(
+                matches!(from_field(&col(kind.clone(), false), bytes), Value::String(s) if s.starts_with("<not a")),
+                "{kind:?}"
+            );
         }
     }
 

@@ -166,7 +166,10 @@ mod tests {
         assert_ne!(hash_slot(b"foo{}{bar}"), hash_slot(b"bar"));
         assert_eq!(hash_slot(b"foo{{bar}}zap"), hash_slot(b"{bar"));
         for key in [&b"shop:orders:1"[..], b"polyrepl:checkpoint:p", b"\x00\xff", b"a{b}c"] {
-            assert_eq!(redis::cluster_routing::Slot::new(hash_slot(key)), Some(redis::cluster_routing::Slot::for_key(key)));
+            assert_eq!(
+                redis::cluster_routing::Slot::new(hash_slot(key)),
+                Some(redis::cluster_routing::Slot::for_key(key))
+            );
         }
     }
 

@@ -71,11 +71,9 @@ pub fn split_url_options(url: &str, mut options: RedisOptions) -> Result<(String
             "prefix" => options.key_prefix = (!value.is_empty()).then_some(value),
             "ttl" => options.ttl = Some(positive_duration("ttl", &value)?),
             "stream" => {
-                let n: usize = value
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("URL option stream={value}: expected the stream's maximum length, a whole number > 0"))?;
+                let n: usize = value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("URL option stream={value}: expected the stream's maximum length, a whole number > 0")
+                })?;
                 options.stream = Some(n);
             }
             "connect_timeout" => options.connect_timeout = positive_duration("connect_timeout", &value)?,
@@ -116,7 +114,9 @@ pub fn check(options: &RedisOptions) -> Result<(), String> {
 fn positive_duration(key: &str, text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("URL option {key}={text}: expected a number of seconds, or a number with ms, s, m, h or d"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("URL option {key}={text}: expected a number of seconds, or a number with ms, s, m, h or d")
+    })?;
     let d = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
@@ -161,7 +161,11 @@ mod tests {
 
     #[test]
     fn url_options_are_taken_out() {
-        let (url, o) = split_url_options("redis://h:6379/2?prefix=app%3A&ttl=60&protocol=resp3&stream=10000", RedisOptions::default()).unwrap();
+        let (url, o) = split_url_options(
+            "redis://h:6379/2?prefix=app%3A&ttl=60&protocol=resp3&stream=10000",
+            RedisOptions::default(),
+        )
+        .unwrap();
         assert_eq!(url, "redis://h:6379/2?protocol=resp3");
         assert_eq!(o.key_prefix.as_deref(), Some("app:"));
         assert_eq!(o.ttl, Some(Duration::from_secs(60)));
@@ -175,7 +179,9 @@ mod tests {
 
     #[test]
     fn bad_url_options_are_refused() {
-        for bad in ["redis://h?ttl=0", "redis://h?ttl=abc", "redis://h?ttl=5y", "redis://h?stream=0", "redis://h?stream=-1"] {
+        for bad in
+            ["redis://h?ttl=0", "redis://h?ttl=abc", "redis://h?ttl=5y", "redis://h?stream=0", "redis://h?stream=-1"]
+        {
             assert!(split_url_options(bad, RedisOptions::default()).is_err(), "{bad}");
         }
         assert!(check(&RedisOptions { ttl: Some(Duration::ZERO), ..Default::default() }).is_err());

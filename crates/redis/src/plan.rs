@@ -82,7 +82,8 @@ impl<'a> RowWrite<'a> {
                     Value::Bytes(b) => b.len(),
                     _ => 48,
                 };
-                2 * key.len() + columns.iter().zip(row.iter()).map(|(c, v)| c.name.len() + value_bytes(v) + 16).sum::<usize>()
+                2 * key.len()
+                    + columns.iter().zip(row.iter()).map(|(c, v)| c.name.len() + value_bytes(v) + 16).sum::<usize>()
             }
             RowWrite::Delete { key } => key.len(),
         }
@@ -221,7 +222,11 @@ mod tests {
         assert_eq!(p.rows[1], RowWrite::Delete { key: b"x:d:t:2".to_vec() });
         // Deleted then inserted again, or only updated: the key existed, so DEL comes first.
         let again = Batch {
-            changes: vec![change(Op::Delete, 3, None), change(Op::Insert, 3, Some("c")), change(Op::Update, 4, Some("d"))],
+            changes: vec![
+                change(Op::Delete, 3, None),
+                change(Op::Insert, 3, Some("c")),
+                change(Op::Update, 4, Some("d")),
+            ],
             checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
         };
         let rows = plan(&again, None, false).unwrap().rows;

@@ -50,10 +50,9 @@ pub async fn scan_keys(
     let pattern = [glob_escape(&table_prefix), b"*".to_vec()].concat();
     let mut next: u64 = match &cursor {
         None => 0,
-        Some(bytes) => std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| definite(sink, format!("scanning keys of {}: the scan cursor is not one this sink made", table.id)))?,
+        Some(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            definite(sink, format!("scanning keys of {}: the scan cursor is not one this sink made", table.id))
+        })?,
     };
     let limit = limit.max(1);
     let mut keys = Vec::new();
@@ -70,7 +69,9 @@ pub async fn scan_keys(
         for key in found {
             match parse_key(table, &key[table_prefix.len().min(key.len())..]) {
                 Some(values) if key.starts_with(&table_prefix) => keys.push(values),
-                _ => tracing::warn!(key = %String::from_utf8_lossy(&key), table = %table.id, "a Redis key under the table's prefix is not a row key of it; skipped"),
+                _ => {
+                    tracing::warn!(key = %String::from_utf8_lossy(&key), table = %table.id, "a Redis key under the table's prefix is not a row key of it; skipped")
+                }
             }
         }
         next = cursor;

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
 use futures::StreamExt;
+use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
 
 use crate::checkpoint;
 use crate::connection::{connect, RedisConnection};
@@ -54,7 +54,10 @@ impl RedisSink {
         let (url, options) = split_url_options(url, options).map_err(|m| definite(&name, m))?;
         check(&options).map_err(|m| definite(&name, m))?;
         if pipeline.is_empty() {
-            return Err(definite(&name, "the pipeline name is empty: it names the checkpoint key polyrepl:checkpoint:<pipeline>"));
+            return Err(definite(
+                &name,
+                "the pipeline name is empty: it names the checkpoint key polyrepl:checkpoint:<pipeline>",
+            ));
         }
         let (conn, name) = connect(&url, &options).await?;
         Ok(RedisSink { conn, name, pipeline: pipeline.to_string(), options })
@@ -107,7 +110,10 @@ impl Sink for RedisSink {
                 if kind != "none" && kind != "stream" {
                     return Err(definite(
                         &self.name,
-                        format!("the change-stream key {key} of {} holds a {kind}, not a stream: delete or rename it", table.id),
+                        format!(
+                            "the change-stream key {key} of {} holds a {kind}, not a stream: delete or rename it",
+                            table.id
+                        ),
                     ));
                 }
             }
@@ -122,11 +128,16 @@ impl Sink for RedisSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let planned = plan(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some()).map_err(|m| definite(&self.name, m))?;
+        let planned = plan(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some())
+            .map_err(|m| definite(&self.name, m))?;
         let what = format!(
             "{} row key(s){} and the checkpoint {} of pipeline '{}'",
             planned.rows.len(),
-            if planned.appends.is_empty() { String::new() } else { format!(", {} stream entries", planned.appends.len()) },
+            if planned.appends.is_empty() {
+                String::new()
+            } else {
+                format!(", {} stream entries", planned.appends.len())
+            },
             batch.checkpoint.position,
             self.pipeline
         );
@@ -169,7 +180,10 @@ impl Sink for RedisSink {
                 .collect();
             let hashes: Vec<Result<HashMap<Vec<u8>, Vec<u8>>, SinkError>> =
                 futures::stream::iter(reads).buffered(CLUSTER_READS_IN_FLIGHT).collect().await;
-            return hashes.into_iter().map(|hash| hash.map(|hash| (!hash.is_empty()).then(|| row_of(table, &hash)))).collect();
+            return hashes
+                .into_iter()
+                .map(|hash| hash.map(|hash| (!hash.is_empty()).then(|| row_of(table, &hash))))
+                .collect();
         }
         let mut rows = Vec::with_capacity(keys.len());
         for chunk in redis_keys.chunks(READ_CHUNK) {
@@ -193,7 +207,8 @@ impl Sink for RedisSink {
         limit: usize,
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
         check_table(table).map_err(|m| definite(&self.name, m))?;
-        crate::scan::scan_keys(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table, cursor, limit).await
+        crate::scan::scan_keys(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table, cursor, limit)
+            .await
     }
 }
 

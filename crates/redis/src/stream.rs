@@ -39,14 +39,13 @@ use crate::mapping::envelope_text;
 /// The JSON envelope of `change`, as stored in the entry's `event` field.
 pub fn envelope(change: &Change, snapshot: bool) -> String {
     let table = &change.table;
-    let key: Map<String, Json> = table
-        .key_columns()
-        .zip(&change.key)
-        .map(|(c, v)| (c.name.clone(), envelope_text(v)))
-        .collect();
+    let key: Map<String, Json> =
+        table.key_columns().zip(&change.key).map(|(c, v)| (c.name.clone(), envelope_text(v))).collect();
     let after = match (&change.op, &change.after) {
         (Op::Delete, _) | (_, None) => Json::Null,
-        (_, Some(row)) => Json::Object(table.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), envelope_text(v))).collect()),
+        (_, Some(row)) => {
+            Json::Object(table.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), envelope_text(v))).collect())
+        }
     };
     let op = match change.op {
         Op::Insert => "insert",

@@ -37,9 +37,9 @@ use redis::aio::ConnectionLike;
 use redis::Pipeline;
 
 use crate::error::classify;
+use crate::mapping::FieldArg;
 use crate::naming::{checkpoint_key, hash_slot};
 use crate::options::RedisOptions;
-use crate::mapping::FieldArg;
 use crate::plan::{chunk_ranges, Plan, RowWrite};
 
 /// Slot groups in flight at once in cluster mode.
@@ -55,7 +55,8 @@ enum Item {
 /// Builds the transactions for `plan` on a single server: chunks in order, the checkpoint `SET` in
 /// the last.
 pub fn transactions(plan: &Plan, options: &RedisOptions, pipeline: &str, checkpoint: &Checkpoint) -> Vec<Pipeline> {
-    let items: Vec<Item> = (0..plan.rows.len()).map(Item::Row).chain((0..plan.appends.len()).map(Item::Append)).collect();
+    let items: Vec<Item> =
+        (0..plan.rows.len()).map(Item::Row).chain((0..plan.appends.len()).map(Item::Append)).collect();
     let mut txs = chunked(plan, &items, options);
     if let Some(last) = txs.last_mut() {
         last.cmd("SET").arg(checkpoint_key(pipeline)).arg(checkpoint.to_json()).ignore();
@@ -81,10 +82,7 @@ pub fn cluster_writes(plan: &Plan, options: &RedisOptions, pipeline: &str, check
     for (i, append) in plan.appends.iter().enumerate() {
         groups.entry(hash_slot(append.key.as_bytes())).or_default().push(Item::Append(i));
     }
-    let slots = groups
-        .into_iter()
-        .map(|(slot, items)| (slot, chunked(plan, &items, options)))
-        .collect();
+    let slots = groups.into_iter().map(|(slot, items)| (slot, chunked(plan, &items, options))).collect();
     let mut set = redis::cmd("SET");
     set.arg(checkpoint_key(pipeline)).arg(checkpoint.to_json());
     ClusterWrites { slots, checkpoint: set }
@@ -119,7 +117,15 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline>
                     Item::Append(i) => {
                         let append = &plan.appends[i];
                         let maxlen = options.stream.unwrap_or(usize::MAX);
-                        tx.cmd("XADD").arg(&append.key).arg("MAXLEN").arg("~").arg(maxlen).arg("*").arg("event").arg(&append.event).ignore();
+                        tx.cmd("XADD")
+                            .arg(&append.key)
+                            .arg("MAXLEN")
+                            .arg("~")
+                            .arg(maxlen)
+                            .arg("*")
+                            .arg("event")
+                            .arg(&append.event)
+                            .ignore();
                     }
                 }
             }
@@ -162,7 +168,12 @@ fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
 }
 
 /// Sends the transactions in order; stops at the first failure.
-pub async fn send<C: ConnectionLike + Send>(conn: &mut C, sink: &str, transactions: &[Pipeline], what: &str) -> Result<(), SinkError> {
+pub async fn send<C: ConnectionLike + Send>(
+    conn: &mut C,
+    sink: &str,
+    transactions: &[Pipeline],
+    what: &str,
+) -> Result<(), SinkError> {
     let total = transactions.len();
     for (n, tx) in transactions.iter().enumerate() {
         tx.query_async::<()>(conn).await.map_err(|e| {
@@ -175,7 +186,12 @@ pub async fn send<C: ConnectionLike + Send>(conn: &mut C, sink: &str, transactio
 
 /// Sends a cluster batch: the slot groups concurrently (each group's transactions in order), then —
 /// only when all succeeded — the checkpoint. Stops at the first failure without writing the checkpoint.
-pub async fn send_cluster<C: ConnectionLike + Clone + Send + 'static>(conn: &C, sink: &str, writes: &ClusterWrites, what: &str) -> Result<(), SinkError> {
+pub async fn send_cluster<C: ConnectionLike + Clone + Send + 'static>(
+    conn: &C,
+    sink: &str,
+    writes: &ClusterWrites,
+    what: &str,
+) -> Result<(), SinkError> {
     let slots = writes.slots.len();
     futures::stream::iter(writes.slots.iter().map(Ok))
         .try_for_each_concurrent(CLUSTER_CONCURRENCY, |(slot, txs)| {
@@ -193,11 +209,13 @@ pub async fn send_cluster<C: ConnectionLike + Clone + Send + 'static>(conn: &C, 
         })
         .await?;
     let mut conn = conn.clone();
-    writes
-        .checkpoint
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| classify(sink, &format!("writing the checkpoint after {what} (the data is written; the batch will be replayed)"), &e))
+    writes.checkpoint.query_async::<()>(&mut conn).await.map_err(|e| {
+        classify(
+            sink,
+            &format!("writing the checkpoint after {what} (the data is written; the batch will be replayed)"),
+            &e,
+        )
+    })
 }
 
 #[cfg(test)]
@@ -214,13 +232,28 @@ mod tests {
     const NULL: [Value; 1] = [Value::Null];
 
     fn commands(tx: &Pipeline) -> Vec<String> {
-        tx.cmd_iter().map(|c| String::from_utf8_lossy(c.args_iter().next().map(|a| match a { redis::Arg::Simple(b) => b, _ => &[][..] }).unwrap_or(&[])).into_owned()).collect()
+        tx.cmd_iter()
+            .map(|c| {
+                String::from_utf8_lossy(
+                    c.args_iter()
+                        .next()
+                        .map(|a| match a {
+                            redis::Arg::Simple(b) => b,
+                            _ => &[][..],
+                        })
+                        .unwrap_or(&[]),
+                )
+                .into_owned()
+            })
+            .collect()
     }
 
     #[test]
     fn checkpoint_goes_in_the_last_transaction_only() {
         let columns = column_a();
-        let rows = (0..10).map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, born: false }).collect();
+        let rows = (0..10)
+            .map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, born: false })
+            .collect();
         let plan = Plan { rows, appends: vec![StreamAppend { key: "s".into(), event: "{}".into() }] };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
         let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
@@ -229,7 +262,12 @@ mod tests {
             assert!(!commands(tx).contains(&"SET".to_string()));
         }
         assert_eq!(commands(&txs[4]), ["DEL", "HSET", "DEL", "HSET", "XADD", "SET"]);
-        let empty = transactions(&Plan::default(), &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        let empty = transactions(
+            &Plan::default(),
+            &RedisOptions::default(),
+            "p",
+            &Checkpoint::streaming(Position::new("b.000001", 4)),
+        );
         assert_eq!(empty.len(), 1);
         assert_eq!(commands(&empty[0]), ["SET"]);
     }
@@ -247,8 +285,17 @@ mod tests {
     #[test]
     fn cluster_writes_are_grouped_by_slot_with_the_checkpoint_apart() {
         let columns = column_a();
-        let rows: Vec<RowWrite> = (0..200).map(|i| RowWrite::Upsert { key: format!("d:t:{i}").into_bytes(), columns: &columns, row: &ONE, born: false }).collect();
-        let appends = (0..30).map(|i| StreamAppend { key: "polyrepl:stream:d:t".into(), event: format!("{{\"seq\":{i}}}") }).collect();
+        let rows: Vec<RowWrite> = (0..200)
+            .map(|i| RowWrite::Upsert {
+                key: format!("d:t:{i}").into_bytes(),
+                columns: &columns,
+                row: &ONE,
+                born: false,
+            })
+            .collect();
+        let appends = (0..30)
+            .map(|i| StreamAppend { key: "polyrepl:stream:d:t".into(), event: format!("{{\"seq\":{i}}}") })
+            .collect();
         let plan = Plan { rows, appends };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
         let writes = cluster_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
@@ -271,7 +318,8 @@ mod tests {
         assert!(stream_txs.len() >= 6, "the stream's 30 entries are chunked within their slot");
         assert_eq!(writes.checkpoint.args_iter().count(), 3, "SET key value");
         assert!(writes.slots.windows(2).all(|w| w[0].0 < w[1].0), "one group per slot, by slot number");
-        let empty = cluster_writes(&Plan::default(), &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        let empty =
+            cluster_writes(&Plan::default(), &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
         assert!(empty.slots.is_empty());
     }
 
@@ -292,8 +340,12 @@ mod tests {
         let two = [Value::Int(2), Value::Null];
         let mut columns = column_a();
         columns.push(Column { name: "b".into(), ..columns[0].clone() });
-        let plan = Plan { rows: vec![RowWrite::Upsert { key: b"n".to_vec(), columns: &columns, row: &two, born: true }], appends: vec![] };
-        let txs = transactions(&plan, &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        let plan = Plan {
+            rows: vec![RowWrite::Upsert { key: b"n".to_vec(), columns: &columns, row: &two, born: true }],
+            appends: vec![],
+        };
+        let txs =
+            transactions(&plan, &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
         assert_eq!(commands(&txs[0]), ["HSET", "HDEL", "SET"]);
     }
 }

@@ -173,9 +173,15 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let mut sink = RedisSink::connect(&url, &pipeline, RedisOptions::default()).await.unwrap();
     assert!(sink.is_cluster());
     assert_eq!(sink.name(), url);
-    let seeded = RedisSink::connect(&format!("redis://127.0.0.1:{}", cluster.ports[2]), &pipeline, RedisOptions::default()).await.unwrap();
+    let seeded =
+        RedisSink::connect(&format!("redis://127.0.0.1:{}", cluster.ports[2]), &pipeline, RedisOptions::default())
+            .await
+            .unwrap();
     assert!(seeded.is_cluster(), "a redis:// seed in cluster mode switches to cluster mode");
-    let err = RedisSink::connect(&format!("redis://127.0.0.1:{}/2", cluster.ports[0]), "p", RedisOptions::default()).await.err().unwrap();
+    let err = RedisSink::connect(&format!("redis://127.0.0.1:{}/2", cluster.ports[0]), "p", RedisOptions::default())
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("database 0 only"), "{err}");
     assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), None);
 
@@ -189,7 +195,10 @@ async fn the_sink_works_on_a_real_redis_cluster() {
         (column("blob", K::Blob), Value::Bytes(vec![0, 1, 0, 0xff, 0xfe, 0])),
         (column("dt6", K::DateTime { fsp: 6 }), Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6))),
         (column("j", K::Json), Value::Json(serde_json::json!({"a": [1, -2.5, null], "e": "😀"}))),
-        (column("set", K::Set { labels: vec!["a".into(), "b".into(), "c".into()] }), Value::Set(vec!["a".into(), "c".into()])),
+        (
+            column("set", K::Set { labels: vec!["a".into(), "b".into(), "c".into()] }),
+            Value::Set(vec!["a".into(), "c".into()]),
+        ),
         (column("nul", K::VarChar), Value::Null),
     ];
     let mut columns = vec![column("id", K::BigInt)];
@@ -216,7 +225,8 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let t = simple_table(&db);
     let n = 400;
     sink.apply(&batch((0..n).map(|i| insert(&t, row(i, Some(&format!("v{i}"))))).collect(), 200)).await.unwrap();
-    let slots: BTreeSet<u16> = (0..n).map(|i| polyrepl_redis::naming::hash_slot(format!("{db}:t:{i}").as_bytes())).collect();
+    let slots: BTreeSet<u16> =
+        (0..n).map(|i| polyrepl_redis::naming::hash_slot(format!("{db}:t:{i}").as_bytes())).collect();
     assert!(slots.len() > 300, "keys spread over many slots ({})", slots.len());
     for &port in &cluster.ports {
         let size: i64 = {
@@ -251,11 +261,18 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     };
     let keys: Vec<Vec<Value>> = (0..n).map(|i| vec![Value::Int(i)]).collect();
     check_all(sink.read_rows(&t, &keys).await.unwrap());
-    assert_eq!(hash(&mut raw, &format!("{db}:t:0")).await, vec![("id".into(), b"0".to_vec()), ("v".into(), b"updated".to_vec())]);
+    assert_eq!(
+        hash(&mut raw, &format!("{db}:t:0")).await,
+        vec![("id".into(), b"0".to_vec()), ("v".into(), b"updated".to_vec())]
+    );
     assert_eq!(hash(&mut raw, &format!("{db}:t:1")).await, vec![("id".into(), b"1".to_vec())]);
     assert!(!exists(&mut raw, &format!("{db}:t:2")).await);
-    assert_eq!(hash(&mut raw, &format!("{db}:t:10000")).await, vec![("id".into(), b"10000".to_vec()), ("v".into(), b"new".to_vec())]);
-    let stored: String = redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut raw).await.unwrap();
+    assert_eq!(
+        hash(&mut raw, &format!("{db}:t:10000")).await,
+        vec![("id".into(), b"10000".to_vec()), ("v".into(), b"new".to_vec())]
+    );
+    let stored: String =
+        redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut raw).await.unwrap();
     assert_eq!(Checkpoint::from_json(&stored).unwrap(), Checkpoint::streaming(position(300)));
 
     // Replaying the same batch (as after a crash before the checkpoint) changes nothing.
@@ -268,7 +285,12 @@ async fn the_sink_works_on_a_real_redis_cluster() {
 
     // The change stream, with TTL, tiny chunks (the stream key's slot group spans many transactions).
     let spipe = unique("pipe");
-    let options = RedisOptions { stream: Some(100_000), ttl: Some(Duration::from_secs(600)), max_chunk_commands: 8, ..Default::default() };
+    let options = RedisOptions {
+        stream: Some(100_000),
+        ttl: Some(Duration::from_secs(600)),
+        max_chunk_commands: 8,
+        ..Default::default()
+    };
     let mut streamed = RedisSink::connect(&url, &spipe, options).await.unwrap();
     let st = table(&db, "s", vec![column("id", K::Int), column("v", K::VarChar)], vec![0]);
     streamed.prepare(std::slice::from_ref(&st)).await.unwrap();
@@ -304,7 +326,11 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let err = streamed.apply(&failing).await.expect_err("a slot transaction fails");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     assert!(err.to_string().contains("checkpoint not written"), "{err}");
-    assert_eq!(streamed.load_checkpoint(&spipe).await.unwrap(), Some(Checkpoint::streaming(position(400))), "checkpoint unchanged");
+    assert_eq!(
+        streamed.load_checkpoint(&spipe).await.unwrap(),
+        Some(Checkpoint::streaming(position(400))),
+        "checkpoint unchanged"
+    );
     // Once the obstacle is gone, the replayed batch goes through.
     let _: () = redis::cmd("DEL").arg(&bad_stream).query_async(&mut raw).await.unwrap();
     streamed.apply(&failing).await.unwrap();

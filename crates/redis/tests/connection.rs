@@ -15,7 +15,10 @@ async fn nothing_listening_is_transient_and_quick() {
     // Bind then drop a listener: a port on which nothing listens.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let started = Instant::now();
-    let err = RedisSink::connect(&format!("redis://127.0.0.1:{port}"), "p", RedisOptions::default()).await.err().expect("refused");
+    let err = RedisSink::connect(&format!("redis://127.0.0.1:{port}"), "p", RedisOptions::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(err.is_transient(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
@@ -31,7 +34,10 @@ async fn a_server_that_hangs_up_is_not_redis() {
             drop(socket);
         }
     });
-    let err = RedisSink::connect(&format!("redis://127.0.0.1:{port}"), "p", RedisOptions::default()).await.err().expect("refused");
+    let err = RedisSink::connect(&format!("redis://127.0.0.1:{port}"), "p", RedisOptions::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("not a Redis server"), "{err}");
 }
@@ -45,7 +51,10 @@ async fn a_web_server_is_not_redis() {
             let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         }
     });
-    let err = RedisSink::connect(&format!("redis://127.0.0.1:{port}"), "p", RedisOptions::default()).await.err().expect("refused");
+    let err = RedisSink::connect(&format!("redis://127.0.0.1:{port}"), "p", RedisOptions::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("HTTP"), "{err}");
 }
@@ -86,7 +95,10 @@ async fn unsupported_urls_are_refused_clearly() {
 #[tokio::test]
 async fn a_cluster_url_at_a_standalone_server_is_refused() {
     let address = url().trim_start_matches("redis://").split(['/', '?']).next().unwrap().to_string();
-    let err = RedisSink::connect(&format!("redis+cluster://{address}"), "p", RedisOptions::default()).await.err().expect("refused");
+    let err = RedisSink::connect(&format!("redis+cluster://{address}"), "p", RedisOptions::default())
+        .await
+        .err()
+        .expect("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("not a cluster node"), "{err}");
 }
@@ -110,7 +122,8 @@ async fn the_mongodb_port_is_not_redis() {
         return;
     }
     let started = Instant::now();
-    let err = RedisSink::connect(&format!("redis://{address}"), "p", RedisOptions::default()).await.err().expect("refused");
+    let err =
+        RedisSink::connect(&format!("redis://{address}"), "p", RedisOptions::default()).await.err().expect("refused");
     assert!(!err.is_transient(), "{err}");
     assert!(err.to_string().contains("not a Redis server"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());

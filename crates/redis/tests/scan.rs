@@ -35,7 +35,12 @@ async fn scan_case(options: RedisOptions) {
         let single = table(&db, "single", vec![column("id", K::BigInt), column("v", K::VarChar)], vec![0]);
         // A table whose name starts like the other's: its keys must not show up in `single`'s scan.
         let lookalike = table(&db, "single2", vec![column("id", K::BigInt)], vec![0]);
-        let composite = table(&db, "composite", vec![column("id", K::Int), column("region", K::VarChar), column("b", K::VarBinary)], vec![1, 0, 2]);
+        let composite = table(
+            &db,
+            "composite",
+            vec![column("id", K::Int), column("region", K::VarChar), column("b", K::VarBinary)],
+            vec![1, 0, 2],
+        );
         sink.prepare(&[single.clone(), lookalike.clone(), composite.clone()]).await.unwrap();
         let mut changes = Vec::new();
         let mut want_single = Vec::new();
@@ -47,7 +52,10 @@ async fn scan_case(options: RedisOptions) {
         let mut want_composite = Vec::new();
         for (i, region) in ["eu", "a:b", "back\\slash", "*?[x]", ""].iter().enumerate() {
             let b = vec![i as u8, b':', 0xff];
-            changes.push(insert(&composite, vec![Value::Int(i as i64), Value::String(region.to_string()), Value::Bytes(b.clone())]));
+            changes.push(insert(
+                &composite,
+                vec![Value::Int(i as i64), Value::String(region.to_string()), Value::Bytes(b.clone())],
+            ));
             want_composite.push(vec![Value::String(region.to_string()), Value::Int(i as i64), Value::Bytes(b)]);
         }
         sink.apply(&batch(changes, 1)).await.unwrap();

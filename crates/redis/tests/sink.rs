@@ -16,22 +16,38 @@ async fn upsert_update_to_null_and_delete() {
         let key = format!("{db}:t:7");
         let mut conn = raw().await;
         sink.apply(&batch(vec![insert(&t, row(7, Some("a")))], 100)).await.unwrap();
-        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"7".to_vec()), ("v".into(), b"a".to_vec())]);
+        assert_eq!(
+            hash(&mut conn, key.as_bytes()).await,
+            vec![("id".into(), b"7".to_vec()), ("v".into(), b"a".to_vec())]
+        );
         sink.apply(&batch(vec![upsert(&t, row(7, Some("b")))], 110)).await.unwrap();
-        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"7".to_vec()), ("v".into(), b"b".to_vec())]);
+        assert_eq!(
+            hash(&mut conn, key.as_bytes()).await,
+            vec![("id".into(), b"7".to_vec()), ("v".into(), b"b".to_vec())]
+        );
         sink.apply(&batch(vec![upsert(&t, row(7, None))], 120)).await.unwrap();
-        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"7".to_vec())], "the NULLed field vanished");
+        assert_eq!(
+            hash(&mut conn, key.as_bytes()).await,
+            vec![("id".into(), b"7".to_vec())],
+            "the NULLed field vanished"
+        );
         assert_eq!(sink.read_rows(&t, &[vec![Value::Int(7)]]).await.unwrap(), vec![Some(row(7, None))]);
         // A stale field that the row does not have is removed by the next write.
         let _: () = redis::cmd("HSET").arg(&key).arg("stale").arg("x").query_async(&mut conn).await.unwrap();
         sink.apply(&batch(vec![upsert(&t, row(7, Some("c")))], 130)).await.unwrap();
-        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"7".to_vec()), ("v".into(), b"c".to_vec())]);
+        assert_eq!(
+            hash(&mut conn, key.as_bytes()).await,
+            vec![("id".into(), b"7".to_vec()), ("v".into(), b"c".to_vec())]
+        );
         sink.apply(&batch(vec![delete(&t, vec![Value::Int(7)])], 140)).await.unwrap();
         assert!(!exists(&mut conn, key.as_bytes()).await);
         assert_eq!(sink.read_rows(&t, &[vec![Value::Int(7)]]).await.unwrap(), vec![None]);
         // Deleting an absent row is fine.
         sink.apply(&batch(vec![delete(&t, vec![Value::Int(7)])], 150)).await.unwrap();
-        assert_eq!(sink.load_checkpoint(sink.pipeline().to_string().as_str()).await.unwrap(), Some(Checkpoint::streaming(position(150))));
+        assert_eq!(
+            sink.load_checkpoint(sink.pipeline().to_string().as_str()).await.unwrap(),
+            Some(Checkpoint::streaming(position(150)))
+        );
     })
     .await;
 }
@@ -64,7 +80,10 @@ async fn changes_to_one_key_collapse_to_the_last() {
 async fn replaying_a_batch_is_harmless() {
     with_sink(RedisOptions { stream: None, ..Default::default() }, |mut sink, db| async move {
         let t = simple_table(&db);
-        let b = batch(vec![insert(&t, row(1, Some("a"))), insert(&t, row(2, Some("b"))), delete(&t, vec![Value::Int(2)])], 300);
+        let b = batch(
+            vec![insert(&t, row(1, Some("a"))), insert(&t, row(2, Some("b"))), delete(&t, vec![Value::Int(2)])],
+            300,
+        );
         sink.apply(&b).await.unwrap();
         let mut conn = raw().await;
         let first = (hash(&mut conn, format!("{db}:t:1").as_bytes()).await, keys(&mut conn, &format!("{db}:*")).await);
@@ -85,11 +104,19 @@ async fn a_key_born_in_the_batch_overwrites_a_partial_earlier_attempt_exactly() 
         let t = simple_table(&db);
         let key = format!("{db}:t:9");
         let mut conn = raw().await;
-        let _: () = redis::cmd("HSET").arg(&key).arg("id").arg("9").arg("v").arg("later").query_async(&mut conn).await.unwrap();
+        let _: () =
+            redis::cmd("HSET").arg(&key).arg("id").arg("9").arg("v").arg("later").query_async(&mut conn).await.unwrap();
         sink.apply(&batch(vec![insert(&t, row(9, None))], 310)).await.unwrap();
-        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"9".to_vec())], "the NULL column was removed");
+        assert_eq!(
+            hash(&mut conn, key.as_bytes()).await,
+            vec![("id".into(), b"9".to_vec())],
+            "the NULL column was removed"
+        );
         sink.apply(&batch(vec![insert(&t, row(9, Some("x"))), upsert(&t, row(9, Some("y")))], 320)).await.unwrap();
-        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"9".to_vec()), ("v".into(), b"y".to_vec())]);
+        assert_eq!(
+            hash(&mut conn, key.as_bytes()).await,
+            vec![("id".into(), b"9".to_vec()), ("v".into(), b"y".to_vec())]
+        );
     })
     .await;
 }
@@ -104,11 +131,17 @@ async fn checkpoint_lands_with_the_data() {
         sink.apply(&b).await.unwrap();
         let mut conn = raw().await;
         assert!(exists(&mut conn, format!("{db}:t:1").as_bytes()).await);
-        let text: String = redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.unwrap();
+        let text: String =
+            redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.unwrap();
         assert_eq!(Checkpoint::from_json(&text).unwrap(), b.checkpoint);
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(b.checkpoint));
         // A corrupt checkpoint is a definite error, never silently ignored.
-        let _: () = redis::cmd("SET").arg(format!("polyrepl:checkpoint:{pipeline}")).arg("{oops").query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("polyrepl:checkpoint:{pipeline}"))
+            .arg("{oops")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         let err = sink.load_checkpoint(&pipeline).await.unwrap_err();
         assert!(!err.is_transient() && err.to_string().contains("not valid"), "{err}");
     })
@@ -141,7 +174,10 @@ async fn a_refused_checkpoint_leaves_no_data() {
         let mut sink = RedisSink::connect(&with_user, &pipeline, RedisOptions::default()).await.unwrap();
         assert!(!sink.name().contains(&password), "{}", sink.name());
         let t = simple_table(&database);
-        let err = sink.apply(&batch(vec![insert(&t, row(1, Some("a"))), insert(&t, row(2, Some("b")))], 500)).await.unwrap_err();
+        let err = sink
+            .apply(&batch(vec![insert(&t, row(1, Some("a"))), insert(&t, row(2, Some("b")))], 500))
+            .await
+            .unwrap_err();
         assert!(!err.is_transient(), "{err}");
         assert!(err.to_string().contains("aborted") && err.to_string().contains("NOPERM"), "{err}");
         assert!(keys(&mut admin, &format!("{database}:*")).await.is_empty(), "no row of the aborted batch was written");
@@ -149,7 +185,8 @@ async fn a_refused_checkpoint_leaves_no_data() {
 
         // And a wrong password is a definite error that says what to check.
         let wrong = base.replacen("redis://", &format!("redis://{user}:not-{password}@"), 1);
-        let err = RedisSink::connect(&wrong, &pipeline, RedisOptions::default()).await.err().expect("wrong password refused");
+        let err =
+            RedisSink::connect(&wrong, &pipeline, RedisOptions::default()).await.err().expect("wrong password refused");
         assert!(!err.is_transient(), "{err}");
         assert!(err.to_string().contains("password"), "{err}");
         assert!(!err.to_string().contains(&password), "{err}");
@@ -174,8 +211,9 @@ async fn a_huge_batch_is_split_with_the_checkpoint_last() {
         assert_eq!(keys(&mut conn, &format!("{db}:t:*")).await.len(), 500);
         let keys_: Vec<Vec<Value>> = (0..500).map(|i| vec![Value::Int(i)]).collect();
         let rows = sink.read_rows(&t, &keys_).await.unwrap();
-        assert!(rows.iter().enumerate().all(|(i, r)| r.as_ref() == Some(&row(i as i64, Some(&format!("v{i}")))))); 
-        let xlen: usize = redis::cmd("XLEN").arg(format!("polyrepl:stream:{db}:t")).query_async(&mut conn).await.unwrap();
+        assert!(rows.iter().enumerate().all(|(i, r)| r.as_ref() == Some(&row(i as i64, Some(&format!("v{i}"))))));
+        let xlen: usize =
+            redis::cmd("XLEN").arg(format!("polyrepl:stream:{db}:t")).query_async(&mut conn).await.unwrap();
         assert_eq!(xlen, 500);
         let pipeline = sink.pipeline().to_string();
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(b.checkpoint.clone()));
@@ -185,18 +223,25 @@ async fn a_huge_batch_is_split_with_the_checkpoint_last() {
 
 #[tokio::test]
 async fn ttl_is_set_on_written_rows() {
-    with_sink(RedisOptions { ttl: Some(Duration::from_secs(60)), key_prefix: Some(unique("pfx") + ":"), ..Default::default() }, |mut sink, db| async move {
-        let prefix = sink.options().key_prefix.clone().unwrap();
-        let t = simple_table(&db);
-        sink.apply(&batch(vec![insert(&t, row(1, Some("a")))], 700)).await.unwrap();
-        let mut conn = raw().await;
-        let key = format!("{prefix}{db}:t:1");
-        assert_eq!(sink.row_key(&t, &[Value::Int(1)]).unwrap(), key.as_bytes());
-        let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
-        assert!(pttl > 50_000 && pttl <= 60_000, "PTTL {pttl}");
-        assert!(!exists(&mut conn, format!("{db}:t:1").as_bytes()).await, "the prefix is applied");
-        assert_eq!(sink.read_rows(&t, &[vec![Value::Int(1)]]).await.unwrap(), vec![Some(row(1, Some("a")))]);
-    })
+    with_sink(
+        RedisOptions {
+            ttl: Some(Duration::from_secs(60)),
+            key_prefix: Some(unique("pfx") + ":"),
+            ..Default::default()
+        },
+        |mut sink, db| async move {
+            let prefix = sink.options().key_prefix.clone().unwrap();
+            let t = simple_table(&db);
+            sink.apply(&batch(vec![insert(&t, row(1, Some("a")))], 700)).await.unwrap();
+            let mut conn = raw().await;
+            let key = format!("{prefix}{db}:t:1");
+            assert_eq!(sink.row_key(&t, &[Value::Int(1)]).unwrap(), key.as_bytes());
+            let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut conn).await.unwrap();
+            assert!(pttl > 50_000 && pttl <= 60_000, "PTTL {pttl}");
+            assert!(!exists(&mut conn, format!("{db}:t:1").as_bytes()).await, "the prefix is applied");
+            assert_eq!(sink.read_rows(&t, &[vec![Value::Int(1)]]).await.unwrap(), vec![Some(row(1, Some("a")))]);
+        },
+    )
     .await;
 }
 

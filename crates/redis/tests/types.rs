@@ -27,11 +27,23 @@ async fn every_kind_is_stored_as_exact_text_and_reads_back_equal() {
             (unsigned("u64", K::BigInt), Value::UInt(u64::MAX), b"18446744073709551615".to_vec()),
             (column("f", K::Float), Value::Float(-0.1), b"-0.1".to_vec()),
             (column("d", K::Double), Value::Double(0.1 + 0.2), b"0.30000000000000004".to_vec()),
-            (column("dec", K::Decimal { precision: 65, scale: 30 }), Value::Decimal(decimal.clone()), decimal.clone().into_bytes()),
-            (column("dec2", K::Decimal { precision: 10, scale: 3 }), Value::Decimal("-12.500".into()), b"-12.500".to_vec()),
+            (
+                column("dec", K::Decimal { precision: 65, scale: 30 }),
+                Value::Decimal(decimal.clone()),
+                decimal.clone().into_bytes(),
+            ),
+            (
+                column("dec2", K::Decimal { precision: 10, scale: 3 }),
+                Value::Decimal("-12.500".into()),
+                b"-12.500".to_vec(),
+            ),
             (column("s", K::VarChar), Value::String("héllo 😀 Ω".into()), "héllo 😀 Ω".as_bytes().to_vec()),
             (column("empty", K::Char), Value::String(String::new()), b"".to_vec()),
-            (column("txt", K::Text), Value::String("line\nbreak,comma:colon\0nul".into()), b"line\nbreak,comma:colon\0nul".to_vec()),
+            (
+                column("txt", K::Text),
+                Value::String("line\nbreak,comma:colon\0nul".into()),
+                b"line\nbreak,comma:colon\0nul".to_vec(),
+            ),
             (column("blob", K::Blob), Value::Bytes(vec![0, 1, 0, 0xff, 0xfe, 0]), vec![0, 1, 0, 0xff, 0xfe, 0]),
             (column("bin", K::Binary), Value::Bytes(vec![0; 16]), vec![0; 16]),
             (column("date", K::Date), Value::Date(Date { year: 2024, month: 2, day: 29 }), b"2024-02-29".to_vec()),
@@ -46,9 +58,21 @@ async fn every_kind_is_stored_as_exact_text_and_reads_back_equal() {
                 Value::Time(Time { negative: false, hours: 1, minutes: 2, seconds: 3, micros: 450_000, fsp: 3 }),
                 b"01:02:03.450".to_vec(),
             ),
-            (column("dt6", K::DateTime { fsp: 6 }), Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6)), b"9999-12-31 23:59:59.999999".to_vec()),
-            (column("dt0", K::DateTime { fsp: 0 }), Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 0)), b"0000-00-00 00:00:00".to_vec()),
-            (column("ts3", K::Timestamp { fsp: 3 }), Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 5_000, 3)), b"1970-01-01 00:00:01.005".to_vec()),
+            (
+                column("dt6", K::DateTime { fsp: 6 }),
+                Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6)),
+                b"9999-12-31 23:59:59.999999".to_vec(),
+            ),
+            (
+                column("dt0", K::DateTime { fsp: 0 }),
+                Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 0)),
+                b"0000-00-00 00:00:00".to_vec(),
+            ),
+            (
+                column("ts3", K::Timestamp { fsp: 3 }),
+                Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 5_000, 3)),
+                b"1970-01-01 00:00:01.005".to_vec(),
+            ),
             (column("y", K::Year), Value::Year(2155), b"2155".to_vec()),
             (
                 column("j", K::Json),
@@ -56,8 +80,16 @@ async fn every_kind_is_stored_as_exact_text_and_reads_back_equal() {
                 r#"{"a":[1,-2.5,null,true],"big":18446744073709551615,"e":"😀"}"#.as_bytes().to_vec(),
             ),
             (column("bit", K::Bit { bits: 64 }), Value::Bit(u64::MAX), b"18446744073709551615".to_vec()),
-            (column("en", K::Enum { labels: vec!["x".into(), "y z".into()] }), Value::Enum("y z".into()), b"y z".to_vec()),
-            (column("set", K::Set { labels: vec!["a".into(), "b".into(), "c".into()] }), Value::Set(vec!["a".into(), "c".into()]), b"a,c".to_vec()),
+            (
+                column("en", K::Enum { labels: vec!["x".into(), "y z".into()] }),
+                Value::Enum("y z".into()),
+                b"y z".to_vec(),
+            ),
+            (
+                column("set", K::Set { labels: vec!["a".into(), "b".into(), "c".into()] }),
+                Value::Set(vec!["a".into(), "c".into()]),
+                b"a,c".to_vec(),
+            ),
             (column("eset", K::Set { labels: vec!["a".into()] }), Value::Set(vec![]), b"".to_vec()),
             (column("nul", K::VarChar), Value::Null, vec![]),
         ];
@@ -79,16 +111,21 @@ async fn every_kind_is_stored_as_exact_text_and_reads_back_equal() {
         expected.push(("id".into(), b"1".to_vec()));
         expected.sort();
         // JSON text: compare parsed (key order of a JSON object is the serializer's business).
-        let (json_stored, json_expected) = (stored.iter().find(|f| f.0 == "j").unwrap().1.clone(), expected.iter().find(|f| f.0 == "j").unwrap().1.clone());
+        let (json_stored, json_expected) = (
+            stored.iter().find(|f| f.0 == "j").unwrap().1.clone(),
+            expected.iter().find(|f| f.0 == "j").unwrap().1.clone(),
+        );
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&json_stored).unwrap(),
             serde_json::from_slice::<serde_json::Value>(&json_expected).unwrap()
         );
         let without_json = |v: &[(String, Vec<u8>)]| v.iter().filter(|f| f.0 != "j").cloned().collect::<Vec<_>>();
         assert_eq!(without_json(&stored), without_json(&expected));
-        let hexists: i64 = redis::cmd("HEXISTS").arg(format!("{db}:types:1")).arg("nul").query_async(&mut conn).await.unwrap();
+        let hexists: i64 =
+            redis::cmd("HEXISTS").arg(format!("{db}:types:1")).arg("nul").query_async(&mut conn).await.unwrap();
         assert_eq!(hexists, 0, "a NULL column is an absent field");
-        let hexists: i64 = redis::cmd("HEXISTS").arg(format!("{db}:types:1")).arg("empty").query_async(&mut conn).await.unwrap();
+        let hexists: i64 =
+            redis::cmd("HEXISTS").arg(format!("{db}:types:1")).arg("empty").query_async(&mut conn).await.unwrap();
         assert_eq!(hexists, 1, "an empty string is a present, empty field");
         assert_eq!(hash(&mut conn, format!("{db}:types:2").as_bytes()).await, vec![("id".to_string(), b"2".to_vec())]);
 
@@ -104,7 +141,12 @@ async fn composite_and_binary_keys_round_trip() {
         let t = table(
             &db,
             "ck",
-            vec![column("a", K::VarChar), column("b", K::VarBinary), column("c", K::DateTime { fsp: 0 }), column("v", K::Int)],
+            vec![
+                column("a", K::VarChar),
+                column("b", K::VarBinary),
+                column("c", K::DateTime { fsp: 0 }),
+                column("v", K::Int),
+            ],
             vec![0, 1, 2],
         );
         let stamp = Value::DateTime(dt(2025, 1, 2, 3, 4, 5, 0, 0));

@@ -109,8 +109,6 @@ impl StackConfig {
     }
 
     pub fn cassandra_home(&self) -> PathBuf {
-        self.cassandra_home
-            .clone()
-            .unwrap_or_else(|| self.tools_dir.join(format!("cassandra-{CASSANDRA_VERSION}")))
+        self.cassandra_home.clone().unwrap_or_else(|| self.tools_dir.join(format!("cassandra-{CASSANDRA_VERSION}")))
     }
 }

@@ -24,13 +24,32 @@ pub fn container_spec(cfg: &StackConfig, s: Service) -> ContainerSpec {
             "mysql:8.0",
             3306,
             vec!["MYSQL_ALLOW_EMPTY_PASSWORD=yes".into(), "MYSQL_ROOT_HOST=%".into()],
-            ["--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--server-id=1", "--gtid-mode=ON", "--enforce-gtid-consistency=ON"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+                "--server-id=1",
+                "--gtid-mode=ON",
+                "--enforce-gtid-consistency=ON",
+            ]
+            .map(String::from)
+            .to_vec(),
             vec!["CMD-SHELL".into(), "mysql -uroot -e 'SELECT 1'".into()],
         ),
-        Service::Mongo => ("mongo:7", 27017, vec![], vec![], vec!["CMD".into(), "mongosh".into(), "--quiet".into(), "--eval".into(), "db.runCommand({ping:1})".into()]),
-        Service::Redis => ("redis:7", 6379, vec![], vec!["redis-server".into(), "--save".into(), "".into(), "--appendonly".into(), "no".into()], vec!["CMD".into(), "redis-cli".into(), "ping".into()]),
+        Service::Mongo => (
+            "mongo:7",
+            27017,
+            vec![],
+            vec![],
+            vec!["CMD".into(), "mongosh".into(), "--quiet".into(), "--eval".into(), "db.runCommand({ping:1})".into()],
+        ),
+        Service::Redis => (
+            "redis:7",
+            6379,
+            vec![],
+            vec!["redis-server".into(), "--save".into(), "".into(), "--appendonly".into(), "no".into()],
+            vec!["CMD".into(), "redis-cli".into(), "ping".into()],
+        ),
         Service::Cassandra => (
             "cassandra:5",
             9042,
@@ -45,7 +64,10 @@ pub fn container_spec(cfg: &StackConfig, s: Service) -> ContainerSpec {
         port_key.clone(),
         Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host_port.to_string()) }]),
     )]);
-    let labels = HashMap::from([(LABEL.to_string(), cfg.state_dir.display().to_string()), ("dev.polyrepl.service".to_string(), s.name().to_string())]);
+    let labels = HashMap::from([
+        (LABEL.to_string(), cfg.state_dir.display().to_string()),
+        ("dev.polyrepl.service".to_string(), s.name().to_string()),
+    ]);
     let body = ContainerCreateBody {
         image: Some(image.into()),
         env: Some(env),
@@ -75,7 +97,8 @@ pub struct DockerBackend {
 impl DockerBackend {
     /// Connects to the local engine; a clear error when none answers.
     pub async fn connect(cfg: StackConfig) -> Result<Self, StackError> {
-        let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| StackError::NoDockerEngine { reason: e.to_string() })?;
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| StackError::NoDockerEngine { reason: e.to_string() })?;
         docker.ping().await.map_err(|e| StackError::NoDockerEngine { reason: e.to_string() })?;
         Ok(DockerBackend { cfg, docker })
     }
@@ -90,14 +113,20 @@ impl DockerBackend {
 
     /// Creates (pulling images as needed) and starts each container, then waits until each answers.
     pub async fn up(&self, progress: &(dyn Fn(String) + Sync)) -> Result<Vec<ServiceStatus>, StackError> {
-        use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOptionsBuilder, StartContainerOptions};
+        use bollard::query_parameters::{
+            CreateContainerOptionsBuilder, CreateImageOptionsBuilder, StartContainerOptions,
+        };
         use futures::StreamExt;
         let err = |e: bollard::errors::Error| StackError::Io(format!("docker: {e}"));
         for &s in &self.cfg.services {
             let spec = container_spec(&self.cfg, s);
             if self.docker.inspect_container(&spec.name, None).await.is_err() {
                 progress(format!("{s}: pulling {}", spec.image));
-                let mut pull = self.docker.create_image(Some(CreateImageOptionsBuilder::new().from_image(&spec.image).build()), None, None);
+                let mut pull = self.docker.create_image(
+                    Some(CreateImageOptionsBuilder::new().from_image(&spec.image).build()),
+                    None,
+                    None,
+                );
                 while let Some(r) = pull.next().await {
                     r.map_err(err)?;
                 }
@@ -115,7 +144,10 @@ impl DockerBackend {
                     break;
                 }
                 if start.elapsed().as_secs() > s.start_timeout_secs() + 60 {
-                    return Err(StackError::service(s.name(), "the container did not answer in time; see `docker logs`"));
+                    return Err(StackError::service(
+                        s.name(),
+                        "the container did not answer in time; see `docker logs`",
+                    ));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
@@ -147,7 +179,11 @@ impl DockerBackend {
         use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
         let err = |e: bollard::errors::Error| StackError::Io(format!("docker: {e}"));
         let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL}={}", self.cfg.state_dir.display())])]);
-        let list = self.docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filter).build())).await.map_err(err)?;
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filter).build()))
+            .await
+            .map_err(err)?;
         for c in list {
             let id = c.id.unwrap_or_default();
             progress(format!("removing container {}", c.names.unwrap_or_default().join(",")));

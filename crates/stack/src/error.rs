@@ -16,7 +16,9 @@ pub enum StackError {
     #[error("{service}: the server did not answer within {secs} s after start.\n  Its log is {log}; the last lines:\n{tail}")]
     NotReady { service: &'static str, secs: u64, log: PathBuf, tail: String },
 
-    #[error("{service}: the server process exited during start-up ({status}).\n  Its log is {log}; the last lines:\n{tail}")]
+    #[error(
+        "{service}: the server process exited during start-up ({status}).\n  Its log is {log}; the last lines:\n{tail}"
+    )]
     Exited { service: &'static str, status: String, log: PathBuf, tail: String },
 
     #[error("{service}: {message}")]

@@ -28,7 +28,9 @@ pub async fn init(cfg: &StackConfig) -> Result<Vec<String>, StackError> {
 
 async fn init_mysql(cfg: &StackConfig) -> Result<String, StackError> {
     use mysql_async::prelude::Queryable;
-    let err = |e: mysql_async::Error| StackError::service("mysql", format!("cannot create the demo schema at {}: {e}", cfg.url(Service::Mysql)));
+    let err = |e: mysql_async::Error| {
+        StackError::service("mysql", format!("cannot create the demo schema at {}: {e}", cfg.url(Service::Mysql)))
+    };
     let opts = mysql_async::Opts::from_url(&cfg.mysql_connect_url()).map_err(|e| StackError::service("mysql", e))?;
     let mut conn = mysql_async::Conn::new(opts).await.map_err(err)?;
     conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {DEMO_DATABASE}")).await.map_err(err)?;
@@ -46,7 +48,9 @@ async fn init_mysql(cfg: &StackConfig) -> Result<String, StackError> {
 async fn init_mongo(cfg: &StackConfig) -> Result<String, StackError> {
     use mongodb::bson::doc;
     let url = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=5000&directConnection=true", cfg.mongo_port);
-    let err = |e: mongodb::error::Error| StackError::service("mongodb", format!("cannot create the demo collection at {url}: {e}"));
+    let err = |e: mongodb::error::Error| {
+        StackError::service("mongodb", format!("cannot create the demo collection at {url}: {e}"))
+    };
     let client = mongodb::Client::with_uri_str(&url).await.map_err(err)?;
     let db = client.database(DEMO_DATABASE);
     let existing = db.list_collection_names().await.map_err(err)?;

@@ -145,7 +145,8 @@ impl LocalBackend {
             if purge {
                 let dir = self.service_dir(s);
                 if dir.exists() {
-                    fs::remove_dir_all(&dir).map_err(|e| StackError::Io(format!("cannot delete {}: {e}", dir.display())))?;
+                    fs::remove_dir_all(&dir)
+                        .map_err(|e| StackError::Io(format!("cannot delete {}: {e}", dir.display())))?;
                     progress(format!("{s}: data deleted ({})", dir.display()));
                 }
             }
@@ -189,15 +190,17 @@ impl LocalBackend {
                 Ok(mongo_spec(&program, flavor, &dir, self.cfg.mongo_port))
             }
             Service::Redis => {
-                let program = resolve_program(&self.cfg.redis_bin, || find_program("redis-server")).ok_or_else(|| {
-                    StackError::MissingBinary {
-                        service: "redis",
-                        program: wanted(&self.cfg.redis_bin, "redis-server"),
-                        hint: "It comes with Debian's package redis-server (scripts/install-deps installs it).".into(),
-                        flag: "--redis-bin",
-                        env: "POLYREPL_REDIS_BIN",
-                    }
-                })?;
+                let program =
+                    resolve_program(&self.cfg.redis_bin, || find_program("redis-server")).ok_or_else(|| {
+                        StackError::MissingBinary {
+                            service: "redis",
+                            program: wanted(&self.cfg.redis_bin, "redis-server"),
+                            hint: "It comes with Debian's package redis-server (scripts/install-deps installs it)."
+                                .into(),
+                            flag: "--redis-bin",
+                            env: "POLYREPL_REDIS_BIN",
+                        }
+                    })?;
                 Ok(redis_spec(&program, &dir, self.cfg.redis_port))
             }
             Service::Cassandra => {
@@ -220,7 +223,14 @@ impl LocalBackend {
                         env: "POLYREPL_CASSANDRA_HOME",
                     });
                 }
-                Ok(cassandra_spec(&java, &home, &dir, self.cfg.cassandra_port, self.cfg.cassandra_storage_port, &self.cfg.cassandra_heap))
+                Ok(cassandra_spec(
+                    &java,
+                    &home,
+                    &dir,
+                    self.cfg.cassandra_port,
+                    self.cfg.cassandra_storage_port,
+                    &self.cfg.cassandra_heap,
+                ))
             }
         }
     }
@@ -253,16 +263,16 @@ impl LocalBackend {
                 .or_else(|| Some(self.cfg.tools_dir.join("bin/ferretdb")).filter(|p| p.is_file()))
                 .or_else(|| find_program("ferretdb"))
         })
-            .ok_or_else(|| StackError::MissingBinary {
-                service: "mongodb",
-                program: wanted(&self.cfg.mongo_bin, "mongod or ferretdb"),
-                hint: format!(
-                    "Run scripts/install-deps: it builds FerretDB v1.24.2 from its Go module into {}/bin.",
-                    self.cfg.tools_dir.display()
-                ),
-                flag: "--mongo-bin",
-                env: "POLYREPL_MONGO_BIN",
-            })?;
+        .ok_or_else(|| StackError::MissingBinary {
+            service: "mongodb",
+            program: wanted(&self.cfg.mongo_bin, "mongod or ferretdb"),
+            hint: format!(
+                "Run scripts/install-deps: it builds FerretDB v1.24.2 from its Go module into {}/bin.",
+                self.cfg.tools_dir.display()
+            ),
+            flag: "--mongo-bin",
+            env: "POLYREPL_MONGO_BIN",
+        })?;
         let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let flavor = if name.contains("ferretdb") { MongoFlavor::FerretDb } else { MongoFlavor::Mongod };
         Ok((program, flavor))
@@ -302,7 +312,8 @@ impl LocalBackend {
             }
         }
         fs::create_dir_all(dir.join("data")).map_err(|e| io(e, "cannot create its data directory"))?;
-        let log_out = fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| io(e, "cannot open its log"))?;
+        let log_out =
+            fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| io(e, "cannot open its log"))?;
         let log_err = log_out.try_clone().map_err(|e| io(e, "cannot open its log"))?;
         let child = Command::new(&spec.program)
             .args(&spec.args)
@@ -319,21 +330,36 @@ impl LocalBackend {
     }
 
     /// Polls the server with a real query until it answers, it exits, or its start timeout passes.
-    async fn wait_ready(&self, s: Service, mut child: Child, progress: &(dyn Fn(String) + Sync)) -> Result<(), StackError> {
+    async fn wait_ready(
+        &self,
+        s: Service,
+        mut child: Child,
+        progress: &(dyn Fn(String) + Sync),
+    ) -> Result<(), StackError> {
         let started = Instant::now();
         let limit = Duration::from_secs(s.start_timeout_secs());
         let mut next_note = Duration::from_secs(5);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let _ = fs::remove_file(self.pid_file(s));
-                return Err(StackError::Exited { service: s.name(), status: status.to_string(), log: self.log_file(s), tail: tail(&self.log_file(s), 15) });
+                return Err(StackError::Exited {
+                    service: s.name(),
+                    status: status.to_string(),
+                    log: self.log_file(s),
+                    tail: tail(&self.log_file(s), 15),
+                });
             }
             if let Ok(version) = probe::version(&self.cfg, s).await {
                 progress(format!("{s}: ready in {:.1} s ({version})", started.elapsed().as_secs_f64()));
                 return Ok(());
             }
             if started.elapsed() > limit {
-                return Err(StackError::NotReady { service: s.name(), secs: limit.as_secs(), log: self.log_file(s), tail: tail(&self.log_file(s), 15) });
+                return Err(StackError::NotReady {
+                    service: s.name(),
+                    secs: limit.as_secs(),
+                    log: self.log_file(s),
+                    tail: tail(&self.log_file(s), 15),
+                });
             }
             if started.elapsed() >= next_note {
                 progress(format!("{s}: still waiting for it to answer… {} s", started.elapsed().as_secs()));
@@ -354,13 +380,19 @@ impl LocalBackend {
             return Ok(()); // the configured login works already
         }
         let root = format!("mysql://root@127.0.0.1:{}?prefer_socket=false", cfg.mysql_port);
-        let err = |e: mysql_async::Error| StackError::service("mysql", format!("cannot set up the user '{}': {e}", cfg.mysql_user));
+        let err = |e: mysql_async::Error| {
+            StackError::service("mysql", format!("cannot set up the user '{}': {e}", cfg.mysql_user))
+        };
         let mut conn = mysql_async::Conn::from_url(root).await.map_err(err)?;
         let user = cfg.mysql_user.replace('\'', "''");
         let pass = cfg.mysql_password.replace('\'', "''");
-        conn.query_drop(format!("CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{pass}'")).await.map_err(err)?;
+        conn.query_drop(format!("CREATE USER IF NOT EXISTS '{user}'@'127.0.0.1' IDENTIFIED BY '{pass}'"))
+            .await
+            .map_err(err)?;
         conn.query_drop(format!("ALTER USER '{user}'@'127.0.0.1' IDENTIFIED BY '{pass}'")).await.map_err(err)?;
-        conn.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1' WITH GRANT OPTION")).await.map_err(err)?;
+        conn.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO '{user}'@'127.0.0.1' WITH GRANT OPTION"))
+            .await
+            .map_err(err)?;
         let _ = conn.disconnect().await;
         Ok(())
     }
@@ -395,7 +427,8 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
         MysqlFlavor::MariaDb => {
             args.push("--gtid-strict-mode=ON".into());
             let install = program.with_file_name("mariadb-install-db");
-            let install = if install.is_file() { install } else { find_program("mariadb-install-db").unwrap_or(install) };
+            let install =
+                if install.is_file() { install } else { find_program("mariadb-install-db").unwrap_or(install) };
             let mut init = vec![
                 "--no-defaults".to_string(),
                 format!("--datadir={}", data.display()),
@@ -412,7 +445,11 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
         }
         MysqlFlavor::Mysql8 => {
             args.extend(["--gtid-mode=ON".into(), "--enforce-gtid-consistency=ON".into(), "--mysqlx=OFF".into()]);
-            let mut init = vec!["--no-defaults".to_string(), "--initialize-insecure".into(), format!("--datadir={}", data.display())];
+            let mut init = vec![
+                "--no-defaults".to_string(),
+                "--initialize-insecure".into(),
+                format!("--datadir={}", data.display()),
+            ];
             if running_as_root() {
                 init.push("--user=root".into());
             }
@@ -427,7 +464,11 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
 /// A Unix socket path must fit in 108 bytes; deep state directories fall back to /tmp.
 fn socket_path(dir: &Path, port: u16) -> String {
     let p = dir.join("mysqld.sock").display().to_string();
-    if p.len() < 100 { p } else { format!("/tmp/polyrepl-mysql-{port}.sock") }
+    if p.len() < 100 {
+        p
+    } else {
+        format!("/tmp/polyrepl-mysql-{port}.sock")
+    }
 }
 
 /// mongod, or FerretDB on its SQLite backend with telemetry off.
@@ -675,12 +716,22 @@ mod tests {
     #[test]
     fn mariadb_is_started_for_row_cdc() {
         let spec = mysql_spec(Path::new("/usr/sbin/mariadbd"), MysqlFlavor::MariaDb, Path::new("/s/mysql"), 5600);
-        for flag in ["--binlog-format=ROW", "--binlog-row-image=FULL", "--binlog-row-metadata=FULL", "--server-id=1", "--port=5600", "--bind-address=127.0.0.1"] {
+        for flag in [
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+            "--binlog-row-metadata=FULL",
+            "--server-id=1",
+            "--port=5600",
+            "--bind-address=127.0.0.1",
+        ] {
             assert!(spec.args.iter().any(|a| a == flag), "missing {flag}");
         }
         let (install, init) = spec.initialise.unwrap();
         assert!(install.ends_with("mariadb-install-db"));
-        assert!(init.iter().any(|a| a == "--tmpdir=/s/mysql/tmp"), "the install's server gets the stack's tmpdir too: {init:?}");
+        assert!(
+            init.iter().any(|a| a == "--tmpdir=/s/mysql/tmp"),
+            "the install's server gets the stack's tmpdir too: {init:?}"
+        );
     }
 
     #[test]

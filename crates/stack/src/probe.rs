@@ -34,13 +34,11 @@ async fn mysql_version(cfg: &StackConfig) -> Result<String, String> {
 
 async fn mongo_version(port: u16) -> Result<String, String> {
     use mongodb::bson::doc;
-    let url = format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000&connectTimeoutMS=2000&directConnection=true");
+    let url = format!(
+        "mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000&connectTimeoutMS=2000&directConnection=true"
+    );
     let client = mongodb::Client::with_uri_str(&url).await.map_err(|e| e.to_string())?;
-    let info = client
-        .database("admin")
-        .run_command(doc! {"buildInfo": 1})
-        .await
-        .map_err(|e| e.to_string())?;
+    let info = client.database("admin").run_command(doc! {"buildInfo": 1}).await.map_err(|e| e.to_string())?;
     let mongo = info.get_str("version").unwrap_or("?").to_string();
     Ok(match info.get_str("ferretdbVersion") {
         Ok(f) => format!("FerretDB {f} (MongoDB {mongo} wire)"),
@@ -52,12 +50,7 @@ async fn redis_version(port: u16) -> Result<String, String> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
     let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
     let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(|e| e.to_string())?;
-    let v = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
+    let v = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string();
     Ok(format!("Redis {v}"))
 }
 

@@ -21,9 +21,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// Connects a sink for a fresh pipeline name.
 pub async fn sink(pipeline: &str) -> CassandraSink {
-    CassandraSink::connect(&url(), pipeline, CassandraOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("Cassandra not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_CASSANDRA_URL", url()))
+    CassandraSink::connect(&url(), pipeline, CassandraOptions::default()).await.unwrap_or_else(|e| {
+        panic!("Cassandra not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_CASSANDRA_URL", url())
+    })
 }
 
 /// Runs `body` with a connected sink and a fresh keyspace name; drops the keyspace and the pipeline's
@@ -49,7 +49,9 @@ where
     } else {
         let base = url();
         let url = format!("{base}{}{query}", if base.contains('?') { '&' } else { '?' });
-        CassandraSink::connect(&url, &pipeline, CassandraOptions::default()).await.unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+        CassandraSink::connect(&url, &pipeline, CassandraOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
     };
     let cleanup = self::sink(&pipeline).await;
     let outcome = AssertUnwindSafe(body(sink, keyspace.clone())).catch_unwind().await;

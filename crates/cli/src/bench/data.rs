@@ -77,7 +77,8 @@ fn row_values(rng: &mut Rng, id: u64) -> String {
 /// A connection to the bench database.
 pub async fn connect(bench: &Bench) -> Result<mysql_async::Conn> {
     let opts = mysql_async::OptsBuilder::from_opts(bench.url.opts(false)).db_name(Some(bench.db.clone()));
-    let mut conn = mysql_async::Conn::new(opts).await.with_context(|| format!("connecting to {}", bench.url.redacted()))?;
+    let mut conn =
+        mysql_async::Conn::new(opts).await.with_context(|| format!("connecting to {}", bench.url.redacted()))?;
     conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'").await?;
     Ok(conn)
 }
@@ -85,13 +86,19 @@ pub async fn connect(bench: &Bench) -> Result<mysql_async::Conn> {
 /// Creates the database and tables, fills `snap` and writes the `cdc` workload.
 pub async fn generate(bench: &Bench) -> Result<Generated> {
     let args = &bench.args;
-    let mut admin = mysql_async::Conn::new(bench.url.opts(false)).await.with_context(|| format!("connecting to {}", bench.url.redacted()))?;
-    admin.query_drop(format!("CREATE DATABASE `{}` CHARACTER SET utf8mb4", bench.db)).await.context("creating the bench database")?;
+    let mut admin = mysql_async::Conn::new(bench.url.opts(false))
+        .await
+        .with_context(|| format!("connecting to {}", bench.url.redacted()))?;
+    admin
+        .query_drop(format!("CREATE DATABASE `{}` CHARACTER SET utf8mb4", bench.db))
+        .await
+        .context("creating the bench database")?;
     admin.disconnect().await?;
     let mut conn = connect(bench).await?;
     for t in ["snap", "cdc", "lag"] {
         let ddl = if t == "lag" {
-            "CREATE TABLE `lag` (id BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL, written_us BIGINT NOT NULL)".to_string()
+            "CREATE TABLE `lag` (id BIGINT NOT NULL PRIMARY KEY, v BIGINT NOT NULL, written_us BIGINT NOT NULL)"
+                .to_string()
         } else {
             table_ddl(t)
         };
@@ -103,10 +110,12 @@ pub async fn generate(bench: &Bench) -> Result<Generated> {
     let mut id = 0u64;
     while (id as usize) < args.rows {
         let n = FILL_ROWS_PER_STATEMENT.min(args.rows - id as usize);
-        let values: Vec<String> = (0..n).map(|_| {
-            id += 1;
-            row_values(&mut rng, id)
-        }).collect();
+        let values: Vec<String> = (0..n)
+            .map(|_| {
+                id += 1;
+                row_values(&mut rng, id)
+            })
+            .collect();
         conn.query_drop(format!("INSERT INTO snap VALUES {}", values.join(","))).await.context("filling snap")?;
     }
     bench.note(format!("snap: {} rows written in {:.1} s", args.rows, started.elapsed().as_secs_f64()));
@@ -128,7 +137,11 @@ pub async fn generate(bench: &Bench) -> Result<Generated> {
                 // A key not touched yet in this transaction: swap-remove it from the live set.
                 let i = rng.below(live.len() as u64) as usize;
                 let key = live.swap_remove(i);
-                if r < 85 { upd.push(key) } else { del.push(key) }
+                if r < 85 {
+                    upd.push(key)
+                } else {
+                    del.push(key)
+                }
             }
         }
         let mut tx = conn.start_transaction(Default::default()).await?;

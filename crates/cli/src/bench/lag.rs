@@ -71,7 +71,9 @@ impl Sink for LagProbe {
         for change in &batch.changes {
             let column = change.table.column_index("written_us");
             if let (Some(i), Some(row)) = (column, &change.after) {
-                if let Some(Value::Int(written)) = row.get(i).filter(|v| matches!(v, Value::Int(w) if *w >= self.since_us)) {
+                if let Some(Value::Int(written)) =
+                    row.get(i).filter(|v| matches!(v, Value::Int(w) if *w >= self.since_us))
+                {
                     samples.push((*written, (now - written) as f64 / 1e6));
                 }
             }
@@ -87,7 +89,12 @@ impl Sink for LagProbe {
         self.inner.read_rows(table, keys).await
     }
 
-    async fn scan_keys(&mut self, table: &TableSchema, cursor: Option<Vec<u8>>, limit: usize) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
+    async fn scan_keys(
+        &mut self,
+        table: &TableSchema,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
         self.inner.scan_keys(table, cursor, limit).await
     }
 }
@@ -113,13 +120,21 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
     prepared.slots = prepared
         .slots
         .into_iter()
-        .map(|slot| SinkSlot { sink: Box::new(LagProbe { inner: slot.sink, samples: samples.clone(), since_us }), resume_from: slot.resume_from })
+        .map(|slot| SinkSlot {
+            sink: Box::new(LagProbe { inner: slot.sink, samples: samples.clone(), since_us }),
+            resume_from: slot.resume_from,
+        })
         .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(polyrepl_core::metrics::Metrics::default());
     let pipeline = tokio::spawn(crate::run::run(cfg, prepared, metrics, stopped));
 
-    bench.note(format!("lag {}: writing {} changes/s for {} s", kind.label(), bench.args.lag_rate, bench.args.lag_seconds));
+    bench.note(format!(
+        "lag {}: writing {} changes/s for {} s",
+        kind.label(),
+        bench.args.lag_rate,
+        bench.args.lag_seconds
+    ));
     let writer = write_steadily(bench).await;
     let (written, writer_seconds, started_us) = match writer {
         Ok(w) => w,
@@ -130,14 +145,22 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         }
     };
     let drain_started = Instant::now();
-    while samples.lock().unwrap().len() < written as usize && drain_started.elapsed() < DRAIN_TIMEOUT && !pipeline.is_finished() {
+    while samples.lock().unwrap().len() < written as usize
+        && drain_started.elapsed() < DRAIN_TIMEOUT
+        && !pipeline.is_finished()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop.send(true);
     pipeline.await.context("lag pipeline task")?.context("lag pipeline")?;
     let all = samples.lock().unwrap().clone();
     if all.len() < written as usize {
-        anyhow::bail!("{} applied {} of {written} lag rows within {} s of the writer's end", kind.label(), all.len(), DRAIN_TIMEOUT.as_secs());
+        anyhow::bail!(
+            "{} applied {} of {written} lag rows within {} s of the writer's end",
+            kind.label(),
+            all.len(),
+            DRAIN_TIMEOUT.as_secs()
+        );
     }
     let counted_from = started_us + (WARM_UP_SECONDS * 1e6) as i64;
     let mut lags: Vec<f64> = all.iter().filter(|(w, _)| *w >= counted_from).map(|(_, l)| *l).collect();
@@ -152,7 +175,14 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         samples: lags.len(),
         achieved_rate: written as f64 / writer_seconds,
     };
-    bench.note(format!("lag {}: p50 {:.3} s, p99 {:.3} s over {} rows at {:.0} changes/s", kind.label(), figures.p50_s, figures.p99_s, figures.samples, figures.achieved_rate));
+    bench.note(format!(
+        "lag {}: p50 {:.3} s, p99 {:.3} s over {} rows at {:.0} changes/s",
+        kind.label(),
+        figures.p50_s,
+        figures.p99_s,
+        figures.samples,
+        figures.achieved_rate
+    ));
     Ok(figures)
 }
 

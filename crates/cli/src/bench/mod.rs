@@ -73,7 +73,13 @@ pub struct BenchArgs {
     #[arg(long, env = "POLYREPL_CASSANDRA", hide_env_values = true, default_value = "cassandra://127.0.0.1:9042")]
     pub cassandra: String,
     /// Which sinks to bench (comma-separated).
-    #[arg(long, env = "POLYREPL_BENCH_SINKS", value_enum, value_delimiter = ',', default_value = "mongodb,redis,cassandra")]
+    #[arg(
+        long,
+        env = "POLYREPL_BENCH_SINKS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "mongodb,redis,cassandra"
+    )]
     pub sinks: Vec<SinkKind>,
     /// Rows of the snapshot table (raw and snapshot phases).
     #[arg(long, env = "POLYREPL_BENCH_ROWS", default_value_t = 200_000)]
@@ -151,13 +157,27 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
     } else if args.sinks.is_empty() {
         return Err(anyhow!("--sinks is empty: name at least one of mongodb, redis, cassandra"));
     }
-    if args.rows == 0 || args.cdc_changes == 0 || args.rounds == 0 || args.writers == 0 || args.lag_rate == 0 || args.lag_seconds.is_nan() || args.lag_seconds <= 0.0 {
-        return Err(anyhow!("--rows, --cdc-changes, --rounds, --writers, --lag-rate and --lag-seconds must all be greater than zero"));
+    if args.rows == 0
+        || args.cdc_changes == 0
+        || args.rounds == 0
+        || args.writers == 0
+        || args.lag_rate == 0
+        || args.lag_seconds.is_nan()
+        || args.lag_seconds <= 0.0
+    {
+        return Err(anyhow!(
+            "--rows, --cdc-changes, --rounds, --writers, --lag-rate and --lag-seconds must all be greater than zero"
+        ));
     }
     let url = SourceUrl::parse(&args.source).map_err(|e| anyhow!("{e}"))?;
     let db = format!("polyrepl_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let bench = Bench { args, url, db, pipelines: Default::default(), started: Instant::now() };
-    bench.note(format!("database {} on {}; sinks: {}", bench.db, bench.url.redacted(), bench.args.sinks.iter().map(|s| s.label()).collect::<Vec<_>>().join(", ")));
+    bench.note(format!(
+        "database {} on {}; sinks: {}",
+        bench.db,
+        bench.url.redacted(),
+        bench.args.sinks.iter().map(|s| s.label()).collect::<Vec<_>>().join(", ")
+    ));
     if bench.args.decode_only {
         let outcome = decode_only(&bench).await;
         if !bench.args.keep {
@@ -207,8 +227,10 @@ async fn measure(bench: &Bench) -> Result<report::Report> {
     let mut sinks = Vec::new();
     for &kind in &args.sinks {
         let raw = raw::measure(bench, kind).await.with_context(|| format!("raw phase of {}", kind.label()))?;
-        let snapshot = phases::snapshot(bench, kind).await.with_context(|| format!("snapshot phase of {}", kind.label()))?;
-        let cdc = phases::cdc(bench, &[kind], &generated).await.with_context(|| format!("cdc phase of {}", kind.label()))?;
+        let snapshot =
+            phases::snapshot(bench, kind).await.with_context(|| format!("snapshot phase of {}", kind.label()))?;
+        let cdc =
+            phases::cdc(bench, &[kind], &generated).await.with_context(|| format!("cdc phase of {}", kind.label()))?;
         sinks.push(report::SinkFigures::new(kind, raw, snapshot, cdc));
     }
     let cdc_all = if args.sinks.len() > 1 {
@@ -218,7 +240,9 @@ async fn measure(bench: &Bench) -> Result<report::Report> {
     };
     let child = rss::snapshot_child(bench).await.context("peak-RSS phase")?;
     for figures in sinks.iter_mut() {
-        let lag = lag::measure(bench, figures.sink).await.with_context(|| format!("lag phase of {}", figures.sink.label()))?;
+        let lag = lag::measure(bench, figures.sink)
+            .await
+            .with_context(|| format!("lag phase of {}", figures.sink.label()))?;
         figures.set_lag(lag);
     }
     Ok(report::Report::new(bench, &generated, decode, sinks, cdc_all, child))

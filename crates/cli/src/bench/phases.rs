@@ -46,7 +46,12 @@ pub async fn reset_sink(bench: &Bench, kind: SinkKind, table: &str) -> Result<()
     match kind {
         SinkKind::Mongodb => {
             let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await.context("connecting to MongoDB")?;
-            client.database(&bench.db).collection::<Document>(table).drop().await.context("dropping a bench collection")?;
+            client
+                .database(&bench.db)
+                .collection::<Document>(table)
+                .drop()
+                .await
+                .context("dropping a bench collection")?;
         }
         SinkKind::Redis => unlink_matching(bench, &format!("{}:{table}:*", bench.db)).await?,
         SinkKind::Cassandra => {}
@@ -60,8 +65,15 @@ async fn unlink_matching(bench: &Bench, pattern: &str) -> Result<()> {
     let mut conn = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(10_000).query_async(&mut conn).await.context("SCAN")?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .context("SCAN")?;
         if !keys.is_empty() {
             redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await.context("UNLINK")?;
         }
@@ -73,7 +85,13 @@ async fn unlink_matching(bench: &Bench, pattern: &str) -> Result<()> {
 }
 
 /// The settings of a `run` of `table` into `kinds` under pipeline `name`.
-pub fn run_config(bench: &Bench, table: &str, kinds: &[SinkKind], name: &str, stop_at_end: bool) -> Result<crate::config::RunConfig> {
+pub fn run_config(
+    bench: &Bench,
+    table: &str,
+    kinds: &[SinkKind],
+    name: &str,
+    stop_at_end: bool,
+) -> Result<crate::config::RunConfig> {
     RunArgs {
         pipeline: PipelineArgs {
             source: Some(bench.args.source.clone()),
@@ -121,7 +139,12 @@ pub async fn snapshot(bench: &Bench, kind: SinkKind) -> Result<Rounds> {
             bail!("the snapshot read {rows} rows, expected {}", bench.args.rows);
         }
         rounds.push(rows as f64 / elapsed.as_secs_f64());
-        bench.note(format!("snapshot {} round {round}: {:.0} rows/s ({:.2} s)", kind.label(), rounds.last().unwrap(), elapsed.as_secs_f64()));
+        bench.note(format!(
+            "snapshot {} round {round}: {:.0} rows/s ({:.2} s)",
+            kind.label(),
+            rounds.last().unwrap(),
+            elapsed.as_secs_f64()
+        ));
     }
     Ok(rounds)
 }
@@ -149,7 +172,11 @@ pub async fn cdc(bench: &Bench, kinds: &[SinkKind], generated: &Generated) -> Re
             }
         }
         rounds.push(read as f64 / elapsed.as_secs_f64());
-        bench.note(format!("cdc {label} round {round}: {:.0} changes/s ({:.2} s)", rounds.last().unwrap(), elapsed.as_secs_f64()));
+        bench.note(format!(
+            "cdc {label} round {round}: {:.0} changes/s ({:.2} s)",
+            rounds.last().unwrap(),
+            elapsed.as_secs_f64()
+        ));
     }
     Ok(rounds)
 }
@@ -173,12 +200,24 @@ pub struct DecodeRounds {
 /// ([`polyrepl_mysql::binlog::RecordedBinlog::replay`]), one untimed warm-up and `--rounds` timed passes.
 pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds> {
     let filter = TableFilter::new(&[format!("{}.cdc", bench.db)], &[]).map_err(|e| anyhow!("{e}"))?;
-    let mut out = DecodeRounds { changes_per_s: vec![], transactions_per_s: vec![], cpu_changes_per_s: vec![], recorded_events: 0, recorded_bytes: 0 };
+    let mut out = DecodeRounds {
+        changes_per_s: vec![],
+        transactions_per_s: vec![],
+        cpu_changes_per_s: vec![],
+        recorded_events: 0,
+        recorded_bytes: 0,
+    };
     let mut recorded = None;
     for round in 0..=bench.args.rounds {
         // A server id of its own per pass (two readers with one id kick each other out).
         let server_id = 3_000_000 + (std::process::id() % 100_000) * 10 + round as u32;
-        let mut reader = BinlogReader::start(&bench.url, &generated.cdc_from, filter.clone(), BinlogOptions::new(server_id).stop_at_end()).await?;
+        let mut reader = BinlogReader::start(
+            &bench.url,
+            &generated.cdc_from,
+            filter.clone(),
+            BinlogOptions::new(server_id).stop_at_end(),
+        )
+        .await?;
         if round == 0 {
             reader.record();
         }
@@ -206,7 +245,11 @@ pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds
         }
         out.changes_per_s.push(changes as f64 / elapsed);
         out.transactions_per_s.push(transactions as f64 / elapsed);
-        bench.note(format!("decode round {round}: {:.0} changes/s, {:.0} transactions/s", changes as f64 / elapsed, transactions as f64 / elapsed));
+        bench.note(format!(
+            "decode round {round}: {:.0} changes/s, {:.0} transactions/s",
+            changes as f64 / elapsed,
+            transactions as f64 / elapsed
+        ));
     }
     let recorded = recorded.ok_or_else(|| anyhow!("the warm-up decode pass recorded nothing"))?;
     out.recorded_events = recorded.events();
@@ -242,61 +285,79 @@ pub async fn drop_everything(bench: &Bench) -> Result<()> {
             first_error.get_or_insert(e);
         }
     };
-    keep(async {
-        let mut conn = mysql_async::Conn::new(bench.url.opts(false)).await?;
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", bench.db)).await?;
-        conn.disconnect().await?;
-        Ok::<(), anyhow::Error>(())
-    }
-    .await
-    .context("dropping the source database"));
+    keep(
+        async {
+            let mut conn = mysql_async::Conn::new(bench.url.opts(false)).await?;
+            conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", bench.db)).await?;
+            conn.disconnect().await?;
+            Ok::<(), anyhow::Error>(())
+        }
+        .await
+        .context("dropping the source database"),
+    );
     let names: Vec<String> = bench.pipelines.lock().unwrap().clone();
     for &kind in &bench.args.sinks {
         let r = match kind {
-            SinkKind::Mongodb => async {
-                let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await?;
-                client.database(&bench.db).drop().await?;
-                let checkpoints = client
-                    .database(polyrepl_mongo::checkpoint::CHECKPOINT_DATABASE)
-                    .collection::<Document>(polyrepl_mongo::checkpoint::CHECKPOINT_COLLECTION);
-                checkpoints.delete_many(doc! { "_id": { "$in": names.clone() } }).await?;
-                Ok::<(), anyhow::Error>(())
-            }
-            .await,
-            SinkKind::Redis => async {
-                unlink_matching(bench, &format!("{}:*", bench.db)).await?;
-                let client = redis::Client::open(bench.sink_url(kind))?;
-                let mut conn = client.get_multiplexed_async_connection().await?;
-                let keys: Vec<String> = names.iter().map(|n| polyrepl_redis::naming::checkpoint_key(n)).collect();
-                if !keys.is_empty() {
-                    redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await?;
+            SinkKind::Mongodb => {
+                async {
+                    let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await?;
+                    client.database(&bench.db).drop().await?;
+                    let checkpoints = client
+                        .database(polyrepl_mongo::checkpoint::CHECKPOINT_DATABASE)
+                        .collection::<Document>(polyrepl_mongo::checkpoint::CHECKPOINT_COLLECTION);
+                    checkpoints.delete_many(doc! { "_id": { "$in": names.clone() } }).await?;
+                    Ok::<(), anyhow::Error>(())
                 }
-                Ok::<(), anyhow::Error>(())
+                .await
             }
-            .await,
-            SinkKind::Cassandra => async {
-                let sink = polyrepl_cassandra::CassandraSink::connect(bench.sink_url(kind), "polyrepl_bench", Default::default()).await?;
-                let session = sink.session();
-                // No snapshot of the bench tables on drop (Cassandra ≥ 4.1 table option; ignored if refused).
-                for table in ["snap", "cdc", "lag"] {
-                    let _ = session.query_unpaged(format!("ALTER TABLE \"{}\".\"{table}\" WITH allow_auto_snapshot = false", bench.db), &[]).await;
+            SinkKind::Redis => {
+                async {
+                    unlink_matching(bench, &format!("{}:*", bench.db)).await?;
+                    let client = redis::Client::open(bench.sink_url(kind))?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    let keys: Vec<String> = names.iter().map(|n| polyrepl_redis::naming::checkpoint_key(n)).collect();
+                    if !keys.is_empty() {
+                        redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await?;
+                    }
+                    Ok::<(), anyhow::Error>(())
                 }
-                session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{}\"", bench.db), &[]).await?;
-                for name in &names {
-                    session
-                        .query_unpaged(
-                            format!(
-                                "DELETE FROM {}.{} WHERE pipeline = ?",
-                                polyrepl_cassandra::checkpoint::CHECKPOINT_KEYSPACE,
-                                polyrepl_cassandra::checkpoint::CHECKPOINT_TABLE
-                            ),
-                            (name.as_str(),),
-                        )
-                        .await?;
-                }
-                Ok::<(), anyhow::Error>(())
+                .await
             }
-            .await,
+            SinkKind::Cassandra => {
+                async {
+                    let sink = polyrepl_cassandra::CassandraSink::connect(
+                        bench.sink_url(kind),
+                        "polyrepl_bench",
+                        Default::default(),
+                    )
+                    .await?;
+                    let session = sink.session();
+                    // No snapshot of the bench tables on drop (Cassandra ≥ 4.1 table option; ignored if refused).
+                    for table in ["snap", "cdc", "lag"] {
+                        let _ = session
+                            .query_unpaged(
+                                format!("ALTER TABLE \"{}\".\"{table}\" WITH allow_auto_snapshot = false", bench.db),
+                                &[],
+                            )
+                            .await;
+                    }
+                    session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{}\"", bench.db), &[]).await?;
+                    for name in &names {
+                        session
+                            .query_unpaged(
+                                format!(
+                                    "DELETE FROM {}.{} WHERE pipeline = ?",
+                                    polyrepl_cassandra::checkpoint::CHECKPOINT_KEYSPACE,
+                                    polyrepl_cassandra::checkpoint::CHECKPOINT_TABLE
+                                ),
+                                (name.as_str(),),
+                            )
+                            .await?;
+                    }
+                    Ok::<(), anyhow::Error>(())
+                }
+                .await
+            }
         };
         keep(r.with_context(|| format!("dropping the bench data from {}", kind.label())));
     }

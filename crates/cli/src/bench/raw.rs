@@ -189,7 +189,12 @@ async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Res
     use polyrepl_cassandra::write::{insert_cql, row_values};
     use scylla::statement::batch::{Batch, BatchType};
     use scylla::value::CqlValue;
-    let mut sink = polyrepl_cassandra::CassandraSink::connect(bench.sink_url(SinkKind::Cassandra), "polyrepl_bench", Default::default()).await?;
+    let mut sink = polyrepl_cassandra::CassandraSink::connect(
+        bench.sink_url(SinkKind::Cassandra),
+        "polyrepl_bench",
+        Default::default(),
+    )
+    .await?;
     sink.prepare(std::slice::from_ref(table)).await?;
     let session = sink.session();
     let insert = session.prepare(insert_cql(table, false)).await.context("preparing the raw INSERT")?;

@@ -155,24 +155,48 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(bench: &Bench, generated: &Generated, decode: DecodeRounds, sinks: Vec<SinkFigures>, cdc_all: Option<Rounds>, child: ChildRun) -> Report {
+    pub fn new(
+        bench: &Bench,
+        generated: &Generated,
+        decode: DecodeRounds,
+        sinks: Vec<SinkFigures>,
+        cdc_all: Option<Rounds>,
+        child: ChildRun,
+    ) -> Report {
         let decode = DecodeFigures::new(decode);
         let decode_changes = decode.end_to_end_changes_per_s.clone();
         let mut targets = Vec::new();
-        let mut target = |what: String, goal: &str, value: f64, met: bool| targets.push(Target { what, goal: goal.into(), value, met });
+        let mut target = |what: String, goal: &str, value: f64, met: bool| {
+            targets.push(Target { what, goal: goal.into(), value, met })
+        };
         for s in &sinks {
             let l = s.sink.label();
             target(format!("{l} snapshot/raw"), "≥ 0.8", s.snapshot_over_raw, s.snapshot_over_raw >= 0.8);
             target(format!("{l} cdc/raw"), "≥ 0.8", s.cdc_over_raw, s.cdc_over_raw >= 0.8);
             if let Some(lag) = &s.lag {
-                target(format!("{l} lag p99 at {} changes/s (s)", bench.args.lag_rate), "< 1 s", lag.p99_s, lag.p99_s < 1.0);
+                target(
+                    format!("{l} lag p99 at {} changes/s (s)", bench.args.lag_rate),
+                    "< 1 s",
+                    lag.p99_s,
+                    lag.p99_s < 1.0,
+                );
             }
         }
-        target("decode, end to end (row changes/s)".into(), "≥ 500000", decode_changes.median, decode_changes.median >= 500_000.0);
+        target(
+            "decode, end to end (row changes/s)".into(),
+            "≥ 500000",
+            decode_changes.median,
+            decode_changes.median >= 500_000.0,
+        );
         let cpu = decode.cpu_only_changes_per_s.median;
         target("decode, CPU only, in memory (row changes/s)".into(), "≥ 500000", cpu, cpu >= 500_000.0);
         let mib = child.peak_rss_bytes as f64 / (1 << 20) as f64;
-        target(format!("peak RSS of run, {}-row snapshot (MiB)", bench.args.rows), "< 256 MiB (at 1M rows)", mib, mib < 256.0);
+        target(
+            format!("peak RSS of run, {}-row snapshot (MiB)", bench.args.rows),
+            "< 256 MiB (at 1M rows)",
+            mib,
+            mib < 256.0,
+        );
         Report {
             database: bench.db.clone(),
             source: bench.url.redacted(),
@@ -203,9 +227,16 @@ impl Report {
             "\npolyrepl bench: {} snapshot rows, {} cdc changes ({ins} inserts, {upd} updates, {del} deletes), median of {} round(s), seed {}\n",
             self.rows, self.cdc_changes, self.rounds, self.seed
         );
-        let _ = writeln!(out, "{:<10} {:>12} {:>12} {:>7} {:>12} {:>7} {:>9} {:>9}", "sink", "raw rows/s", "snapshot/s", "ratio", "cdc/s", "ratio", "lag p50", "lag p99");
+        let _ = writeln!(
+            out,
+            "{:<10} {:>12} {:>12} {:>7} {:>12} {:>7} {:>9} {:>9}",
+            "sink", "raw rows/s", "snapshot/s", "ratio", "cdc/s", "ratio", "lag p50", "lag p99"
+        );
         for s in &self.sinks {
-            let (p50, p99) = s.lag.as_ref().map_or(("-".into(), "-".into()), |l| (format!("{:.3} s", l.p50_s), format!("{:.3} s", l.p99_s)));
+            let (p50, p99) = s
+                .lag
+                .as_ref()
+                .map_or(("-".into(), "-".into()), |l| (format!("{:.3} s", l.p50_s), format!("{:.3} s", l.p99_s)));
             let _ = writeln!(
                 out,
                 "{:<10} {:>12.0} {:>12.0} {:>7.2} {:>12.0} {:>7.2} {:>9} {:>9}",
@@ -224,7 +255,11 @@ impl Report {
             let _ = writeln!(out, "cdc into all {} sinks at once: {:.0} changes/s", self.sinks.len(), all.median);
         }
         let _ = writeln!(out, "decode (binlog reader, no sink), end to end (server + network + decode): {:.0} row changes/s, {:.0} transactions/s", self.decode_changes_per_s.median, self.decode_transactions_per_s.median);
-        let _ = writeln!(out, "decode, CPU only (same range's raw events from memory, same code, one core): {:.0} row changes/s", self.decode_cpu_changes_per_s.median);
+        let _ = writeln!(
+            out,
+            "decode, CPU only (same range's raw events from memory, same code, one core): {:.0} row changes/s",
+            self.decode_cpu_changes_per_s.median
+        );
         let c = &self.snapshot_child;
         let _ = writeln!(
             out,
@@ -235,10 +270,21 @@ impl Report {
             c.rows_per_s,
             c.peak_rss_bytes as f64 / (1 << 20) as f64
         );
-        let _ = writeln!(out, "bench process peak RSS (holds pre-converted rows; not the pipeline's): {:.0} MiB", self.bench_peak_rss_bytes as f64 / (1 << 20) as f64);
+        let _ = writeln!(
+            out,
+            "bench process peak RSS (holds pre-converted rows; not the pipeline's): {:.0} MiB",
+            self.bench_peak_rss_bytes as f64 / (1 << 20) as f64
+        );
         let _ = writeln!(out, "\ntargets:");
         for t in &self.targets {
-            let _ = writeln!(out, "  {} {:<48} {:>12.3}  (goal {})", if t.met { "✔" } else { "✘" }, t.what, t.value, t.goal);
+            let _ = writeln!(
+                out,
+                "  {} {:<48} {:>12.3}  (goal {})",
+                if t.met { "✔" } else { "✘" },
+                t.what,
+                t.value,
+                t.goal
+            );
         }
         let _ = writeln!(out, "\n{:.0} s in total", self.seconds);
         out

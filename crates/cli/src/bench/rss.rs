@@ -43,7 +43,11 @@ pub async fn snapshot_child(bench: &Bench) -> Result<ChildRun> {
     // The source URL may hold a password: pass it through the environment, never the command line.
     command.env("POLYREPL_SOURCE", &bench.args.source).env_remove("POLYREPL_SINKS").env_remove("POLYREPL_CONFIG");
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-    bench.note(format!("rss: a `polyrepl run` child snapshots {} rows into {} sink(s)", bench.args.rows, bench.args.sinks.len()));
+    bench.note(format!(
+        "rss: a `polyrepl run` child snapshots {} rows into {} sink(s)",
+        bench.args.rows,
+        bench.args.sinks.len()
+    ));
     let started = Instant::now();
     let child = command.spawn().context("starting polyrepl run")?;
     let pid = child.id() as libc::pid_t;

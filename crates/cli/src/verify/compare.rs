@@ -68,14 +68,20 @@ pub async fn first_pass(
     let mut passes: Vec<FirstPass> = sinks.iter().map(|_| FirstPass::default()).collect();
     let mut after: Option<Vec<Value>> = None;
     loop {
-        let rows = reader.read_chunk(table, after.as_deref(), chunk_rows).await.with_context(|| format!("reading {} from the source", table.id))?;
+        let rows = reader
+            .read_chunk(table, after.as_deref(), chunk_rows)
+            .await
+            .with_context(|| format!("reading {} from the source", table.id))?;
         if rows.is_empty() {
             break;
         }
         let keys: Vec<Vec<Value>> = rows.iter().map(|r| Change::key_of(table, r)).collect();
         let source_hash = chunk_hash(rows.iter().map(Some));
         for (sink, pass) in sinks.iter_mut().zip(&mut passes) {
-            let found = sink.read_rows(table, &keys).await.with_context(|| format!("reading {} from {}", table.id, sink.name()))?;
+            let found = sink
+                .read_rows(table, &keys)
+                .await
+                .with_context(|| format!("reading {} from {}", table.id, sink.name()))?;
             if chunk_hash(found.iter().map(Option::as_ref)) != source_hash {
                 for ((key, row), theirs) in keys.iter().zip(&rows).zip(&found) {
                     if verdict(table, key, Some(row), theirs.as_ref()).is_some() {
@@ -102,11 +108,23 @@ pub async fn first_pass(
 }
 
 /// Pages through the sink's keys of `table`; keys the source does not have become suspects.
-async fn find_extra(reader: &mut SourceReader, sink: &mut dyn Sink, table: &TableSchema, page: usize, suspects: &mut Suspects) -> Result<()> {
+async fn find_extra(
+    reader: &mut SourceReader,
+    sink: &mut dyn Sink,
+    table: &TableSchema,
+    page: usize,
+    suspects: &mut Suspects,
+) -> Result<()> {
     let mut cursor = None;
     loop {
-        let (keys, next) = sink.scan_keys(table, cursor, page).await.with_context(|| format!("listing the keys of {} in {}", table.id, sink.name()))?;
-        let source = reader.read_keys(table, &keys).await.with_context(|| format!("reading {} from the source by key", table.id))?;
+        let (keys, next) = sink
+            .scan_keys(table, cursor, page)
+            .await
+            .with_context(|| format!("listing the keys of {} in {}", table.id, sink.name()))?;
+        let source = reader
+            .read_keys(table, &keys)
+            .await
+            .with_context(|| format!("reading {} from the source by key", table.id))?;
         for (key, row) in keys.into_iter().zip(source) {
             if key.iter().any(Value::is_null) {
                 // No source row has a NULL key part, and no sink can address such a key to re-read or
@@ -133,7 +151,11 @@ mod tests {
     #[test]
     fn verdicts_name_the_differing_columns() {
         let col = |n: &str| Column { name: n.into(), kind: ColumnKind::VarChar, unsigned: false, nullable: true };
-        let t = TableSchema { id: TableId::new("d", "t"), columns: vec![col("id"), col("a"), col("b")], primary_key: vec![0] };
+        let t = TableSchema {
+            id: TableId::new("d", "t"),
+            columns: vec![col("id"), col("a"), col("b")],
+            primary_key: vec![0],
+        };
         let row = |a: Value, b: Value| vec![Value::Int(1), a, b];
         let key = [Value::Int(1)];
         let s = |v: &str| Value::String(v.into());

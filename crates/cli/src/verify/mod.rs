@@ -134,7 +134,11 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
             found: found[i].clone(),
             repaired: repaired[i],
             remaining: remaining[i].clone(),
-            notes: if found[i].is_empty() { vec![] } else { waiter.note(p.sink).map(|n| vec![n.to_string()]).unwrap_or_default() },
+            notes: if found[i].is_empty() {
+                vec![]
+            } else {
+                waiter.note(p.sink).map(|n| vec![n.to_string()]).unwrap_or_default()
+            },
         })
         .collect();
     if args.json {

@@ -72,7 +72,10 @@ impl Waiter {
         let mut last: Option<Checkpoint> = None;
         let mut last_change = Instant::now();
         loop {
-            let checkpoint = sink.load_checkpoint(&self.pipeline).await.with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
+            let checkpoint = sink
+                .load_checkpoint(&self.pipeline)
+                .await
+                .with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
             let Some(checkpoint) = checkpoint else {
                 tokio::time::sleep(NO_PIPELINE_WAIT).await;
                 self.gave_up[index] = Some(format!(
@@ -96,7 +99,11 @@ impl Waiter {
                 None
             };
             if let Some(why) = why {
-                let at = if checkpoint.snapshot.is_some() { format!("{} (snapshot in progress)", checkpoint.position) } else { checkpoint.position.to_string() };
+                let at = if checkpoint.snapshot.is_some() {
+                    format!("{} (snapshot in progress)", checkpoint.position)
+                } else {
+                    checkpoint.position.to_string()
+                };
                 tracing::warn!(sink = sink.name(), pipeline = %self.pipeline, checkpoint = %at, "the sink's checkpoint {why}");
                 self.gave_up[index] =
                     Some(format!("the checkpoint of pipeline '{}' (at {at}) {why}: rows changing during the check may show as differences", self.pipeline));
@@ -147,7 +154,10 @@ pub async fn settle(
             }
             let table = &*tables[pair.table];
             let keys: Vec<Vec<Value>> = current[i].values().cloned().collect();
-            theirs[i] = sink.read_rows(table, &keys).await.with_context(|| format!("re-reading {} from {}", table.id, sink.name()))?;
+            theirs[i] = sink
+                .read_rows(table, &keys)
+                .await
+                .with_context(|| format!("re-reading {} from {}", table.id, sink.name()))?;
         }
         let (_, after) = read_source(reader, tables, &per_table).await?;
         for (i, pair) in pairs.iter().enumerate() {

@@ -72,11 +72,15 @@ pub async fn repair(
                 }
             })
             .collect();
-        debug_assert!(changes.iter().all(|c| c.after.as_ref().is_none_or(|r| row_bytes(&Change::key_of(table, r)) == row_bytes(&c.key))));
+        debug_assert!(changes
+            .iter()
+            .all(|c| c.after.as_ref().is_none_or(|r| row_bytes(&Change::key_of(table, r)) == row_bytes(&c.key))));
         let sink = sinks[pair.sink].as_mut();
         for chunk in changes.chunks(BATCH_CHANGES) {
             let batch = Batch { changes: chunk.to_vec(), checkpoint: Checkpoint::streaming(position.clone()) };
-            sink.apply(&batch).await.with_context(|| format!("repairing {} row(s) of {} in {}", chunk.len(), table.id, sink.name()))?;
+            sink.apply(&batch)
+                .await
+                .with_context(|| format!("repairing {} row(s) of {} in {}", chunk.len(), table.id, sink.name()))?;
             progress.add(chunk.len() as u64);
         }
         out.push(done);

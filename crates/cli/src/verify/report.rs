@@ -127,7 +127,12 @@ pub fn human(reports: &[PairReport], show_keys: usize) -> String {
         ));
         list_keys(&mut out, f, show_keys);
         if let Some(rep) = r.repaired.filter(|_| !r.found.is_empty()) {
-            out.push_str(&format!("  repaired: {} upserted, {} deleted; {} still differ\n", rep.upserted, rep.deleted, r.remaining.len()));
+            out.push_str(&format!(
+                "  repaired: {} upserted, {} deleted; {} still differ\n",
+                rep.upserted,
+                rep.deleted,
+                r.remaining.len()
+            ));
             if !r.remaining.is_empty() {
                 list_keys(&mut out, &r.remaining, show_keys);
             }
@@ -159,7 +164,13 @@ fn list_keys(out: &mut String, list: &[Difference], show_keys: usize) {
         let shown: Vec<String> = of_kind
             .iter()
             .take(show_keys)
-            .map(|d| if d.columns.is_empty() { key_text(&d.key) } else { format!("{} [{}]", key_text(&d.key), d.columns.join(", ")) })
+            .map(|d| {
+                if d.columns.is_empty() {
+                    key_text(&d.key)
+                } else {
+                    format!("{} [{}]", key_text(&d.key), d.columns.join(", "))
+                }
+            })
             .collect();
         let more = of_kind.len().saturating_sub(show_keys);
         let tail = if more > 0 { format!(" … and {more} more") } else { String::new() };
@@ -180,7 +191,8 @@ pub fn json(reports: &[PairReport], show_keys: usize) -> Json {
             add_differences(&mut pair, &r.found, show_keys);
             pair["repaired"] = match r.repaired {
                 Some(rep) => {
-                    let mut rem = json!({ "upserted": rep.upserted, "deleted": rep.deleted, "remaining": r.remaining.len() });
+                    let mut rem =
+                        json!({ "upserted": rep.upserted, "deleted": rep.deleted, "remaining": r.remaining.len() });
                     add_differences(&mut rem, &r.remaining, show_keys);
                     rem
                 }
@@ -200,7 +212,9 @@ pub fn json(reports: &[PairReport], show_keys: usize) -> Json {
 }
 
 fn add_differences(into: &mut Json, list: &[Difference], show_keys: usize) {
-    let keys = |kind: Kind| -> Vec<Json> { list.iter().filter(|d| d.kind == kind).take(show_keys).map(|d| key_json(&d.key)).collect() };
+    let keys = |kind: Kind| -> Vec<Json> {
+        list.iter().filter(|d| d.kind == kind).take(show_keys).map(|d| key_json(&d.key)).collect()
+    };
     into["missing"] = json!(PairReport::count(list, Kind::Missing));
     into["extra"] = json!(PairReport::count(list, Kind::Extra));
     into["different"] = json!(PairReport::count(list, Kind::Different));
@@ -220,14 +234,26 @@ mod tests {
     use super::*;
 
     fn report() -> PairReport {
-        let d = |key: Vec<Value>, kind, columns: &[&str]| Difference { key, kind, columns: columns.iter().map(|s| s.to_string()).collect() };
+        let d = |key: Vec<Value>, kind, columns: &[&str]| Difference {
+            key,
+            kind,
+            columns: columns.iter().map(|s| s.to_string()).collect(),
+        };
         let found = vec![
             d(vec![Value::Int(5)], Kind::Missing, &[]),
             d(vec![Value::String("eu".into()), Value::Bytes(vec![0xab])], Kind::Extra, &[]),
             d(vec![Value::Int(7)], Kind::Different, &["name", "price"]),
             d(vec![Value::Int(8)], Kind::Missing, &[]),
         ];
-        PairReport { table: TableId::new("shop", "t"), sink: "redis://h:1".into(), compared: 10, remaining: found.clone(), found, repaired: None, notes: vec![] }
+        PairReport {
+            table: TableId::new("shop", "t"),
+            sink: "redis://h:1".into(),
+            compared: 10,
+            remaining: found.clone(),
+            found,
+            repaired: None,
+            notes: vec![],
+        }
     }
 
     #[test]

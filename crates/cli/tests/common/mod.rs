@@ -72,10 +72,11 @@ impl TestDb {
     /// `polyrepl run` arguments for every table of this database into the Mongo sink.
     pub fn run_args(&self, pipeline: &str, extra: &[&str]) -> Vec<String> {
         let tables = format!("{}.*", self.name);
-        let mut args: Vec<String> = ["run", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--name", pipeline]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> =
+            ["run", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--name", pipeline]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
@@ -210,9 +211,9 @@ pub async fn source_docs(conn: &mut mysql_async::Conn, table: &str) -> Docs {
                         | ColumnType::MYSQL_TYPE_INT24
                         | ColumnType::MYSQL_TYPE_LONG
                         | ColumnType::MYSQL_TYPE_LONGLONG => int_bson(text.parse().unwrap()),
-                        ColumnType::MYSQL_TYPE_VAR_STRING | ColumnType::MYSQL_TYPE_STRING | ColumnType::MYSQL_TYPE_VARCHAR => {
-                            Bson::String(text)
-                        }
+                        ColumnType::MYSQL_TYPE_VAR_STRING
+                        | ColumnType::MYSQL_TYPE_STRING
+                        | ColumnType::MYSQL_TYPE_VARCHAR => Bson::String(text),
                         other => panic!("source_docs handles integer and character columns only, not {other:?}"),
                     }
                 }
@@ -276,7 +277,9 @@ pub fn diff(expected: &Docs, actual: &Docs) -> Option<String> {
             }
         }
     }
-    (n > 0).then(|| format!("{n} difference(s) (source {} rows, sink {} docs):\n{}", expected.len(), actual.len(), out.join("\n")))
+    (n > 0).then(|| {
+        format!("{n} difference(s) (source {} rows, sink {} docs):\n{}", expected.len(), actual.len(), out.join("\n"))
+    })
 }
 
 /// Polls `check` every 100 ms until it yields a value; panics after `timeout`.
@@ -443,10 +446,14 @@ impl Rng {
 /// The table's schema as polyrepl discovers it.
 pub async fn source_schema(db: &TestDb, table: &str) -> polyrepl_core::TableSchema {
     let mut conn = db.conn().await;
-    let schema = polyrepl_mysql::schema::discover_table(&mut conn, &polyrepl_core::TableId::new(&db.name, table), "127.0.0.1:5600")
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("table {table} not found"));
+    let schema = polyrepl_mysql::schema::discover_table(
+        &mut conn,
+        &polyrepl_core::TableId::new(&db.name, table),
+        "127.0.0.1:5600",
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|| panic!("table {table} not found"));
     conn.disconnect().await.unwrap();
     schema
 }
@@ -483,7 +490,8 @@ pub async fn sink_differences(
 ) -> Option<String> {
     use polyrepl_core::Value;
     let Some(keys) = keys else { return Some(format!("{name}: cannot list its keys")) };
-    let ids: Vec<i64> = expected.keys().copied().collect::<std::collections::BTreeSet<_>>().union(&keys).copied().collect();
+    let ids: Vec<i64> =
+        expected.keys().copied().collect::<std::collections::BTreeSet<_>>().union(&keys).copied().collect();
     let key_values: Vec<Vec<Value>> = ids.iter().map(|&id| vec![Value::Int(id)]).collect();
     let rows = match reader.read_rows(schema, &key_values).await {
         Ok(rows) => rows,
@@ -501,7 +509,12 @@ pub async fn sink_differences(
     }
     let n = diffs.len();
     diffs.truncate(5);
-    Some(format!("{name}: {n} row(s) differ (source {} rows, sink {} keys):\n{}", expected.len(), keys.len(), diffs.join("\n")))
+    Some(format!(
+        "{name}: {n} row(s) differ (source {} rows, sink {} keys):\n{}",
+        expected.len(),
+        keys.len(),
+        diffs.join("\n")
+    ))
 }
 
 /// One step of a steady writer on a `flow (id, v, n)` table: an insert, an update or (sometimes) a delete.
@@ -574,11 +587,21 @@ pub fn drop_redis_and_cassandra_data(redis_url: &str, db: &str, pipelines: &[Str
         rt.block_on(async {
             let clean_redis = async {
                 let client = redis::Client::open(redis_url.as_str()).ok()?;
-                let mut conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection()).await.ok()?.ok()?;
+                let mut conn = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+                    .await
+                    .ok()?
+                    .ok()?;
                 let mut cursor = 0u64;
                 loop {
-                    let (next, keys): (u64, Vec<Vec<u8>>) =
-                        redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{db}:*")).arg("COUNT").arg(1000).query_async(&mut conn).await.ok()?;
+                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{db}:*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                        .ok()?;
                     if !keys.is_empty() {
                         let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
                     }
@@ -588,7 +611,8 @@ pub fn drop_redis_and_cassandra_data(redis_url: &str, db: &str, pipelines: &[Str
                     cursor = next;
                 }
                 for p in &pipelines {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(format!("polyrepl:checkpoint:{p}")).query_async(&mut conn).await;
+                    let _: Result<(), _> =
+                        redis::cmd("DEL").arg(format!("polyrepl:checkpoint:{p}")).query_async(&mut conn).await;
                 }
                 Some(())
             };
@@ -597,10 +621,16 @@ pub fn drop_redis_and_cassandra_data(redis_url: &str, db: &str, pipelines: &[Str
                 return;
             }
             let clean_cassandra = async {
-                let session = scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.ok()?;
+                let session = scylla::client::session_builder::SessionBuilder::new()
+                    .known_node("127.0.0.1:9042")
+                    .build()
+                    .await
+                    .ok()?;
                 let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{db}\""), &[]).await;
                 for p in &pipelines {
-                    let _ = session.query_unpaged("DELETE FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (p.as_str(),)).await;
+                    let _ = session
+                        .query_unpaged("DELETE FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (p.as_str(),))
+                        .await;
                 }
                 Some(())
             };
@@ -615,20 +645,33 @@ pub fn drop_redis_and_cassandra_data(redis_url: &str, db: &str, pipelines: &[Str
 /// Keys matching `pattern` in the Redis at `redis_url` (KEYS: for small test databases only).
 pub async fn redis_keys(redis_url: &str, pattern: &str) -> Vec<String> {
     let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
+    let mut conn =
+        client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
     redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap()
 }
 
 /// The integer keys of the hashes `PREFIX<id>` (polyrepl's `DB:TABLE:` prefix), listed with SCAN;
 /// `None` when Redis cannot be read. Panics on a key that is not `PREFIX<integer>`.
-pub async fn redis_int_keys(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Option<std::collections::BTreeSet<i64>> {
+pub async fn redis_int_keys(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Option<std::collections::BTreeSet<i64>> {
     let mut keys = std::collections::BTreeSet::new();
     let mut cursor = 0u64;
     loop {
-        let (next, batch): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(conn).await.ok()?;
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .ok()?;
         for k in batch {
-            keys.insert(k.strip_prefix(prefix).unwrap().parse::<i64>().unwrap_or_else(|_| panic!("unexpected Redis key {k}")));
+            keys.insert(
+                k.strip_prefix(prefix).unwrap().parse::<i64>().unwrap_or_else(|_| panic!("unexpected Redis key {k}")),
+            );
         }
         if next == 0 {
             return Some(keys);
@@ -639,9 +682,16 @@ pub async fn redis_int_keys(conn: &mut redis::aio::MultiplexedConnection, prefix
 
 /// True when the Cassandra at 127.0.0.1:9042 has a keyspace of that name.
 pub async fn cassandra_has_keyspace(name: &str) -> bool {
-    let session = scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.expect("Cassandra at 127.0.0.1:9042");
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_node("127.0.0.1:9042")
+        .build()
+        .await
+        .expect("Cassandra at 127.0.0.1:9042");
     let rows = session
-        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?", (name.to_lowercase(),))
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (name.to_lowercase(),),
+        )
         .await
         .unwrap()
         .into_rows_result()

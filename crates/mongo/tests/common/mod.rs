@@ -29,9 +29,12 @@ where
 {
     let database = unique("prt");
     let pipeline = unique("pipe");
-    let sink = MongoSink::connect(&url(), &pipeline)
-        .await
-        .unwrap_or_else(|e| panic!("MongoDB-protocol server not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_MONGO_URL", url()));
+    let sink = MongoSink::connect(&url(), &pipeline).await.unwrap_or_else(|e| {
+        panic!(
+            "MongoDB-protocol server not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_MONGO_URL",
+            url()
+        )
+    });
     let client = sink.client().clone();
     let outcome = AssertUnwindSafe(body(sink, database.clone())).catch_unwind().await;
     let _ = client.database(&database).drop().await;
@@ -101,6 +104,16 @@ pub async fn documents(sink: &MongoSink, database: &str, collection: &str) -> Ve
 }
 
 /// The document with `_id` = `id`.
-pub async fn document(sink: &MongoSink, database: &str, collection: &str, id: impl Into<mongodb::bson::Bson>) -> Option<Document> {
-    sink.client().database(database).collection::<Document>(collection).find_one(doc! { "_id": id.into() }).await.unwrap()
+pub async fn document(
+    sink: &MongoSink,
+    database: &str,
+    collection: &str,
+    id: impl Into<mongodb::bson::Bson>,
+) -> Option<Document> {
+    sink.client()
+        .database(database)
+        .collection::<Document>(collection)
+        .find_one(doc! { "_id": id.into() })
+        .await
+        .unwrap()
 }

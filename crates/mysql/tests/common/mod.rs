@@ -38,7 +38,9 @@ impl TestDb {
     pub async fn create(prefix: &str) -> TestDb {
         let name = format!("t_{prefix}_{:08x}", random_u32());
         let mut conn = Conn::new(url().opts(false)).await.expect("the dev MariaDB on 127.0.0.1:5600 must be running");
-        conn.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")).await.unwrap();
+        conn.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+            .await
+            .unwrap();
         conn.query_drop(format!("USE `{name}`")).await.unwrap();
         conn.query_drop("SET NAMES utf8mb4, SESSION time_zone = '+00:00', SESSION sql_mode = ''").await.unwrap();
         TestDb { name, conn }

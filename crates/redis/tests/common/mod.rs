@@ -23,11 +23,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// A plain connection for checking what the sink wrote.
 pub async fn raw() -> MultiplexedConnection {
-    redis::Client::open(url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_REDIS_URL", url()))
+    redis::Client::open(url()).unwrap().get_multiplexed_async_connection().await.unwrap_or_else(|e| {
+        panic!("Redis not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_REDIS_URL", url())
+    })
 }
 
 /// Every key matching `pattern`.
@@ -35,8 +33,15 @@ pub async fn keys(conn: &mut MultiplexedConnection, pattern: &str) -> Vec<Vec<u8
     let mut out = Vec::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000).query_async(conn).await.unwrap();
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
         out.extend(batch);
         if next == 0 {
             break;
@@ -66,9 +71,9 @@ where
     let database = unique("prt");
     let pipeline = unique("pipe");
     let prefix = options.key_prefix.clone();
-    let sink = RedisSink::connect(&url(), &pipeline, options)
-        .await
-        .unwrap_or_else(|e| panic!("Redis not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_REDIS_URL", url()));
+    let sink = RedisSink::connect(&url(), &pipeline, options).await.unwrap_or_else(|e| {
+        panic!("Redis not reachable at {}: {e} — start it (polyrepl stack up) or set POLYREPL_REDIS_URL", url())
+    });
     let outcome = AssertUnwindSafe(body(sink, database.clone())).catch_unwind().await;
     cleanup(&database, prefix.as_deref(), &pipeline).await;
     if let Err(panic) = outcome {
@@ -118,7 +123,15 @@ pub fn insert(table: &Arc<TableSchema>, row: Row) -> Change {
 }
 
 pub fn delete(table: &Arc<TableSchema>, key: Vec<Value>) -> Change {
-    Change { position: position(100), seq: 0, table: table.clone(), op: Op::Delete, key, after: None, source_ts: 1_732_450_000 }
+    Change {
+        position: position(100),
+        seq: 0,
+        table: table.clone(),
+        op: Op::Delete,
+        key,
+        after: None,
+        source_ts: 1_732_450_000,
+    }
 }
 
 pub fn batch(changes: Vec<Change>, offset: u64) -> Batch {
@@ -132,7 +145,8 @@ pub fn batch(changes: Vec<Change>, offset: u64) -> Batch {
 
 /// The hash at `key`, fields sorted by name.
 pub async fn hash(conn: &mut MultiplexedConnection, key: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let map: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(key).query_async(conn).await.unwrap();
+    let map: std::collections::HashMap<String, Vec<u8>> =
+        redis::cmd("HGETALL").arg(key).query_async(conn).await.unwrap();
     let mut fields: Vec<(String, Vec<u8>)> = map.into_iter().collect();
     fields.sort();
     fields
