@@ -3,7 +3,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use polyrepl_engine::{settings, RunConfig};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What to replicate and where: the flags `run` and `verify` share (same environment variables, and
@@ -23,7 +25,8 @@ pub struct PipelineArgs {
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
-    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows).
+    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows), and `[[sink]]` sections, each with a
+    /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Name of the pipeline: the key of its checkpoints in every sink [default: polyrepl].
@@ -71,8 +74,12 @@ struct FileConfig {
     tables: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    /// Sinks as plain URLs…
     #[serde(default)]
     sinks: Vec<String>,
+    /// …and/or as `[[sink]]` sections with their options.
+    #[serde(default)]
+    sink: Vec<SinkSection>,
     name: Option<String>,
     server_id: Option<u32>,
     metrics_addr: Option<String>,
@@ -81,26 +88,56 @@ struct FileConfig {
     chunk_rows: Option<usize>,
 }
 
-/// Resolved settings of a run.
+/// A `[[sink]]` section: the sink's URL and, under `[sink.options]`, the options its URL query string
+/// takes (e.g. Redis `ttl`, `stream`, `prefix`; Cassandra `replication`): the same names, so the README's
+/// per-sink option tables apply to both.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SinkSection {
+    url: String,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
+}
+
+impl SinkSection {
+    /// The URL with the section's options appended to its query string.
+    fn to_url(&self) -> Result<String> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in &self.options {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
+                other => bail!(
+                    "sink {}: option {key} must be a string, number or boolean, not {}",
+                    polyrepl_engine::registry::redact(&self.url),
+                    other.type_str()
+                ),
+            };
+            query.append_pair(key, &text);
+        }
+        let query = query.finish();
+        if query.is_empty() {
+            return Ok(self.url.clone());
+        }
+        let (base, fragment) = match self.url.split_once('#') {
+            Some((b, f)) => (b, Some(f)),
+            None => (self.url.as_str(), None),
+        };
+        let joiner = if base.contains('?') { '&' } else { '?' };
+        Ok(format!("{base}{joiner}{query}{}", fragment.map(|f| format!("#{f}")).unwrap_or_default()))
+    }
+}
+
+/// Resolved settings of a run: the engine's, and where the binary serves its HTTP endpoints.
 #[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub source: String,
-    pub tables: Vec<String>,
-    pub exclude: Vec<String>,
-    pub sinks: Vec<String>,
-    pub name: String,
-    pub server_id: u32,
+pub struct Resolved {
+    pub run: RunConfig,
     pub metrics_addr: Option<String>,
-    pub batch_changes: usize,
-    pub batch_delay_ms: u64,
-    pub chunk_rows: usize,
-    pub stop_at_end: bool,
-    pub resnapshot: bool,
 }
 
 impl RunArgs {
     /// Merges flags/env with the file and defaults; errors say which setting is missing or wrong.
-    pub fn resolve(&self) -> Result<RunConfig> {
+    pub fn resolve(&self) -> Result<Resolved> {
         let file = match &self.pipeline.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -118,36 +155,34 @@ impl RunArgs {
         if tables.is_empty() {
             bail!("no tables given: pass --tables 'db.*' or --tables db.table (or POLYREPL_TABLES, or `tables` in --config)");
         }
-        let sinks = pick(&self.pipeline.sinks, file.sinks);
-        if sinks.is_empty() {
-            bail!("no sink given: pass --sink mongodb://HOST:PORT (or POLYREPL_SINKS, or `sinks` in --config)");
+        let mut file_sinks = file.sinks;
+        for section in &file.sink {
+            file_sinks.push(section.to_url()?);
         }
-        let name = self.pipeline.name.clone().or(file.name).unwrap_or_else(|| "polyrepl".into());
+        let sinks = pick(&self.pipeline.sinks, file_sinks);
+        if sinks.is_empty() {
+            bail!(
+                "no sink given: pass --sink mongodb://HOST:PORT (or POLYREPL_SINKS, or `sinks` / [[sink]] in --config)"
+            );
+        }
+        let name = self.pipeline.name.clone().or(file.name).unwrap_or_else(|| settings::DEFAULT_NAME.into());
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             bail!("--name '{name}' must be letters, digits, '_' or '-'");
         }
-        let server_id = self.server_id.or(file.server_id).unwrap_or_else(|| default_server_id(&name));
-        Ok(RunConfig {
-            source,
-            tables,
+        let server_id = self.server_id.or(file.server_id).unwrap_or_else(|| settings::default_server_id(&name));
+        let run = RunConfig {
             exclude: pick(&self.pipeline.exclude, file.exclude),
-            sinks,
             server_id,
             name,
-            metrics_addr: self.metrics_addr.clone().or(file.metrics_addr),
-            batch_changes: self.batch_changes.or(file.batch_changes).unwrap_or(5_000).max(1),
-            batch_delay_ms: self.batch_delay_ms.or(file.batch_delay_ms).unwrap_or(50),
-            chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(5_000).max(1),
+            batch_changes: self.batch_changes.or(file.batch_changes).unwrap_or(settings::DEFAULT_BATCH_CHANGES).max(1),
+            batch_delay_ms: self.batch_delay_ms.or(file.batch_delay_ms).unwrap_or(settings::DEFAULT_BATCH_DELAY_MS),
+            chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(settings::DEFAULT_CHUNK_ROWS).max(1),
             stop_at_end: self.stop_at_end,
             resnapshot: self.resnapshot,
-        })
+            ..RunConfig::new(source, tables, sinks)
+        };
+        Ok(Resolved { run, metrics_addr: self.metrics_addr.clone().or(file.metrics_addr) })
     }
-}
-
-/// A stable server id per pipeline name, away from the small ids servers themselves use.
-fn default_server_id(name: &str) -> u32 {
-    let h = name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
-    100_000 + h % 1_000_000
 }
 
 #[cfg(test)]
@@ -168,7 +203,7 @@ mod tests {
             pipeline: PipelineArgs { config: Some(f.clone()), name: Some("fromflag".into()), ..Default::default() },
             ..Default::default()
         };
-        let c = args.resolve().unwrap();
+        let c = args.resolve().unwrap().run;
         assert_eq!(
             (c.name.as_str(), c.source.as_str(), c.tables.clone()),
             ("fromflag", "mysql://a@h:1", vec!["x.*".to_string()])
@@ -183,5 +218,73 @@ mod tests {
         assert!(err.contains("tabels"), "{err}");
         let err = format!("{:#}", RunArgs::default().resolve().unwrap_err());
         assert!(err.contains("--source"), "{err}");
+    }
+
+    /// `--help` quotes the defaults as text; they must be the engine's.
+    #[test]
+    fn help_quotes_the_engine_defaults() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let help = Probe::command().render_long_help().to_string();
+        for (flag, default) in [
+            ("--batch-changes", settings::DEFAULT_BATCH_CHANGES.to_string()),
+            ("--batch-delay-ms", settings::DEFAULT_BATCH_DELAY_MS.to_string()),
+            ("--chunk-rows", settings::DEFAULT_CHUNK_ROWS.to_string()),
+            ("--name", settings::DEFAULT_NAME.to_string()),
+        ] {
+            let section = help.split(flag).nth(1).expect(flag);
+            let section = section.split("\n\n").next().unwrap_or(section);
+            assert!(section.contains(&format!("[default: {default}]")), "{flag}: {section}");
+        }
+    }
+
+    #[test]
+    fn sink_sections_carry_their_options_into_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("run.toml");
+        std::fs::write(
+            &f,
+            r#"
+source = "mysql://a@h:1"
+tables = ["x.*"]
+sinks = ["mongodb://h:2"]
+
+[[sink]]
+url = "redis://h:3"
+[sink.options]
+ttl = "1h"
+stream = 1000
+prefix = "a b&c"
+
+[[sink]]
+url = "cassandra://h:4/ks?replication=simple:1"
+"#,
+        )
+        .unwrap();
+        let args =
+            RunArgs { pipeline: PipelineArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() };
+        let c = args.resolve().unwrap().run;
+        assert_eq!(
+            c.sinks,
+            vec![
+                "mongodb://h:2",
+                "redis://h:3?prefix=a+b%26c&stream=1000&ttl=1h",
+                "cassandra://h:4/ks?replication=simple:1"
+            ]
+        );
+        assert_eq!(c.chunk_rows, settings::DEFAULT_CHUNK_ROWS);
+        assert_eq!(c.batch_changes, settings::DEFAULT_BATCH_CHANGES);
+        std::fs::write(&f, "source = \"mysql://a@h:1\"\n[[sink]]\nurl = \"redis://h\"\nttl = 5\n").unwrap();
+        let err = format!(
+            "{:#}",
+            RunArgs { pipeline: PipelineArgs { config: Some(f), ..Default::default() }, ..Default::default() }
+                .resolve()
+                .unwrap_err()
+        );
+        assert!(err.contains("ttl"), "an option outside [sink.options] is refused by name: {err}");
     }
 }

@@ -3,14 +3,12 @@
 //! every interval inserts a timestamp + UUID row into MySQL, then prints the latest rows of each side and
 //! whether each sink holds exactly what MySQL holds for them (read back through that sink's own mapping).
 
-use crate::config::RunConfig;
-use crate::run;
 use crate::stack_cmd::StackOpts;
 use anyhow::{Context, Result};
 use clap::Args;
 use mysql_async::prelude::Queryable;
-use polyrepl_core::metrics::Metrics;
 use polyrepl_core::{Row, TableId, TableSchema, Value};
+use polyrepl_engine::{Metrics, RunConfig};
 use polyrepl_stack::init::{DEMO_DATABASE, DEMO_TABLE};
 use polyrepl_stack::local::LocalBackend;
 use polyrepl_stack::{probe, Service};
@@ -71,20 +69,17 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 
     let source = stack.mysql_connect_url().replacen("?", &format!("/{DEMO_DATABASE}?"), 1);
     let cfg = RunConfig {
-        source: source.clone(),
-        tables: vec![format!("{DEMO_DATABASE}.{DEMO_TABLE}")],
-        exclude: vec![],
-        sinks: sinks.iter().map(|s| s.1.clone()).collect(),
         name: "demo".into(),
         server_id: 4_200_001,
-        metrics_addr: None,
-        batch_changes: 5_000,
+        // The demo writes one row per loop: apply it at once rather than waiting for company.
         batch_delay_ms: 10,
-        chunk_rows: 5_000,
-        stop_at_end: false,
-        resnapshot: false,
+        ..RunConfig::new(
+            source.clone(),
+            vec![format!("{DEMO_DATABASE}.{DEMO_TABLE}")],
+            sinks.iter().map(|s| s.1.clone()).collect(),
+        )
     };
-    let prepared = run::prepare(&cfg).await?;
+    let prepared = polyrepl_engine::prepare(&cfg).await?;
     let table = prepared
         .tables
         .iter()
@@ -93,11 +88,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         .context("the demo table")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(Metrics::default());
-    let mut pipeline = tokio::spawn(run::run(cfg, prepared, metrics, stop_rx));
+    let mut pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stop_rx));
 
     let mut readers = Vec::new();
     for (name, url, _) in &sinks {
-        readers.push((*name, run::open_sink(url, "demo-verify").await?));
+        readers.push((*name, polyrepl_engine::open_sink(url, "demo-verify").await?));
     }
     let mut mysql = mysql_async::Conn::from_url(&source).await.context("connecting to MySQL for the demo writer")?;
     mysql.query_drop("SET time_zone = '+00:00'").await?;

@@ -4,9 +4,6 @@ mod bench;
 mod config;
 mod demo;
 mod http;
-mod resnapshot;
-mod resume;
-mod run;
 mod stack_cmd;
 mod verify;
 
@@ -94,12 +91,12 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 async fn run_command(args: config::RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.resolve()?;
-    let metrics = std::sync::Arc::new(polyrepl_core::metrics::Metrics::default());
-    if let Some(addr) = &cfg.metrics_addr {
+    let config::Resolved { run, metrics_addr } = args.resolve()?;
+    let metrics = std::sync::Arc::new(polyrepl_engine::Metrics::default());
+    if let Some(addr) = &metrics_addr {
         http::serve(addr, metrics.clone()).await?;
     }
-    let prepared = run::prepare(&cfg).await?;
-    run::run(cfg, prepared, metrics, shutdown_signal()).await?;
+    let prepared = polyrepl_engine::prepare(&run).await?;
+    polyrepl_engine::run(run, prepared, metrics, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

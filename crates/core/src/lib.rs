@@ -6,8 +6,8 @@
 
 pub mod change;
 pub mod checkpoint;
-pub mod metrics;
-pub mod pipeline;
+#[cfg(feature = "test-utils")]
+pub mod memory_sink;
 pub mod position;
 pub mod rowhash;
 pub mod schema;

@@ -20,9 +20,6 @@ use mysql_async::{Conn, Params};
 use polyrepl_core::{Change, Op, Position, TableSchema, Value};
 use std::sync::Arc;
 
-/// Default rows per chunk.
-pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
-
 /// An open consistent snapshot: a connection inside a `WITH CONSISTENT SNAPSHOT` transaction.
 pub struct Snapshot {
     conn: Conn,
@@ -32,8 +29,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Connects, starts the consistent-snapshot transaction and reads the binlog position it matches.
-    pub async fn begin(url: &SourceUrl) -> Result<Snapshot> {
+    /// Connects, starts the consistent-snapshot transaction and reads the binlog position it matches;
+    /// chunks will hold up to `chunk_rows` rows.
+    pub async fn begin(url: &SourceUrl, chunk_rows: usize) -> Result<Snapshot> {
         let server = url.address();
         let mut conn = Conn::new(url.opts(false))
             .await
@@ -76,13 +74,7 @@ impl Snapshot {
             let gtid: Option<String> = row.get::<Option<String>, _>(4).flatten().filter(|g| !g.is_empty());
             Position { file, offset, gtid }
         };
-        Ok(Snapshot { conn, position, server, chunk_rows: DEFAULT_CHUNK_ROWS })
-    }
-
-    /// Rows per chunk (at least 1).
-    pub fn with_chunk_rows(mut self, rows: usize) -> Self {
-        self.chunk_rows = rows.max(1);
-        self
+        Ok(Snapshot { conn, position, server, chunk_rows: chunk_rows.max(1) })
     }
 
     /// The binlog position this snapshot is consistent with: stream from here once it is applied.

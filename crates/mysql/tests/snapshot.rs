@@ -23,7 +23,7 @@ async fn chunks_cover_the_table_once_in_key_order_and_resume_after_a_key() {
     let schema = Arc::new(discover_tables(&mut conn, &db.filter("t"), "test").await.unwrap().remove(0));
     assert_eq!(schema.primary_key, vec![0, 1]);
 
-    let mut snap = Snapshot::begin(&url()).await.unwrap().with_chunk_rows(700);
+    let mut snap = Snapshot::begin(&url(), 700).await.unwrap();
     let position = snap.position().clone();
     // A write after the snapshot started must not be seen by it.
     db.exec("INSERT INTO t VALUES (5000, 'late', 0)").await;

@@ -137,7 +137,7 @@ async fn snapshot_and_binlog_decode_every_type_identically() {
     assert_eq!(schema.columns.iter().find(|c| c.name == "js").unwrap().kind, polyrepl_core::ColumnKind::Json);
 
     // Snapshot values.
-    let mut snap = Snapshot::begin(&url()).await.unwrap().with_chunk_rows(2);
+    let mut snap = Snapshot::begin(&url(), 2).await.unwrap();
     let mut snap_rows = Vec::new();
     let mut chunks = snap.table_chunks(schema.clone(), None);
     while let Some(chunk) = chunks.next_chunk().await.unwrap() {

@@ -10,8 +10,8 @@ use super::{phases, Bench, SinkKind};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use mysql_async::prelude::*;
-use polyrepl_core::pipeline::SinkSlot;
 use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_engine::pipeline::SinkSlot;
 use polyrepl_mysql::binlog::current_position;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -114,7 +114,7 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
     let name = bench.pipeline("lag");
     phases::prestore_checkpoint(bench, &[kind], &name, &current_position(&bench.url).await?).await?;
     let cfg = phases::run_config(bench, "lag", &[kind], &name, false)?;
-    let mut prepared = crate::run::prepare(&cfg).await?;
+    let mut prepared = polyrepl_engine::prepare(&cfg).await?;
     let samples: Samples = Default::default();
     let since_us = now_us();
     prepared.slots = prepared
@@ -126,8 +126,8 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         })
         .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(polyrepl_core::metrics::Metrics::default());
-    let pipeline = tokio::spawn(crate::run::run(cfg, prepared, metrics, stopped));
+    let metrics = Arc::new(polyrepl_engine::Metrics::default());
+    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stopped));
 
     bench.note(format!(
         "lag {}: writing {} changes/s for {} s",

@@ -1,5 +1,5 @@
 //! The phases that drive polyrepl's own code: decode (the binlog reader alone), snapshot and cdc (the
-//! real `run`: [`crate::run::prepare`] untimed, then [`crate::run::run`] with `--stop-at-end`, timed), and
+//! real `run`: [`polyrepl_engine::prepare`] untimed, then [`polyrepl_engine::run`] with `--stop-at-end`, timed), and
 //! the helpers every phase shares: reading the source rows, resetting a sink, dropping everything.
 
 use super::data::Generated;
@@ -9,8 +9,8 @@ use crate::config::{PipelineArgs, RunArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::*;
-use polyrepl_core::metrics::Metrics;
 use polyrepl_core::{Batch, Checkpoint, Position, Row, TableFilter, TableSchema};
+use polyrepl_engine::Metrics;
 use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -26,7 +26,8 @@ pub async fn table_schema(bench: &Bench, table: &str) -> Result<Arc<TableSchema>
 /// Every row of a bench table, read with polyrepl's own snapshot reader.
 pub async fn load_rows(bench: &Bench, table: &str) -> Result<(Arc<TableSchema>, Vec<Row>)> {
     let schema = table_schema(bench, table).await?;
-    let mut snapshot = polyrepl_mysql::snapshot::Snapshot::begin(&bench.url).await?;
+    let mut snapshot =
+        polyrepl_mysql::snapshot::Snapshot::begin(&bench.url, polyrepl_engine::settings::DEFAULT_CHUNK_ROWS).await?;
     let mut rows = Vec::new();
     {
         let mut chunks = snapshot.table_chunks(schema.clone(), None);
@@ -91,7 +92,7 @@ pub fn run_config(
     kinds: &[SinkKind],
     name: &str,
     stop_at_end: bool,
-) -> Result<crate::config::RunConfig> {
+) -> Result<polyrepl_engine::RunConfig> {
     RunArgs {
         pipeline: PipelineArgs {
             source: Some(bench.args.source.clone()),
@@ -104,13 +105,14 @@ pub fn run_config(
         ..Default::default()
     }
     .resolve()
+    .map(|r| r.run)
 }
 
 /// Stores a streaming checkpoint at `position` for pipeline `name` in each sink, so `run` streams
 /// from there without a snapshot (an empty batch carries only the checkpoint).
 pub async fn prestore_checkpoint(bench: &Bench, kinds: &[SinkKind], name: &str, position: &Position) -> Result<()> {
     for &kind in kinds {
-        let mut sink = crate::run::open_sink(bench.sink_url(kind), name).await?;
+        let mut sink = polyrepl_engine::open_sink(bench.sink_url(kind), name).await?;
         sink.apply(&Batch { changes: vec![], checkpoint: Checkpoint::streaming(position.clone()) }).await?;
     }
     Ok(())
@@ -118,12 +120,12 @@ pub async fn prestore_checkpoint(bench: &Bench, kinds: &[SinkKind], name: &str, 
 
 /// Runs `run` to the end of the binlog; returns the time of `run::run` (after checks and connections)
 /// and its metrics.
-async fn run_to_end(cfg: crate::config::RunConfig) -> Result<(Duration, Arc<Metrics>)> {
-    let prepared = crate::run::prepare(&cfg).await?;
+async fn run_to_end(cfg: polyrepl_engine::RunConfig) -> Result<(Duration, Arc<Metrics>)> {
+    let prepared = polyrepl_engine::prepare(&cfg).await?;
     let metrics = Arc::new(Metrics::default());
     let (_keep_open, never) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    crate::run::run(cfg, prepared, metrics.clone(), never).await?;
+    polyrepl_engine::run(cfg, prepared, metrics.clone(), never).await?;
     Ok((started.elapsed(), metrics))
 }
 

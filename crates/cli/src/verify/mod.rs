@@ -11,7 +11,7 @@
 //!   `<name>-repair`, never the running pipeline's checkpoint.
 //! - Exit code: 0 when everything is consistent at the end (also after a successful repair), 1 when
 //!   differences remain, 2 on an error (connection, bad flags, a failing sink) — with a message, never a
-//!   password ([`crate::run::redact`]).
+//!   password ([`polyrepl_engine::registry::redact`]).
 
 mod compare;
 mod progress;
@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use polyrepl_core::{Sink, SinkError, TableFilter};
+use polyrepl_engine::EngineError;
 use polyrepl_mysql::{SourceReader, SourceUrl};
 
 use crate::config::{PipelineArgs, RunArgs};
@@ -55,7 +56,7 @@ pub struct VerifyArgs {
 
 /// Runs the command; `Err` is reported by `main` with exit code 2.
 pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let cfg = RunArgs { pipeline: args.pipeline.clone(), ..Default::default() }.resolve()?;
+    let cfg = RunArgs { pipeline: args.pipeline.clone(), ..Default::default() }.resolve()?.run;
     if args.chunk_rows == 0 {
         anyhow::bail!("--chunk-rows must be at least 1");
     }
@@ -67,7 +68,7 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
     let connect_as = if args.repair { format!("{}-repair", cfg.name) } else { cfg.name.clone() };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     for sink_url in &cfg.sinks {
-        let sink = crate::run::open_sink(sink_url, &connect_as).await.map_err(|e| sink_error(sink_url, e))?;
+        let sink = polyrepl_engine::open_sink(sink_url, &connect_as).await.map_err(|e| sink_error(sink_url, e))?;
         sinks.push(sink);
     }
     let mut reader = SourceReader::connect(&url).await.context("connecting to the source")?;
@@ -151,10 +152,11 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
 
 /// A sink that cannot be opened, said plainly (no "will retry": verify does not retry). Sink names
 /// never carry credentials; anything else falls back to the URL with its password redacted.
-fn sink_error(url: &str, e: anyhow::Error) -> anyhow::Error {
-    match e.downcast_ref::<SinkError>() {
-        Some(SinkError::Transient { sink, message }) => anyhow!("cannot reach the sink {sink}: {message}"),
-        Some(SinkError::Definite { sink, message }) => anyhow!("cannot use the sink {sink}: {message}"),
-        None => e.context(format!("cannot open the sink {}", crate::run::redact(url))),
+fn sink_error(url: &str, e: EngineError) -> anyhow::Error {
+    match e {
+        EngineError::Sink(SinkError::Transient { sink, message }) => anyhow!("cannot reach the sink {sink}: {message}"),
+        EngineError::Sink(SinkError::Definite { sink, message }) => anyhow!("cannot use the sink {sink}: {message}"),
+        other => anyhow::Error::new(other)
+            .context(format!("cannot open the sink {}", polyrepl_engine::registry::redact(url))),
     }
 }

@@ -1,4 +1,4 @@
-//! `run --resnapshot`: before the tables are copied again, delete from every sink the rows the source
+//! The `--resnapshot` sweep: before the tables are copied again, delete from every sink the rows the source
 //! no longer has (the copy itself only writes rows that exist).
 //!
 //! Invariants:
@@ -10,11 +10,11 @@
 //!   streaming from the purged position the sinks held before.
 //! - Memory is bounded by one page of keys per sink and table.
 
-use crate::config::RunConfig;
-use crate::run::open_sink;
-use anyhow::{Context, Result};
-use polyrepl_core::pipeline::Unit;
-use polyrepl_core::{Change, Checkpoint, Op, Position, SnapshotProgress, TableSchema};
+use crate::checkpoints::nothing_copied;
+use crate::error::{EngineError, Result};
+use crate::registry::open_sink;
+use crate::settings::RunConfig;
+use polyrepl_core::{Batch, Change, Op, Position, TableSchema};
 use polyrepl_mysql::reader::SourceReader;
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::Arc;
@@ -23,16 +23,6 @@ use tokio::sync::mpsc;
 /// Keys listed from a sink per page.
 const PAGE: usize = 1_000;
 
-/// The checkpoint of a re-snapshot that has copied nothing yet.
-pub fn nothing_copied(position: &Position) -> Checkpoint {
-    Checkpoint { position: position.clone(), snapshot: Some(SnapshotProgress { done: vec![], current: None }) }
-}
-
-/// True when `progress` is the state [`nothing_copied`] stores: a sweep may have been cut short.
-pub fn is_nothing_copied(progress: &SnapshotProgress) -> bool {
-    progress.done.is_empty() && progress.current.is_none()
-}
-
 /// Sends deletes (at `position`) of every key some sink holds and the source lacks. Returns the number
 /// of deletes, or `None` when the pipeline stopped.
 pub async fn sweep(
@@ -40,7 +30,7 @@ pub async fn sweep(
     url: &SourceUrl,
     tables: &[Arc<TableSchema>],
     position: &Position,
-    tx: &mpsc::Sender<Unit>,
+    tx: &mpsc::Sender<Batch>,
 ) -> Result<Option<u64>> {
     let mut source = SourceReader::connect(url).await?;
     let mut deleted = 0u64;
@@ -50,10 +40,8 @@ pub async fn sweep(
         for table in tables {
             let mut cursor = None;
             loop {
-                let (keys, next) = sink
-                    .scan_keys(table, cursor, PAGE)
-                    .await
-                    .with_context(|| format!("listing the keys of {} in {}", table.id, sink.name()))?;
+                let step = format!("listing the keys of {} in {}", table.id, sink.name());
+                let (keys, next) = sink.scan_keys(table, cursor, PAGE).await.map_err(EngineError::sink_step(step))?;
                 let rows = source.read_keys(table, &keys).await?;
                 let changes: Vec<Change> = keys
                     .into_iter()
@@ -72,7 +60,7 @@ pub async fn sweep(
                 if !changes.is_empty() {
                     deleted += changes.len() as u64;
                     tracing::info!(sink = sink.name(), table = %table.id, rows = changes.len(), "--resnapshot: deleting rows the source no longer has");
-                    if tx.send(Unit { changes, checkpoint: nothing_copied(position) }).await.is_err() {
+                    if tx.send(Batch { changes, checkpoint: nothing_copied(position) }).await.is_err() {
                         return Ok(None);
                     }
                 }

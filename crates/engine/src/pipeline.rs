@@ -1,9 +1,9 @@
-//! The pipeline: units of committed changes in, batches out to every sink, each at its own pace.
+//! The pipeline: committed transactions in, batches out to every sink, each at its own pace.
 //!
 //! Invariants:
-//! - A [`Unit`] ends on a transaction boundary (or a snapshot chunk) and carries the checkpoint that is
-//!   true once it is applied; batches are whole units, so a batch's checkpoint never points inside a
-//!   transaction.
+//! - What the source sends is a [`Batch`] of one transaction (or one snapshot chunk) with the checkpoint
+//!   that is true once it is applied; the batcher joins whole ones, so a batch's checkpoint never points
+//!   inside a transaction.
 //! - Every sink sees every batch in source order; each sink has a queue bounded by a number of changes
 //!   (`queue_changes`) and by an estimate of their bytes in memory (`queue_bytes`), and a full queue
 //!   makes the batcher (and so the source reader) wait: memory stays bounded whatever the row size, and
@@ -16,8 +16,9 @@
 //! - A transient sink error retries the same batch with capped exponential backoff, logging once per
 //!   change of state; a definite error stops the pipeline with that error.
 
+use crate::checkpoints::already_applied;
 use crate::metrics::{now_millis, Metrics, SinkStats};
-use crate::{Batch, Change, Checkpoint, Sink, SinkError, Value};
+use polyrepl_core::{Batch, Change, Checkpoint, Sink, SinkError, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,15 +76,8 @@ pub fn approx_bytes(change: &Change) -> usize {
     std::mem::size_of::<Change>() + position + 2 * PER_ALLOCATION + value_bytes
 }
 
-fn units_bytes(changes: &[Change]) -> usize {
+fn changes_bytes(changes: &[Change]) -> usize {
     changes.iter().map(approx_bytes).sum()
-}
-
-/// Committed changes and the checkpoint that holds once they are applied.
-#[derive(Debug, Clone)]
-pub struct Unit {
-    pub changes: Vec<Change>,
-    pub checkpoint: Checkpoint,
 }
 
 /// Bounds of batching and queueing.
@@ -112,9 +106,9 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            max_batch_changes: 5_000,
+            max_batch_changes: crate::settings::DEFAULT_BATCH_CHANGES,
             max_batch_bytes: 8 << 20,
-            max_batch_delay: Duration::from_millis(50),
+            max_batch_delay: Duration::from_millis(crate::settings::DEFAULT_BATCH_DELAY_MS),
             queue_changes: 100_000,
             queue_bytes: 32 << 20,
             max_backoff: Duration::from_secs(10),
@@ -130,20 +124,9 @@ pub struct SinkSlot {
     pub resume_from: Option<Checkpoint>,
 }
 
-/// True when a sink that holds `held` already has the effect of `batch`.
-pub fn already_applied(batch: &Checkpoint, held: &Option<Checkpoint>) -> bool {
-    match (held, &batch.snapshot) {
-        (None, _) => false,
-        // A sink whose snapshot is complete holds every snapshot chunk…
-        (Some(h), Some(_)) => h.snapshot.is_none(),
-        // …and every streamed transaction up to its position.
-        (Some(h), None) => h.snapshot.is_none() && batch.position <= h.position,
-    }
-}
-
-/// Runs until `units` closes (then drains every sink) or a sink fails definitely.
+/// Runs until `units` (one batch per source transaction or snapshot chunk) closes (then drains every sink) or a sink fails definitely.
 pub async fn run(
-    mut units: mpsc::Receiver<Unit>,
+    mut units: mpsc::Receiver<Batch>,
     sinks: Vec<SinkSlot>,
     cfg: PipelineConfig,
     metrics: Arc<Metrics>,
@@ -167,19 +150,19 @@ pub async fn run(
 
     let batcher = async {
         while let Some(first) = units.recv().await {
-            let mut bytes = units_bytes(&first.changes);
-            let mut batch = Batch { changes: first.changes, checkpoint: first.checkpoint };
+            let mut bytes = changes_bytes(&first.changes);
+            let mut batch = first;
             let deadline = tokio::time::Instant::now() + cfg.max_batch_delay;
             while batch.changes.len() < cfg.max_batch_changes && bytes < cfg.max_batch_bytes {
                 match tokio::time::timeout_at(deadline, units.recv()).await {
                     Ok(Some(u)) if u.checkpoint.snapshot.is_some() == batch.checkpoint.snapshot.is_some() => {
-                        bytes += units_bytes(&u.changes);
+                        bytes += changes_bytes(&u.changes);
                         batch.changes.extend(u.changes);
                         batch.checkpoint = u.checkpoint;
                     }
                     Ok(Some(u)) => {
                         // Snapshot and streaming units never share a batch: flush, start anew.
-                        let next_bytes = units_bytes(&u.changes);
+                        let next_bytes = changes_bytes(&u.changes);
                         let full =
                             std::mem::replace(&mut batch, Batch { changes: u.changes, checkpoint: u.checkpoint });
                         send_all(&queues, Arc::new(full), bytes).await;
@@ -370,7 +353,7 @@ fn record_applied(stats: &SinkStats, batch: &Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Position, SnapshotProgress};
+    use polyrepl_core::{Position, SnapshotProgress};
 
     fn cp(file: &str, off: u64, snap: bool) -> Checkpoint {
         Checkpoint {
@@ -380,27 +363,17 @@ mod tests {
     }
 
     #[test]
-    fn skip_rules() {
-        let held = Some(cp("b.000002", 500, false));
-        assert!(already_applied(&cp("b.000002", 500, false), &held));
-        assert!(already_applied(&cp("b.000001", 900, false), &held));
-        assert!(!already_applied(&cp("b.000002", 501, false), &held));
-        assert!(already_applied(&cp("b.000001", 4, true), &held), "snapshot chunks are held once the snapshot is done");
-        let mid_snapshot = Some(cp("b.000001", 4, true));
-        assert!(!already_applied(&cp("b.000001", 4, true), &mid_snapshot));
-        assert!(!already_applied(&cp("b.000001", 4, false), &mid_snapshot));
-        assert!(!already_applied(&cp("b.000001", 4, false), &None));
-    }
-
-    #[test]
     fn bigger_rows_count_more_bytes() {
-        let table =
-            Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
+        let table = Arc::new(polyrepl_core::TableSchema {
+            id: polyrepl_core::TableId::new("d", "t"),
+            columns: vec![],
+            primary_key: vec![0],
+        });
         let change = |text: &str| Change {
             position: Position::new("b.000001", 4),
             seq: 0,
             table: table.clone(),
-            op: crate::Op::Insert,
+            op: polyrepl_core::Op::Insert,
             key: vec![Value::Int(1)],
             after: Some(vec![Value::Int(1), Value::String(text.into())]),
             source_ts: 0,
@@ -412,13 +385,16 @@ mod tests {
 
     /// A batch of `n` one-key inserts at `off`, with its queue room (one KiB permit).
     fn queued(off: u64, n: usize, snap: bool) -> (Arc<Batch>, Room) {
-        let table =
-            Arc::new(crate::TableSchema { id: crate::TableId::new("d", "t"), columns: vec![], primary_key: vec![0] });
+        let table = Arc::new(polyrepl_core::TableSchema {
+            id: polyrepl_core::TableId::new("d", "t"),
+            columns: vec![],
+            primary_key: vec![0],
+        });
         let change = |i: usize| Change {
             position: Position::new("b.000001", off),
             seq: i as u32,
             table: table.clone(),
-            op: crate::Op::Insert,
+            op: polyrepl_core::Op::Insert,
             key: vec![Value::Int(i as i64)],
             after: Some(vec![Value::Int(i as i64)]),
             source_ts: 0,

@@ -1,0 +1,144 @@
+//! The two renderings of a run's metrics: Prometheus text for `/metrics`, JSON for `/status`.
+
+use polyrepl_engine::metrics::{Metrics, SinkStats};
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Prometheus text exposition.
+pub fn prometheus(metrics: &Metrics) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, samples: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let s = &metrics.source;
+    line(
+        "polyrepl_source_changes_read_total",
+        "Row changes read from the source.",
+        "counter",
+        vec![(String::new(), s.changes_read.load(Relaxed) as f64)],
+    );
+    line(
+        "polyrepl_source_table_changes_read_total",
+        "Row changes read from the source, per table.",
+        "counter",
+        s.per_table.lock().unwrap().iter().map(|(t, n)| (format!("{{table=\"{t}\"}}"), *n as f64)).collect(),
+    );
+    line(
+        "polyrepl_source_transactions_read_total",
+        "Transactions read from the binlog.",
+        "counter",
+        vec![(String::new(), s.transactions_read.load(Relaxed) as f64)],
+    );
+    line(
+        "polyrepl_snapshot_rows_total",
+        "Rows read by the initial snapshot.",
+        "counter",
+        vec![(String::new(), s.snapshot_rows.load(Relaxed) as f64)],
+    );
+    line(
+        "polyrepl_source_heartbeats_total",
+        "Heartbeats received from the source.",
+        "counter",
+        vec![(String::new(), s.heartbeats.load(Relaxed) as f64)],
+    );
+    let position_labels = s.position.lock().unwrap().clone().map(|p| format!("{{position=\"{p}\"}}"));
+    line(
+        "polyrepl_source_position_info",
+        "The source position last read.",
+        "gauge",
+        position_labels.into_iter().map(|l| (l, 1.0)).collect(),
+    );
+    let sinks = metrics.sinks.lock().unwrap();
+    let per_sink = |f: &dyn Fn(&SinkStats) -> f64| {
+        sinks.iter().map(|(n, st)| (format!("{{sink=\"{n}\"}}"), f(st))).collect::<Vec<_>>()
+    };
+    line(
+        "polyrepl_sink_changes_applied_total",
+        "Row changes applied to the sink.",
+        "counter",
+        per_sink(&|st| st.changes_applied.load(Relaxed) as f64),
+    );
+    line(
+        "polyrepl_sink_batches_applied_total",
+        "Batches applied to the sink.",
+        "counter",
+        per_sink(&|st| st.batches_applied.load(Relaxed) as f64),
+    );
+    line(
+        "polyrepl_sink_batches_skipped_total",
+        "Batches the sink already held (skipped on resume).",
+        "counter",
+        per_sink(&|st| st.batches_skipped.load(Relaxed) as f64),
+    );
+    line(
+        "polyrepl_sink_last_batch_size",
+        "Changes in the last applied batch.",
+        "gauge",
+        per_sink(&|st| st.last_batch_size.load(Relaxed) as f64),
+    );
+    line(
+        "polyrepl_sink_errors_total",
+        "Failed apply attempts.",
+        "counter",
+        per_sink(&|st| st.errors.load(Relaxed) as f64),
+    );
+    line(
+        "polyrepl_sink_lag_seconds",
+        "Source commit time of the newest change read minus that of the newest change applied.",
+        "gauge",
+        per_sink(&|st| metrics.lag_seconds(st)),
+    );
+    let mut table_samples = Vec::new();
+    for (n, st) in sinks.iter() {
+        for (t, c) in st.per_table.lock().unwrap().iter() {
+            table_samples.push((format!("{{sink=\"{n}\",table=\"{t}\"}}"), *c as f64));
+        }
+    }
+    line(
+        "polyrepl_sink_table_changes_applied_total",
+        "Row changes applied, per sink and table.",
+        "counter",
+        table_samples,
+    );
+    out
+}
+
+/// The `/status` document.
+pub fn status(metrics: &Metrics) -> serde_json::Value {
+    #[derive(Serialize)]
+    struct SinkStatus {
+        name: String,
+        state: String,
+        position: Option<String>,
+        changes_applied: u64,
+        batches_applied: u64,
+        errors: u64,
+        lag_seconds: f64,
+    }
+    let sinks: Vec<SinkStatus> = metrics
+        .sinks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, st)| SinkStatus {
+            name: n.clone(),
+            state: st.state.lock().unwrap().clone(),
+            position: st.position.lock().unwrap().clone(),
+            changes_applied: st.changes_applied.load(Relaxed),
+            batches_applied: st.batches_applied.load(Relaxed),
+            errors: st.errors.load(Relaxed),
+            lag_seconds: metrics.lag_seconds(st),
+        })
+        .collect();
+    serde_json::json!({
+        "source": {
+            "position": metrics.source.position.lock().unwrap().clone(),
+            "changes_read": metrics.source.changes_read.load(Relaxed),
+            "snapshot_rows": metrics.source.snapshot_rows.load(Relaxed),
+        },
+        "sinks": sinks,
+    })
+}

@@ -1,0 +1,259 @@
+//! An in-memory [`Sink`] with fault injection, for testing what drives sinks (the engine's pipeline)
+//! without a database: fail the Nth apply transiently or definitely, stall, run slowly, or "die" after
+//! writing the data but before the checkpoint.
+//!
+//! Invariants:
+//! - Applying a batch writes its changes in order (last write per key wins) and then the checkpoint,
+//!   like a real sink; a replayed batch has the effect of applying it once.
+//! - The state lives behind a [`MemoryHandle`] that outlives the sink: a test reopens a sink on the same
+//!   state ([`MemoryHandle::reopen`]) to play a restart, and reads rows, checkpoints and the log of
+//!   applies while the pipeline owns the sink.
+
+use crate::rowhash::row_bytes;
+use crate::{Batch, Checkpoint, Op, Row, Sink, SinkError, TableId, TableSchema, Value};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the Nth apply does instead of succeeding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails with a transient error, writing nothing.
+    Transient,
+    /// Fails with a definite error, writing nothing.
+    Definite,
+    /// Writes the batch's changes but not its checkpoint, then fails transiently: a crash between
+    /// the data and the checkpoint.
+    DieAfterData,
+}
+
+/// One successful apply, as the sink saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub checkpoint: Checkpoint,
+    pub changes: usize,
+}
+
+/// The rows of one table: canonical key bytes → (key, row).
+type Rows = BTreeMap<Vec<u8>, (Vec<Value>, Row)>;
+
+#[derive(Debug, Default)]
+struct State {
+    tables: HashMap<TableId, Rows>,
+    prepared: Vec<TableId>,
+    checkpoints: HashMap<String, Checkpoint>,
+    applied: Vec<Applied>,
+    /// Apply calls so far (successful or not).
+    calls: u64,
+    /// Faults by 1-based apply call number.
+    faults: HashMap<u64, Fault>,
+    /// Time each apply takes.
+    delay: Duration,
+    merges: bool,
+}
+
+/// The shared state of a memory sink, its faults and its records.
+#[derive(Clone)]
+pub struct MemoryHandle {
+    name: String,
+    /// The pipeline whose checkpoint this sink stores (real sinks are opened for one pipeline too).
+    pipeline: String,
+    state: Arc<Mutex<State>>,
+    paused: watch::Sender<bool>,
+}
+
+/// A sink that keeps its tables in memory.
+pub struct MemorySink {
+    handle: MemoryHandle,
+    paused: watch::Receiver<bool>,
+}
+
+impl MemorySink {
+    /// A new, empty sink named `name` for the pipeline `pipeline` (merging waiting batches allowed),
+    /// and its handle.
+    pub fn new(name: &str, pipeline: &str) -> (MemorySink, MemoryHandle) {
+        let state = State { merges: true, ..State::default() };
+        let (paused, _) = watch::channel(false);
+        let handle =
+            MemoryHandle { name: name.into(), pipeline: pipeline.into(), state: Arc::new(Mutex::new(state)), paused };
+        (handle.reopen(), handle)
+    }
+}
+
+impl MemoryHandle {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("memory sink state")
+    }
+
+    /// A new sink on the same state: what a restarted process would open.
+    pub fn reopen(&self) -> MemorySink {
+        MemorySink { handle: self.clone(), paused: self.paused.subscribe() }
+    }
+
+    /// Makes apply call number `n` (1-based, counting every call so far) fail with `fault`.
+    pub fn fail_call(&self, n: u64, fault: Fault) {
+        self.state().faults.insert(n, fault);
+    }
+
+    /// Makes the next apply call fail with `fault`.
+    pub fn fail_next(&self, fault: Fault) {
+        let mut s = self.state();
+        let n = s.calls + 1;
+        s.faults.insert(n, fault);
+    }
+
+    /// Every apply takes `delay` (a slow sink).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state().delay = delay;
+    }
+
+    /// Whether the pipeline may merge waiting batches for this sink.
+    pub fn set_merges(&self, merges: bool) {
+        self.state().merges = merges;
+    }
+
+    /// Stalls every apply (before it writes anything) until [`MemoryHandle::resume`].
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    /// Lets stalled applies go on.
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    /// Apply calls so far, successful or not.
+    pub fn calls(&self) -> u64 {
+        self.state().calls
+    }
+
+    /// Every successful apply, in order.
+    pub fn applied(&self) -> Vec<Applied> {
+        self.state().applied.clone()
+    }
+
+    /// The checkpoint stored for the sink's pipeline.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.state().checkpoints.get(&self.pipeline).cloned()
+    }
+
+    /// Stores a checkpoint for the sink's pipeline, as if an earlier run had.
+    pub fn set_checkpoint(&self, checkpoint: Checkpoint) {
+        let pipeline = self.pipeline.clone();
+        self.state().checkpoints.insert(pipeline, checkpoint);
+    }
+
+    /// The rows of `table`, in canonical key order.
+    pub fn rows(&self, table: &TableId) -> Vec<Row> {
+        self.state().tables.get(table).map(|t| t.values().map(|(_, row)| row.clone()).collect()).unwrap_or_default()
+    }
+
+    /// The tables `prepare` was called with, in order (repeats kept).
+    pub fn prepared(&self) -> Vec<TableId> {
+        self.state().prepared.clone()
+    }
+}
+
+fn write_changes(state: &mut State, batch: &Batch) -> Result<(), String> {
+    for change in &batch.changes {
+        let rows = state.tables.entry(change.table.id.clone()).or_default();
+        let key = row_bytes(&change.key);
+        match (change.op, &change.after) {
+            (Op::Delete, _) => {
+                rows.remove(&key);
+            }
+            (_, Some(row)) => {
+                rows.insert(key, (change.key.clone(), row.clone()));
+            }
+            (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", change.table.id)),
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Sink for MemorySink {
+    fn name(&self) -> &str {
+        &self.handle.name
+    }
+
+    async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        let mut s = self.handle.state();
+        for t in tables {
+            s.prepared.push(t.id.clone());
+            s.tables.entry(t.id.clone()).or_default();
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let (fault, delay) = {
+            let mut s = self.handle.state();
+            s.calls += 1;
+            let call = s.calls;
+            (s.faults.remove(&call), s.delay)
+        };
+        let mut paused = self.paused.clone();
+        let _ = paused.wait_for(|p| !p).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let sink = self.handle.name.clone();
+        let mut s = self.handle.state();
+        match fault {
+            Some(Fault::Transient) => {
+                return Err(SinkError::Transient { sink, message: "injected transient fault".into() })
+            }
+            Some(Fault::Definite) => {
+                return Err(SinkError::Definite { sink, message: "injected definite fault".into() })
+            }
+            Some(Fault::DieAfterData) => {
+                write_changes(&mut s, batch).map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
+                return Err(SinkError::Transient {
+                    sink,
+                    message: "injected death after the data, before the checkpoint".into(),
+                });
+            }
+            None => {}
+        }
+        write_changes(&mut s, batch).map_err(|message| SinkError::Definite { sink, message })?;
+        s.checkpoints.insert(self.handle.pipeline.clone(), batch.checkpoint.clone());
+        s.applied.push(Applied { checkpoint: batch.checkpoint.clone(), changes: batch.changes.len() });
+        Ok(())
+    }
+
+    fn merges_waiting_batches(&self) -> bool {
+        self.handle.state().merges
+    }
+
+    async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
+        Ok(self.handle.state().checkpoints.get(pipeline).cloned())
+    }
+
+    async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
+        let s = self.handle.state();
+        let rows = s.tables.get(&table.id);
+        Ok(keys.iter().map(|k| rows.and_then(|r| r.get(&row_bytes(k))).map(|(_, row)| row.clone())).collect())
+    }
+
+    async fn scan_keys(
+        &mut self,
+        table: &TableSchema,
+        cursor: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
+        let s = self.handle.state();
+        let Some(rows) = s.tables.get(&table.id) else { return Ok((vec![], None)) };
+        let from = match cursor {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let limit = limit.max(1);
+        let page: Vec<(&Vec<u8>, &(Vec<Value>, Row))> = rows.range((from, Bound::Unbounded)).take(limit).collect();
+        let next = if page.len() == limit { page.last().map(|(k, _)| (*k).clone()) } else { None };
+        Ok((page.into_iter().map(|(_, (key, _))| key.clone()).collect(), next))
+    }
+}

@@ -1,0 +1,66 @@
+//! Every metric a run keeps, in one place: counters kept with atomics. The binary renders them
+//! (Prometheus text on `/metrics`, JSON on `/status`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub changes_applied: AtomicU64,
+    pub batches_applied: AtomicU64,
+    pub batches_skipped: AtomicU64,
+    pub last_batch_size: AtomicU64,
+    pub errors: AtomicU64,
+    /// Source commit time (epoch seconds) of the newest applied change.
+    pub last_source_ts: AtomicU64,
+    /// Epoch milliseconds when the newest batch was applied.
+    pub last_apply_ms: AtomicU64,
+    pub state: Mutex<String>,
+    pub position: Mutex<Option<String>>,
+    /// Changes applied per source table.
+    pub per_table: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Counters of the source side.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub changes_read: AtomicU64,
+    pub transactions_read: AtomicU64,
+    pub snapshot_rows: AtomicU64,
+    pub heartbeats: AtomicU64,
+    /// Source commit time (epoch seconds) of the newest change read.
+    pub last_source_ts: AtomicU64,
+    pub position: Mutex<Option<String>>,
+    pub per_table: Mutex<BTreeMap<String, u64>>,
+}
+
+/// All metrics of one `run`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub source: SourceStats,
+    pub sinks: Mutex<Vec<(String, Arc<SinkStats>)>>,
+}
+
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Metrics {
+    /// Registers a sink and returns its counters.
+    pub fn sink(&self, name: &str) -> Arc<SinkStats> {
+        let stats = Arc::new(SinkStats::default());
+        *stats.state.lock().unwrap() = "starting".into();
+        self.sinks.lock().unwrap().push((name.to_string(), stats.clone()));
+        stats
+    }
+
+    /// Seconds the sink is behind what the source has delivered (0 when caught up).
+    pub fn lag_seconds(&self, st: &SinkStats) -> f64 {
+        let read = self.source.last_source_ts.load(Relaxed);
+        let applied = st.last_source_ts.load(Relaxed);
+        read.saturating_sub(applied) as f64
+    }
+}

@@ -1,0 +1,107 @@
+//! The sinks polyrepl knows, by URL scheme. Adding a sink is one crate implementing
+//! [`polyrepl_core::Sink`] plus one entry in [`SINKS`].
+
+use crate::error::{EngineError, Result};
+use polyrepl_core::{Sink, SinkError};
+use std::future::Future;
+use std::pin::Pin;
+
+/// Opens a sink from its URL for the pipeline named by the second argument.
+type Open = for<'a> fn(&'a str, &'a str) -> Pin<Box<dyn Future<Output = Result<Box<dyn Sink>, SinkError>> + Send + 'a>>;
+
+/// One kind of sink: the URL schemes that name it, an example for error messages, its constructor.
+pub struct SinkKind {
+    pub schemes: &'static [&'static str],
+    pub example: &'static str,
+    pub open: Open,
+}
+
+/// Every sink polyrepl can write to.
+pub const SINKS: &[SinkKind] = &[
+    SinkKind {
+        schemes: &["mongodb", "mongodb+srv"],
+        example: "mongodb://HOST:PORT",
+        open: |url, name| Box::pin(async move { Ok(boxed(polyrepl_mongo::MongoSink::connect(url, name).await?)) }),
+    },
+    SinkKind {
+        schemes: &["redis", "rediss", "redis+cluster", "valkey+cluster"],
+        example: "redis://HOST:PORT or redis+cluster://HOST:PORT[,HOST:PORT]",
+        open: |url, name| {
+            Box::pin(async move { Ok(boxed(polyrepl_redis::RedisSink::connect(url, name, Default::default()).await?)) })
+        },
+    },
+    SinkKind {
+        schemes: &["cassandra"],
+        example: "cassandra://HOST:PORT[/KEYSPACE]",
+        open: |url, name| {
+            Box::pin(async move {
+                Ok(boxed(polyrepl_cassandra::CassandraSink::connect(url, name, Default::default()).await?))
+            })
+        },
+    },
+];
+
+fn boxed(sink: impl Sink + 'static) -> Box<dyn Sink> {
+    Box::new(sink)
+}
+
+/// The kind of sink a URL names, if polyrepl knows its scheme.
+pub fn kind_of(url: &str) -> Option<&'static SinkKind> {
+    let scheme = url.split_once("://").map(|(s, _)| s)?;
+    SINKS.iter().find(|k| k.schemes.contains(&scheme))
+}
+
+/// Opens the sink a URL names, for the pipeline `pipeline_name`.
+pub async fn open_sink(url: &str, pipeline_name: &str) -> Result<Box<dyn Sink>> {
+    let Some(kind) = kind_of(url) else {
+        let known: Vec<&str> = SINKS.iter().map(|k| k.example).collect();
+        return Err(EngineError::Settings(format!(
+            "'{}' is not a sink URL polyrepl knows: expected {}",
+            redact(url),
+            known.join(", ")
+        )));
+    };
+    Ok((kind.open)(url, pipeline_name).await?)
+}
+
+/// A URL with any password replaced by ***.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_find_their_sink_and_unknown_ones_are_refused_without_the_password() {
+        assert_eq!(kind_of("redis+cluster://h:1,h:2").map(|k| k.schemes[0]), Some("redis"));
+        assert_eq!(kind_of("mongodb://h:1").map(|k| k.schemes[0]), Some("mongodb"));
+        assert!(kind_of("postgres://h:1").is_none());
+        assert!(kind_of("no-scheme").is_none());
+        let err = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(open_sink("postgres://u:secret@h:1", "p"))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("postgres://u:***@h:1") && !err.contains("secret"), "{err}");
+        assert!(err.contains("mongodb://HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("mysql://u:secret@h:1/db"), "mysql://u:***@h:1/db");
+        assert_eq!(redact("mongodb://h:1"), "mongodb://h:1");
+        assert_eq!(redact("mongodb://u@h:1"), "mongodb://u@h:1");
+    }
+}

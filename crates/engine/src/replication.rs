@@ -1,0 +1,79 @@
+//! A run: the pipeline started, then the snapshot where a sink needs one, then streaming.
+//!
+//! Invariants:
+//! - How the run starts is decided once, from the checkpoints the sinks held at start-up
+//!   ([`StartPlan`]); streaming starts at the smallest position any sink needs, and each sink skips
+//!   what it already holds.
+//! - The source side ends (end of binlog with `--stop-at-end`, shutdown, or an error) by dropping its
+//!   sender: the pipeline then drains what it holds, so every batch handed over is applied or its
+//!   sink's error reported.
+
+use crate::checkpoints::StartPlan;
+use crate::error::{EngineError, Result};
+use crate::metrics::Metrics;
+use crate::pipeline;
+use crate::settings::RunConfig;
+use crate::snapshot::{run_snapshot, SnapshotStart};
+use crate::startup::Prepared;
+use crate::stream::stream;
+use polyrepl_core::{Batch, Checkpoint, TableFilter, TableSchema};
+use polyrepl_mysql::source_url::SourceUrl;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Runs until the source ends (`--stop-at-end`), `shutdown` turns true, or an error.
+pub async fn run(
+    cfg: RunConfig,
+    prepared: Prepared,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let Prepared { url, filter, tables, slots } = prepared;
+    let checkpoints: Vec<Option<Checkpoint>> = slots.iter().map(|s| s.resume_from.clone()).collect();
+    let plan = StartPlan::from_checkpoints(&checkpoints);
+    let (tx, rx) = mpsc::channel::<Batch>(4);
+    let mut pipeline_task = tokio::spawn(pipeline::run(rx, slots, cfg.pipeline(), metrics.clone()));
+
+    let source = drive_source(&cfg, &url, &filter, &tables, plan, tx, &metrics, &mut shutdown);
+    tokio::pin!(source);
+    let task_failed = |e: tokio::task::JoinError| EngineError::Internal(format!("the pipeline task failed: {e}"));
+    tokio::select! {
+        r = &mut source => {
+            // Source done (or failed): the sender is dropped, the pipeline drains what it holds.
+            let drained = pipeline_task.await.map_err(task_failed)?;
+            r?;
+            drained?;
+        }
+        r = &mut pipeline_task => {
+            r.map_err(task_failed)??;
+            return Err(EngineError::Internal("the pipeline stopped while the source was still running".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Snapshot (where needed) then streaming, feeding `tx`.
+#[allow(clippy::too_many_arguments)]
+async fn drive_source(
+    cfg: &RunConfig,
+    url: &SourceUrl,
+    filter: &TableFilter,
+    tables: &[Arc<TableSchema>],
+    plan: StartPlan,
+    tx: mpsc::Sender<Batch>,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut snapshot_position = None;
+    if plan.needs_snapshot {
+        let start = SnapshotStart { resume: plan.resume_snapshot.clone(), sweep: cfg.resnapshot || plan.sweep_again };
+        match run_snapshot(cfg, url, tables, start, &tx, metrics, shutdown).await? {
+            Some(position) => snapshot_position = Some(position),
+            None => return Ok(()), // shut down mid-snapshot
+        }
+    }
+    let from = plan
+        .stream_from(snapshot_position.as_ref())
+        .ok_or_else(|| EngineError::Internal("no position to stream from: no checkpoint and no snapshot".into()))?;
+    stream(cfg, url, filter, from, &tx, metrics, shutdown).await
+}

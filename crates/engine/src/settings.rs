@@ -1,0 +1,95 @@
+//! A run's resolved settings, and every default the engine uses, in one place.
+//!
+//! The binary resolves flags, environment and the config file into a [`RunConfig`]; anything left
+//! unset takes the defaults below (the binary's `--help` quotes them from here).
+
+use crate::pipeline::PipelineConfig;
+use std::time::Duration;
+
+/// A batch closes once it holds this many changes…
+pub const DEFAULT_BATCH_CHANGES: usize = 5_000;
+/// …or this many milliseconds after its first transaction arrived.
+pub const DEFAULT_BATCH_DELAY_MS: u64 = 50;
+/// Rows per snapshot chunk (one primary-key range, one batch).
+pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
+/// The name of a pipeline when none is given: the key of its checkpoints in every sink.
+pub const DEFAULT_NAME: &str = "polyrepl";
+/// Longest wait between two attempts to reach a lost source.
+pub const SOURCE_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// First wait after the source is lost (doubles up to [`SOURCE_MAX_BACKOFF`]).
+pub const SOURCE_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How often, at most, a heartbeat moves the checkpoints past transactions on tables not replicated.
+pub const HEARTBEAT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// What to replicate, from where, to where, and how.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `mysql://USER:PASS@HOST:PORT[/DB]`.
+    pub source: String,
+    /// Include patterns `db.table` / `db.*`.
+    pub tables: Vec<String>,
+    /// Exclude patterns, same form.
+    pub exclude: Vec<String>,
+    /// Sink URLs, each opened through [`crate::registry`].
+    pub sinks: Vec<String>,
+    /// The pipeline's name: the key of its checkpoints in every sink.
+    pub name: String,
+    /// The server id the binlog reader presents; unique per reader.
+    pub server_id: u32,
+    pub batch_changes: usize,
+    pub batch_delay_ms: u64,
+    pub chunk_rows: usize,
+    /// Stop at the end of the binlog instead of following it.
+    pub stop_at_end: bool,
+    /// Copy every table again, ignoring the checkpoints the sinks hold.
+    pub resnapshot: bool,
+}
+
+impl RunConfig {
+    /// A configuration with every default, for `source`, `tables` and `sinks`.
+    pub fn new(source: impl Into<String>, tables: Vec<String>, sinks: Vec<String>) -> Self {
+        RunConfig {
+            source: source.into(),
+            tables,
+            exclude: vec![],
+            sinks,
+            name: DEFAULT_NAME.into(),
+            server_id: default_server_id(DEFAULT_NAME),
+            batch_changes: DEFAULT_BATCH_CHANGES,
+            batch_delay_ms: DEFAULT_BATCH_DELAY_MS,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+            stop_at_end: false,
+            resnapshot: false,
+        }
+    }
+
+    /// The pipeline's batching bounds for these settings (queue bounds stay the defaults).
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            max_batch_changes: self.batch_changes.max(1),
+            max_batch_delay: Duration::from_millis(self.batch_delay_ms),
+            ..PipelineConfig::default()
+        }
+    }
+}
+
+/// A stable server id per pipeline name, away from the small ids servers themselves use.
+pub fn default_server_id(name: &str) -> u32 {
+    let h = name.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+    100_000 + h % 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_agree_with_the_pipeline_and_server_ids_are_stable() {
+        let cfg = RunConfig::new("mysql://h", vec!["d.*".into()], vec!["redis://h".into()]);
+        assert_eq!(cfg.pipeline().max_batch_changes, DEFAULT_BATCH_CHANGES);
+        assert_eq!(PipelineConfig::default().max_batch_changes, DEFAULT_BATCH_CHANGES);
+        assert_eq!(default_server_id("a"), default_server_id("a"));
+        assert_ne!(default_server_id("a"), default_server_id("b"));
+        assert!(default_server_id("polyrepl") >= 100_000);
+    }
+}

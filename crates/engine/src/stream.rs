@@ -1,0 +1,126 @@
+//! Binlog streaming into the pipeline, with reconnects.
+//!
+//! Invariants:
+//! - Every transaction on a replicated table becomes one batch with the checkpoint "streamed up to its
+//!   commit position", in binlog order.
+//! - A lost source (transient error, or a stream the server closed) is retried with capped backoff
+//!   from the last position handed to the pipeline: nothing is skipped, and a transaction read twice
+//!   is skipped by the sinks that hold it ([`crate::checkpoints::already_applied`]).
+//! - Heartbeats move the checkpoints past transactions on other tables (at most every
+//!   [`HEARTBEAT_CHECKPOINT_EVERY`]), so a restart need not read them again.
+//! - On shutdown, the last position handed over is sent as a final checkpoint.
+
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::settings::{RunConfig, HEARTBEAT_CHECKPOINT_EVERY, SOURCE_FIRST_BACKOFF, SOURCE_MAX_BACKOFF};
+use polyrepl_core::{Batch, Change, Checkpoint, Position, TableFilter};
+use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
+use polyrepl_mysql::source_url::SourceUrl;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Streams from `from` until the end of the binlog (`--stop-at-end`), shutdown, a definite error, or
+/// the pipeline stopping.
+pub async fn stream(
+    cfg: &RunConfig,
+    url: &SourceUrl,
+    filter: &TableFilter,
+    mut from: Position,
+    tx: &mpsc::Sender<Batch>,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = SOURCE_FIRST_BACKOFF;
+    let mut last_heartbeat_checkpoint = Instant::now();
+    let empty = |position: Position| Batch { changes: vec![], checkpoint: Checkpoint::streaming(position) };
+    loop {
+        let mut options = BinlogOptions::new(cfg.server_id);
+        if cfg.stop_at_end {
+            options = options.stop_at_end();
+        }
+        let mut reader = match BinlogReader::start(url, &from, filter.clone(), options).await {
+            Ok(r) => r,
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                tracing::warn!(error = %e, "source unavailable; retrying");
+                if !wait(&mut backoff, shutdown).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(position = %from, "streaming from the binlog");
+        loop {
+            let event = tokio::select! {
+                e = reader.next_event() => e,
+                _ = shutdown.changed() => {
+                    let _ = tx.send(empty(from.clone())).await;
+                    return Ok(());
+                }
+            };
+            match event {
+                Ok(Some(SourceEvent::Transaction { position, changes })) => {
+                    backoff = SOURCE_FIRST_BACKOFF;
+                    record_read(metrics, &changes, &position);
+                    from = position.clone();
+                    if tx.send(Batch { changes, checkpoint: Checkpoint::streaming(position) }).await.is_err() {
+                        return Ok(()); // the pipeline stopped; its error is reported by the caller
+                    }
+                }
+                Ok(Some(SourceEvent::Heartbeat { position })) => {
+                    metrics.source.heartbeats.fetch_add(1, Relaxed);
+                    *metrics.source.position.lock().unwrap() = Some(position.to_string());
+                    if position > from && last_heartbeat_checkpoint.elapsed() > HEARTBEAT_CHECKPOINT_EVERY {
+                        from = position.clone();
+                        last_heartbeat_checkpoint = Instant::now();
+                        if tx.send(empty(position)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(Some(SourceEvent::Ddl { position, database, statement })) => {
+                    let statement: String = statement.chars().take(200).collect();
+                    tracing::info!(%position, %database, %statement, "DDL on the source");
+                }
+                Ok(None) if cfg.stop_at_end => return Ok(()),
+                // A transient error, or (following the binlog) a stream the server closed, e.g. on a
+                // shutdown or restart: a lost source, not the end of the work. Reconnect from `from`.
+                Err(e) if !e.is_transient() => return Err(e.into()),
+                lost @ (Ok(None) | Err(_)) => {
+                    let reason =
+                        lost.err().map_or_else(|| "the server closed the binlog stream".to_string(), |e| e.to_string());
+                    tracing::warn!(%reason, position = %from, "lost the source; reconnecting");
+                    if !wait(&mut backoff, shutdown).await {
+                        return Ok(());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `backoff` (then doubles it up to the cap); false when shutdown came first.
+async fn wait(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let slept = tokio::select! {
+        _ = tokio::time::sleep(*backoff) => true,
+        _ = shutdown.changed() => false,
+    };
+    *backoff = (*backoff * 2).min(SOURCE_MAX_BACKOFF);
+    slept
+}
+
+fn record_read(metrics: &Metrics, changes: &[Change], position: &Position) {
+    let s = &metrics.source;
+    s.changes_read.fetch_add(changes.len() as u64, Relaxed);
+    s.transactions_read.fetch_add(1, Relaxed);
+    if let Some(ts) = changes.iter().map(|c| c.source_ts).max() {
+        s.last_source_ts.fetch_max(ts as u64, Relaxed);
+    }
+    *s.position.lock().unwrap() = Some(position.to_string());
+    let mut per_table = s.per_table.lock().unwrap();
+    for c in changes {
+        *per_table.entry(c.table.id.to_string()).or_default() += 1;
+    }
+}
