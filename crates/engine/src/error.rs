@@ -21,6 +21,13 @@ pub enum EngineError {
     /// A sink failed definitely while applying.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The source failed while doing `what` (reading rows to compare, to repair…).
+    #[error("{what}")]
+    SourceStep {
+        what: String,
+        #[source]
+        source: SourceError,
+    },
     /// A sink failed while doing `what` (opening, preparing, reading its checkpoint…).
     #[error("{what}")]
     SinkStep {
@@ -37,6 +44,12 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Wraps a source error with the step that failed, e.g. "reading d.t from the source".
+    pub fn source_step(what: impl Into<String>) -> impl FnOnce(SourceError) -> EngineError {
+        let what = what.into();
+        move |source| EngineError::SourceStep { what, source }
+    }
+
     /// Wraps a sink error with the step that failed, e.g. "preparing the sink redis://h:1".
     pub fn sink_step(what: impl Into<String>) -> impl FnOnce(SinkError) -> EngineError {
         let what = what.into();

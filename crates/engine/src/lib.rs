@@ -18,6 +18,7 @@ pub mod snapshot;
 pub mod startup;
 pub mod stream;
 pub mod sweep;
+pub mod verify;
 
 pub use error::{EngineError, Result};
 pub use metrics::Metrics;

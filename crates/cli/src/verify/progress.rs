@@ -10,7 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
 /// Rows done out of an estimate, for one phase (checking, repairing).
+#[derive(Default)]
 pub struct Progress {
+    phase: Option<Phase>,
+}
+
+/// The phase being drawn.
+struct Phase {
     bar: Option<ProgressBar>,
     phase: String,
     done: u64,
@@ -19,9 +25,9 @@ pub struct Progress {
     last_line: Instant,
 }
 
-impl Progress {
+impl Phase {
     /// Starts a phase of about `total` rows (an estimate: information_schema's row counts).
-    pub fn new(phase: &str, total: u64) -> Progress {
+    fn new(phase: &str, total: u64) -> Phase {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total.max(1));
             bar.set_style(
@@ -33,19 +39,17 @@ impl Progress {
             bar
         });
         let now = Instant::now();
-        Progress { bar, phase: phase.to_string(), done: 0, total, started: now, last_line: now }
+        Phase { bar, phase: phase.to_string(), done: 0, total, started: now, last_line: now }
     }
 
-    /// Names what is being worked on (e.g. the table).
-    pub fn set_phase(&mut self, phase: &str) {
+    fn set_phase(&mut self, phase: &str) {
         self.phase = phase.to_string();
         if let Some(bar) = &self.bar {
             bar.set_message(phase.to_string());
         }
     }
 
-    /// Counts `rows` more rows done.
-    pub fn add(&mut self, rows: u64) {
+    fn add(&mut self, rows: u64) {
         self.done += rows;
         if self.done > self.total {
             self.total = self.done;
@@ -71,9 +75,35 @@ impl Progress {
     }
 
     /// Ends the phase (clears the bar).
-    pub fn finish(self) {
+    fn finish(self) {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+impl polyrepl_engine::verify::Progress for Progress {
+    fn start(&mut self, phase: &str, total: u64) {
+        if let Some(old) = self.phase.replace(Phase::new(phase, total)) {
+            old.finish();
+        }
+    }
+
+    fn set_phase(&mut self, phase: &str) {
+        if let Some(p) = &mut self.phase {
+            p.set_phase(phase);
+        }
+    }
+
+    fn add(&mut self, rows: u64) {
+        if let Some(p) = &mut self.phase {
+            p.add(rows);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(p) = self.phase.take() {
+            p.finish();
         }
     }
 }

@@ -1,63 +1,13 @@
-//! What `verify` found, per table × sink, and its two renderings: a human table and one JSON document.
+//! The two renderings of what `verify` found ([`polyrepl_engine::verify`]): a human table and one JSON
+//! document.
 //!
 //! Keys are shown as their values' MySQL text (binary values as `0x…` hex); in JSON, integers are
 //! numbers, NULL is null and every other value is that text. Lists of keys are capped by `--show-keys`;
 //! counts are never capped.
 
-use polyrepl_core::{TableId, Value};
+use polyrepl_core::Value;
+use polyrepl_engine::verify::outcome::{remaining_total, Difference, Kind, PairReport};
 use serde_json::{json, Value as Json};
-
-/// How a sink row differs from the source row with the same key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The source has the row, the sink does not.
-    Missing,
-    /// The sink has a row the source does not.
-    Extra,
-    /// Both have the row, with different values in some columns.
-    Different,
-}
-
-/// One divergent key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Difference {
-    pub key: Vec<Value>,
-    pub kind: Kind,
-    /// The differing columns (only for [`Kind::Different`]), in column order.
-    pub columns: Vec<String>,
-}
-
-/// Rows `--repair` wrote into a sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Repaired {
-    /// Rows re-written from the source (missing or different).
-    pub upserted: u64,
-    /// Rows deleted (extra).
-    pub deleted: u64,
-}
-
-/// The outcome for one table in one sink.
-#[derive(Debug, Clone)]
-pub struct PairReport {
-    pub table: TableId,
-    pub sink: String,
-    /// Source rows compared with the sink.
-    pub compared: u64,
-    /// Differences confirmed after the live re-check (before any repair).
-    pub found: Vec<Difference>,
-    /// Set when `--repair` ran for this pair.
-    pub repaired: Option<Repaired>,
-    /// Differences left after the repair and its re-check (equals `found` without `--repair`).
-    pub remaining: Vec<Difference>,
-    /// Anything the reader should know about how reliable this pair's result is.
-    pub notes: Vec<String>,
-}
-
-impl PairReport {
-    fn count(list: &[Difference], kind: Kind) -> usize {
-        list.iter().filter(|d| d.kind == kind).count()
-    }
-}
 
 /// A key as people read it: `7`, or `(eu, 7)` for a composite key.
 pub fn key_text(key: &[Value]) -> String {
@@ -76,22 +26,6 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-/// The order keys are listed in: numbers by value, text by bytes, other values by their text.
-pub fn key_order(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
-    for (x, y) in a.iter().zip(b) {
-        let o = match (x, y) {
-            (Value::Int(x), Value::Int(y)) => x.cmp(y),
-            (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
-            (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
-            (x, y) => value_text(x).cmp(&value_text(y)),
-        };
-        if o.is_ne() {
-            return o;
-        }
-    }
-    a.len().cmp(&b.len())
-}
-
 /// A key as a JSON array of its values.
 pub fn key_json(key: &[Value]) -> Json {
     Json::Array(
@@ -104,11 +38,6 @@ pub fn key_json(key: &[Value]) -> Json {
             })
             .collect(),
     )
-}
-
-/// Total differences still present over every pair (what decides the exit code).
-pub fn remaining_total(reports: &[PairReport]) -> usize {
-    reports.iter().map(|r| r.remaining.len()).sum()
 }
 
 /// The human report: one block per table × sink, then the final `verify: …` line.
@@ -232,6 +161,7 @@ fn add_differences(into: &mut Json, list: &[Difference], show_keys: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use polyrepl_core::TableId;
 
     fn report() -> PairReport {
         let d = |key: Vec<Value>, kind, columns: &[&str]| Difference {

@@ -11,13 +11,13 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use crate::error::{EngineError, Result};
 use polyrepl_core::rowhash::{chunk_hash, row_bytes};
 use polyrepl_core::{Change, Row, Sink, TableSchema, Value};
 use polyrepl_mysql::SourceReader;
 
-use super::progress::Progress;
-use super::report::{Difference, Kind};
+use super::outcome::{Difference, Kind};
+use super::Progress;
 
 /// Divergent keys of one table in one sink, by the canonical encoding of the key (deduplicated, ordered).
 pub type Suspects = BTreeMap<Vec<u8>, Vec<Value>>;
@@ -62,7 +62,7 @@ pub async fn first_pass(
     sinks: &mut [Box<dyn Sink>],
     table: &TableSchema,
     chunk_rows: usize,
-    progress: &mut Progress,
+    progress: &mut dyn Progress,
 ) -> Result<Vec<FirstPass>> {
     let started = std::time::Instant::now();
     let mut passes: Vec<FirstPass> = sinks.iter().map(|_| FirstPass::default()).collect();
@@ -71,17 +71,18 @@ pub async fn first_pass(
         let rows = reader
             .read_chunk(table, after.as_deref(), chunk_rows)
             .await
-            .with_context(|| format!("reading {} from the source", table.id))?;
+            .map_err(EngineError::source_step(format!("reading {} from the source", table.id)))?;
         if rows.is_empty() {
             break;
         }
         let keys: Vec<Vec<Value>> = rows.iter().map(|r| Change::key_of(table, r)).collect();
         let source_hash = chunk_hash(rows.iter().map(Some));
         for (sink, pass) in sinks.iter_mut().zip(&mut passes) {
-            let found = sink
-                .read_rows(table, &keys)
-                .await
-                .with_context(|| format!("reading {} from {}", table.id, sink.name()))?;
+            let found = sink.read_rows(table, &keys).await.map_err(EngineError::sink_step(format!(
+                "reading {} from {}",
+                table.id,
+                sink.name()
+            )))?;
             if chunk_hash(found.iter().map(Option::as_ref)) != source_hash {
                 for ((key, row), theirs) in keys.iter().zip(&rows).zip(&found) {
                     if verdict(table, key, Some(row), theirs.as_ref()).is_some() {
@@ -117,14 +118,15 @@ async fn find_extra(
 ) -> Result<()> {
     let mut cursor = None;
     loop {
-        let (keys, next) = sink
-            .scan_keys(table, cursor, page)
-            .await
-            .with_context(|| format!("listing the keys of {} in {}", table.id, sink.name()))?;
+        let (keys, next) = sink.scan_keys(table, cursor, page).await.map_err(EngineError::sink_step(format!(
+            "listing the keys of {} in {}",
+            table.id,
+            sink.name()
+        )))?;
         let source = reader
             .read_keys(table, &keys)
             .await
-            .with_context(|| format!("reading {} from the source by key", table.id))?;
+            .map_err(EngineError::source_step(format!("reading {} from the source by key", table.id)))?;
         for (key, row) in keys.into_iter().zip(source) {
             if key.iter().any(Value::is_null) {
                 // No source row has a NULL key part, and no sink can address such a key to re-read or

@@ -18,13 +18,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{EngineError, Result};
 use polyrepl_core::rowhash::row_bytes;
 use polyrepl_core::{Checkpoint, Position, Row, Sink, TableSchema, Value};
 use polyrepl_mysql::SourceReader;
 
 use super::compare::{verdict, Suspects};
-use super::report::Difference;
+use super::outcome::Difference;
 
 /// Re-check rounds at most.
 pub const ROUNDS: usize = 3;
@@ -75,7 +75,7 @@ impl Waiter {
             let checkpoint = sink
                 .load_checkpoint(&self.pipeline)
                 .await
-                .with_context(|| format!("reading the checkpoint of {}", sink.name()))?;
+                .map_err(EngineError::sink_step(format!("reading the checkpoint of {}", sink.name())))?;
             let Some(checkpoint) = checkpoint else {
                 tokio::time::sleep(NO_PIPELINE_WAIT).await;
                 self.gave_up[index] = Some(format!(
@@ -154,10 +154,11 @@ pub async fn settle(
             }
             let table = &*tables[pair.table];
             let keys: Vec<Vec<Value>> = current[i].values().cloned().collect();
-            theirs[i] = sink
-                .read_rows(table, &keys)
-                .await
-                .with_context(|| format!("re-reading {} from {}", table.id, sink.name()))?;
+            theirs[i] = sink.read_rows(table, &keys).await.map_err(EngineError::sink_step(format!(
+                "re-reading {} from {}",
+                table.id,
+                sink.name()
+            )))?;
         }
         let (_, after) = read_source(reader, tables, &per_table).await?;
         for (i, pair) in pairs.iter().enumerate() {
@@ -184,7 +185,7 @@ pub async fn settle(
         }
     }
     for r in &mut result {
-        r.sort_by(|a, b| super::report::key_order(&a.key, &b.key));
+        r.sort_by(|a, b| super::outcome::key_order(&a.key, &b.key));
     }
     Ok(result)
 }
@@ -197,7 +198,10 @@ async fn read_source(
 ) -> Result<(Position, HashMap<(usize, Vec<u8>), Option<Row>>)> {
     let wanted: Vec<(&TableSchema, Vec<Vec<Value>>)> =
         per_table.iter().map(|(&t, keys)| (&*tables[t], keys.values().cloned().collect())).collect();
-    let (position, rows) = reader.read_keys_at(&wanted).await.context("re-reading suspect rows from the source")?;
+    let (position, rows) = reader
+        .read_keys_at(&wanted)
+        .await
+        .map_err(EngineError::source_step("re-reading suspect rows from the source"))?;
     let mut source = HashMap::new();
     for ((&t, keys), rows) in per_table.iter().zip(rows) {
         for (kb, row) in keys.keys().zip(rows) {

@@ -13,14 +13,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{EngineError, Result};
 use polyrepl_core::rowhash::row_bytes;
 use polyrepl_core::{Batch, Change, Checkpoint, Op, Sink, TableSchema, Value};
 use polyrepl_mysql::SourceReader;
 
 use super::compare::Suspects;
+use super::outcome::Repaired;
 use super::recheck::PairSuspects;
-use super::report::Repaired;
 
 /// Changes per applied batch.
 const BATCH_CHANGES: usize = 1000;
@@ -31,7 +31,7 @@ pub async fn repair(
     sinks: &mut [Box<dyn Sink>],
     tables: &[Arc<TableSchema>],
     pairs: &[PairSuspects],
-    progress: &mut super::progress::Progress,
+    progress: &mut dyn super::Progress,
 ) -> Result<Vec<Repaired>> {
     let mut per_table: BTreeMap<usize, Suspects> = BTreeMap::new();
     for pair in pairs {
@@ -39,7 +39,10 @@ pub async fn repair(
     }
     let wanted: Vec<(&TableSchema, Vec<Vec<Value>>)> =
         per_table.iter().map(|(&t, keys)| (&*tables[t], keys.values().cloned().collect())).collect();
-    let (position, rows) = reader.read_keys_at(&wanted).await.context("reading the rows to repair from the source")?;
+    let (position, rows) = reader
+        .read_keys_at(&wanted)
+        .await
+        .map_err(EngineError::source_step("reading the rows to repair from the source"))?;
     let mut source = std::collections::HashMap::new();
     for ((&t, keys), rows) in per_table.iter().zip(rows) {
         for (kb, row) in keys.keys().zip(rows) {
@@ -78,9 +81,12 @@ pub async fn repair(
         let sink = sinks[pair.sink].as_mut();
         for chunk in changes.chunks(BATCH_CHANGES) {
             let batch = Batch { changes: chunk.to_vec(), checkpoint: Checkpoint::streaming(position.clone()) };
-            sink.apply(&batch)
-                .await
-                .with_context(|| format!("repairing {} row(s) of {} in {}", chunk.len(), table.id, sink.name()))?;
+            sink.apply(&batch).await.map_err(EngineError::sink_step(format!(
+                "repairing {} row(s) of {} in {}",
+                chunk.len(),
+                table.id,
+                sink.name()
+            )))?;
             progress.add(chunk.len() as u64);
         }
         out.push(done);
