@@ -4,6 +4,34 @@ use polyrepl_engine::metrics::{Metrics, SinkStats};
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 
+/// One series per sink: name, help, type, and the sample's value.
+type SinkSeries = (&'static str, &'static str, &'static str, fn(&Metrics, &SinkStats) -> f64);
+
+const SINK_SERIES: &[SinkSeries] = &[
+    ("polyrepl_sink_changes_applied_total", "Row changes applied to the sink.", "counter", |_, st| {
+        st.changes_applied.load(Relaxed) as f64
+    }),
+    ("polyrepl_sink_batches_applied_total", "Batches applied to the sink.", "counter", |_, st| {
+        st.batches_applied.load(Relaxed) as f64
+    }),
+    (
+        "polyrepl_sink_batches_skipped_total",
+        "Batches the sink already held (skipped on resume).",
+        "counter",
+        |_, st| st.batches_skipped.load(Relaxed) as f64,
+    ),
+    ("polyrepl_sink_last_batch_size", "Changes in the last applied batch.", "gauge", |_, st| {
+        st.last_batch_size.load(Relaxed) as f64
+    }),
+    ("polyrepl_sink_errors_total", "Failed apply attempts.", "counter", |_, st| st.errors.load(Relaxed) as f64),
+    (
+        "polyrepl_sink_lag_seconds",
+        "Source commit time of the newest change read minus that of the newest change applied.",
+        "gauge",
+        |m, st| m.lag_seconds(st),
+    ),
+];
+
 /// Prometheus text exposition.
 pub fn prometheus(metrics: &Metrics) -> String {
     let mut out = String::new();
@@ -52,45 +80,9 @@ pub fn prometheus(metrics: &Metrics) -> String {
         position_labels.into_iter().map(|l| (l, 1.0)).collect(),
     );
     let sinks = metrics.sinks.lock().unwrap();
-    let per_sink = |f: &dyn Fn(&SinkStats) -> f64| {
-        sinks.iter().map(|(n, st)| (format!("{{sink=\"{n}\"}}"), f(st))).collect::<Vec<_>>()
-    };
-    line(
-        "polyrepl_sink_changes_applied_total",
-        "Row changes applied to the sink.",
-        "counter",
-        per_sink(&|st| st.changes_applied.load(Relaxed) as f64),
-    );
-    line(
-        "polyrepl_sink_batches_applied_total",
-        "Batches applied to the sink.",
-        "counter",
-        per_sink(&|st| st.batches_applied.load(Relaxed) as f64),
-    );
-    line(
-        "polyrepl_sink_batches_skipped_total",
-        "Batches the sink already held (skipped on resume).",
-        "counter",
-        per_sink(&|st| st.batches_skipped.load(Relaxed) as f64),
-    );
-    line(
-        "polyrepl_sink_last_batch_size",
-        "Changes in the last applied batch.",
-        "gauge",
-        per_sink(&|st| st.last_batch_size.load(Relaxed) as f64),
-    );
-    line(
-        "polyrepl_sink_errors_total",
-        "Failed apply attempts.",
-        "counter",
-        per_sink(&|st| st.errors.load(Relaxed) as f64),
-    );
-    line(
-        "polyrepl_sink_lag_seconds",
-        "Source commit time of the newest change read minus that of the newest change applied.",
-        "gauge",
-        per_sink(&|st| metrics.lag_seconds(st)),
-    );
+    for (name, help, kind, value) in SINK_SERIES {
+        line(name, help, kind, sinks.iter().map(|(n, st)| (format!("{{sink=\"{n}\"}}"), value(metrics, st))).collect());
+    }
     let mut table_samples = Vec::new();
     for (n, st) in sinks.iter() {
         for (t, c) in st.per_table.lock().unwrap().iter() {
@@ -141,4 +133,27 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
         },
         "sinks": sinks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sink_series_has_a_sample_per_sink_and_status_names_the_sinks() {
+        let metrics = Metrics::default();
+        let a = metrics.sink("redis://h:1");
+        metrics.sink("mongodb://h:2");
+        a.changes_applied.store(7, Relaxed);
+        let text = prometheus(&metrics);
+        for (name, _, kind, _) in SINK_SERIES {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+            assert!(text.contains(&format!("{name}{{sink=\"mongodb://h:2\"}} ")), "{name}");
+        }
+        assert!(text.contains("polyrepl_sink_changes_applied_total{sink=\"redis://h:1\"} 7\n"), "{text}");
+        let status = status(&metrics);
+        assert_eq!(status["sinks"][0]["name"], "redis://h:1");
+        assert_eq!(status["sinks"][0]["changes_applied"], 7);
+        assert_eq!(status["sinks"][1]["state"], "starting");
+    }
 }
