@@ -123,6 +123,6 @@ mod tests {
         bad.after = Some(vec![Value::Int(1)]);
         let batch =
             Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("binlog.000001", 100)) };
-        assert!(plan(&batch).unwrap_err().contains("1 value(s) for 2 column(s)"));
+        assert!(plan(&batch).unwrap_err().contains("1 values for 2 columns"));
     }
 }

@@ -74,7 +74,7 @@ pub fn check_change(change: &Change) -> Result<(), String> {
     match (change.op, &change.after) {
         (Op::Delete, _) => Ok(()),
         (op, Some(row)) if row.len() != table.columns.len() => Err(format!(
-            "table {}: a {op:?} change carries {} value(s) for {} column(s)",
+            "table {}: a {op:?} change carries {} values for {} columns",
             table.id,
             row.len(),
             table.columns.len()
@@ -279,7 +279,7 @@ mod tests {
         let mut null_key = change(&t, Op::Update, 1);
         null_key.key = vec![Value::Null];
         let cases = [
-            (short, "a Update change carries 1 value(s) for 2 column(s)"),
+            (short, "a Update change carries 1 values for 2 columns"),
             (no_image, "a Insert change carries no row image"),
             (no_key, "carries 0 key value(s) for a primary key of 1 column(s)"),
             (long_key, "carries 2 key value(s) for a primary key of 1 column(s)"),

@@ -209,7 +209,7 @@ mod tests {
         let mut bad = change(Op::Update, 1, Some("a"));
         bad.after.as_mut().unwrap().pop();
         let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
-        assert!(plan(&batch, None, false).unwrap_err().contains("1 value(s) for 2 column(s)"));
+        assert!(plan(&batch, None, false).unwrap_err().contains("1 values for 2 columns"));
         let mut bad = change(Op::Insert, 1, Some("a"));
         bad.after = None;
         let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
