@@ -19,7 +19,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::ddl::create_keyspace;
-use crate::error::{classify, definite};
+use crate::error::classify;
 
 /// Keyspace holding polyrepl's own state.
 pub const CHECKPOINT_KEYSPACE: &str = "polyrepl";
@@ -82,7 +82,7 @@ async fn table_exists(session: &Session, sink: &str) -> Result<bool, SinkError> 
         .await
         .map_err(|e| classify(sink, "looking for the checkpoint table", &e))?
         .into_rows_result()
-        .map_err(|e| definite(sink, format!("looking for the checkpoint table: {e}")))?;
+        .map_err(|e| SinkError::definite(sink, format!("looking for the checkpoint table: {e}")))?;
     Ok(result.rows_num() > 0)
 }
 
@@ -100,13 +100,15 @@ pub async fn load(session: &Session, sink: &str, pipeline: &str) -> Result<Optio
         .await
         .map_err(|e| classify(sink, &doing, &e))?
         .into_rows_result()
-        .map_err(|e| definite(sink, format!("{doing}: {e}")))?;
-    let row = result.maybe_first_row::<(Option<String>,)>().map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+        .map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?;
+    let row = result
+        .maybe_first_row::<(Option<String>,)>()
+        .map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?;
     let Some((text,)) = row else { return Ok(None) };
     let text = text.ok_or_else(|| {
-        definite(sink, format!("the checkpoint row of pipeline '{pipeline}' in {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE} has no checkpoint text: fix or delete it"))
+        SinkError::definite(sink, format!("the checkpoint row of pipeline '{pipeline}' in {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE} has no checkpoint text: fix or delete it"))
     })?;
     Checkpoint::from_json(&text).map(Some).map_err(|e| {
-        definite(sink, format!("the checkpoint of pipeline '{pipeline}' in {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE} is not valid ({e}): fix or delete it"))
+        SinkError::definite(sink, format!("the checkpoint of pipeline '{pipeline}' in {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE} is not valid ({e}): fix or delete it"))
     })
 }

@@ -30,13 +30,14 @@
 
 use std::time::Duration;
 
+use polyrepl_core::redact::url_hosts;
 use polyrepl_core::{ColumnKind, SinkError, TableSchema, Value};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::{classify_session, definite, transient};
+use crate::error::classify_session;
 
 /// CQL's default native transport port.
 pub const DEFAULT_PORT: u16 = 9042;
@@ -241,11 +242,7 @@ fn address(host: &str, port: u16) -> String {
 pub fn sink_name(url: &str) -> String {
     match Endpoint::parse(url) {
         Ok(e) => format!("cassandra://{}", e.hosts.iter().map(|(h, p)| address(h, *p)).collect::<Vec<_>>().join(",")),
-        Err(_) => {
-            let rest = url.split_once("://").map_or(url, |(_, r)| r);
-            let authority = rest.split(['/', '?']).next().unwrap_or("");
-            format!("cassandra://{}", authority.rsplit_once('@').map_or(authority, |(_, h)| h))
-        }
+        Err(_) => format!("cassandra://{}", url_hosts(url)),
     }
 }
 
@@ -381,7 +378,7 @@ fn factor(key: &str, text: &str) -> Result<u32, String> {
 /// Probes the hosts, then starts a driver session.
 pub async fn connect(url: &str, options: &CassandraOptions) -> Result<(Session, String), SinkError> {
     let name = sink_name(url);
-    let endpoint = Endpoint::parse(url).map_err(|e| definite(&name, e))?;
+    let endpoint = Endpoint::parse(url).map_err(|e| SinkError::definite(&name, e))?;
     let mut unreachable = Vec::new();
     let mut foreign = Vec::new();
     let mut reachable = Vec::new();
@@ -394,9 +391,9 @@ pub async fn connect(url: &str, options: &CassandraOptions) -> Result<(Session, 
     }
     if reachable.is_empty() {
         if !foreign.is_empty() {
-            return Err(definite(&name, format!("not a Cassandra server: {} — check the host and port of the cassandra:// URL (CQL's port is usually 9042)", foreign.join("; "))));
+            return Err(SinkError::definite(&name, format!("not a Cassandra server: {} — check the host and port of the cassandra:// URL (CQL's port is usually 9042)", foreign.join("; "))));
         }
-        return Err(transient(&name, format!("{} — is Cassandra running there?", unreachable.join("; "))));
+        return Err(SinkError::transient(&name, format!("{} — is Cassandra running there?", unreachable.join("; "))));
     }
     let mut builder = SessionBuilder::new()
         .known_nodes(&reachable)
@@ -408,7 +405,7 @@ pub async fn connect(url: &str, options: &CassandraOptions) -> Result<(Session, 
     }
     let session = match tokio::time::timeout(options.connect_timeout * 2, builder.build()).await {
         Err(_) => {
-            return Err(transient(
+            return Err(SinkError::transient(
                 &name,
                 format!("connecting: no session within {:?} — is Cassandra overloaded?", options.connect_timeout * 2),
             ))

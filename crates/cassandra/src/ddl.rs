@@ -22,7 +22,7 @@ use polyrepl_core::{Column, SinkError, TableId, TableSchema};
 use scylla::client::session::Session;
 
 use crate::connection::TimeBucket;
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::mapping::cql_type;
 use crate::naming::{qualified, quote};
 
@@ -61,7 +61,7 @@ impl Catalog {
             return Ok(());
         }
         if bucket && schema.columns.iter().any(|c| c.name == TimeBucket::COLUMN) {
-            return Err(definite(
+            return Err(SinkError::definite(
                 sink,
                 format!("table {}: the source has a column named '{}', which the time_bucket option needs for itself: drop the option or exclude the table", schema.id, TimeBucket::COLUMN),
             ));
@@ -75,26 +75,27 @@ impl Catalog {
             run(
                 session,
                 sink,
-                &create_table_cql(schema, bucket).map_err(|e| definite(sink, e))?,
+                &create_table_cql(schema, bucket).map_err(|e| SinkError::definite(sink, e))?,
                 &format!("creating table {}", schema.id),
             )
             .await?;
             state = read_table(session, sink, &schema.id).await?;
         }
-        let mut state =
-            state.ok_or_else(|| definite(sink, format!("table {} is still absent after CREATE TABLE", schema.id)))?;
-        let missing = reconcile(&state, schema).map_err(|e| definite(sink, e))?;
+        let mut state = state.ok_or_else(|| {
+            SinkError::definite(sink, format!("table {} is still absent after CREATE TABLE", schema.id))
+        })?;
+        let missing = reconcile(&state, schema).map_err(|e| SinkError::definite(sink, e))?;
         if !missing.is_empty() {
-            let cql = add_columns_cql(schema, &missing).map_err(|e| definite(sink, e))?;
+            let cql = add_columns_cql(schema, &missing).map_err(|e| SinkError::definite(sink, e))?;
             let names: Vec<&str> = missing.iter().map(|c| c.name.as_str()).collect();
             tracing::info!(sink, table = %schema.id, columns = ?names, "adding columns the source table gained");
             let added = run(session, sink, &cql, &format!("adding column(s) {names:?} to {}", schema.id)).await;
             // Another writer may have added them meanwhile: what counts is the table afterwards.
             state = read_table(session, sink, &schema.id).await?.unwrap_or(state);
-            let still_missing = reconcile(&state, schema).map_err(|e| definite(sink, e))?;
+            let still_missing = reconcile(&state, schema).map_err(|e| SinkError::definite(sink, e))?;
             if !still_missing.is_empty() {
                 added?;
-                return Err(definite(
+                return Err(SinkError::definite(
                     sink,
                     format!("table {}: columns {names:?} are still absent after ALTER TABLE", schema.id),
                 ));
@@ -147,7 +148,7 @@ async fn ensure_bucket(
         *state = read_table(session, sink, &schema.id).await?.unwrap_or_else(|| state.clone());
         if !state.columns.contains_key(name) {
             added?;
-            return Err(definite(
+            return Err(SinkError::definite(
                 sink,
                 format!("table {}: column {name} is still absent after ALTER TABLE", schema.id),
             ));
@@ -156,7 +157,7 @@ async fn ensure_bucket(
     match state.columns.get(name).map(String::as_str) {
         Some("text") => {}
         other => {
-            return Err(definite(
+            return Err(SinkError::definite(
                 sink,
                 format!("table {}: column '{name}' is {other:?} in Cassandra, but the time_bucket option writes text there: drop or fix the Cassandra column", schema.id),
             ))
@@ -203,12 +204,15 @@ pub async fn read_table(session: &Session, sink: &str, id: &TableId) -> Result<O
         .await
         .map_err(|e| classify(sink, &doing, &e))?
         .into_rows_result()
-        .map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+        .map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?;
     let mut columns = HashMap::new();
     let mut partition: Vec<(i32, String)> = Vec::new();
     let mut clustering: Vec<(i32, String)> = Vec::new();
-    for row in result.rows::<(String, String, i32, String)>().map_err(|e| definite(sink, format!("{doing}: {e}")))? {
-        let (name, kind, position, cql_type) = row.map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+    for row in result
+        .rows::<(String, String, i32, String)>()
+        .map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?
+    {
+        let (name, kind, position, cql_type) = row.map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?;
         if kind == "partition_key" {
             partition.push((position, name.clone()));
         } else if kind == "clustering" {

@@ -13,22 +13,12 @@ use scylla::errors::{
     NewSessionError, PrepareError, RequestAttemptError,
 };
 
-/// A definite error with a message.
-pub fn definite(sink: &str, message: impl Into<String>) -> SinkError {
-    SinkError::Definite { sink: sink.to_string(), message: message.into() }
-}
-
-/// A transient error with a message.
-pub fn transient(sink: &str, message: impl Into<String>) -> SinkError {
-    SinkError::Transient { sink: sink.to_string(), message: message.into() }
-}
-
 fn build(sink: &str, doing: &str, is_transient: bool, error: &dyn std::fmt::Display, hint: &str) -> SinkError {
     let message = format!("{doing}: {error}{hint}");
     if is_transient {
-        transient(sink, message)
+        SinkError::transient(sink, message)
     } else {
-        definite(sink, message)
+        SinkError::definite(sink, message)
     }
 }
 
@@ -125,7 +115,7 @@ pub fn classify_prepare(sink: &str, doing: &str, error: &PrepareError) -> SinkEr
 pub fn classify_session(sink: &str, error: &NewSessionError) -> SinkError {
     let text = error.to_string();
     if is_authentication(&text) {
-        return definite(
+        return SinkError::definite(
             sink,
             format!("connecting: {text} — check the user name and password in the cassandra:// URL"),
         );

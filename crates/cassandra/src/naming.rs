@@ -37,16 +37,7 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
             ));
         }
     }
-    if table.primary_key.is_empty() {
-        return Err(format!("{}: the table has no primary key, so its rows cannot be addressed in Cassandra: add one in the source or exclude the table", table.id));
-    }
-    if let Some(&i) = table.primary_key.iter().find(|&&i| i >= table.columns.len()) {
-        return Err(format!(
-            "{}: primary key column index {i} is outside the table's {} columns",
-            table.id,
-            table.columns.len()
-        ));
-    }
+    table.check_primary_key("its rows could not be addressed in Cassandra")?;
     for column in &table.columns {
         cql_type(column).map_err(|e| format!("{}: {e} — exclude the table", table.id))?;
     }

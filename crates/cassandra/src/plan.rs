@@ -7,82 +7,58 @@
 //!   batches use seq 0, so every snapshot row sits below every streamed change after the snapshot.
 //! - An insert or update becomes an INSERT of every column (NULLs as null, so stale values vanish);
 //!   a delete becomes a DELETE of the partition. Both are idempotent.
-//! - A malformed change (no key, wrong row length) is an error, never skipped.
+//! - Collapsing and the shape checks (no key, wrong row length: an error, never skipped) are core's
+//!   ([`polyrepl_core::collapse`]); a table Cassandra cannot hold is refused before its first change.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use polyrepl_core::{Batch, Op, Row, TableId, TableSchema, Value};
+use polyrepl_core::rowhash::row_bytes;
+use polyrepl_core::{collapse, Batch, TableSchema, Value};
 
+use crate::naming::check_table;
 use crate::timestamp::write_timestamp;
 
 /// What happens to one key.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WriteKind {
-    /// Write the full row.
-    Upsert(Row),
+pub enum WriteKind<'a> {
+    /// Write the full row (one value per column of the write's table), borrowed from the batch.
+    Upsert(&'a [Value]),
     /// Delete the row.
     Delete,
 }
 
-/// The one write of a batch for one key.
+/// The one write of a batch for one key, borrowing from the batch.
 #[derive(Debug, Clone)]
-pub struct KeyWrite {
+pub struct KeyWrite<'a> {
     /// The schema of the last change to the key (the columns its row is in).
-    pub table: Arc<TableSchema>,
-    pub key: Vec<Value>,
-    pub kind: WriteKind,
+    pub table: &'a Arc<TableSchema>,
+    pub key: &'a [Value],
+    pub kind: WriteKind<'a>,
     /// `USING TIMESTAMP` of the write.
     pub timestamp: i64,
 }
 
 /// Collapses the batch's changes per key. Writes appear in the order of each key's first change.
-pub fn plan(batch: &Batch) -> Result<Vec<KeyWrite>, String> {
+pub fn plan(batch: &Batch) -> Result<Vec<KeyWrite<'_>>, String> {
     let snapshot = batch.checkpoint.snapshot.is_some();
-    let mut writes: Vec<KeyWrite> = Vec::new();
-    let mut slot_of: HashMap<(TableId, String), usize> = HashMap::new();
-    for change in &batch.changes {
-        let table = &change.table;
-        if change.key.len() != table.primary_key.len() || change.key.is_empty() {
-            return Err(format!(
-                "table {}: a change carries {} key value(s) for a primary key of {} column(s)",
-                table.id,
-                change.key.len(),
-                table.primary_key.len()
-            ));
-        }
-        let kind = match (change.op, &change.after) {
-            (Op::Delete, _) => WriteKind::Delete,
-            (Op::Insert | Op::Update, Some(row)) if row.len() == table.columns.len() => WriteKind::Upsert(row.clone()),
-            (Op::Insert | Op::Update, Some(row)) => {
-                return Err(format!(
-                    "table {}: a row image has {} values for {} columns",
-                    table.id,
-                    row.len(),
-                    table.columns.len()
-                ))
-            }
-            (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
-        };
-        let seq = if snapshot { 0 } else { change.seq };
-        let timestamp = write_timestamp(&change.position, seq).map_err(|e| format!("table {}: {e}", table.id))?;
-        let write = KeyWrite { table: table.clone(), key: change.key.clone(), kind, timestamp };
-        let identity = (table.id.clone(), serde_json::to_string(&change.key).expect("values serialise"));
-        match slot_of.get(&identity) {
-            Some(&slot) => writes[slot] = write,
-            None => {
-                slot_of.insert(identity, writes.len());
-                writes.push(write);
-            }
-        }
-    }
-    Ok(writes)
+    // A key is its table and the canonical encoding of its values (exact, and cheap to build).
+    let keys = collapse(&batch.changes, check_table, |change| Ok((&change.table.id, row_bytes(&change.key))))?;
+    keys.into_iter()
+        .map(|k| {
+            let change = k.last;
+            let seq = if snapshot { 0 } else { change.seq };
+            let timestamp =
+                write_timestamp(&change.position, seq).map_err(|e| format!("table {}: {e}", change.table.id))?;
+            let kind = k.row().map_or(WriteKind::Delete, WriteKind::Upsert);
+            Ok(KeyWrite { table: &change.table, key: &change.key, kind, timestamp })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, SnapshotProgress};
+    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Op, Position, SnapshotProgress, TableId};
 
     fn schema() -> Arc<TableSchema> {
         Arc::new(TableSchema {
@@ -124,7 +100,7 @@ mod tests {
         assert_eq!(writes.len(), 2);
         assert_eq!(writes[0].kind, WriteKind::Delete);
         assert_eq!(writes[0].timestamp, write_timestamp(&Position::new("binlog.000001", 200), 0).unwrap());
-        assert_eq!(writes[1].kind, WriteKind::Upsert(vec![Value::Int(2), Value::Null]));
+        assert_eq!(writes[1].kind, WriteKind::Upsert(&[Value::Int(2), Value::Null]));
         assert_eq!(writes[1].timestamp, writes[0].timestamp + 1);
     }
 

@@ -14,7 +14,7 @@ use scylla::client::session::Session;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::value::Row as CqlRow;
 
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::mapping::from_cql;
 use crate::naming::{qualified, quote};
 use crate::write::Statements;
@@ -44,11 +44,11 @@ pub async fn scan_keys(
     let doing = format!("scanning the keys of {}", table.id);
     let (result, paging) =
         session.execute_single_page(&statement, &[] as &[i32], state).await.map_err(|e| classify(sink, &doing, &e))?;
-    let rows = result.into_rows_result().map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+    let rows = result.into_rows_result().map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?;
     let columns: Vec<_> = table.key_columns().collect();
     let mut keys = Vec::new();
-    for row in rows.rows::<CqlRow>().map_err(|e| definite(sink, format!("{doing}: {e}")))? {
-        let row = row.map_err(|e| definite(sink, format!("{doing}: {e}")))?;
+    for row in rows.rows::<CqlRow>().map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))? {
+        let row = row.map_err(|e| SinkError::definite(sink, format!("{doing}: {e}")))?;
         keys.push(columns.iter().zip(row.columns).map(|(c, cell)| from_cql(c, cell)).collect());
     }
     let next = match paging {

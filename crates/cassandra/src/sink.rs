@@ -24,7 +24,7 @@ use scylla::value::{CqlValue, Row as CqlRow};
 use crate::checkpoint::{self, now_micros};
 use crate::connection::{connect, sink_name, url_options, CassandraOptions};
 use crate::ddl::Catalog;
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::mapping::{from_cql, MappingCounts, MappingStats};
 use crate::naming::check_table;
 use crate::plan::{plan, WriteKind};
@@ -52,7 +52,7 @@ impl CassandraSink {
     /// answers at the address, definitely when the URL or an option is invalid or the server is not
     /// Cassandra.
     pub async fn connect(url: &str, pipeline: &str, options: CassandraOptions) -> Result<CassandraSink, SinkError> {
-        let options = url_options(url, options).map_err(|m| definite(&sink_name(url), m))?;
+        let options = url_options(url, options).map_err(|m| SinkError::definite(&sink_name(url), m))?;
         let (session, name) = connect(url, &options).await?;
         Ok(CassandraSink {
             session,
@@ -103,7 +103,7 @@ impl CassandraSink {
 
     /// Makes sure the table holds every column of `table`'s schema (and the time-bucket column).
     async fn ensure_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         let bucket = self.bucket_column(table).is_some();
         self.catalog.ensure(&self.session, &self.name, &self.replication, table, bucket).await
     }
@@ -122,7 +122,7 @@ impl Sink for CassandraSink {
 
     async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
         for table in tables {
-            check_table(table).map_err(|m| definite(&self.name, m))?;
+            check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         }
         self.ensure_checkpoint_table().await?;
         for table in tables {
@@ -138,7 +138,7 @@ impl Sink for CassandraSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let writes = plan(batch).map_err(|m| definite(&self.name, m))?;
+        let writes = plan(batch).map_err(|m| SinkError::definite(&self.name, m))?;
         // Every schema of the batch (compared by pointer first, then by column list in the catalog).
         let mut seen: HashSet<usize> = HashSet::new();
         for change in &batch.changes {
@@ -150,12 +150,13 @@ impl Sink for CassandraSink {
         // One statement per table and kind, looked up once per batch rather than once per row.
         let mut statements: HashMap<(usize, bool), PreparedStatement> = HashMap::new();
         for (index, write) in writes.iter().enumerate() {
-            let table = &*write.table;
-            let key = key_values(table, &write.key, &self.stats).map_err(|m| definite(&self.name, m))?;
+            let table: &TableSchema = write.table;
+            let key = key_values(table, write.key, &self.stats).map_err(|m| SinkError::definite(&self.name, m))?;
             let upsert = matches!(write.kind, WriteKind::Upsert(_));
             let values = match &write.kind {
                 WriteKind::Upsert(row) => {
-                    let mut values = row_values(table, row, &self.stats).map_err(|m| definite(&self.name, m))?;
+                    let mut values =
+                        row_values(table, row, &self.stats).map_err(|m| SinkError::definite(&self.name, m))?;
                     if let (Some(i), Some(b)) = (self.bucket_column(table), &self.options.time_bucket) {
                         values.push(b.label(&row[i]).map(CqlValue::Text));
                     }
@@ -168,7 +169,7 @@ impl Sink for CassandraSink {
                     values
                 }
             };
-            let statement = match statements.entry((Arc::as_ptr(&write.table) as usize, upsert)) {
+            let statement = match statements.entry((Arc::as_ptr(write.table) as usize, upsert)) {
                 Entry::Occupied(e) => e.get().clone(),
                 Entry::Vacant(e) => {
                     let cql =
@@ -197,7 +198,7 @@ impl Sink for CassandraSink {
     }
 
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         let Some(state) = self.catalog.existing(&self.session, &self.name, &table.id).await? else {
             return Ok(vec![None; keys.len()]);
         };
@@ -208,7 +209,7 @@ impl Sink for CassandraSink {
         let statement = self.statements.get(&self.session, &self.name, &select_cql(table, &names)).await?;
         let bound = keys
             .iter()
-            .map(|key| key_values(table, key, &self.stats).map_err(|m| definite(&self.name, m)))
+            .map(|key| key_values(table, key, &self.stats).map_err(|m| SinkError::definite(&self.name, m)))
             .collect::<Result<Vec<_>, _>>()?;
         let (session, name) = (&self.session, self.name.as_str());
         let results: Vec<Option<CqlRow>> = stream::iter(bound)
@@ -218,8 +219,9 @@ impl Sink for CassandraSink {
                     let doing = format!("reading a row of {}", table.id);
                     let result =
                         session.execute_unpaged(statement, &values).await.map_err(|e| classify(name, &doing, &e))?;
-                    let rows = result.into_rows_result().map_err(|e| definite(name, format!("{doing}: {e}")))?;
-                    rows.maybe_first_row::<CqlRow>().map_err(|e| definite(name, format!("{doing}: {e}")))
+                    let rows =
+                        result.into_rows_result().map_err(|e| SinkError::definite(name, format!("{doing}: {e}")))?;
+                    rows.maybe_first_row::<CqlRow>().map_err(|e| SinkError::definite(name, format!("{doing}: {e}")))
                 }
             })
             .buffered(self.options.max_in_flight.max(1))
@@ -245,7 +247,7 @@ impl Sink for CassandraSink {
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         if self.catalog.existing(&self.session, &self.name, &table.id).await?.is_none() {
             return Ok((Vec::new(), None));
         }

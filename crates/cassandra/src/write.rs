@@ -27,7 +27,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlValue;
 
 use crate::connection::TimeBucket;
-use crate::error::{classify, classify_prepare, definite};
+use crate::error::{classify, classify_prepare};
 use crate::mapping::{to_cql, MappingStats};
 use crate::naming::{qualified, quote};
 
@@ -207,7 +207,7 @@ pub async fn execute_all(
         SinkError::Transient { message, .. } | SinkError::Definite { message, .. } => message.clone(),
     };
     let message = format!("{} of the batches of {total} write(s) failed; first: {detail}", failures.len());
-    Err(if all_transient { crate::error::transient(sink, message) } else { definite(sink, message) })
+    Err(if all_transient { SinkError::transient(sink, message) } else { SinkError::definite(sink, message) })
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ impl SinkSection {
                 toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => value.to_string(),
                 other => bail!(
                     "sink {}: option {key} must be a string, number or boolean, not {}",
-                    polyrepl_engine::registry::redact(&self.url),
+                    polyrepl_core::redact::redact_url(&self.url),
                     other.type_str()
                 ),
             };

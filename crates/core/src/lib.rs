@@ -6,9 +6,11 @@
 
 pub mod change;
 pub mod checkpoint;
+pub mod collapse;
 #[cfg(feature = "test-utils")]
 pub mod memory_sink;
 pub mod position;
+pub mod redact;
 pub mod rowhash;
 pub mod schema;
 pub mod sink;
@@ -17,6 +19,7 @@ pub mod value;
 
 pub use change::{Batch, Change, Op, Row};
 pub use checkpoint::{Checkpoint, SnapshotProgress};
+pub use collapse::{collapse, CollapsedKey};
 pub use position::Position;
 pub use schema::{Column, ColumnKind, TableId, TableSchema};
 pub use sink::{Sink, SinkError};

@@ -102,4 +102,45 @@ impl TableSchema {
     pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
         self.primary_key.iter().map(move |&i| &self.columns[i])
     }
+
+    /// Checks that the table has a primary key whose columns exist, as every sink needs to address a
+    /// row. `consequence` says what a missing key prevents, e.g. "its rows could not be addressed by a
+    /// Redis key".
+    pub fn check_primary_key(&self, consequence: &str) -> Result<(), String> {
+        if self.primary_key.is_empty() {
+            return Err(format!(
+                "table {} has no primary key: {consequence}. Fix: add a primary key in the source, or exclude the table",
+                self.id
+            ));
+        }
+        if let Some(&i) = self.primary_key.iter().find(|&&i| i >= self.columns.len()) {
+            return Err(format!(
+                "table {}: primary key column index {i} is outside the table's {} columns",
+                self.id,
+                self.columns.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(columns: usize, primary_key: Vec<usize>) -> TableSchema {
+        let column =
+            |i: usize| Column { name: format!("c{i}"), kind: ColumnKind::Int, unsigned: false, nullable: false };
+        TableSchema { id: TableId::new("d", "t"), columns: (0..columns).map(column).collect(), primary_key }
+    }
+
+    #[test]
+    fn a_primary_key_must_exist_and_name_existing_columns() {
+        assert!(table(2, vec![1, 0]).check_primary_key("x").is_ok());
+        let none = table(2, vec![]).check_primary_key("its rows could not be addressed").unwrap_err();
+        assert!(none.contains("table d.t has no primary key: its rows could not be addressed"), "{none}");
+        assert!(none.contains("exclude the table"), "{none}");
+        let outside = table(2, vec![0, 2]).check_primary_key("x").unwrap_err();
+        assert!(outside.contains("index 2 is outside the table's 2 columns"), "{outside}");
+    }
 }

@@ -18,8 +18,19 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// Whether retrying the same batch may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, SinkError::Transient { .. })
+    }
+
+    /// A failure retrying cannot help, reported by the sink named `sink`.
+    pub fn definite(sink: &str, message: impl Into<String>) -> SinkError {
+        SinkError::Definite { sink: sink.to_string(), message: message.into() }
+    }
+
+    /// A failure worth retrying with backoff, reported by the sink named `sink`.
+    pub fn transient(sink: &str, message: impl Into<String>) -> SinkError {
+        SinkError::Transient { sink: sink.to_string(), message: message.into() }
     }
 }
 

@@ -5,8 +5,9 @@
 
 use crate::error::{EngineError, Result};
 use crate::pipeline::SinkSlot;
-use crate::registry::{open_sink, redact};
+use crate::registry::open_sink;
 use crate::settings::RunConfig;
+use polyrepl_core::redact::redact_url;
 use polyrepl_core::{TableFilter, TableSchema};
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::Arc;
@@ -54,6 +55,6 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         }
         slots.push(SinkSlot { sink, resume_from });
     }
-    tracing::debug!(source = %redact(&cfg.source), sinks = slots.len(), "start-up checks passed");
+    tracing::debug!(source = %redact_url(&cfg.source), sinks = slots.len(), "start-up checks passed");
     Ok(Prepared { url, filter, tables: report.tables, slots })
 }

@@ -12,7 +12,7 @@ use mongodb::bson::{doc, DateTime as BsonDateTime, Document};
 use mongodb::Client;
 use polyrepl_core::{Checkpoint, SinkError};
 
-use crate::error::{classify, definite};
+use crate::error::classify;
 
 /// Database holding polyrepl's own state.
 pub const CHECKPOINT_DATABASE: &str = "polyrepl";
@@ -48,9 +48,9 @@ pub async fn load(client: &Client, sink: &str, pipeline: &str) -> Result<Option<
         .map_err(|e| classify(sink, &format!("reading the checkpoint of pipeline '{pipeline}'"), &e))?;
     let Some(document) = found else { return Ok(None) };
     let text = document.get_str("checkpoint").map_err(|_| {
-        definite(sink, format!("the checkpoint document of pipeline '{pipeline}' in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION} has no 'checkpoint' string: fix or delete it"))
+        SinkError::definite(sink, format!("the checkpoint document of pipeline '{pipeline}' in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION} has no 'checkpoint' string: fix or delete it"))
     })?;
     Checkpoint::from_json(text).map(Some).map_err(|e| {
-        definite(sink, format!("the checkpoint of pipeline '{pipeline}' in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION} is not valid ({e}): fix or delete it"))
+        SinkError::definite(sink, format!("the checkpoint of pipeline '{pipeline}' in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION} is not valid ({e}): fix or delete it"))
     })
 }

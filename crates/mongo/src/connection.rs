@@ -14,9 +14,10 @@ use std::time::Duration;
 use mongodb::bson::{doc, Document};
 use mongodb::options::{ClientOptions, ServerAddress, Tls};
 use mongodb::Client;
+use polyrepl_core::redact::{url_hosts, url_scheme};
 use polyrepl_core::SinkError;
 
-use crate::error::{classify, definite, transient};
+use crate::error::classify;
 use crate::mapping::ServerFeatures;
 use crate::probe::{probe, ProbeOutcome};
 
@@ -48,17 +49,14 @@ pub struct ServerInfo {
 
 /// The URL reduced to scheme and hosts: `mongodb://127.0.0.1:1800`. No credentials, no options.
 pub fn sink_name(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("mongodb", url));
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let hosts = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
-    format!("{scheme}://{hosts}")
+    format!("{}://{}", url_scheme(url).unwrap_or("mongodb"), url_hosts(url))
 }
 
 /// Connects, checks that a MongoDB-protocol server answers, and reads its limits and features.
 pub async fn connect(url: &str) -> Result<(Client, String, ServerInfo), SinkError> {
     let name = sink_name(url);
     if !(url.starts_with("mongodb://") || url.starts_with("mongodb+srv://")) {
-        return Err(definite(&name, "the MongoDB URL must start with mongodb:// or mongodb+srv://"));
+        return Err(SinkError::definite(&name, "the MongoDB URL must start with mongodb:// or mongodb+srv://"));
     }
     let mut options = ClientOptions::parse(url)
         .await
@@ -102,13 +100,13 @@ async fn probe_hosts(name: &str, url: &str, options: &ClientOptions) -> Result<(
         }
     }
     if !foreign.is_empty() {
-        return Err(definite(
+        return Err(SinkError::definite(
             name,
             format!("not a MongoDB server: {} — check the host and port of the MongoDB URL", foreign.join("; ")),
         ));
     }
     if !unreachable.is_empty() {
-        return Err(transient(name, format!("{} — is MongoDB running there?", unreachable.join("; "))));
+        return Err(SinkError::transient(name, format!("{} — is MongoDB running there?", unreachable.join("; "))));
     }
     Ok(())
 }

@@ -93,16 +93,6 @@ fn describe(error: &DriverError) -> String {
     }
 }
 
-/// A definite error with a message.
-pub fn definite(sink: &str, message: impl Into<String>) -> SinkError {
-    SinkError::Definite { sink: sink.to_string(), message: message.into() }
-}
-
-/// A transient error with a message.
-pub fn transient(sink: &str, message: impl Into<String>) -> SinkError {
-    SinkError::Transient { sink: sink.to_string(), message: message.into() }
-}
-
 /// Checks the reply of an `update`/`delete` command: `writeErrors` and `writeConcernError` are
 /// failures even with `ok: 1`. `ids` are the `_id`s of the operations in command order, to name
 /// the offending one.
@@ -129,13 +119,21 @@ pub fn check_write_reply(sink: &str, doing: &str, reply: &Document, ids: &[&Bson
                 ids.len(),
                 first.unwrap_or_default()
             );
-            return Err(if all_transient { transient(sink, message) } else { definite(sink, message) });
+            return Err(if all_transient {
+                SinkError::transient(sink, message)
+            } else {
+                SinkError::definite(sink, message)
+            });
         }
     }
     if let Ok(wce) = reply.get_document("writeConcernError") {
         let code = wce.get_i32("code").unwrap_or(-1);
         let message = format!("{doing}: write concern failed, code {code}: {}", wce.get_str("errmsg").unwrap_or(""));
-        return Err(if is_transient_code(code) { transient(sink, message) } else { definite(sink, message) });
+        return Err(if is_transient_code(code) {
+            SinkError::transient(sink, message)
+        } else {
+            SinkError::definite(sink, message)
+        });
     }
     Ok(())
 }

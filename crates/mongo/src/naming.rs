@@ -30,12 +30,7 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
             table.id
         ));
     }
-    if table.primary_key.is_empty() {
-        return Err(format!("table {} has no primary key: documents could not be addressed by _id", table.id));
-    }
-    if table.primary_key.iter().any(|&i| i >= table.columns.len()) {
-        return Err(format!("table {}: primary key refers to a column that does not exist", table.id));
-    }
+    table.check_primary_key("documents could not be addressed by _id")?;
     if let Some(i) = table.column_index(ID_FIELD) {
         if table.primary_key != [i] {
             return Err(format!(

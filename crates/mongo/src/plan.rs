@@ -6,13 +6,14 @@
 //!   which is what lets the writes be sent unordered.
 //! - An insert or update becomes a full-row replacement with upsert; a delete becomes a delete by `_id`.
 //!   Both are idempotent, so replaying a batch has the effect of applying it once.
-//! - A malformed change (no key, wrong row length, table MongoDB cannot name) is an error, never skipped.
+//! - Collapsing and the shape checks are core's ([`polyrepl_core::collapse`]); a table MongoDB cannot
+//!   name is an error too, never skipped. Documents are built for the last change of each key only.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use mongodb::bson::{Bson, RawDocumentBuf};
-use polyrepl_core::{Batch, Op, TableId};
+use polyrepl_core::{collapse, Batch, TableId};
 
 use crate::mapping::Mapping;
 use crate::naming::{check_table, document_id, id_bytes, row_raw_document};
@@ -47,26 +48,26 @@ pub struct CollectionWrites {
 
 /// Collapses and groups the batch's changes. Collections appear in the order of their first change.
 pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, String> {
+    let keys = collapse(&batch.changes, check_table, |change| {
+        let id = document_id(mapping, &change.table, &change.key)?;
+        Ok(DocumentKey { collection: &change.table.id, bytes: id_bytes(&id), id })
+    })?;
     let mut groups: Vec<CollectionWrites> = Vec::new();
-    let mut group_of: HashMap<TableId, usize> = HashMap::new();
-    // Where each key's operation is, and whether its first change in the batch was an insert.
-    let mut slot_of: HashMap<(usize, Vec<u8>), (usize, bool)> = HashMap::new();
-    let mut checked: HashSet<TableId> = HashSet::new();
-    for change in &batch.changes {
-        let table = &*change.table;
-        if checked.insert(table.id.clone()) {
-            check_table(table)?;
-        }
-        let id = document_id(mapping, table, &change.key)?;
-        let op = match (change.op, &change.after) {
-            (Op::Delete, _) => WriteOp::Delete { id },
-            (Op::Insert | Op::Update, Some(row)) => {
+    let mut group_of: HashMap<&TableId, usize> = HashMap::new();
+    for key in keys {
+        let table = &*key.last.table;
+        let (row, fresh) = (key.row(), key.first_inserted());
+        let DocumentKey { collection, id, .. } = key.identity;
+        let op = match row {
+            None => WriteOp::Delete { id },
+            Some(row) => {
                 let document = row_raw_document(mapping, table, &id, row)?;
-                WriteOp::Upsert { id, document, fresh: change.op == Op::Insert }
+                // A key whose first change in the batch is an insert was absent when the batch began (but
+                // on a replay), whatever came after: its final image can be inserted without a delete.
+                WriteOp::Upsert { id, document, fresh }
             }
-            (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
         };
-        let group = *group_of.entry(table.id.clone()).or_insert_with(|| {
+        let group = *group_of.entry(collection).or_insert_with(|| {
             groups.push(CollectionWrites {
                 database: table.id.database.clone(),
                 collection: table.id.table.clone(),
@@ -74,24 +75,32 @@ pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, S
             });
             groups.len() - 1
         });
-        let ops = &mut groups[group].ops;
-        match slot_of.entry((group, id_bytes(op.id()))) {
-            // A key whose first change in the batch is an insert was absent when the batch began (but
-            // on a replay), whatever came after: its final image can be inserted without a delete.
-            Entry::Occupied(seen) => {
-                let (slot, born_here) = *seen.get();
-                ops[slot] = match op {
-                    WriteOp::Upsert { id, document, .. } => WriteOp::Upsert { id, document, fresh: born_here },
-                    delete => delete,
-                }
-            }
-            Entry::Vacant(new) => {
-                new.insert((ops.len(), change.op == Op::Insert));
-                ops.push(op);
-            }
-        }
+        groups[group].ops.push(op);
     }
     Ok(groups)
+}
+
+/// A document's identity within a batch: its collection and the exact bytes of its `_id` (the `_id`
+/// itself rides along, compared through its bytes).
+struct DocumentKey<'a> {
+    collection: &'a TableId,
+    bytes: Vec<u8>,
+    id: Bson,
+}
+
+impl PartialEq for DocumentKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes && self.collection == other.collection
+    }
+}
+
+impl Eq for DocumentKey<'_> {}
+
+impl Hash for DocumentKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.collection.hash(state);
+        self.bytes.hash(state);
+    }
 }
 
 /// Splits `sizes` (bytes of each statement, in order) into consecutive ranges of at most `max_ops`
@@ -118,6 +127,7 @@ pub fn chunk_ranges(sizes: &[usize], max_ops: usize, max_bytes: usize) -> Vec<st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use polyrepl_core::Op;
 
     /// The plan of `(op, id)` changes to one single-key table.
     fn plan_of(changes: &[(Op, i64)]) -> Vec<WriteOp> {

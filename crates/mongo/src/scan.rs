@@ -19,7 +19,7 @@ use mongodb::options::FindOptions;
 use mongodb::{Client, Cursor};
 use polyrepl_core::{SinkError, TableId, TableSchema, Value};
 
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::mapping::Mapping;
 use crate::naming::{id_bytes, ID_FIELD};
 
@@ -93,10 +93,9 @@ async fn open(
     let filter = match cursor {
         None => Document::new(),
         Some(bytes) => {
-            let last = Document::from_reader(bytes)
-                .ok()
-                .and_then(|d| d.get("k").cloned())
-                .ok_or_else(|| definite(sink, format!("{doing}: the scan cursor is not one this sink made")))?;
+            let last = Document::from_reader(bytes).ok().and_then(|d| d.get("k").cloned()).ok_or_else(|| {
+                SinkError::definite(sink, format!("{doing}: the scan cursor is not one this sink made"))
+            })?;
             doc! { ID_FIELD: { "$gt": last } }
         }
     };

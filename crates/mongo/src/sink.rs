@@ -18,7 +18,7 @@ use polyrepl_core::{Batch, Change, Checkpoint, Row, Sink, SinkError, TableSchema
 
 use crate::checkpoint::{self, CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
 use crate::connection::{connect, ServerInfo};
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::fence::{ids_per_delete, wait_out_previous_run, DocCounts};
 use crate::mapping::{Mapping, MappingCounts, MappingStats};
 use crate::naming::{check_table, document_id, id_bytes, ID_FIELD};
@@ -125,7 +125,7 @@ impl Sink for MongoSink {
 
     async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
         for table in tables {
-            check_table(table).map_err(|m| definite(&self.name, m))?;
+            check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         }
         self.create_collection(CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION).await?;
         for table in tables {
@@ -150,7 +150,7 @@ impl Sink for MongoSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let writes = plan(&self.mapping, batch).map_err(|m| definite(&self.name, m))?;
+        let writes = plan(&self.mapping, batch).map_err(|m| SinkError::definite(&self.name, m))?;
         let mut delete_caps = Vec::new();
         if self.server.ferretdb_version.is_some() {
             if !self.fenced {
@@ -184,12 +184,12 @@ impl Sink for MongoSink {
     }
 
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         let ids = keys
             .iter()
             .map(|key| document_id(&self.mapping, table, key))
             .collect::<Result<Vec<Bson>, String>>()
-            .map_err(|m| definite(&self.name, m))?;
+            .map_err(|m| SinkError::definite(&self.name, m))?;
         let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
         let mut found: HashMap<Vec<u8>, Row> = HashMap::new();
         for chunk in ids.chunks(READ_CHUNK) {
@@ -217,7 +217,7 @@ impl Sink for MongoSink {
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::scan::scan_keys(&mut self.scan, &self.client, &self.name, &self.mapping, table, cursor, limit).await
     }
 }

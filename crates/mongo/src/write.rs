@@ -25,7 +25,7 @@ use mongodb::{Client, Namespace};
 use polyrepl_core::SinkError;
 
 use crate::connection::ServerInfo;
-use crate::error::{check_write_reply, classify, definite};
+use crate::error::{check_write_reply, classify};
 use crate::plan::{chunk_ranges, CollectionWrites, WriteOp};
 
 /// Room left in a command for everything but the statements (command name, options, `$db`...).
@@ -99,7 +99,7 @@ async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites
             models.push(match op {
                 WriteOp::Upsert { id, document, .. } => {
                     let replacement = document.to_document().map_err(|e| {
-                        definite(
+                        SinkError::definite(
                             sink,
                             format!("decoding the row with _id {id} of {}.{}: {e}", group.database, group.collection),
                         )
@@ -144,7 +144,7 @@ async fn send_commands(
     let mut deletes: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     for op in &group.ops {
         let encoding = |e: mongodb::bson::raw::Error| {
-            definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id()))
+            SinkError::definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id()))
         };
         let query = RawDocumentBuf::from_document(&doc! { "_id": op.id().clone() }).map_err(encoding)?;
         let mut statement = RawDocumentBuf::new();
@@ -170,7 +170,7 @@ async fn send_commands(
             let chunk = &statements[range];
             if let [(id, raw)] = chunk {
                 if raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD > max_bytes {
-                    return Err(definite(
+                    return Err(SinkError::definite(
                         sink,
                         format!(
                             "the row with _id {id} of {namespace} is {} bytes as a write, more than the {max_bytes}-byte command limit (the server's document limit less command overhead): MongoDB cannot store it",
@@ -324,7 +324,7 @@ async fn insert_documents(
         let chunk = &documents[range];
         if let [(id, raw)] = chunk {
             if raw.as_bytes().len() + ARRAY_ELEMENT_OVERHEAD > limits.max_command_bytes {
-                return Err(definite(sink, format!("the row with _id {id} of {namespace} is {} bytes, more than the {}-byte command limit: MongoDB cannot store it", raw.as_bytes().len(), limits.max_command_bytes)));
+                return Err(SinkError::definite(sink, format!("the row with _id {id} of {namespace} is {} bytes, more than the {}-byte command limit: MongoDB cannot store it", raw.as_bytes().len(), limits.max_command_bytes)));
             }
         }
         let mut array = RawArrayBuf::new();

@@ -4,6 +4,7 @@
 //! [`SourceUrl::redacted`] show `***` in its place.
 
 use mysql_async::{Opts, OptsBuilder};
+use polyrepl_core::redact::redact_url;
 
 /// Default port of the demo stack's MySQL/MariaDB.
 pub const DEFAULT_PORT: u16 = 5600;
@@ -33,7 +34,7 @@ impl SourceUrl {
         let fail = |shown: String, reason: &str| UrlError { shown, reason: reason.to_string() };
         let parsed = match url::Url::parse(s) {
             Ok(u) => u,
-            Err(e) => return Err(fail(redact_raw(s), &e.to_string())),
+            Err(e) => return Err(fail(redact_url(s), &e.to_string())),
         };
         let shown = {
             let mut u = parsed.clone();
@@ -111,17 +112,6 @@ impl std::str::FromStr for SourceUrl {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         SourceUrl::parse(s)
     }
-}
-
-/// Best-effort redaction of a string that is not even a URL: hide everything between `//user:` and `@`.
-fn redact_raw(s: &str) -> String {
-    if let (Some(start), Some(at)) = (s.find("://"), s.rfind('@')) {
-        let creds = &s[start + 3..at];
-        if let Some(colon) = creds.find(':') {
-            return format!("{}{}:***{}", &s[..start + 3], &creds[..colon], &s[at..]);
-        }
-    }
-    s.to_string()
 }
 
 #[cfg(test)]

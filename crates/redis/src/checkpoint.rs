@@ -12,7 +12,7 @@
 use polyrepl_core::{Checkpoint, SinkError};
 use redis::aio::ConnectionLike;
 
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::naming::checkpoint_key;
 
 /// The checkpoint stored for `pipeline`, if any.
@@ -32,7 +32,7 @@ pub async fn load<C: ConnectionLike + Send>(
         .map_err(|e| e.to_string())
         .and_then(|t| Checkpoint::from_json(t).map_err(|e| e.to_string()));
     parsed.map(Some).map_err(|e| {
-        definite(
+        SinkError::definite(
             sink,
             format!("the checkpoint of pipeline '{pipeline}' at key {key} is not valid ({e}): fix or delete it"),
         )

@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use polyrepl_core::redact::{url_hosts, url_scheme};
 use polyrepl_core::SinkError;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -26,7 +27,7 @@ use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, R
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::{classify, definite, transient};
+use crate::error::classify;
 use crate::options::RedisOptions;
 
 /// A connection to a standalone Redis or to a Redis Cluster; cheap to clone (both share one
@@ -96,12 +97,7 @@ fn scheme(url: &str) -> String {
 pub fn sink_name(url: &str) -> String {
     match url.into_connection_info() {
         Ok(info) => name_of(&info),
-        Err(_) => {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}")
-        }
+        Err(_) => format!("{}://{}", url_scheme(url).unwrap_or("redis"), url_hosts(url)),
     }
 }
 
@@ -123,27 +119,32 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
     let name = sink_name(url);
     let scheme = scheme(url);
     if matches!(scheme.as_str(), "rediss" | "valkeys" | "rediss+cluster" | "valkeys+cluster") {
-        return Err(definite(&name, "TLS (rediss://) is not supported by this build of polyrepl yet; use redis://HOST:PORT or redis+cluster://HOST:PORT,… (e.g. through a local TLS tunnel)"));
+        return Err(SinkError::definite(&name, "TLS (rediss://) is not supported by this build of polyrepl yet; use redis://HOST:PORT or redis+cluster://HOST:PORT,… (e.g. through a local TLS tunnel)"));
     }
     if matches!(scheme.as_str(), "redis+cluster" | "valkey+cluster") {
-        let seeds = cluster_seeds(url).map_err(|m| definite(&name, m))?;
+        let seeds = cluster_seeds(url).map_err(|m| SinkError::definite(&name, m))?;
         return connect_cluster(&name, seeds, options).await;
     }
     if !matches!(scheme.as_str(), "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix") {
-        return Err(definite(
+        return Err(SinkError::definite(
             &name,
             format!("'{scheme}://' is not a Redis URL: expected redis://[USER:PASSWORD@]HOST[:PORT][/DB] or redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]"),
         ));
     }
     let info = url.into_connection_info().map_err(|e| {
-        definite(&name, format!("the Redis URL is not valid ({e}): expected redis://[USER:PASSWORD@]HOST[:PORT][/DB]"))
+        SinkError::definite(
+            &name,
+            format!("the Redis URL is not valid ({e}): expected redis://[USER:PASSWORD@]HOST[:PORT][/DB]"),
+        )
     })?;
     if let ConnectionAddr::Tcp(host, port) = info.addr() {
         match probe(host, *port, options.connect_timeout).await {
             ProbeOutcome::Redis => {}
-            ProbeOutcome::Unreachable(why) => return Err(transient(&name, format!("{why} — is Redis running there?"))),
+            ProbeOutcome::Unreachable(why) => {
+                return Err(SinkError::transient(&name, format!("{why} — is Redis running there?")))
+            }
             ProbeOutcome::NotRedis(why) => {
-                return Err(definite(
+                return Err(SinkError::definite(
                     &name,
                     format!("not a Redis server: {why} — check the host and port of the Redis URL"),
                 ))
@@ -158,11 +159,11 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
         .set_max_delay(Duration::from_secs(1));
     let mut conn = tokio::time::timeout(options.connect_timeout * 3, ConnectionManager::new_with_config(client, config))
         .await
-        .map_err(|_| transient(&name, format!("connecting timed out after {:?}", options.connect_timeout * 3)))?
+        .map_err(|_| SinkError::transient(&name, format!("connecting timed out after {:?}", options.connect_timeout * 3)))?
         .map_err(|e| {
             if e.to_string().contains("not allowed in cluster mode") {
                 let db = info.redis_settings().db();
-                definite(&name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL"))
+                SinkError::definite(&name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL"))
             } else {
                 classify(&name, "connecting", &e)
             }
@@ -172,7 +173,7 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
     let cluster: String = redis::cmd("INFO").arg("cluster").query_async(&mut conn).await.unwrap_or_default();
     if info_field(&cluster, "cluster_enabled") == Some("1") {
         if matches!(info.addr(), ConnectionAddr::Unix(_)) {
-            return Err(definite(&name, "this Redis runs in cluster mode, which needs TCP addresses: use redis+cluster://HOST:PORT[,HOST:PORT…]"));
+            return Err(SinkError::definite(&name, "this Redis runs in cluster mode, which needs TCP addresses: use redis+cluster://HOST:PORT[,HOST:PORT…]"));
         }
         tracing::info!(sink = %name, "this Redis runs in cluster mode: using it as the seed of a Redis Cluster connection (say redis+cluster://… to make that explicit)");
         drop(conn);
@@ -228,7 +229,7 @@ async fn connect_cluster(
     options: &RedisOptions,
 ) -> Result<(RedisConnection, String), SinkError> {
     if let Some(db) = seeds.iter().map(|s| s.redis_settings().db()).find(|&db| db != 0) {
-        return Err(definite(name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL")));
+        return Err(SinkError::definite(name, format!("this Redis runs in cluster mode, which has database 0 only, but the URL asks for database {db}: remove /{db} from the URL")));
     }
     let mut unreachable = Vec::new();
     for seed in &seeds {
@@ -237,7 +238,7 @@ async fn connect_cluster(
                 ProbeOutcome::Redis => {}
                 ProbeOutcome::Unreachable(why) => unreachable.push(why),
                 ProbeOutcome::NotRedis(why) => {
-                    return Err(definite(
+                    return Err(SinkError::definite(
                         name,
                         format!("not a Redis server: {why} — check the nodes of the Redis Cluster URL"),
                     ))
@@ -246,7 +247,7 @@ async fn connect_cluster(
         }
     }
     if unreachable.len() == seeds.len() {
-        return Err(transient(
+        return Err(SinkError::transient(
             name,
             format!("no cluster node answered: {} — is the Redis Cluster running?", unreachable.join("; ")),
         ));
@@ -256,16 +257,19 @@ async fn connect_cluster(
         .response_timeout(options.response_timeout)
         .retries(3)
         .build()
-        .map_err(|e| definite(name, format!("the Redis Cluster URL is not valid: {e}")))?;
+        .map_err(|e| SinkError::definite(name, format!("the Redis Cluster URL is not valid: {e}")))?;
     let mut conn = tokio::time::timeout(options.connect_timeout * 3, client.get_async_connection())
         .await
         .map_err(|_| {
-            transient(name, format!("connecting to the cluster timed out after {:?}", options.connect_timeout * 3))
+            SinkError::transient(
+                name,
+                format!("connecting to the cluster timed out after {:?}", options.connect_timeout * 3),
+            )
         })?
         .map_err(|e| {
             let mut error = classify(name, "connecting to the Redis Cluster", &e);
             if e.to_string().contains("cluster support disabled") {
-                error = definite(
+                error = SinkError::definite(
                     name,
                     format!(
                         "{error} — this server is not a cluster node: use redis://HOST:PORT for a standalone Redis"
@@ -283,7 +287,7 @@ async fn connect_cluster(
     match info_field(&state, "cluster_state") {
         Some("ok") => {}
         other => {
-            return Err(transient(
+            return Err(SinkError::transient(
                 name,
                 format!(
                     "the Redis Cluster is not serving (cluster_state:{}) — wait until every slot is covered",

@@ -92,16 +92,6 @@ fn describe(error: &RedisError) -> String {
     }
 }
 
-/// A definite error with a message.
-pub fn definite(sink: &str, message: impl Into<String>) -> SinkError {
-    SinkError::Definite { sink: sink.to_string(), message: message.into() }
-}
-
-/// A transient error with a message.
-pub fn transient(sink: &str, message: impl Into<String>) -> SinkError {
-    SinkError::Transient { sink: sink.to_string(), message: message.into() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,12 +35,7 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
             ));
         }
     }
-    if table.primary_key.is_empty() {
-        return Err(format!("table {} has no primary key: its rows could not be addressed by a Redis key", table.id));
-    }
-    if table.primary_key.iter().any(|&i| i >= table.columns.len()) {
-        return Err(format!("table {}: the primary key refers to a column that does not exist", table.id));
-    }
+    table.check_primary_key("its rows could not be addressed by a Redis key")?;
     if let Some(c) = table.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
         let ColumnKind::Unsupported(t) = &c.kind else { unreachable!() };
         return Err(format!("column '{}' of {} has type {t}, which polyrepl does not replicate", c.name, table.id));

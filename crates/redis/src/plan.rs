@@ -12,13 +12,10 @@
 //!   only thing it can meet is an image of the same row from an interrupted earlier attempt (a replay),
 //!   and every column of the schema is then set or removed, so the hash is still exactly the image.
 //! - Stream entries are not collapsed: one per change, in batch order.
-//! - A malformed change (key of the wrong length or NULL, row of the wrong length, no row image) is an
-//!   error, never skipped.
+//! - Collapsing and the shape checks (key of the wrong length or NULL, row of the wrong length, no row
+//!   image: an error, never skipped) are core's ([`polyrepl_core::collapse`]).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-
-use polyrepl_core::{Batch, Column, Op, TableId, TableSchema, Value};
+use polyrepl_core::{collapse, Batch, Column, Value};
 
 use crate::naming::{check_table, row_key, stream_key};
 use crate::stream::envelope;
@@ -108,51 +105,21 @@ pub struct Plan<'a> {
 
 /// Collapses the batch's changes per key and builds the stream entries when `with_stream`.
 pub fn plan<'a>(batch: &'a Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan<'a>, String> {
-    let mut out = Plan::default();
-    // Where each key's write is; for a key first inserted in this batch, the schema of that insert.
-    let mut slot_of: HashMap<Vec<u8>, (usize, Option<Arc<TableSchema>>)> = HashMap::new();
-    let mut checked: HashSet<TableId> = HashSet::new();
+    let keys = collapse(&batch.changes, check_table, |change| row_key(prefix, &change.table, &change.key))?;
+    let rows = keys
+        .into_iter()
+        .map(|k| match k.row() {
+            Some(row) => RowWrite::Upsert { born: k.born(), key: k.identity, columns: &k.last.table.columns, row },
+            None => RowWrite::Delete { key: k.identity },
+        })
+        .collect();
     let snapshot = batch.checkpoint.snapshot.is_some();
-    for change in &batch.changes {
-        let table = &*change.table;
-        if checked.insert(table.id.clone()) {
-            check_table(table)?;
-        }
-        let key = row_key(prefix, table, &change.key)?;
-        let write = match (change.op, &change.after) {
-            (Op::Delete, _) => RowWrite::Delete { key },
-            (Op::Insert | Op::Update, Some(row)) => {
-                if row.len() != table.columns.len() {
-                    return Err(format!(
-                        "table {}: a {:?} change carries {} value(s) for {} column(s)",
-                        table.id,
-                        change.op,
-                        row.len(),
-                        table.columns.len()
-                    ));
-                }
-                let born_with = match slot_of.get(&key) {
-                    Some((_, first_insert)) => first_insert.as_ref(),
-                    None => (change.op == Op::Insert).then_some(&change.table),
-                };
-                let born = born_with.is_some_and(|t| Arc::ptr_eq(t, &change.table) || **t == *table);
-                RowWrite::Upsert { key, columns: &table.columns, row, born }
-            }
-            (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", table.id)),
-        };
-        match slot_of.get(write.key()) {
-            Some(&(slot, _)) => out.rows[slot] = write,
-            None => {
-                let first_insert = (change.op == Op::Insert).then(|| change.table.clone());
-                slot_of.insert(write.key().to_vec(), (out.rows.len(), first_insert));
-                out.rows.push(write);
-            }
-        }
-        if with_stream {
-            out.appends.push(StreamAppend { key: stream_key(table), event: envelope(change, snapshot) });
-        }
-    }
-    Ok(out)
+    let appends = if with_stream {
+        batch.changes.iter().map(|c| StreamAppend { key: stream_key(&c.table), event: envelope(c, snapshot) }).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Plan { rows, appends })
 }
 
 /// Splits items of the given (commands, bytes) sizes, in order, into consecutive ranges of at most
@@ -177,7 +144,8 @@ pub fn chunk_ranges(sizes: &[(usize, usize)], max_commands: usize, max_bytes: us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Position, Value};
+    use polyrepl_core::{Change, Checkpoint, Column, ColumnKind, Op, Position, TableId, TableSchema, Value};
+    use std::sync::Arc;
 
     fn table() -> Arc<TableSchema> {
         let col = |n: &str, kind| Column { name: n.into(), kind, unsigned: false, nullable: true };
@@ -241,7 +209,7 @@ mod tests {
         let mut bad = change(Op::Update, 1, Some("a"));
         bad.after.as_mut().unwrap().pop();
         let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
-        assert!(plan(&batch, None, false).unwrap_err().contains("1 value(s) for 2 column(s)"));
+        assert!(plan(&batch, None, false).unwrap_err().contains("1 values for 2 columns"));
         let mut bad = change(Op::Insert, 1, Some("a"));
         bad.after = None;
         let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };

@@ -18,7 +18,7 @@
 use polyrepl_core::{SinkError, TableSchema, Value};
 
 use crate::connection::RedisConnection;
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::mapping::from_field;
 
 /// Least keys Redis inspects per `SCAN` call (its COUNT is work per call, not matches): with a small
@@ -37,7 +37,7 @@ pub async fn scan_keys(
     limit: usize,
 ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
     if conn.is_cluster() {
-        return Err(definite(
+        return Err(SinkError::definite(
             sink,
             format!(
                 "scanning the keys of {} on a Redis Cluster is not supported yet (keys live on every master): \
@@ -51,7 +51,10 @@ pub async fn scan_keys(
     let mut next: u64 = match &cursor {
         None => 0,
         Some(bytes) => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
-            definite(sink, format!("scanning keys of {}: the scan cursor is not one this sink made", table.id))
+            SinkError::definite(
+                sink,
+                format!("scanning keys of {}: the scan cursor is not one this sink made", table.id),
+            )
         })?,
     };
     let limit = limit.max(1);

@@ -20,7 +20,7 @@ use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value}
 
 use crate::checkpoint;
 use crate::connection::{connect, RedisConnection};
-use crate::error::{classify, definite};
+use crate::error::classify;
 use crate::mapping::from_field;
 use crate::naming::{check_table, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
@@ -51,10 +51,10 @@ impl RedisSink {
     /// the server is not Redis, or refuses the credentials.
     pub async fn connect(url: &str, pipeline: &str, options: RedisOptions) -> Result<RedisSink, SinkError> {
         let name = crate::connection::sink_name(url);
-        let (url, options) = split_url_options(url, options).map_err(|m| definite(&name, m))?;
-        check(&options).map_err(|m| definite(&name, m))?;
+        let (url, options) = split_url_options(url, options).map_err(|m| SinkError::definite(&name, m))?;
+        check(&options).map_err(|m| SinkError::definite(&name, m))?;
         if pipeline.is_empty() {
-            return Err(definite(
+            return Err(SinkError::definite(
                 &name,
                 "the pipeline name is empty: it names the checkpoint key polyrepl:checkpoint:<pipeline>",
             ));
@@ -75,7 +75,7 @@ impl RedisSink {
 
     /// The Redis key of the row of `table` with primary key `key`.
     pub fn row_key(&self, table: &TableSchema, key: &[Value]) -> Result<Vec<u8>, SinkError> {
-        row_key(self.options.key_prefix.as_deref(), table, key).map_err(|m| definite(&self.name, m))
+        row_key(self.options.key_prefix.as_deref(), table, key).map_err(|m| SinkError::definite(&self.name, m))
     }
 
     /// The connection (a cheap clone of a shared, auto-reconnecting one), e.g. for tools and tests.
@@ -99,7 +99,7 @@ impl Sink for RedisSink {
     /// Redis needs nothing created.
     async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
         for table in tables {
-            check_table(table).map_err(|m| definite(&self.name, m))?;
+            check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
             if self.options.stream.is_some() {
                 let key = stream_key(table);
                 let kind: String = redis::cmd("TYPE")
@@ -108,7 +108,7 @@ impl Sink for RedisSink {
                     .await
                     .map_err(|e| classify(&self.name, &format!("checking the stream key {key}"), &e))?;
                 if kind != "none" && kind != "stream" {
-                    return Err(definite(
+                    return Err(SinkError::definite(
                         &self.name,
                         format!(
                             "the change-stream key {key} of {} holds a {kind}, not a stream: delete or rename it",
@@ -129,7 +129,7 @@ impl Sink for RedisSink {
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let planned = plan(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some())
-            .map_err(|m| definite(&self.name, m))?;
+            .map_err(|m| SinkError::definite(&self.name, m))?;
         let what = format!(
             "{} row key(s){} and the checkpoint {} of pipeline '{}'",
             planned.rows.len(),
@@ -160,7 +160,7 @@ impl Sink for RedisSink {
     }
 
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         let redis_keys = keys.iter().map(|k| self.row_key(table, k)).collect::<Result<Vec<_>, _>>()?;
         if self.conn.is_cluster() {
             let reads: Vec<_> = redis_keys
@@ -206,7 +206,7 @@ impl Sink for RedisSink {
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
-        check_table(table).map_err(|m| definite(&self.name, m))?;
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::scan::scan_keys(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table, cursor, limit)
             .await
     }
