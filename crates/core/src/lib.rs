@@ -13,6 +13,8 @@ pub mod rowhash;
 pub mod schema;
 pub mod sink;
 pub mod tables;
+#[cfg(feature = "test-utils")]
+pub mod testkit;
 pub mod value;
 
 pub use change::{Batch, Change, Op, Row};
