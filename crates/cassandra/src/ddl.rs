@@ -109,6 +109,13 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets what is known of table `id` (it was dropped): the next `ensure` or `existing` reads
+    /// Cassandra again.
+    pub fn forget(&mut self, id: &TableId) {
+        self.tables.remove(id);
+        self.verified.remove(id);
+    }
+
     /// The table as Cassandra holds it, without creating anything; `None` when it does not exist.
     pub async fn existing(
         &mut self,
@@ -180,6 +187,28 @@ pub fn bucket_index_cql(schema: &TableSchema) -> String {
 async fn run(session: &Session, sink: &str, cql: &str, doing: &str) -> Result<(), SinkError> {
     session.query_unpaged(cql, &[]).await.map_err(|e| classify(sink, doing, &e))?;
     Ok(())
+}
+
+/// `TRUNCATE "ks"."t"` of an existing table, after turning its automatic snapshot off (best effort:
+/// the table option `allow_auto_snapshot` exists from Cassandra 4.1), so emptying a table frees its disk.
+pub async fn truncate_table(session: &Session, sink: &str, schema: &TableSchema) -> Result<(), SinkError> {
+    no_auto_snapshot(session, schema).await;
+    run(session, sink, &format!("TRUNCATE {}", qualified(schema)), &format!("truncating {}", schema.id)).await
+}
+
+/// `DROP TABLE IF EXISTS "ks"."t"` (with its indexes), after turning its automatic snapshot off (best
+/// effort, as for [`truncate_table`]).
+pub async fn drop_table(session: &Session, sink: &str, schema: &TableSchema) -> Result<(), SinkError> {
+    no_auto_snapshot(session, schema).await;
+    run(session, sink, &format!("DROP TABLE IF EXISTS {}", qualified(schema)), &format!("dropping {}", schema.id)).await
+}
+
+/// `ALTER TABLE … WITH allow_auto_snapshot = false`; errors (an older Cassandra, an absent table) ignored.
+async fn no_auto_snapshot(session: &Session, schema: &TableSchema) {
+    let cql = format!("ALTER TABLE {} WITH allow_auto_snapshot = false", qualified(schema));
+    if let Err(e) = session.query_unpaged(cql, &[]).await {
+        tracing::debug!(table = %schema.id, error = %e, "allow_auto_snapshot not set");
+    }
 }
 
 /// `CREATE KEYSPACE IF NOT EXISTS`.

@@ -253,4 +253,27 @@ impl Sink for CassandraSink {
         }
         crate::scan::scan_keys(&self.session, &mut self.statements, &self.name, table, cursor, limit).await
     }
+
+    /// `TRUNCATE` of the table when it exists ([`crate::ddl::truncate_table`]); the table, its columns
+    /// and indexes stay.
+    async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        // Read afresh, not from the catalog: another sink may have dropped the table meanwhile.
+        if crate::ddl::read_table(&self.session, &self.name, &table.id).await?.is_none() {
+            return Ok(());
+        }
+        crate::ddl::truncate_table(&self.session, &self.name, table).await
+    }
+
+    /// `DROP TABLE IF EXISTS` ([`crate::ddl::drop_table`]); the keyspace stays. The sink forgets the table
+    /// and its prepared statements, so a later `prepare` or `apply` creates it again.
+    async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        self.catalog.forget(&table.id);
+        self.statements.forget(&crate::naming::qualified(table));
+        if crate::ddl::read_table(&self.session, &self.name, &table.id).await?.is_none() {
+            return Ok(());
+        }
+        crate::ddl::drop_table(&self.session, &self.name, table).await
+    }
 }

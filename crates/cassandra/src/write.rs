@@ -38,6 +38,12 @@ pub struct Statements {
 }
 
 impl Statements {
+    /// Forgets every statement naming `qualified` (`"ks"."t"`, a dropped table): a table created again
+    /// gets statements prepared against it.
+    pub fn forget(&mut self, qualified: &str) {
+        self.prepared.retain(|cql, _| !cql.contains(qualified));
+    }
+
     /// The prepared form of `cql`, preparing it on first use.
     pub async fn get(&mut self, session: &Session, sink: &str, cql: &str) -> Result<PreparedStatement, SinkError> {
         if let Some(p) = self.prepared.get(cql) {

@@ -49,18 +49,13 @@ async fn scan_keys_pages_through_single_and_composite_keys() {
         let mut changes = Vec::new();
         let mut want_single = Vec::new();
         for id in 0..23i64 {
-            changes.push(insert(&single, vec![Value::Int(id * 7 - 50), ts(1 + (id % 20) as u8)], 1, id as u32));
+            changes.push(insert(&single, vec![Value::Int(id * 7 - 50), ts(1 + (id % 20) as u8)]));
             want_single.push(vec![Value::Int(id * 7 - 50)]);
         }
         let mut want_composite = Vec::new();
-        for (i, region) in ["eu", "us", "e:u"].iter().enumerate() {
+        for region in ["eu", "us", "e:u"] {
             for id in 0..4i64 {
-                changes.push(insert(
-                    &composite,
-                    vec![Value::Int(id), Value::String(region.to_string())],
-                    1,
-                    100 + (i * 4) as u32 + id as u32,
-                ));
+                changes.push(insert(&composite, vec![Value::Int(id), Value::String(region.to_string())]));
                 want_composite.push(vec![Value::String(region.to_string()), Value::Int(id)]);
             }
         }

@@ -9,15 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use polyrepl_cassandra::{CassandraOptions, CassandraSink};
-use polyrepl_core::{
-    Batch, Checkpoint, ColumnKind, Date, DateTime, Position, Sink, SnapshotProgress, TableId, Time, Value,
-};
+use polyrepl_core::{Batch, Checkpoint, ColumnKind, Date, Position, Sink, SnapshotProgress, TableId, Time, Value};
 use scylla::value::{CqlDate, CqlDecimal, CqlTime, CqlTimestamp, CqlValue, CqlVarint, Row as CqlRow};
-
-#[allow(clippy::too_many_arguments)]
-fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> DateTime {
-    DateTime { date: Date { year: y, month: mo, day: d }, hour: h, minute: mi, second: s, micros, fsp }
-}
 
 fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
@@ -107,10 +100,10 @@ async fn type_suite_round_trips_with_exact_cql_types() {
             Value::Bytes(vec![0, 255, 0, 1, 2]),
             Value::Date(Date { year: 9999, month: 12, day: 31 }),
             Value::Time(Time { negative: false, hours: 23, minutes: 59, seconds: 59, micros: 999_999, fsp: 6 }),
-            Value::DateTime(dt(1969, 12, 31, 23, 59, 59, 999_000, 3)),
-            Value::DateTime(dt(2025, 11, 29, 12, 0, 1, 123_456, 6)),
-            Value::Timestamp(dt(2038, 1, 19, 3, 14, 7, 0, 0)),
-            Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 1, 6)),
+            Value::DateTime(datetime(1969, 12, 31, 23, 59, 59, 999_000, 3)),
+            Value::DateTime(datetime(2025, 11, 29, 12, 0, 1, 123_456, 6)),
+            Value::Timestamp(datetime(2038, 1, 19, 3, 14, 7, 0, 0)),
+            Value::Timestamp(datetime(1970, 1, 1, 0, 0, 1, 1, 6)),
             Value::Year(2155),
             Value::Json(serde_json::json!({"a": [1, -2.5, "😀", null, {"b": true}], "n": 18446744073709551615u64})),
             Value::Bit(u64::MAX),
@@ -137,10 +130,10 @@ async fn type_suite_round_trips_with_exact_cql_types() {
             Value::Bytes(vec![]),
             Value::Date(Date { year: 1000, month: 1, day: 1 }),
             Value::Time(Time { negative: false, hours: 0, minutes: 0, seconds: 0, micros: 0, fsp: 6 }),
-            Value::DateTime(dt(1000, 1, 1, 0, 0, 0, 0, 3)),
-            Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6)),
-            Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 0, 0)),
-            Value::Timestamp(dt(2038, 1, 19, 3, 14, 7, 999_999, 6)),
+            Value::DateTime(datetime(1000, 1, 1, 0, 0, 0, 0, 3)),
+            Value::DateTime(datetime(9999, 12, 31, 23, 59, 59, 999_999, 6)),
+            Value::Timestamp(datetime(1970, 1, 1, 0, 0, 1, 0, 0)),
+            Value::Timestamp(datetime(2038, 1, 19, 3, 14, 7, 999_999, 6)),
             Value::Year(1901),
             Value::Json(serde_json::json!("")),
             Value::Bit(0),
@@ -153,10 +146,10 @@ async fn type_suite_round_trips_with_exact_cql_types() {
         let mut zero_row = null_row.clone();
         zero_row[0] = Value::Int(4);
         zero_row[16] = Value::Date(Date { year: 0, month: 0, day: 0 });
-        zero_row[19] = Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 6));
-        zero_row[20] = Value::Timestamp(dt(0, 0, 0, 0, 0, 0, 0, 0));
+        zero_row[19] = Value::DateTime(datetime(0, 0, 0, 0, 0, 0, 0, 6));
+        zero_row[20] = Value::Timestamp(datetime(0, 0, 0, 0, 0, 0, 0, 0));
         let rows = [max_row.clone(), min_row.clone(), null_row.clone(), zero_row];
-        let changes = rows.iter().enumerate().map(|(i, r)| insert(&schema, r.clone(), 500, i as u32)).collect();
+        let changes = rows.iter().map(|r| insert(&schema, r.clone())).collect();
         sink.apply(&batch(changes, 500)).await.unwrap();
         assert_eq!(sink.mapping_counts().zero_dates, 3);
 
@@ -213,7 +206,7 @@ async fn type_suite_round_trips_with_exact_cql_types() {
         // A TIME a CQL time cannot hold is refused, naming the value.
         let mut bad = rows[2].clone();
         bad[17] = Value::Time(Time { negative: true, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 6 });
-        let err = sink.apply(&batch(vec![upsert(&schema, bad, 600, 0)], 600)).await.unwrap_err();
+        let err = sink.apply(&batch(vec![upsert(&schema, bad)], 600)).await.unwrap_err();
         assert!(!err.is_transient() && err.to_string().contains("-838:59:59"), "{err}");
     })
     .await;
@@ -250,7 +243,7 @@ async fn upsert_update_delete_replay_and_checkpoint() {
 
         // Snapshot rows at the hand-over position 1000, all with one timestamp.
         let snapshot = Batch {
-            changes: (1..=3).map(|i| insert(&t, row(i, Some("snap"), Some(i)), 1000, i as u32)).collect(),
+            changes: (1..=3).map(|i| at(insert(&t, row(i, Some("snap"), Some(i))), 1000, i as u32)).collect(),
             checkpoint: Checkpoint {
                 position: position(1000),
                 snapshot: Some(SnapshotProgress {
@@ -265,10 +258,10 @@ async fn upsert_update_delete_replay_and_checkpoint() {
         // Streaming: update with a NULL clears the old value; several changes to one key keep the last.
         let b1 = batch(
             vec![
-                upsert(&t, row(1, Some("one"), Some(10)), 1100, 0),
-                upsert(&t, row(1, Some("uno"), None), 1100, 1),
-                delete(&t, key(2), 1100, 2),
-                insert(&t, row(4, Some("four"), Some(4)), 1100, 3),
+                upsert(&t, row(1, Some("one"), Some(10))),
+                upsert(&t, row(1, Some("uno"), None)),
+                delete(&t, key(2)),
+                insert(&t, row(4, Some("four"), Some(4))),
             ],
             1100,
         );
@@ -283,8 +276,8 @@ async fn upsert_update_delete_replay_and_checkpoint() {
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(Checkpoint::streaming(position(1100))));
 
         // Delete, then re-insert the same key in a later transaction: the row lives again.
-        sink.apply(&batch(vec![delete(&t, key(3), 1200, 0)], 1200)).await.unwrap();
-        sink.apply(&batch(vec![insert(&t, row(3, Some("again"), None), 1300, 0)], 1300)).await.unwrap();
+        sink.apply(&batch(vec![delete(&t, key(3))], 1200)).await.unwrap();
+        sink.apply(&batch(vec![insert(&t, row(3, Some("again"), None))], 1300)).await.unwrap();
         let newest = vec![
             Some(row(1, Some("uno"), None)),
             None,
@@ -296,7 +289,7 @@ async fn upsert_update_delete_replay_and_checkpoint() {
         // Replaying older batches (a crash before the checkpoint, a resumed snapshot) changes nothing.
         sink.apply(&snapshot).await.unwrap();
         sink.apply(&b1).await.unwrap();
-        sink.apply(&batch(vec![delete(&t, key(3), 1200, 0)], 1200)).await.unwrap();
+        sink.apply(&batch(vec![delete(&t, key(3))], 1200)).await.unwrap();
         assert_eq!(
             read_ids(&mut sink, &t, &[1, 2, 3, 4]).await,
             newest,
@@ -304,9 +297,9 @@ async fn upsert_update_delete_replay_and_checkpoint() {
         );
 
         // The newest write of a key in the batch wins even when applied again.
-        sink.apply(&batch(vec![delete(&t, key(4), 1400, 0)], 1400)).await.unwrap();
+        sink.apply(&batch(vec![delete(&t, key(4))], 1400)).await.unwrap();
         assert_eq!(read_ids(&mut sink, &t, &[4]).await, vec![None]);
-        sink.apply(&batch(vec![insert(&t, row(4, Some("four"), Some(4)), 1100, 3)], 1100)).await.unwrap();
+        sink.apply(&batch(vec![insert(&t, row(4, Some("four"), Some(4)))], 1100)).await.unwrap();
         assert_eq!(
             read_ids(&mut sink, &t, &[4]).await,
             vec![None],
@@ -326,7 +319,7 @@ async fn added_columns_are_added_in_prepare_and_lazily_in_apply() {
     with_sink(|mut sink, keyspace| async move {
         let v1 = table(&keyspace, "evolving", vec![column("id", ColumnKind::Int), column("a", ColumnKind::VarChar)], vec![0]);
         sink.prepare(std::slice::from_ref(&v1)).await.unwrap();
-        sink.apply(&batch(vec![insert(&v1, vec![Value::Int(1), Value::String("x".into())], 100, 0)], 100)).await.unwrap();
+        sink.apply(&batch(vec![insert(&v1, vec![Value::Int(1), Value::String("x".into())])], 100)).await.unwrap();
 
         // The source gained a column (ALTER TABLE … ADD): the first change with the new schema adds it.
         let v2 = table(
@@ -335,7 +328,7 @@ async fn added_columns_are_added_in_prepare_and_lazily_in_apply() {
             vec![column("id", ColumnKind::Int), column("a", ColumnKind::VarChar), column("b", ColumnKind::Decimal { precision: 10, scale: 2 })],
             vec![0],
         );
-        sink.apply(&batch(vec![insert(&v2, vec![Value::Int(2), Value::String("y".into()), Value::Decimal("12.50".into())], 200, 0)], 200))
+        sink.apply(&batch(vec![insert(&v2, vec![Value::Int(2), Value::String("y".into()), Value::Decimal("12.50".into())])], 200))
             .await
             .unwrap();
         let back = sink.read_rows(&v2, &[vec![Value::Int(1)], vec![Value::Int(2)]]).await.unwrap();
@@ -381,7 +374,7 @@ async fn added_columns_are_added_in_prepare_and_lazily_in_apply() {
 
         // A source column whose type changed cannot be written into the old CQL column: a definite error.
         let retyped = table(&keyspace, "evolving", vec![column("id", ColumnKind::Int), column("a", ColumnKind::BigInt)], vec![0]);
-        let err = fresh.apply(&batch(vec![insert(&retyped, vec![Value::Int(3), Value::Int(5)], 300, 0)], 300)).await.unwrap_err();
+        let err = fresh.apply(&batch(vec![insert(&retyped, vec![Value::Int(3), Value::Int(5)])], 300)).await.unwrap_err();
         assert!(!err.is_transient() && err.to_string().contains("column 'a' is text"), "{err}");
 
         // A table Cassandra cannot name, or without a key, is refused up front.

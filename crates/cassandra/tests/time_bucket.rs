@@ -112,8 +112,8 @@ async fn rows_are_bucketed_by_day_and_move_between_buckets() {
         }
 
         let rows = [row(1, ts(29, 0), "a"), row(2, ts(29, 23), "b"), row(3, ts(30, 8), "c"), row(4, Value::Null, "d")];
-        let mut changes: Vec<_> = rows.iter().enumerate().map(|(i, r)| insert(&t, r.clone(), 100, i as u32)).collect();
-        changes.push(insert(&plain, vec![Value::Int(1), Value::String("p".into())], 100, 9));
+        let mut changes: Vec<_> = rows.iter().map(|r| insert(&t, r.clone())).collect();
+        changes.push(insert(&plain, vec![Value::Int(1), Value::String("p".into())]));
         sink.apply(&batch(changes, 100)).await.unwrap();
 
         assert_eq!(ids_in(&sink, &keyspace, "t", "2025-11-29").await, vec![1, 2]);
@@ -135,9 +135,7 @@ async fn rows_are_bucketed_by_day_and_move_between_buckets() {
 
         // Row 2 moves to the next day, row 4 gets a date, row 1 loses its date.
         let moved = [row(2, ts(30, 1), "b2"), row(4, ts(29, 12), "d2"), row(1, Value::Null, "a2")];
-        sink.apply(&batch(moved.iter().enumerate().map(|(i, r)| upsert(&t, r.clone(), 200, i as u32)).collect(), 200))
-            .await
-            .unwrap();
+        sink.apply(&batch(moved.iter().map(|r| upsert(&t, r.clone())).collect(), 200)).await.unwrap();
         assert_eq!(ids_in(&sink, &keyspace, "t", "2025-11-29").await, vec![4]);
         assert_eq!(ids_in(&sink, &keyspace, "t", "2025-11-30").await, vec![2, 3]);
         let back = sink.read_rows(&t, &keys).await.unwrap();
@@ -158,9 +156,7 @@ async fn a_bucket_column_added_later_is_added_lazily_by_month() {
     with_sink_query("time_bucket=ts:month", |mut sink, keyspace| async move {
         let v1 =
             table(&keyspace, "late", vec![column("id", ColumnKind::BigInt), column("v", ColumnKind::Text)], vec![0]);
-        sink.apply(&batch(vec![insert(&v1, vec![Value::Int(1), Value::String("x".into())], 100, 0)], 100))
-            .await
-            .unwrap();
+        sink.apply(&batch(vec![insert(&v1, vec![Value::Int(1), Value::String("x".into())])], 100)).await.unwrap();
         assert!(columns_of(&sink, &keyspace, "late").await.iter().all(|(c, _)| c != "polyrepl_bucket"));
 
         let v2 = table(
@@ -176,9 +172,7 @@ async fn a_bucket_column_added_later_is_added_lazily_by_month() {
             vec![Value::Int(3), Value::String("z".into()), day(1)],
             vec![Value::Int(4), Value::String("w".into()), zero],
         ];
-        sink.apply(&batch(rows.iter().enumerate().map(|(i, r)| insert(&v2, r.clone(), 200, i as u32)).collect(), 200))
-            .await
-            .unwrap();
+        sink.apply(&batch(rows.iter().map(|r| insert(&v2, r.clone())).collect(), 200)).await.unwrap();
         assert!(columns_of(&sink, &keyspace, "late")
             .await
             .contains(&("polyrepl_bucket".to_string(), "text".to_string())));
@@ -226,7 +220,7 @@ async fn the_longest_table_name_gets_its_index() {
             micros: 0,
             fsp: 0,
         });
-        sink.apply(&batch(vec![insert(&t, vec![Value::Int(7), at], 100, 0)], 100)).await.unwrap();
+        sink.apply(&batch(vec![insert(&t, vec![Value::Int(7), at])], 100)).await.unwrap();
         assert_eq!(ids_in(&sink, &keyspace, &name, "2025-11-29T13").await, vec![7]);
     })
     .await;

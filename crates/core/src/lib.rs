@@ -7,14 +7,14 @@
 pub mod change;
 pub mod checkpoint;
 pub mod collapse;
-#[cfg(feature = "test-utils")]
-pub mod memory_sink;
 pub mod position;
 pub mod redact;
 pub mod rowhash;
 pub mod schema;
 pub mod sink;
 pub mod tables;
+#[cfg(feature = "test-utils")]
+pub mod testkit;
 pub mod value;
 
 pub use change::{Batch, Change, Op, Row};

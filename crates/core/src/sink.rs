@@ -71,4 +71,13 @@ pub trait Sink: Send {
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError>;
+
+    /// Removes every row the sink holds for `table`, keeping what `prepare` created (collection, table,
+    /// indexes); idempotent. Not ordered with the pipeline's batches: the caller makes sure no batch for
+    /// `table` is in flight.
+    async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError>;
+
+    /// Removes `table` from the sink: its rows and whatever `prepare` created for it; idempotent (a
+    /// table the sink does not have is not an error).
+    async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError>;
 }

@@ -5,7 +5,7 @@
 //! Time is tokio's paused clock: sleeps (backoff, slow sinks) advance it instantly and exactly, so the
 //! waits are asserted to the millisecond without the tests taking that long.
 
-use polyrepl_core::memory_sink::{Fault, MemoryHandle, MemorySink};
+use polyrepl_core::testkit::memory_sink::{Fault, MemoryHandle, MemorySink};
 use polyrepl_core::{
     Batch, Change, Checkpoint, Column, ColumnKind, Op, Position, SinkError, SnapshotProgress, TableId, TableSchema,
     Value,

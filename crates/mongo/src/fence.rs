@@ -34,7 +34,7 @@ pub const MIN_IDS: usize = 100;
 /// Added to the fence's wait, for the killed command's second step and for noise.
 pub const FENCE_MARGIN: Duration = Duration::from_millis(500);
 /// The server's error code for a collection that does not exist.
-const NAMESPACE_NOT_FOUND: i32 = 26;
+pub(crate) const NAMESPACE_NOT_FOUND: i32 = 26;
 /// How long a `collStats` count is used before it is read again.
 pub const COUNT_REFRESH: Duration = Duration::from_secs(30);
 
@@ -82,6 +82,11 @@ impl DocCounts {
         };
         self.counts.insert(key, (count, Instant::now()));
         Ok(count)
+    }
+
+    /// Forgets the collection's count (it was emptied or dropped): the next `get` reads it again.
+    pub fn forget(&mut self, database: &str, collection: &str) {
+        self.counts.remove(&(database.to_string(), collection.to_string()));
     }
 
     /// Counts `inserted` more documents in the collection (until the next refresh).

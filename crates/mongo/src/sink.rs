@@ -220,6 +220,34 @@ impl Sink for MongoSink {
         check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::scan::scan_keys(&mut self.scan, &self.client, &self.name, &self.mapping, table, cursor, limit).await
     }
+
+    /// `delete_many({})` on the table's collection: the collection and its indexes stay. An absent
+    /// collection is left absent.
+    async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
+        collection
+            .delete_many(doc! {})
+            .await
+            .map_err(|e| classify(&self.name, &format!("removing every row of {}", table.id), &e))?;
+        self.doc_counts.forget(&table.id.database, &table.id.table);
+        Ok(())
+    }
+
+    /// Drops the table's collection (with its indexes); an absent collection is not an error.
+    async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
+        match collection.drop().await {
+            Ok(()) => {}
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == crate::fence::NAMESPACE_NOT_FOUND) =>
+                {}
+            Err(e) => return Err(classify(&self.name, &format!("dropping the collection of {}", table.id), &e)),
+        }
+        self.doc_counts.forget(&table.id.database, &table.id.table);
+        self.collections.retain(|(d, c)| !(d == &table.id.database && c == &table.id.table));
+        Ok(())
+    }
 }
 
 impl MongoSink {

@@ -8,11 +8,6 @@ use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime as BsonDate
 use polyrepl_core::{ColumnKind as K, Date, DateTime, Sink, Time, Value};
 use serde_json::json;
 
-#[allow(clippy::too_many_arguments)]
-fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> DateTime {
-    DateTime { date: Date { year: y, month: mo, day: d }, hour: h, minute: mi, second: s, micros, fsp }
-}
-
 fn millis(v: &DateTime) -> Bson {
     Bson::DateTime(BsonDateTime::from_millis(v.epoch_millis().unwrap()))
 }
@@ -54,10 +49,10 @@ async fn every_type_is_stored_exactly_and_reads_back() {
             ],
             vec![0],
         );
-        let dt3 = dt(2025, 11, 29, 12, 0, 1, 123_000, 3);
-        let dt6 = dt(2025, 11, 29, 12, 0, 1, 123_456, 6);
-        let ts0 = dt(2038, 1, 19, 3, 14, 7, 0, 0);
-        let ts6 = dt(2038, 1, 19, 3, 14, 7, 999_999, 6);
+        let dt3 = datetime(2025, 11, 29, 12, 0, 1, 123_000, 3);
+        let dt6 = datetime(2025, 11, 29, 12, 0, 1, 123_456, 6);
+        let ts0 = datetime(2038, 1, 19, 3, 14, 7, 0, 0);
+        let ts6 = datetime(2038, 1, 19, 3, 14, 7, 999_999, 6);
         let max_json = json!({"a": 1, "b": [true, null, 2.5, "x"], "c": {"d": "😀"}, "big": 9007199254740993i64});
         let max_row = vec![
             Value::Int(1),
@@ -85,10 +80,10 @@ async fn every_type_is_stored_exactly_and_reads_back() {
             Value::Enum("large".into()),
             Value::Set(vec!["a".into(), "c".into()]),
         ];
-        let min_dt3 = dt(1000, 1, 1, 0, 0, 0, 0, 3);
-        let min_dt6 = dt(1000, 1, 1, 0, 0, 0, 1, 6);
-        let min_ts0 = dt(1970, 1, 1, 0, 0, 1, 0, 0);
-        let min_ts6 = dt(1970, 1, 1, 0, 0, 1, 1, 6);
+        let min_dt3 = datetime(1000, 1, 1, 0, 0, 0, 0, 3);
+        let min_dt6 = datetime(1000, 1, 1, 0, 0, 0, 1, 6);
+        let min_ts0 = datetime(1970, 1, 1, 0, 0, 1, 0, 0);
+        let min_ts6 = datetime(1970, 1, 1, 0, 0, 1, 1, 6);
         let nested_json = json!([1, [2, [3]], {"$weird": {"a.b": []}}]);
         let min_row = vec![
             Value::Int(2),
@@ -118,7 +113,7 @@ async fn every_type_is_stored_exactly_and_reads_back() {
         ];
         let mut null_row = vec![Value::Null; t.columns.len()];
         null_row[0] = Value::Int(3);
-        let zero = dt(0, 0, 0, 0, 0, 0, 0, 0);
+        let zero = datetime(0, 0, 0, 0, 0, 0, 0, 0);
         let mut zero_row = null_row.clone();
         zero_row[0] = Value::Int(4);
         zero_row[13] = Value::Date(Date { year: 0, month: 0, day: 0 });

@@ -38,11 +38,12 @@
 //! Modules, one job each: [`connection`] (URL, probe, handshake), [`options`] (what to write besides
 //! rows), [`naming`] (where a row lives), [`mapping`] (values ⇄ field bytes), [`plan`] (collapse a batch
 //! per key), [`stream`] (change-stream entries), [`write`](mod@write) (MULTI/EXEC chunks), [`checkpoint`] (resume
-//! point), [`error`] (transient vs definite).
+//! point), [`error`] (transient vs definite), [`layout`] (removing a table's keys).
 
 pub mod checkpoint;
 pub mod connection;
 pub mod error;
+pub mod layout;
 pub mod mapping;
 pub mod naming;
 pub mod options;

@@ -93,7 +93,7 @@ pub fn table_prefix(prefix: Option<&str>, table: &TableSchema) -> Vec<u8> {
 }
 
 /// `bytes` with the glob characters of Redis's MATCH (`* ? [ ] \`) escaped.
-fn glob_escape(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn glob_escape(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + 4);
     for &b in bytes {
         if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {

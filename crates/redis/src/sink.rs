@@ -210,6 +210,20 @@ impl Sink for RedisSink {
         crate::scan::scan_keys(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table, cursor, limit)
             .await
     }
+
+    /// Deletes the table's row hashes (SCAN + UNLINK, every master of a cluster); keeps its change
+    /// stream ([`crate::layout`]).
+    async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await
+    }
+
+    /// Deletes the table's row hashes and its change stream ([`crate::layout`]).
+    async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await?;
+        crate::layout::delete_stream(&mut self.conn, &self.name, table).await
+    }
 }
 
 /// Decodes a stored hash into a row in column order (a missing field reads as NULL).

@@ -16,8 +16,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{batch, column, delete, insert, position, row, simple_table, table, unique, unsigned, upsert};
-use polyrepl_core::{Checkpoint, ColumnKind as K, Date, DateTime, Sink, Value};
+use common::{
+    batch, column, datetime, delete, insert, position, simple_row, simple_table, table, unique, unsigned, upsert,
+};
+use polyrepl_core::testkit::conformance::{run_all, Capabilities, Subject};
+use polyrepl_core::{Checkpoint, ColumnKind as K, Sink, Value};
 use polyrepl_redis::{RedisOptions, RedisSink};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -151,11 +154,6 @@ async fn exists(conn: &mut ClusterConnection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query_async::<i64>(conn).await.unwrap() == 1
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> DateTime {
-    DateTime { date: Date { year: y, month: mo, day: d }, hour: h, minute: mi, second: s, micros, fsp }
-}
-
 #[tokio::test]
 async fn the_sink_works_on_a_real_redis_cluster() {
     let cluster = match start_cluster().await {
@@ -193,7 +191,7 @@ async fn the_sink_works_on_a_real_redis_cluster() {
         (column("dec", K::Decimal { precision: 65, scale: 30 }), Value::Decimal(decimal)),
         (column("s", K::VarChar), Value::String("héllo 😀 Ω:{tag}".into())),
         (column("blob", K::Blob), Value::Bytes(vec![0, 1, 0, 0xff, 0xfe, 0])),
-        (column("dt6", K::DateTime { fsp: 6 }), Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6))),
+        (column("dt6", K::DateTime { fsp: 6 }), Value::DateTime(datetime(9999, 12, 31, 23, 59, 59, 999_999, 6))),
         (column("j", K::Json), Value::Json(serde_json::json!({"a": [1, -2.5, null], "e": "😀"}))),
         (
             column("set", K::Set { labels: vec!["a".into(), "b".into(), "c".into()] }),
@@ -224,7 +222,7 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     // Upsert / update / delete across many keys: they must land on every master.
     let t = simple_table(&db);
     let n = 400;
-    sink.apply(&batch((0..n).map(|i| insert(&t, row(i, Some(&format!("v{i}"))))).collect(), 200)).await.unwrap();
+    sink.apply(&batch((0..n).map(|i| insert(&t, simple_row(i, Some(&format!("v{i}"))))).collect(), 200)).await.unwrap();
     let slots: BTreeSet<u16> =
         (0..n).map(|i| polyrepl_redis::naming::hash_slot(format!("{db}:t:{i}").as_bytes())).collect();
     assert!(slots.len() > 300, "keys spread over many slots ({})", slots.len());
@@ -239,20 +237,20 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let mut changes = Vec::new();
     for i in 0..n {
         match i % 4 {
-            0 => changes.push(upsert(&t, row(i, Some("updated")))),
-            1 => changes.push(upsert(&t, row(i, None))),
+            0 => changes.push(upsert(&t, simple_row(i, Some("updated")))),
+            1 => changes.push(upsert(&t, simple_row(i, None))),
             2 => changes.push(delete(&t, vec![Value::Int(i)])),
             _ => {}
         }
     }
-    changes.push(insert(&t, row(10_000, Some("new"))));
+    changes.push(insert(&t, simple_row(10_000, Some("new"))));
     let second = batch(changes, 300);
     sink.apply(&second).await.unwrap();
     let expect = |i: i64| match i % 4 {
-        0 => Some(row(i, Some("updated"))),
-        1 => Some(row(i, None)),
+        0 => Some(simple_row(i, Some("updated"))),
+        1 => Some(simple_row(i, None)),
         2 => None,
-        _ => Some(row(i, Some(&format!("v{i}")))),
+        _ => Some(simple_row(i, Some(&format!("v{i}")))),
     };
     let check_all = |rows: Vec<Option<Vec<Value>>>| {
         for (i, r) in rows.into_iter().enumerate() {
@@ -294,7 +292,7 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let mut streamed = RedisSink::connect(&url, &spipe, options).await.unwrap();
     let st = table(&db, "s", vec![column("id", K::Int), column("v", K::VarChar)], vec![0]);
     streamed.prepare(std::slice::from_ref(&st)).await.unwrap();
-    let sb = batch((0..50).map(|i| insert(&st, row(i, Some("x")))).collect(), 400);
+    let sb = batch((0..50).map(|i| insert(&st, simple_row(i, Some("x")))).collect(), 400);
     streamed.apply(&sb).await.unwrap();
     let stream_key = format!("polyrepl:stream:{db}:s");
     let xlen = |raw: &mut ClusterConnection| {
@@ -322,7 +320,7 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let _: () = redis::cmd("SET").arg(&bad_stream).arg("not a stream").query_async(&mut raw).await.unwrap();
     let err = streamed.prepare(std::slice::from_ref(&bad)).await.expect_err("prepare sees the wrong type");
     assert!(err.to_string().contains("not a stream"), "{err}");
-    let failing = batch(vec![insert(&st, row(1000, Some("y"))), insert(&bad, row(1, Some("z")))], 500);
+    let failing = batch(vec![insert(&st, simple_row(1000, Some("y"))), insert(&bad, simple_row(1, Some("z")))], 500);
     let err = streamed.apply(&failing).await.expect_err("a slot transaction fails");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
     assert!(err.to_string().contains("checkpoint not written"), "{err}");
@@ -335,7 +333,48 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     let _: () = redis::cmd("DEL").arg(&bad_stream).query_async(&mut raw).await.unwrap();
     streamed.apply(&failing).await.unwrap();
     assert_eq!(streamed.load_checkpoint(&spipe).await.unwrap(), Some(Checkpoint::streaming(position(500))));
-    assert_eq!(streamed.read_rows(&bad, &[vec![Value::Int(1)]]).await.unwrap(), vec![Some(row(1, Some("z")))]);
+    assert_eq!(streamed.read_rows(&bad, &[vec![Value::Int(1)]]).await.unwrap(), vec![Some(simple_row(1, Some("z")))]);
+
+    // truncate_table and drop_table reach the keys on every master.
+    let rows_on_nodes = |pattern: String| {
+        let ports = cluster.ports.clone();
+        async move {
+            let mut total = 0;
+            for port in ports {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.unwrap();
+                total += keys.len();
+            }
+            total
+        }
+    };
+    assert!(rows_on_nodes(format!("{db}:t:*")).await > 300);
+    sink.truncate_table(&t).await.unwrap();
+    assert_eq!(rows_on_nodes(format!("{db}:t:*")).await, 0, "truncate_table left rows on a master");
+    assert!(sink.read_rows(&t, &keys).await.unwrap().iter().all(Option::is_none));
+    assert!(rows_on_nodes(format!("{db}:types:*")).await > 0, "truncate_table touched another table");
+    streamed.drop_table(&st).await.unwrap();
+    assert_eq!(rows_on_nodes(format!("{db}:s:*")).await, 0, "drop_table left rows on a master");
+    assert!(!exists(&mut raw, &stream_key).await, "drop_table left the change stream");
+
+    // The conformance kit, but for scan_keys (not supported on a cluster: a definite error).
+    let kit_pipeline = unique("pipe");
+    let mut kit_sink = RedisSink::connect(&url, &kit_pipeline, RedisOptions::default()).await.unwrap();
+    let reopen_url = url.clone();
+    let reopen_pipeline = kit_pipeline.clone();
+    let subject = Subject {
+        label: format!("redis cluster {url}"),
+        pipeline: kit_pipeline.clone(),
+        capabilities: Capabilities { no_key_scan: true, ..Default::default() },
+        reopen: Box::new(move || {
+            let (url, pipeline) = (reopen_url.clone(), reopen_pipeline.clone());
+            Box::pin(async move {
+                Box::new(RedisSink::connect(&url, &pipeline, RedisOptions::default()).await.unwrap()) as Box<dyn Sink>
+            })
+        }),
+    };
+    run_all(&mut kit_sink, &subject, &unique("prt")).await;
 
     drop(cluster);
 }

@@ -4,14 +4,9 @@
 mod common;
 
 use common::*;
-use polyrepl_core::{ColumnKind as K, Date, DateTime, Sink, Time, Value};
+use polyrepl_core::{ColumnKind as K, Date, Sink, Time, Value};
 use polyrepl_redis::RedisOptions;
 use serde_json::json;
-
-#[allow(clippy::too_many_arguments)]
-fn dt(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micros: u32, fsp: u8) -> DateTime {
-    DateTime { date: Date { year: y, month: mo, day: d }, hour: h, minute: mi, second: s, micros, fsp }
-}
 
 #[tokio::test]
 async fn every_kind_is_stored_as_exact_text_and_reads_back_equal() {
@@ -60,17 +55,17 @@ async fn every_kind_is_stored_as_exact_text_and_reads_back_equal() {
             ),
             (
                 column("dt6", K::DateTime { fsp: 6 }),
-                Value::DateTime(dt(9999, 12, 31, 23, 59, 59, 999_999, 6)),
+                Value::DateTime(datetime(9999, 12, 31, 23, 59, 59, 999_999, 6)),
                 b"9999-12-31 23:59:59.999999".to_vec(),
             ),
             (
                 column("dt0", K::DateTime { fsp: 0 }),
-                Value::DateTime(dt(0, 0, 0, 0, 0, 0, 0, 0)),
+                Value::DateTime(datetime(0, 0, 0, 0, 0, 0, 0, 0)),
                 b"0000-00-00 00:00:00".to_vec(),
             ),
             (
                 column("ts3", K::Timestamp { fsp: 3 }),
-                Value::Timestamp(dt(1970, 1, 1, 0, 0, 1, 5_000, 3)),
+                Value::Timestamp(datetime(1970, 1, 1, 0, 0, 1, 5_000, 3)),
                 b"1970-01-01 00:00:01.005".to_vec(),
             ),
             (column("y", K::Year), Value::Year(2155), b"2155".to_vec()),
@@ -149,7 +144,7 @@ async fn composite_and_binary_keys_round_trip() {
             ],
             vec![0, 1, 2],
         );
-        let stamp = Value::DateTime(dt(2025, 1, 2, 3, 4, 5, 0, 0));
+        let stamp = Value::DateTime(datetime(2025, 1, 2, 3, 4, 5, 0, 0));
         let r1 = vec![Value::String("x:y".into()), Value::Bytes(vec![0, b':', 0xff]), stamp.clone(), Value::Int(1)];
         let r2 = vec![Value::String("x".into()), Value::Bytes(b"y:\0\xff".to_vec()), stamp.clone(), Value::Int(2)];
         sink.apply(&batch(vec![insert(&t, r1.clone()), insert(&t, r2.clone())], 300)).await.unwrap();

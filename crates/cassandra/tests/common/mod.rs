@@ -1,22 +1,19 @@
 //! Shared helpers of the integration tests: the real Cassandra, a randomly named keyspace per test.
+//! Builders of test data come from the conformance kit.
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use futures::FutureExt;
 use polyrepl_cassandra::{CassandraOptions, CassandraSink};
-use polyrepl_core::{Batch, Change, Checkpoint, Column, ColumnKind, Op, Position, Row, TableId, TableSchema, Value};
+
+/// The test builders, one copy for every sink: the conformance kit's.
+pub use polyrepl_core::testkit::builders::*;
 
 /// The server under test: `POLYREPL_CASSANDRA_URL`, default the local Cassandra on port 9042.
 pub fn url() -> String {
     std::env::var("POLYREPL_CASSANDRA_URL").unwrap_or_else(|_| "cassandra://127.0.0.1:9042".to_string())
-}
-
-/// A fresh name for one test.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// Connects a sink for a fresh pipeline name.
@@ -61,46 +58,4 @@ where
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-}
-
-pub fn column(name: &str, kind: ColumnKind) -> Column {
-    Column { name: name.to_string(), kind, unsigned: false, nullable: true }
-}
-
-pub fn unsigned(name: &str, kind: ColumnKind) -> Column {
-    Column { name: name.to_string(), kind, unsigned: true, nullable: true }
-}
-
-pub fn table(keyspace: &str, name: &str, columns: Vec<Column>, primary_key: Vec<usize>) -> Arc<TableSchema> {
-    Arc::new(TableSchema { id: TableId::new(keyspace, name), columns, primary_key })
-}
-
-pub fn position(offset: u64) -> Position {
-    Position::new("binlog.000001", offset)
-}
-
-/// An update of `row` committed at `offset` as change `seq` of its transaction.
-pub fn upsert(table: &Arc<TableSchema>, row: Row, offset: u64, seq: u32) -> Change {
-    Change {
-        position: position(offset),
-        seq,
-        key: Change::key_of(table, &row),
-        table: table.clone(),
-        op: Op::Update,
-        after: Some(row),
-        source_ts: 0,
-    }
-}
-
-pub fn insert(table: &Arc<TableSchema>, row: Row, offset: u64, seq: u32) -> Change {
-    Change { op: Op::Insert, ..upsert(table, row, offset, seq) }
-}
-
-pub fn delete(table: &Arc<TableSchema>, key: Vec<Value>, offset: u64, seq: u32) -> Change {
-    Change { position: position(offset), seq, table: table.clone(), op: Op::Delete, key, after: None, source_ts: 0 }
-}
-
-/// A streaming batch whose checkpoint is `offset`.
-pub fn batch(changes: Vec<Change>, offset: u64) -> Batch {
-    Batch { changes, checkpoint: Checkpoint::streaming(position(offset)) }
 }

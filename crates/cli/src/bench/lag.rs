@@ -97,6 +97,14 @@ impl Sink for LagProbe {
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
         self.inner.scan_keys(table, cursor, limit).await
     }
+
+    async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        self.inner.truncate_table(table).await
+    }
+
+    async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        self.inner.drop_table(table).await
+    }
 }
 
 /// The value at quantile `q` (0..=1) of sorted `values` (nearest rank).

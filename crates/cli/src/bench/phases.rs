@@ -1,6 +1,7 @@
 //! The phases that drive polyrepl's own code: decode (the binlog reader alone), snapshot and cdc (the
-//! real `run`: [`polyrepl_engine::prepare`] untimed, then [`polyrepl_engine::run`] with `--stop-at-end`, timed), and
-//! the helpers every phase shares: reading the source rows, resetting a sink, dropping everything.
+//! real `run`: [`polyrepl_engine::prepare`] untimed, then [`polyrepl_engine::run`] with `--stop-at-end`,
+//! timed), and the helpers every phase shares: reading the source rows, resetting a sink, dropping
+//! everything (the sinks' tables through their own `Sink::drop_table`, never by hand).
 
 use super::data::Generated;
 use super::raw::Rounds;
@@ -41,48 +42,17 @@ pub async fn load_rows(bench: &Bench, table: &str) -> Result<(Arc<TableSchema>, 
 
 /// Empties what a sink holds of a bench table where that state would change the work of the next
 /// round: MongoDB (FerretDB turns inserts of existing keys into delete + insert) and Redis (DEL of an
-/// existing hash costs more). Cassandra writes cost the same either way and every write carries its
-/// position's timestamp, so its table is left as it is (a TRUNCATE would also leave a snapshot on disk).
+/// existing hash costs more), with the sink's own [`polyrepl_core::Sink::drop_table`] (the raw MongoDB
+/// round creates the collection again itself; `run` prepares it). Cassandra writes cost the same either
+/// way and every write carries its position's timestamp, so its table is left as it is.
 pub async fn reset_sink(bench: &Bench, kind: SinkKind, table: &str) -> Result<()> {
-    match kind {
-        SinkKind::Mongodb => {
-            let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await.context("connecting to MongoDB")?;
-            client
-                .database(&bench.db)
-                .collection::<Document>(table)
-                .drop()
-                .await
-                .context("dropping a bench collection")?;
-        }
-        SinkKind::Redis => unlink_matching(bench, &format!("{}:{table}:*", bench.db)).await?,
-        SinkKind::Cassandra => {}
+    if kind == SinkKind::Cassandra {
+        return Ok(());
     }
+    let schema = table_schema(bench, table).await?;
+    let mut sink = polyrepl_engine::open_sink(bench.sink_url(kind), "polyrepl_bench").await?;
+    sink.drop_table(&schema).await.with_context(|| format!("resetting {} in {}", schema.id, kind.label()))?;
     Ok(())
-}
-
-/// Deletes every Redis key matching `pattern` (SCAN + UNLINK).
-async fn unlink_matching(bench: &Bench, pattern: &str) -> Result<()> {
-    let client = redis::Client::open(bench.sink_url(SinkKind::Redis)).context("the Redis URL")?;
-    let mut conn = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await
-            .context("SCAN")?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut conn).await.context("UNLINK")?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
 
 /// The settings of a `run` of `table` into `kinds` under pipeline `name`.
@@ -279,7 +249,10 @@ pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds
 }
 
 /// Drops the bench database from the source and every selected sink, and the checkpoints of the
-/// pipelines the bench used. Tries every step and reports the first failure.
+/// pipelines the bench used. Every table of the bench database leaves each sink through the sink's own
+/// [`polyrepl_core::Sink::drop_table`]; what the trait does not cover is removed here: the (then empty)
+/// MongoDB database and Cassandra keyspace, and the checkpoints. Tries every step and reports the first
+/// failure.
 pub async fn drop_everything(bench: &Bench) -> Result<()> {
     let mut first_error: Option<anyhow::Error> = None;
     let mut keep = |r: Result<()>| {
@@ -287,9 +260,16 @@ pub async fn drop_everything(bench: &Bench) -> Result<()> {
             first_error.get_or_insert(e);
         }
     };
+    // The bench tables' schemas, read before the source database goes (no sink holds a table the source
+    // never had).
+    let mut tables: Vec<TableSchema> = Vec::new();
     keep(
         async {
             let mut conn = mysql_async::Conn::new(bench.url.opts(false)).await?;
+            if !bench.args.sinks.is_empty() {
+                let filter = TableFilter::new(&[format!("{}.*", bench.db)], &[]).map_err(|e| anyhow!("{e}"))?;
+                tables = polyrepl_mysql::schema::discover_tables(&mut conn, &filter, &bench.url.redacted()).await?;
+            }
             conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", bench.db)).await?;
             conn.disconnect().await?;
             Ok::<(), anyhow::Error>(())
@@ -299,6 +279,15 @@ pub async fn drop_everything(bench: &Bench) -> Result<()> {
     );
     let names: Vec<String> = bench.pipelines.lock().unwrap().clone();
     for &kind in &bench.args.sinks {
+        let dropped = async {
+            let mut sink = polyrepl_engine::open_sink(bench.sink_url(kind), "polyrepl_bench").await?;
+            for table in &tables {
+                sink.drop_table(table).await.with_context(|| format!("dropping {}", table.id))?;
+            }
+            Ok::<(), anyhow::Error>(())
+        }
+        .await;
+        keep(dropped.with_context(|| format!("dropping the bench tables from {}", kind.label())));
         let r = match kind {
             SinkKind::Mongodb => {
                 async {
@@ -314,7 +303,6 @@ pub async fn drop_everything(bench: &Bench) -> Result<()> {
             }
             SinkKind::Redis => {
                 async {
-                    unlink_matching(bench, &format!("{}:*", bench.db)).await?;
                     let client = redis::Client::open(bench.sink_url(kind))?;
                     let mut conn = client.get_multiplexed_async_connection().await?;
                     let keys: Vec<String> = names.iter().map(|n| polyrepl_redis::naming::checkpoint_key(n)).collect();
@@ -334,15 +322,6 @@ pub async fn drop_everything(bench: &Bench) -> Result<()> {
                     )
                     .await?;
                     let session = sink.session();
-                    // No snapshot of the bench tables on drop (Cassandra ≥ 4.1 table option; ignored if refused).
-                    for table in ["snap", "cdc", "lag"] {
-                        let _ = session
-                            .query_unpaged(
-                                format!("ALTER TABLE \"{}\".\"{table}\" WITH allow_auto_snapshot = false", bench.db),
-                                &[],
-                            )
-                            .await;
-                    }
                     session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{}\"", bench.db), &[]).await?;
                     for name in &names {
                         session

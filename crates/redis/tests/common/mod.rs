@@ -1,24 +1,21 @@
 //! Shared helpers of the integration tests: the real Redis, a randomly named source database per test
-//! (so row keys, stream keys and the checkpoint key of one test never meet another's), cleaned up after.
+//! (so row keys, stream keys and the checkpoint key of one test never meet another's), cleaned up after,
+//! and a look at the raw keys. Builders of test data come from the conformance kit.
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use futures::FutureExt;
-use polyrepl_core::{Batch, Change, Checkpoint, Column, ColumnKind, Op, Position, Row, TableId, TableSchema, Value};
 use polyrepl_redis::{RedisOptions, RedisSink};
 use redis::aio::MultiplexedConnection;
+
+/// The test builders, one copy for every sink: the conformance kit's.
+pub use polyrepl_core::testkit::builders::*;
 
 /// The server under test: `POLYREPL_REDIS_URL`, default the local Redis on port 6379.
 pub fn url() -> String {
     std::env::var("POLYREPL_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
-}
-
-/// A fresh name for one test.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
 /// A plain connection for checking what the sink wrote.
@@ -79,68 +76,6 @@ where
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
-}
-
-pub fn column(name: &str, kind: ColumnKind) -> Column {
-    Column { name: name.to_string(), kind, unsigned: false, nullable: true }
-}
-
-pub fn unsigned(name: &str, kind: ColumnKind) -> Column {
-    Column { name: name.to_string(), kind, unsigned: true, nullable: true }
-}
-
-pub fn table(database: &str, name: &str, columns: Vec<Column>, primary_key: Vec<usize>) -> Arc<TableSchema> {
-    Arc::new(TableSchema { id: TableId::new(database, name), columns, primary_key })
-}
-
-/// `id INT` key + `v VARCHAR`.
-pub fn simple_table(database: &str) -> Arc<TableSchema> {
-    table(database, "t", vec![column("id", ColumnKind::Int), column("v", ColumnKind::VarChar)], vec![0])
-}
-
-pub fn row(id: i64, v: Option<&str>) -> Row {
-    vec![Value::Int(id), v.map_or(Value::Null, |s| Value::String(s.into()))]
-}
-
-pub fn position(offset: u64) -> Position {
-    Position::new("binlog.000001", offset)
-}
-
-pub fn upsert(table: &Arc<TableSchema>, row: Row) -> Change {
-    Change {
-        position: position(100),
-        seq: 0,
-        key: Change::key_of(table, &row),
-        table: table.clone(),
-        op: Op::Update,
-        after: Some(row),
-        source_ts: 1_732_450_000,
-    }
-}
-
-pub fn insert(table: &Arc<TableSchema>, row: Row) -> Change {
-    Change { op: Op::Insert, ..upsert(table, row) }
-}
-
-pub fn delete(table: &Arc<TableSchema>, key: Vec<Value>) -> Change {
-    Change {
-        position: position(100),
-        seq: 0,
-        table: table.clone(),
-        op: Op::Delete,
-        key,
-        after: None,
-        source_ts: 1_732_450_000,
-    }
-}
-
-pub fn batch(changes: Vec<Change>, offset: u64) -> Batch {
-    let changes = changes
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Change { position: position(offset), seq: i as u32, ..c })
-        .collect();
-    Batch { changes, checkpoint: Checkpoint::streaming(position(offset)) }
 }
 
 /// The hash at `key`, fields sorted by name.

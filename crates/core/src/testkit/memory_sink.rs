@@ -9,6 +9,7 @@
 //!   state ([`MemoryHandle::reopen`]) to play a restart, and reads rows, checkpoints and the log of
 //!   applies while the pipeline owns the sink.
 
+use crate::collapse::check_change;
 use crate::rowhash::row_bytes;
 use crate::{Batch, Checkpoint, Op, Row, Sink, SinkError, TableId, TableSchema, Value};
 use async_trait::async_trait;
@@ -157,7 +158,10 @@ impl MemoryHandle {
     }
 }
 
+/// Writes the batch's changes in order, after checking every change's shape (nothing is written when
+/// one is malformed, as a real sink refuses the whole batch).
 fn write_changes(state: &mut State, batch: &Batch) -> Result<(), String> {
+    batch.changes.iter().try_for_each(check_change)?;
     for change in &batch.changes {
         let rows = state.tables.entry(change.table.id.clone()).or_default();
         let key = row_bytes(&change.key);
@@ -237,6 +241,18 @@ impl Sink for MemorySink {
         let s = self.handle.state();
         let rows = s.tables.get(&table.id);
         Ok(keys.iter().map(|k| rows.and_then(|r| r.get(&row_bytes(k))).map(|(_, row)| row.clone())).collect())
+    }
+
+    async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        if let Some(rows) = self.handle.state().tables.get_mut(&table.id) {
+            rows.clear();
+        }
+        Ok(())
+    }
+
+    async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        self.handle.state().tables.remove(&table.id);
+        Ok(())
     }
 
     async fn scan_keys(

@@ -1,0 +1,21 @@
+//! The in-memory sink the pipeline tests use passes the same conformance kit as the real sinks, so the
+//! pipeline tests rest on a sink that behaves like one.
+
+use polyrepl_core::testkit::conformance::{run_all, Capabilities, Subject};
+use polyrepl_core::testkit::memory_sink::MemorySink;
+use polyrepl_core::Sink;
+
+#[tokio::test]
+async fn the_memory_sink_passes_the_conformance_kit() {
+    let (mut sink, handle) = MemorySink::new("memory", "conformance");
+    let subject = Subject {
+        label: "memory".into(),
+        pipeline: "conformance".into(),
+        capabilities: Capabilities::default(),
+        reopen: Box::new(move || {
+            let handle = handle.clone();
+            Box::pin(async move { Box::new(handle.reopen()) as Box<dyn Sink> })
+        }),
+    };
+    run_all(&mut sink, &subject, "memdb").await;
+}
