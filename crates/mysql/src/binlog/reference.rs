@@ -6,10 +6,11 @@
 //! Invariants: it yields the same changes as `rows` (op, key and after image; position and seq are
 //! set at commit), including the primary-key update split into `Delete` + `Insert`.
 
+use super::rows::blank;
 use super::table_map::MappedTable;
 use crate::decode::from_binlog;
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
-use polyrepl_core::{Change, Op, Position, Value};
+use polyrepl_core::{Change, Op, Value};
 
 /// Decodes `rows` again with the reference decoder and fails if its changes differ from `fast`
 /// (the row-image decoder's changes of the same event).
@@ -67,15 +68,7 @@ fn decode_rows_reference(
         }
         Ok(values)
     };
-    let blank = |op: Op, key: Vec<Value>, after: Option<Vec<Value>>| Change {
-        position: Position::new("", 0),
-        seq: 0,
-        table: schema.clone(),
-        op,
-        key,
-        after,
-        source_ts: 0,
-    };
+    let blank = |op: Op, key: Vec<Value>, after: Option<Vec<Value>>| blank(schema, op, key, after);
     for item in rows.rows(tme) {
         let (before, after) = item.map_err(|e| format!("cannot parse a row of {}: {e}", schema.id))?;
         match kind {
