@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use polyrepl_core::{Column, SinkError, TableId, TableSchema};
+use polyrepl_core::{Column, ColumnKind, SinkError, TableId, TableSchema};
 use scylla::client::session::Session;
 
 use crate::connection::TimeBucket;
@@ -277,6 +277,15 @@ pub fn reconcile<'a>(state: &TableState, schema: &'a TableSchema) -> Result<Vec<
         match state.columns.get(&column.name) {
             None => missing.push(column),
             Some(have) if have == wanted => {}
+            Some(have) if matches!(column.kind, ColumnKind::Time { .. }) && have == "time" => {
+                return Err(format!(
+                    "table {}: column '{}' is a CQL time, made by an earlier polyrepl; a CQL time holds one day \
+                     only, so polyrepl now stores MySQL TIME (-838:59:59 … 838:59:59) as bigint microseconds. \
+                     Fix: drop the Cassandra table, then run `polyrepl run --resnapshot` with the same flags to \
+                     copy it again",
+                    schema.id, column.name
+                ))
+            }
             Some(have) => {
                 return Err(format!(
                     "table {}: column '{}' is {have} in Cassandra, but polyrepl maps its source type ({:?}{}) to {wanted}: \
@@ -365,8 +374,14 @@ mod tests {
         let mut wrong_type = state.clone();
         wrong_type.columns.insert("v".into(), "int".into());
         assert!(reconcile(&wrong_type, &s).unwrap_err().contains("column 'v' is int"));
-        let mut wrong_key = state;
+        let mut wrong_key = state.clone();
         wrong_key.partition_key = vec!["v".into()];
         assert!(reconcile(&wrong_key, &s).unwrap_err().contains("partition key"));
+        // A TIME column an earlier polyrepl made as a CQL time: the fix is said.
+        let timed = schema(&[("id", ColumnKind::Int), ("t", ColumnKind::Time { fsp: 0 })], vec![0]);
+        let mut old_time = state;
+        old_time.columns.insert("t".into(), "time".into());
+        let err = reconcile(&old_time, &timed).unwrap_err();
+        assert!(err.contains("bigint microseconds") && err.contains("--resnapshot"), "{err}");
     }
 }

@@ -15,8 +15,7 @@
 //! | CHAR/VARCHAR/TEXT                          | `text`                | the UTF-8 string ('' stays '', emoji intact)                      | `String`                 |
 //! | BINARY/VARBINARY/BLOB                      | `blob`                | the bytes (zero bytes and empty blobs intact)                     | `Bytes`                  |
 //! | DATE                                       | `date`                | days since 1970-01-01                                             | `Date`                   |
-//! | TIME, 00:00:00 ≤ v < 24:00:00              | `time`                | nanoseconds since midnight (microseconds kept)                    | `Time` (column fsp)      |
-//! | TIME negative or ≥ 24 h                    | `time`                | **refused**: a definite error naming table, column and value      | —                        |
+//! | TIME (−838:59:59.999999 … 838:59:59.999999)| `bigint`              | signed microseconds (a duration, as Debezium's MicroTime); CQL `time` holds one day only | `Time` (column fsp) |
 //! | DATETIME(0..3)                             | `timestamp`           | milliseconds since the epoch, the wall clock read as UTC          | `DateTime` (column fsp)  |
 //! | DATETIME(4..6)                             | `text`                | `YYYY-MM-DDTHH:MM:SS.ffffff` (microseconds kept)                  | `DateTime` (column fsp)  |
 //! | TIMESTAMP(0..3)                            | `timestamp`           | milliseconds since the epoch (UTC instant)                        | `Timestamp` (column fsp) |
@@ -33,19 +32,18 @@
 //! - For every value the source produces for a column, `from_cql(column, to_cql(column, v)) == v`, with
 //!   these documented exceptions: zero dates read back as NULL; DATETIME/TIMESTAMP with fsp ≤ 3 keep
 //!   milliseconds (MySQL has no more at that precision).
-//! - Writing a value that does not fit its column (a TIME outside 0..24 h, a value of the wrong
-//!   family) is an error naming the column, never a silent change of the value.
+//! - Writing a value that does not fit its column (a value of the wrong family) is an error naming the
+//!   column, never a silent change of the value.
 //! - Reading never fails: a CQL value of an unexpected type becomes a `Value::String` describing it,
 //!   so that verification reports the row as different instead of stopping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use polyrepl_core::{Column, ColumnKind, Date, DateTime, Time, Value};
-use scylla::value::{CqlDate, CqlDecimal, CqlTime, CqlTimestamp, CqlValue, CqlVarint};
+use scylla::value::{CqlDate, CqlDecimal, CqlTimestamp, CqlValue, CqlVarint};
 
 /// `CqlDate` counts days from 2^31 days before the Unix epoch.
 const CQL_DATE_EPOCH: i64 = 1 << 31;
-const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 /// Counters of values stored in a fallback form. Shared, cheap to update.
 #[derive(Debug, Default)]
@@ -82,7 +80,7 @@ pub fn cql_type(column: &Column) -> Result<&'static str, String> {
         }
         ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob => "blob",
         ColumnKind::Date => "date",
-        ColumnKind::Time { .. } => "time",
+        ColumnKind::Time { .. } => "bigint",
         ColumnKind::DateTime { fsp } | ColumnKind::Timestamp { fsp } if *fsp <= 3 => "timestamp",
         ColumnKind::DateTime { .. } | ColumnKind::Timestamp { .. } => "text",
         ColumnKind::Year => "int",
@@ -141,9 +139,7 @@ pub fn to_cql(column: &Column, value: &Value, stats: &MappingStats) -> Result<Op
             CqlValue::Blob(s.as_bytes().to_vec())
         }
         (ColumnKind::Date, Value::Date(d)) => CqlValue::Date(CqlDate((days_since_epoch(*d) + CQL_DATE_EPOCH) as u32)),
-        (ColumnKind::Time { .. }, Value::Time(t)) => {
-            CqlValue::Time(CqlTime(time_nanos(t).map_err(|e| format!("column '{}': {e}", column.name))?))
-        }
+        (ColumnKind::Time { .. }, Value::Time(t)) => CqlValue::BigInt(time_micros(t)),
         (ColumnKind::DateTime { fsp }, Value::DateTime(dt)) | (ColumnKind::Timestamp { fsp }, Value::Timestamp(dt))
             if *fsp <= 3 =>
         {
@@ -197,17 +193,7 @@ pub fn from_cql(column: &Column, value: Option<CqlValue>) -> Value {
         (ColumnKind::Char | ColumnKind::VarChar | ColumnKind::Text, CqlValue::Text(s)) => Value::String(s),
         (ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob, CqlValue::Blob(b)) => Value::Bytes(b),
         (ColumnKind::Date, CqlValue::Date(CqlDate(d))) => Value::Date(date_from_days(i64::from(d) - CQL_DATE_EPOCH)),
-        (ColumnKind::Time { fsp }, CqlValue::Time(CqlTime(nanos))) if (0..NANOS_PER_DAY).contains(&nanos) => {
-            let secs = nanos / 1_000_000_000;
-            Value::Time(Time {
-                negative: false,
-                hours: (secs / 3600) as u32,
-                minutes: (secs % 3600 / 60) as u8,
-                seconds: (secs % 60) as u8,
-                micros: (nanos % 1_000_000_000 / 1000) as u32,
-                fsp: *fsp,
-            })
-        }
+        (ColumnKind::Time { fsp }, CqlValue::BigInt(micros)) => Value::Time(time_from_micros(micros, *fsp)),
         (ColumnKind::DateTime { fsp }, CqlValue::Timestamp(CqlTimestamp(ms))) => Value::DateTime(from_millis(ms, *fsp)),
         (ColumnKind::Timestamp { fsp }, CqlValue::Timestamp(CqlTimestamp(ms))) => {
             Value::Timestamp(from_millis(ms, *fsp))
@@ -247,17 +233,30 @@ fn unexpected(column: &Column, value: &CqlValue) -> Value {
     Value::String(format!("unexpected CQL value for column '{}' ({:?}): {value:?}", column.name, column.kind))
 }
 
-/// Nanoseconds since midnight of a TIME, or why it has no CQL `time` form.
-fn time_nanos(t: &Time) -> Result<i64, String> {
-    if t.negative && (t.hours, t.minutes, t.seconds, t.micros) != (0, 0, 0, 0) || t.hours >= 24 {
-        return Err(format!(
-            "TIME '{}' is outside 00:00:00..24:00:00, which is all a CQL time can hold \
-             (store durations as INT seconds in the source, or exclude this table)",
-            t.mysql_text()
-        ));
-    }
+/// A TIME as signed microseconds: MySQL's TIME is a duration (−838:59:59.999999 … 838:59:59.999999),
+/// which a CQL `time` (one day) cannot hold.
+fn time_micros(t: &Time) -> i64 {
     let secs = i64::from(t.hours) * 3600 + i64::from(t.minutes) * 60 + i64::from(t.seconds);
-    Ok(secs * 1_000_000_000 + i64::from(t.micros) * 1000)
+    let magnitude = secs * 1_000_000 + i64::from(t.micros);
+    if t.negative {
+        -magnitude
+    } else {
+        magnitude
+    }
+}
+
+/// The TIME that [`time_micros`] wrote.
+fn time_from_micros(micros: i64, fsp: u8) -> Time {
+    let magnitude = micros.unsigned_abs();
+    let secs = magnitude / 1_000_000;
+    Time {
+        negative: micros < 0,
+        hours: (secs / 3600) as u32,
+        minutes: (secs % 3600 / 60) as u8,
+        seconds: (secs % 60) as u8,
+        micros: (magnitude % 1_000_000) as u32,
+        fsp,
+    }
 }
 
 fn from_millis(ms: i64, fsp: u8) -> DateTime {
@@ -534,12 +533,26 @@ mod tests {
             |h, m, s, us, fsp| Value::Time(Time { negative: false, hours: h, minutes: m, seconds: s, micros: us, fsp });
         round_trip(&col(ColumnKind::Time { fsp: 6 }, false), t(23, 59, 59, 999_999, 6));
         round_trip(&col(ColumnKind::Time { fsp: 0 }, false), t(0, 0, 0, 0, 0));
+        // The whole MySQL TIME range, negative values and hours beyond a day included (-440:39:45 stopped
+        // every sink when this was a CQL time).
+        let time = |negative, h, m, s, us| {
+            Value::Time(Time { negative, hours: h, minutes: m, seconds: s, micros: us, fsp: 6 })
+        };
+        for v in [
+            time(false, 838, 59, 59, 999_999),
+            time(true, 838, 59, 59, 999_999),
+            time(true, 440, 39, 45, 0),
+            time(true, 0, 0, 0, 500_000),
+            time(false, 24, 0, 0, 0),
+        ] {
+            round_trip(&col(ColumnKind::Time { fsp: 6 }, false), v);
+        }
         let stats = MappingStats::default();
-        let over = Value::Time(Time { negative: false, hours: 838, minutes: 59, seconds: 59, micros: 0, fsp: 0 });
-        let err = to_cql(&col(ColumnKind::Time { fsp: 0 }, false), &over, &stats).unwrap_err();
-        assert!(err.contains("838:59:59"), "{err}");
-        let negative = Value::Time(Time { negative: true, hours: 1, minutes: 0, seconds: 0, micros: 0, fsp: 0 });
-        assert!(to_cql(&col(ColumnKind::Time { fsp: 0 }, false), &negative, &stats).is_err());
+        assert_eq!(
+            to_cql(&col(ColumnKind::Time { fsp: 0 }, false), &time(true, 1, 0, 0, 1), &stats),
+            Ok(Some(CqlValue::BigInt(-3_600_000_001))),
+            "signed microseconds"
+        );
         // Zero dates: null, counted.
         let zero = Date { year: 0, month: 0, day: 0 };
         assert_eq!(to_cql(&col(ColumnKind::Date, false), &Value::Date(zero), &stats), Ok(None));

@@ -7,18 +7,13 @@ use polyrepl_cassandra::{CassandraOptions, CassandraSink};
 use polyrepl_core::testkit::conformance::{run_all, Capabilities, Subject};
 use polyrepl_core::Sink;
 
-/// What the Cassandra mapping documents ([`polyrepl_cassandra::mapping`]): zero dates read back as
-/// NULL, and a TIME outside one day is refused.
+/// What the Cassandra mapping documents ([`polyrepl_cassandra::mapping`]): zero dates read back as NULL.
 fn subject(sink: &CassandraSink) -> Subject {
     let (url, pipeline) = (url(), sink.pipeline().to_string());
     Subject {
         label: format!("cassandra {}", sink.name()),
         pipeline: pipeline.clone(),
-        capabilities: Capabilities {
-            zero_dates_read_as_null: true,
-            times_within_one_day_only: true,
-            ..Default::default()
-        },
+        capabilities: Capabilities { zero_dates_read_as_null: true, ..Default::default() },
         reopen: Box::new(move || {
             let (url, pipeline) = (url.clone(), pipeline.clone());
             Box::pin(async move {

@@ -341,3 +341,27 @@ async fn an_unreachable_sink_is_an_error_with_exit_code_2() {
     assert!(!err.contains("s3cret") && !out.contains("s3cret"), "the password must never be printed:\n{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// MySQL's whole TIME range (negative, beyond a day) reaches every sink, from the snapshot and from the
+/// binlog, and verify finds every sink equal. Cassandra's CQL `time` holds one day only: a TIME of
+/// -440:39:45 used to stop all three sinks at the snapshot.
+#[tokio::test]
+async fn times_beyond_a_day_reach_every_sink() {
+    let s = Setup::create("vtime").await;
+    s.db.exec(
+        "CREATE TABLE tm (id INT PRIMARY KEY, t TIME, t6 TIME(6)); \
+         INSERT INTO tm VALUES (1, '-440:39:45', '838:59:59.999999'), (2, '838:59:59', '-838:59:59.999999'), \
+         (3, '12:00:00', '-00:00:00.5')",
+    )
+    .await;
+    let (code, _, err) = run_polyrepl(&s.args("run", &["--stop-at-end"])).await;
+    assert_eq!(code, 0, "the snapshot of out-of-day TIMEs:\n{err}");
+    s.db.exec("INSERT INTO tm VALUES (4, '-1:00:00', '100:00:00.25'); UPDATE tm SET t = '-838:59:59' WHERE id = 3")
+        .await;
+    let (code, _, err) = run_polyrepl(&s.args("run", &["--stop-at-end"])).await;
+    assert_eq!(code, 0, "streaming out-of-day TIMEs:\n{err}");
+    let (code, out, err) = s.verify(&[]).await;
+    assert_eq!(code, 0, "every sink equals the source:\n{out}\n{err}");
+    let compared = out.lines().filter(|l| l.contains(".tm → ") && l.contains(": 4 compared, 0 missing")).count();
+    assert_eq!(compared, 3, "4 rows of tm compared in each of the 3 sinks:\n{out}");
+}

@@ -7,8 +7,8 @@
 //!   then; [`at`] places a change explicitly for a [`Batch`] built by hand.
 //! - The edge rows of [`type_table`] hold only values the source can produce for their columns
 //!   (DATETIME/TIMESTAMP with fsp ≤ 3 carry whole milliseconds, SET labels in definition order), and
-//!   TIME values within one day; [`out_of_day_times`] are the TIME values beyond it, apart because
-//!   not every sink can store them.
+//!   TIME values within one day; [`out_of_day_times`] are the TIME values beyond it and negative ones,
+//!   checked apart so that a failure names them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

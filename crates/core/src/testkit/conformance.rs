@@ -27,9 +27,6 @@ pub struct Capabilities {
     pub zero_dates_read_as_null: bool,
     /// A JSON document that is exactly `null` reads back as SQL NULL.
     pub json_null_reads_as_sql_null: bool,
-    /// TIME values outside `00:00:00 ≤ v < 24:00:00` are refused with a definite error (instead of
-    /// stored and read back exactly).
-    pub times_within_one_day_only: bool,
     /// `scan_keys` is not supported (e.g. on a Redis Cluster) and must answer a definite error.
     pub no_key_scan: bool,
 }
@@ -85,7 +82,7 @@ impl Subject {
 /// Runs every check, in order, in `database`.
 pub async fn run_all(sink: &mut dyn Sink, subject: &Subject, database: &str) {
     types_round_trip(sink, subject, database).await;
-    out_of_day_times_round_trip_or_refused(sink, subject, database).await;
+    out_of_day_times_round_trip(sink, subject, database).await;
     composite_keys(sink, subject, database).await;
     upsert_replaces_the_whole_row(sink, subject, database).await;
     delete_removes_the_row(sink, subject, database).await;
@@ -175,9 +172,9 @@ pub async fn types_round_trip(sink: &mut dyn Sink, subject: &Subject, database: 
     assert_rows(subject, check, &t, &got, &want);
 }
 
-/// TIME values beyond one day ([`out_of_day_times`]) round-trip, or, for a sink that cannot store them,
-/// are refused with a definite error that leaves the checkpoint where it was.
-pub async fn out_of_day_times_round_trip_or_refused(sink: &mut dyn Sink, subject: &Subject, database: &str) {
+/// TIME values beyond one day and negative ones ([`out_of_day_times`]), the whole range MySQL allows,
+/// round-trip: a sink must hold every TIME the source can produce.
+pub async fn out_of_day_times_round_trip(sink: &mut dyn Sink, subject: &Subject, database: &str) {
     let check = "out_of_day_times";
     let t = type_table(database, "kit_times");
     prepare(sink, subject, check, std::slice::from_ref(&t)).await;
@@ -193,30 +190,10 @@ pub async fn out_of_day_times_round_trip_or_refused(sink: &mut dyn Sink, subject
             r
         })
         .collect();
-    if subject.capabilities.times_within_one_day_only {
-        apply(sink, subject, check, &batch(vec![], 2_000)).await;
-        for (i, row) in rows.iter().enumerate() {
-            let b = batch(vec![insert(&t, row.clone())], 2_001 + i as u64);
-            let err = sink.apply(&b).await.expect_err(&format!(
-                "{}: a TIME beyond one day ({:?}) was accepted by a sink that says it refuses it",
-                subject.says(check),
-                row[types::TIME6]
-            ));
-            assert!(!err.is_transient(), "{}: refusing a TIME must be definite: {err}", subject.says(check));
-            let stored = ok(sink.load_checkpoint(&subject.pipeline).await, || subject.says(check)).await;
-            assert_eq!(
-                stored.map(|c| c.position),
-                Some(position(2_000)),
-                "{}: a refused batch moved the checkpoint",
-                subject.says(check)
-            );
-        }
-    } else {
-        apply(sink, subject, check, &batch(rows.iter().cloned().map(|r| insert(&t, r)).collect(), 2_000)).await;
-        let got = read(sink, subject, check, &t, &keys_of(&t, &rows)).await;
-        let want: Vec<Option<Row>> = rows.iter().map(|r| Some(subject.capabilities.expected_row(&t, r))).collect();
-        assert_rows(subject, check, &t, &got, &want);
-    }
+    apply(sink, subject, check, &batch(rows.iter().cloned().map(|r| insert(&t, r)).collect(), 2_000)).await;
+    let got = read(sink, subject, check, &t, &keys_of(&t, &rows)).await;
+    let want: Vec<Option<Row>> = rows.iter().map(|r| Some(subject.capabilities.expected_row(&t, r))).collect();
+    assert_rows(subject, check, &t, &got, &want);
 }
 
 /// `region VARCHAR, id INT, b VARBINARY, v INT` with the key `(region, id, b)` in that order (not column
