@@ -11,6 +11,7 @@
 
 use polyrepl_core::TableSchema;
 
+use crate::checkpoint::{CHECKPOINT_KEYSPACE, CHECKPOINT_TABLE};
 use crate::mapping::cql_type;
 
 /// Longest keyspace or table name Cassandra accepts.
@@ -36,6 +37,13 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
                 table.id
             ));
         }
+    }
+    if (table.id.database.as_str(), table.id.table.as_str()) == (CHECKPOINT_KEYSPACE, CHECKPOINT_TABLE) {
+        return Err(format!(
+            "table {} would be stored in {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE}, where polyrepl keeps its \
+             checkpoints: exclude the table",
+            table.id
+        ));
     }
     table.check_primary_key("its rows could not be addressed in Cassandra")?;
     for column in &table.columns {
@@ -65,5 +73,8 @@ mod tests {
         assert!(check_table(&table("shop-1", "orders", vec![0])).unwrap_err().contains("shop-1"));
         assert!(check_table(&table("shop", "orders", vec![])).unwrap_err().contains("no primary key"));
         assert!(check_table(&table(&"x".repeat(49), "t", vec![0])).is_err());
+        let own = check_table(&table("polyrepl", "polyrepl_checkpoints", vec![0])).unwrap_err();
+        assert!(own.contains("keeps its checkpoints"), "{own}");
+        assert!(check_table(&table("Polyrepl", "polyrepl_checkpoints", vec![0])).is_ok(), "a quoted name differs");
     }
 }

@@ -10,6 +10,7 @@
 use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use polyrepl_core::{TableSchema, Value};
 
+use crate::checkpoint::{CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
 use crate::mapping::Mapping;
 
 /// The field holding the primary key in every document.
@@ -27,6 +28,13 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
     if coll.is_empty() || coll.contains('$') || coll.contains('\0') || coll.starts_with("system.") {
         return Err(format!(
             "table name '{coll}' of {} is not a valid MongoDB collection name (no '$', not 'system.*')",
+            table.id
+        ));
+    }
+    if (db.as_str(), coll.as_str()) == (CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION) {
+        return Err(format!(
+            "table {} would be stored in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION}, where polyrepl keeps its \
+             checkpoints: exclude the table",
             table.id
         ));
     }
@@ -148,5 +156,29 @@ pub fn id_bytes(id: &Bson) -> Vec<u8> {
             wrapper.into_bytes()
         }
         Err(_) => format!("{id:?}").into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyrepl_core::{Column, ColumnKind, TableId};
+
+    fn table(db: &str, name: &str) -> TableSchema {
+        let id = Column { name: "id".into(), kind: ColumnKind::Int, unsigned: false, nullable: false };
+        TableSchema { id: TableId::new(db, name), columns: vec![id], primary_key: vec![0] }
+    }
+
+    #[test]
+    fn names_mongodb_cannot_hold_or_polyrepl_uses_are_refused() {
+        assert!(check_table(&table("shop", "orders")).is_ok());
+        assert!(check_table(&table("sh.op", "orders")).is_err());
+        assert!(check_table(&table("shop", "system.x")).is_err());
+        let own = check_table(&table(CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION)).unwrap_err();
+        assert!(own.contains("keeps its checkpoints"), "{own}");
+        assert!(
+            check_table(&table(CHECKPOINT_DATABASE, "orders")).is_ok(),
+            "other tables of a database named polyrepl"
+        );
     }
 }

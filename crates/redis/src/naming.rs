@@ -25,8 +25,18 @@ pub const CHECKPOINT_KEY_PREFIX: &str = "polyrepl:checkpoint:";
 /// Prefix of every change-stream key.
 pub const STREAM_KEY_PREFIX: &str = "polyrepl:stream:";
 
-/// Why a table cannot be stored in Redis, if it cannot.
-pub fn check_table(table: &TableSchema) -> Result<(), String> {
+/// Why a table cannot be stored in Redis under the row-key prefix `prefix`, if it cannot.
+pub fn check_table(prefix: Option<&str>, table: &TableSchema) -> Result<(), String> {
+    // Without a prefix, the rows of `polyrepl.checkpoint` and `polyrepl.stream` would share keys with
+    // polyrepl's own checkpoints and change streams, and overwrite them.
+    let rows_at = format!("{}:{}:", table.id.database, table.id.table);
+    if prefix.is_none() && [CHECKPOINT_KEY_PREFIX, STREAM_KEY_PREFIX].contains(&rows_at.as_str()) {
+        return Err(format!(
+            "the Redis keys of table {} ({rows_at}…) are where polyrepl keeps its own checkpoints or change \
+             streams: give the Redis sink a key prefix (redis://HOST:PORT?prefix=app:) or exclude the table",
+            table.id
+        ));
+    }
     for (what, name) in [("database", &table.id.database), ("table", &table.id.table)] {
         if name.is_empty() || name.contains(':') {
             return Err(format!(
@@ -170,10 +180,18 @@ mod tests {
 
     #[test]
     fn tables_that_cannot_be_keyed_are_refused() {
-        assert!(check_table(&table(vec![0])).is_ok());
-        assert!(check_table(&table(vec![])).is_err());
+        assert!(check_table(None, &table(vec![0])).is_ok());
+        assert!(check_table(None, &table(vec![])).is_err());
         let mut t = table(vec![0]);
         t.id.database = "a:b".into();
-        assert!(check_table(&t).is_err());
+        assert!(check_table(None, &t).is_err());
+        // polyrepl's own keys: refused without a prefix, fine with one.
+        for own in ["checkpoint", "stream"] {
+            let mut t = table(vec![0]);
+            t.id = polyrepl_core::TableId::new("polyrepl", own);
+            let err = check_table(None, &t).unwrap_err();
+            assert!(err.contains("key prefix"), "{err}");
+            assert!(check_table(Some("app:"), &t).is_ok());
+        }
     }
 }

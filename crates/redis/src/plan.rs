@@ -105,7 +105,8 @@ pub struct Plan<'a> {
 
 /// Collapses the batch's changes per key and builds the stream entries when `with_stream`.
 pub fn plan<'a>(batch: &'a Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan<'a>, String> {
-    let keys = collapse(&batch.changes, check_table, |change| row_key(prefix, &change.table, &change.key))?;
+    let keys =
+        collapse(&batch.changes, |t| check_table(prefix, t), |change| row_key(prefix, &change.table, &change.key))?;
     let rows = keys
         .into_iter()
         .map(|k| match k.row() {

@@ -99,7 +99,7 @@ impl Sink for RedisSink {
     /// Redis needs nothing created.
     async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
         for table in tables {
-            check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+            check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
             if self.options.stream.is_some() {
                 let key = stream_key(table);
                 let kind: String = redis::cmd("TYPE")
@@ -160,7 +160,7 @@ impl Sink for RedisSink {
     }
 
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         let redis_keys = keys.iter().map(|k| self.row_key(table, k)).collect::<Result<Vec<_>, _>>()?;
         if self.conn.is_cluster() {
             let reads: Vec<_> = redis_keys
@@ -206,7 +206,7 @@ impl Sink for RedisSink {
         cursor: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::scan::scan_keys(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table, cursor, limit)
             .await
     }
@@ -214,13 +214,13 @@ impl Sink for RedisSink {
     /// Deletes the table's row hashes (SCAN + UNLINK, every master of a cluster); keeps its change
     /// stream ([`crate::layout`]).
     async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await
     }
 
     /// Deletes the table's row hashes and its change stream ([`crate::layout`]).
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await?;
         crate::layout::delete_stream(&mut self.conn, &self.name, table).await
     }
