@@ -133,10 +133,13 @@ mod tests {
         Some(Checkpoint::streaming(Position::new(file, offset)))
     }
 
+    /// A streaming checkpoint, or one of a snapshot that has copied nothing yet, at `file:off`.
     fn cp(file: &str, off: u64, snap: bool) -> Checkpoint {
-        Checkpoint {
-            position: Position::new(file, off),
-            snapshot: snap.then(|| SnapshotProgress { done: vec![], current: None }),
+        let position = Position::new(file, off);
+        if snap {
+            nothing_copied(&position)
+        } else {
+            Checkpoint::streaming(position)
         }
     }
 

@@ -353,12 +353,16 @@ fn record_applied(stats: &SinkStats, batch: &Batch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polyrepl_core::{Position, SnapshotProgress};
+    use crate::checkpoints::nothing_copied;
+    use polyrepl_core::Position;
 
+    /// A streaming checkpoint, or one of a snapshot that has copied nothing yet, at `file:off`.
     fn cp(file: &str, off: u64, snap: bool) -> Checkpoint {
-        Checkpoint {
-            position: Position::new(file, off),
-            snapshot: snap.then(|| SnapshotProgress { done: vec![], current: None }),
+        let position = Position::new(file, off);
+        if snap {
+            nothing_copied(&position)
+        } else {
+            Checkpoint::streaming(position)
         }
     }
 

@@ -2,7 +2,7 @@
 //! [`polyrepl_core::Sink`] plus one entry in [`SINKS`].
 
 use crate::error::{EngineError, Result};
-use polyrepl_core::redact::redact_url;
+use polyrepl_core::redact::{redact_url, url_scheme};
 use polyrepl_core::{Sink, SinkError};
 use std::future::Future;
 use std::pin::Pin;
@@ -48,7 +48,7 @@ fn boxed(sink: impl Sink + 'static) -> Box<dyn Sink> {
 
 /// The kind of sink a URL names, if polyrepl knows its scheme.
 pub fn kind_of(url: &str) -> Option<&'static SinkKind> {
-    let scheme = url.split_once("://").map(|(s, _)| s)?;
+    let scheme = url_scheme(url)?;
     SINKS.iter().find(|k| k.schemes.contains(&scheme))
 }
 

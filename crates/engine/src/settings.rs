@@ -66,7 +66,7 @@ impl RunConfig {
     /// The pipeline's batching bounds for these settings (queue bounds stay the defaults).
     pub fn pipeline(&self) -> PipelineConfig {
         PipelineConfig {
-            max_batch_changes: self.batch_changes.max(1),
+            max_batch_changes: self.batch_changes,
             max_batch_delay: Duration::from_millis(self.batch_delay_ms),
             ..PipelineConfig::default()
         }

@@ -89,7 +89,7 @@ pub enum ProbeOutcome {
 
 /// The scheme of `url`, lowercased (`redis` when the URL has none).
 fn scheme(url: &str) -> String {
-    url.split_once("://").map_or("redis", |(s, _)| s).to_ascii_lowercase()
+    url_scheme(url).unwrap_or("redis").to_ascii_lowercase()
 }
 
 /// The URL reduced to scheme, host and port (`redis://127.0.0.1:6379`), with `/N` when the database
