@@ -87,15 +87,15 @@ mod tests {
 
     #[test]
     fn last_change_per_key_wins_with_its_timestamp() {
-        let batch = Batch {
-            changes: vec![
+        let batch = Batch::new(
+            vec![
                 change(Op::Insert, 1, Some("a"), 100, 0),
                 change(Op::Insert, 2, Some("b"), 100, 1),
                 change(Op::Delete, 1, None, 200, 0),
                 change(Op::Update, 2, None, 200, 1),
             ],
-            checkpoint: Checkpoint::streaming(Position::new("binlog.000001", 200)),
-        };
+            Checkpoint::streaming(Position::new("binlog.000001", 200)),
+        );
         let writes = plan(&batch).unwrap();
         assert_eq!(writes.len(), 2);
         assert_eq!(writes[0].kind, WriteKind::Delete);
@@ -106,13 +106,13 @@ mod tests {
 
     #[test]
     fn snapshot_rows_use_seq_zero() {
-        let batch = Batch {
-            changes: vec![change(Op::Insert, 1, Some("a"), 100, 0), change(Op::Insert, 2, Some("b"), 100, 7)],
-            checkpoint: Checkpoint {
-                position: Position::new("binlog.000001", 100),
-                snapshot: Some(SnapshotProgress { done: vec![], current: None }),
-            },
-        };
+        let batch = Batch::new(
+            vec![change(Op::Insert, 1, Some("a"), 100, 0), change(Op::Insert, 2, Some("b"), 100, 7)],
+            Checkpoint::snapshotting(
+                Position::new("binlog.000001", 100),
+                SnapshotProgress { done: vec![], current: None },
+            ),
+        );
         let writes = plan(&batch).unwrap();
         assert_eq!(writes[0].timestamp, writes[1].timestamp);
     }
@@ -121,8 +121,7 @@ mod tests {
     fn malformed_changes_are_errors() {
         let mut bad = change(Op::Insert, 1, Some("a"), 100, 0);
         bad.after = Some(vec![Value::Int(1)]);
-        let batch =
-            Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("binlog.000001", 100)) };
+        let batch = Batch::new(vec![bad], Checkpoint::streaming(Position::new("binlog.000001", 100)));
         assert!(plan(&batch).unwrap_err().contains("1 values for 2 columns"));
     }
 }

@@ -242,16 +242,13 @@ async fn upsert_update_delete_replay_and_checkpoint() {
         }
 
         // Snapshot rows at the hand-over position 1000, all with one timestamp.
-        let snapshot = Batch {
-            changes: (1..=3).map(|i| at(insert(&t, row(i, Some("snap"), Some(i))), 1000, i as u32)).collect(),
-            checkpoint: Checkpoint {
-                position: position(1000),
-                snapshot: Some(SnapshotProgress {
-                    done: vec![],
-                    current: Some((TableId::new(&keyspace, "items"), key(3))),
-                }),
-            },
-        };
+        let snapshot = Batch::new(
+            (1..=3).map(|i| at(insert(&t, row(i, Some("snap"), Some(i))), 1000, i as u32)).collect(),
+            Checkpoint::snapshotting(
+                position(1000),
+                SnapshotProgress { done: vec![], current: Some((TableId::new(&keyspace, "items"), key(3))) },
+            ),
+        );
         sink.apply(&snapshot).await.unwrap();
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(snapshot.checkpoint.clone()));
 

@@ -40,11 +40,47 @@ impl Change {
     }
 }
 
+/// A change to a table's layout in the sinks, ordered with the row changes (a schema change on the
+/// source, or the start of a table's online copy).
+#[derive(Debug, Clone)]
+pub enum TableOp {
+    /// Create what the table needs in the sink ([`crate::Sink::prepare`]), e.g. after CREATE or ALTER.
+    Prepare(Arc<TableSchema>),
+    /// Remove every row of the table ([`crate::Sink::truncate_table`]).
+    Truncate(Arc<TableSchema>),
+    /// Remove the table and its rows ([`crate::Sink::drop_table`]).
+    Drop(Arc<TableSchema>),
+}
+
+impl TableOp {
+    pub fn table(&self) -> &Arc<TableSchema> {
+        match self {
+            TableOp::Prepare(t) | TableOp::Truncate(t) | TableOp::Drop(t) => t,
+        }
+    }
+}
+
 /// Changes that a sink applies together, ending on a transaction boundary, with the checkpoint that
 /// is true once all of them are applied. Sinks store the checkpoint in the same atomic write where
 /// their database allows it.
+///
+/// A batch that carries `table_ops` has no row changes: the pipeline runs the operations, in order,
+/// before the sink stores the checkpoint (an operation replayed after a crash is idempotent).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub changes: Vec<Change>,
     pub checkpoint: Checkpoint,
+    pub table_ops: Vec<TableOp>,
+}
+
+impl Batch {
+    /// Row changes with the checkpoint that is true once they are applied.
+    pub fn new(changes: Vec<Change>, checkpoint: Checkpoint) -> Self {
+        Batch { changes, checkpoint, table_ops: vec![] }
+    }
+
+    /// Layout operations, run in order, with the checkpoint that is true once they are done.
+    pub fn table_ops(table_ops: Vec<TableOp>, checkpoint: Checkpoint) -> Self {
+        Batch { changes: vec![], checkpoint, table_ops }
+    }
 }

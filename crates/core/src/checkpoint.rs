@@ -12,18 +12,42 @@ pub struct SnapshotProgress {
     pub current: Option<(TableId, Vec<Value>)>,
 }
 
-/// A sink's resume point. While a snapshot runs, `position` is the binlog position that the snapshot is
-/// consistent with and streaming starts from; `snapshot` is `None` once the snapshot is complete.
+/// A table being copied while streaming goes on (an online copy), and how far the sink holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableCopy {
+    pub table: TableId,
+    /// The last primary key applied from the copy (`None`: nothing yet; the copy starts at the first row).
+    pub after: Option<Vec<Value>>,
+}
+
+/// A sink's resume point. While the initial snapshot runs, `position` is the binlog position that the
+/// snapshot is consistent with and streaming starts from; `snapshot` is `None` once it is complete.
+///
+/// While streaming, `copies` lists the tables being copied online (after a schema change, a table newly
+/// selected, a sink that joined): every other selected table is held completely.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub position: crate::Position,
     pub snapshot: Option<SnapshotProgress>,
+    /// Online copies in progress, in the order they run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<TableCopy>,
+    /// The table selection (`--tables`/`--exclude-tables`, see [`crate::TableFilter::spec`]) the sink's
+    /// tables were copied under, so a run with a wider selection copies the newly selected tables.
+    /// `None` in checkpoints written before polyrepl recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
 }
 
 impl Checkpoint {
-    /// A checkpoint for pure streaming from `position`.
+    /// A checkpoint for pure streaming from `position` (no copy in progress, selection not recorded).
     pub fn streaming(position: Position) -> Self {
-        Checkpoint { position, snapshot: None }
+        Checkpoint { position, snapshot: None, copies: vec![], selection: None }
+    }
+
+    /// A checkpoint of the initial snapshot at `position`, with its progress.
+    pub fn snapshotting(position: Position, progress: SnapshotProgress) -> Self {
+        Checkpoint { position, snapshot: Some(progress), copies: vec![], selection: None }
     }
 
     pub fn to_json(&self) -> String {

@@ -17,8 +17,8 @@ pub mod tables;
 pub mod testkit;
 pub mod value;
 
-pub use change::{Batch, Change, Op, Row};
-pub use checkpoint::{Checkpoint, SnapshotProgress};
+pub use change::{Batch, Change, Op, Row, TableOp};
+pub use checkpoint::{Checkpoint, SnapshotProgress, TableCopy};
 pub use collapse::{collapse, CollapsedKey};
 pub use position::Position;
 pub use schema::{Column, ColumnKind, TableId, TableSchema};

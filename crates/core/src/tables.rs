@@ -35,6 +35,20 @@ impl TableFilter {
         self.include.iter().map(|(d, t)| format!("{d}.{t}")).collect()
     }
 
+    /// The selection as one line (`include,include;exclude,exclude`), stored in checkpoints; read back by
+    /// [`TableFilter::from_spec`].
+    pub fn spec(&self) -> String {
+        let join = |v: &[(String, String)]| v.iter().map(|(d, t)| format!("{d}.{t}")).collect::<Vec<_>>().join(",");
+        format!("{};{}", join(&self.include), join(&self.exclude))
+    }
+
+    /// The filter a [`TableFilter::spec`] line describes.
+    pub fn from_spec(spec: &str) -> Result<Self, String> {
+        let (include, exclude) = spec.split_once(';').unwrap_or((spec, ""));
+        let list = |s: &str| s.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect::<Vec<_>>();
+        TableFilter::new(&list(include), &list(exclude))
+    }
+
     /// The databases named by the include patterns (`None` when a pattern is `*.…`).
     pub fn databases(&self) -> Option<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
@@ -75,5 +89,15 @@ mod tests {
         assert!(!f.matches(&TableId::new("crm", "leads")));
         assert_eq!(f.databases(), Some(vec!["shop".to_string(), "crm".to_string()]));
         assert!(TableFilter::new(&["shop".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn a_spec_reads_back_as_the_same_selection() {
+        let f = TableFilter::new(&["shop.*".into(), "crm.users".into()], &["shop.tmp_*".into()]).unwrap();
+        assert_eq!(f.spec(), "shop.*,crm.users;shop.tmp_*");
+        let back = TableFilter::from_spec(&f.spec()).unwrap();
+        assert_eq!(back.spec(), f.spec());
+        assert!(!back.matches(&TableId::new("shop", "tmp_x")));
+        assert_eq!(TableFilter::from_spec("a.b;").unwrap().spec(), "a.b;");
     }
 }

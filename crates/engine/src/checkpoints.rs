@@ -6,7 +6,8 @@
 //!
 //! Rules (each has a unit test below):
 //! 1. **Nothing copied yet.** A sink without a checkpoint needs a snapshot; so does a sink whose
-//!    checkpoint is a snapshot in progress ([`StartPlan::needs_snapshot`]).
+//!    checkpoint is a snapshot in progress. While no sink streams, that is the initial snapshot
+//!    ([`StartPlan::needs_snapshot`]); once one does, online copies (rule 6).
 //! 2. **Resume point across sinks.** Streaming starts at the smallest position any sink needs: the
 //!    smallest streaming checkpoint, or the snapshot's position where one runs ([`StartPlan`]). A
 //!    restarted snapshot continues after what *every* sink holds ([`snapshot_resume_point`]): tables done
@@ -23,8 +24,16 @@
 //! 5. **A re-snapshot's sweep** runs at the new snapshot's position with the checkpoint
 //!    [`nothing_copied`]; a run that finds such a checkpoint sweeps again before copying
 //!    ([`StartPlan::sweep_again`]), since the sweep may have been cut short.
+//! 6. **Online copies.** Once any sink streams, nothing stops it again: a sink with nothing (a new sink,
+//!    or one whose checkpoint was lost) and a sink in the middle of the initial snapshot get every table
+//!    copied online, while every sink keeps streaming ([`StartPlan::copies`]). So do tables the
+//!    selection newly matches, and copies in progress continue after the last key every sink holds
+//!    (from the first row where sinks disagree). Online chunks are full row images at their own
+//!    position, in stream order, so every sink can take them; a chunk at exactly a sink's position
+//!    carries copy progress the sink may not hold, so it is skipped only when the progress is the
+//!    same (rule 3).
 
-use polyrepl_core::{Checkpoint, Position, SnapshotProgress};
+use polyrepl_core::{Checkpoint, Position, SnapshotProgress, TableCopy, TableFilter, TableId};
 
 /// True when a sink that holds `held` already has the effect of a batch whose checkpoint is `batch`.
 pub fn already_applied(batch: &Checkpoint, held: &Option<Checkpoint>) -> bool {
@@ -32,9 +41,52 @@ pub fn already_applied(batch: &Checkpoint, held: &Option<Checkpoint>) -> bool {
         (None, _) => false,
         // A sink whose snapshot is complete holds every snapshot chunk…
         (Some(h), Some(_)) => h.snapshot.is_none(),
-        // …and every streamed transaction up to its position.
-        (Some(h), None) => h.snapshot.is_none() && batch.position <= h.position,
+        // …and every streamed transaction up to its position (at its position: the same copy progress).
+        (Some(h), None) => {
+            h.snapshot.is_none()
+                && (batch.position < h.position || (batch.position == h.position && batch.copies == h.copies))
+        }
     }
+}
+
+/// The online copies a run starts with, given each sink's checkpoint, the selected tables (in order)
+/// (rule 6). Empty when no sink streams yet (the initial snapshot copies everything).
+pub fn online_copies(checkpoints: &[Option<Checkpoint>], tables: &[TableId]) -> Vec<TableCopy> {
+    let streaming: Vec<&Checkpoint> = checkpoints.iter().flatten().filter(|c| c.snapshot.is_none()).collect();
+    if streaming.is_empty() {
+        return vec![];
+    }
+    let anyone_needs_all = checkpoints.iter().any(|c| c.as_ref().is_none_or(|c| c.snapshot.is_some()));
+    let mut wanted: Vec<TableId> = Vec::new();
+    for table in tables {
+        let newly_selected = |c: &&Checkpoint| {
+            c.selection
+                .as_deref()
+                .and_then(|spec| TableFilter::from_spec(spec).ok())
+                .is_some_and(|old| !old.matches(table))
+        };
+        let in_progress = streaming.iter().any(|c| c.copies.iter().any(|copy| &copy.table == table));
+        if anyone_needs_all || in_progress || streaming.iter().any(newly_selected) {
+            wanted.push(table.clone());
+        }
+    }
+    wanted
+        .into_iter()
+        .map(|table| {
+            // Resume after the last key only when every sink holding part of the copy agrees and no sink
+            // needs the whole table (keys are compared for equality: the server's collation orders them).
+            let progress: Vec<Option<&Option<Vec<polyrepl_core::Value>>>> = streaming
+                .iter()
+                .map(|c| c.copies.iter().find(|copy| copy.table == table).map(|copy| &copy.after))
+                .collect();
+            let whole_table_somewhere = anyone_needs_all || progress.iter().any(Option::is_none);
+            let mut keys = progress.iter().flatten();
+            let first = keys.next().cloned().cloned().flatten();
+            let agree = keys.all(|k| k.as_ref() == first.as_ref());
+            let after = if whole_table_somewhere || !agree { None } else { first };
+            TableCopy { table, after }
+        })
+        .collect()
 }
 
 /// The snapshot to resume, given each sink's checkpoint; `None` when no sink has one in progress
@@ -54,17 +106,17 @@ pub fn snapshot_resume_point(checkpoints: &[Option<Checkpoint>]) -> Option<Check
         let current = first.current.clone().filter(|c| in_progress.iter().all(|(_, p)| p.current.as_ref() == Some(c)));
         SnapshotProgress { done, current }
     };
-    Some(Checkpoint { position, snapshot: Some(progress) })
+    Some(Checkpoint::snapshotting(position, progress))
 }
 
 /// The checkpoint of a snapshot at `position` once every table is copied: the hand-over to streaming.
-pub fn snapshot_complete(position: &Position) -> Checkpoint {
-    Checkpoint::streaming(position.clone())
+pub fn snapshot_complete(position: &Position, selection: &TableFilter) -> Checkpoint {
+    Checkpoint { selection: Some(selection.spec()), ..Checkpoint::streaming(position.clone()) }
 }
 
 /// The checkpoint of a re-snapshot that has copied nothing yet (its sweep runs under it).
 pub fn nothing_copied(position: &Position) -> Checkpoint {
-    Checkpoint { position: position.clone(), snapshot: Some(SnapshotProgress { done: vec![], current: None }) }
+    Checkpoint::snapshotting(position.clone(), SnapshotProgress { done: vec![], current: None })
 }
 
 /// True when `progress` is the state [`nothing_copied`] stores: a sweep may have been cut short.
@@ -84,14 +136,19 @@ pub struct StartPlan {
     /// The smallest streaming checkpoint: where streaming starts, unless a snapshot's position is
     /// earlier (see [`StartPlan::stream_from`]).
     pub smallest_streaming: Option<Position>,
+    /// The online copies streaming starts with (rule 6).
+    pub copies: Vec<TableCopy>,
 }
 
 impl StartPlan {
     /// The plan for sinks holding `checkpoints` (`None`: a sink with no checkpoint, or one told to
     /// copy everything again).
     pub fn from_checkpoints(checkpoints: &[Option<Checkpoint>]) -> StartPlan {
+        let anyone_streams = checkpoints.iter().flatten().any(|c| c.snapshot.is_none());
         StartPlan {
-            needs_snapshot: checkpoints.iter().any(|c| c.as_ref().is_none_or(|c| c.snapshot.is_some())),
+            // Once a sink streams, sinks that need tables get them by online copies (rule 6).
+            needs_snapshot: !anyone_streams
+                && checkpoints.iter().any(|c| c.as_ref().is_none_or(|c| c.snapshot.is_some())),
             resume_snapshot: snapshot_resume_point(checkpoints),
             sweep_again: checkpoints.iter().flatten().any(|c| c.snapshot.as_ref().is_some_and(is_nothing_copied)),
             smallest_streaming: checkpoints
@@ -100,7 +157,13 @@ impl StartPlan {
                 .filter(|c| c.snapshot.is_none())
                 .map(|c| c.position.clone())
                 .min(),
+            copies: vec![],
         }
+    }
+
+    /// This plan with the online copies the selected `tables` need (rule 6).
+    pub fn with_online_copies(self, checkpoints: &[Option<Checkpoint>], tables: &[TableId]) -> StartPlan {
+        StartPlan { copies: online_copies(checkpoints, tables), ..self }
     }
 
     /// Where streaming starts once the snapshot (if any) is done at `snapshot_position`: the smaller of
@@ -120,13 +183,13 @@ mod tests {
 
     fn at(offset: u64, done: &[&str], current: Option<(&str, i64)>) -> Option<Checkpoint> {
         let id = |t: &str| TableId::new("db", t);
-        Some(Checkpoint {
-            position: Position::new("binlog.000001", offset),
-            snapshot: Some(SnapshotProgress {
+        Some(Checkpoint::snapshotting(
+            Position::new("binlog.000001", offset),
+            SnapshotProgress {
                 done: done.iter().map(|t| id(t)).collect(),
                 current: current.map(|(t, k)| (id(t), vec![Value::Int(k)])),
-            }),
-        })
+            },
+        ))
     }
 
     fn streaming(file: &str, offset: u64) -> Option<Checkpoint> {
@@ -146,9 +209,11 @@ mod tests {
     // Rule 1
     #[test]
     fn a_sink_with_nothing_or_a_snapshot_in_progress_needs_a_snapshot() {
-        assert!(StartPlan::from_checkpoints(&[streaming("b.000001", 9), None]).needs_snapshot);
-        assert!(StartPlan::from_checkpoints(&[streaming("b.000001", 9), at(4, &[], Some(("t", 1)))]).needs_snapshot);
+        assert!(StartPlan::from_checkpoints(&[None, None]).needs_snapshot);
+        assert!(StartPlan::from_checkpoints(&[None, at(4, &[], Some(("t", 1)))]).needs_snapshot);
         assert!(!StartPlan::from_checkpoints(&[streaming("b.000001", 9), streaming("b.000002", 4)]).needs_snapshot);
+        // Once a sink streams, the others get online copies instead (rule 6).
+        assert!(!StartPlan::from_checkpoints(&[streaming("b.000001", 9), None]).needs_snapshot);
     }
 
     // Rule 2
@@ -211,12 +276,14 @@ mod tests {
     #[test]
     fn the_hand_over_is_a_streaming_checkpoint_at_the_snapshot_position() {
         let p = Position::new("b.000003", 77);
-        let done = snapshot_complete(&p);
+        let done = snapshot_complete(&p, &TableFilter::new(&["db.*".into()], &[]).unwrap());
+        assert_eq!(done.selection.as_deref(), Some("db.*;"));
         assert_eq!(done.snapshot, None);
         assert_eq!(done.position, p);
         // A sink that stored the hand-over skips every chunk of that snapshot, but no later transaction.
         assert!(already_applied(&cp("b.000003", 77, true), &Some(done.clone())));
-        assert!(!already_applied(&cp("b.000003", 78, false), &Some(done)));
+        assert!(!already_applied(&cp("b.000003", 78, false), &Some(done.clone())));
+        assert!(already_applied(&Checkpoint { selection: None, ..done.clone() }, &Some(done)), "selection is no progress");
     }
 
     // Rule 5
@@ -228,5 +295,84 @@ mod tests {
         assert!(StartPlan::from_checkpoints(&[Some(swept), streaming("b.000001", 4)]).sweep_again);
         assert!(!StartPlan::from_checkpoints(&[at(4, &["a"], None)]).sweep_again);
         assert!(!StartPlan::from_checkpoints(&[None]).sweep_again);
+    }
+
+    // Rule 6
+    fn copying(file: &str, off: u64, copies: &[(&str, Option<i64>)], selection: Option<&str>) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            copies: copies
+                .iter()
+                .map(|(t, k)| TableCopy { table: TableId::new("db", *t), after: k.map(|k| vec![Value::Int(k)]) })
+                .collect(),
+            selection: selection.map(str::to_string),
+            ..Checkpoint::streaming(Position::new(file, off))
+        })
+    }
+
+    fn ids(names: &[&str]) -> Vec<TableId> {
+        names.iter().map(|t| TableId::new("db", *t)).collect()
+    }
+
+    fn plan(checkpoints: &[Option<Checkpoint>], tables: &[&str]) -> Vec<(String, Option<i64>)> {
+        let plan = StartPlan::from_checkpoints(checkpoints).with_online_copies(checkpoints, &ids(tables));
+        plan.copies
+            .into_iter()
+            .map(|c| {
+                let key = c.after.map(|k| match k[0] {
+                    Value::Int(i) => i,
+                    _ => unreachable!(),
+                });
+                (c.table.table, key)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sink_joining_streaming_sinks_gets_every_table_online_and_nobody_stops_streaming() {
+        let cps = [streaming("b.000002", 4), None];
+        let p = StartPlan::from_checkpoints(&cps);
+        assert!(!p.needs_snapshot, "no initial snapshot once a sink streams");
+        assert_eq!(plan(&cps, &["a", "b"]), vec![("a".into(), None), ("b".into(), None)]);
+        // A sink in the middle of the initial snapshot joins the same way.
+        let cps = [streaming("b.000002", 4), at(100, &["a"], Some(("b", 5)))];
+        assert!(!StartPlan::from_checkpoints(&cps).needs_snapshot);
+        assert_eq!(plan(&cps, &["a", "b"]), vec![("a".into(), None), ("b".into(), None)]);
+        // Nobody streams yet: the initial snapshot copies, no online copy.
+        assert_eq!(plan(&[None, at(100, &["a"], None)], &["a"]), vec![]);
+        assert!(StartPlan::from_checkpoints(&[None]).needs_snapshot);
+    }
+
+    #[test]
+    fn copies_resume_after_the_key_every_sink_holds() {
+        let agree = [copying("b.000002", 9, &[("a", Some(50))], None), copying("b.000002", 4, &[("a", Some(50))], None)];
+        assert_eq!(plan(&agree, &["a", "b"]), vec![("a".into(), Some(50))]);
+        let disagree =
+            [copying("b.000002", 9, &[("a", Some(60))], None), copying("b.000002", 4, &[("a", Some(50))], None)];
+        assert_eq!(plan(&disagree, &["a", "b"]), vec![("a".into(), None)]);
+        // A sink that holds the table completely does not limit the others.
+        let one = [copying("b.000002", 9, &[("a", Some(60))], None), streaming("b.000002", 20)];
+        assert_eq!(plan(&one, &["a"]), vec![("a".into(), None)], "the finished sink's copy ended: from the start");
+        // A copy of a table no longer selected (or gone) is dropped.
+        assert_eq!(plan(&[copying("b.000002", 9, &[("gone", Some(1))], None)], &["a"]), vec![]);
+    }
+
+    #[test]
+    fn tables_the_selection_newly_matches_are_copied() {
+        let cps = [copying("b.000002", 9, &[], Some("db.a;")), copying("b.000002", 9, &[], Some("db.*;db.c"))];
+        assert_eq!(plan(&cps, &["a", "b", "c"]), vec![("b".into(), None), ("c".into(), None)]);
+        // Checkpoints from before the selection was recorded: nothing is assumed new.
+        assert_eq!(plan(&[streaming("b.000002", 9)], &["a", "b"]), vec![]);
+    }
+
+    #[test]
+    fn a_chunk_at_a_sinks_position_is_skipped_only_with_the_same_progress() {
+        let held = copying("b.000002", 500, &[("a", Some(10))], None);
+        let same = copying("b.000002", 500, &[("a", Some(10))], None).unwrap();
+        let further = copying("b.000002", 500, &[("a", Some(20))], None).unwrap();
+        let done = copying("b.000002", 500, &[], None).unwrap();
+        assert!(already_applied(&same, &held));
+        assert!(!already_applied(&further, &held));
+        assert!(!already_applied(&done, &held));
+        assert!(already_applied(&copying("b.000002", 499, &[("a", Some(20))], None).unwrap(), &held));
     }
 }

@@ -38,6 +38,9 @@ pub enum EngineError {
     /// The settings cannot work (unknown sink scheme, malformed table pattern…).
     #[error("{0}")]
     Settings(String),
+    /// A schema change (or a statement-logged change) on the source that polyrepl cannot follow.
+    #[error("{0}")]
+    SchemaChange(String),
     /// A task of the engine died (a panic): a bug, reported as such.
     #[error("internal error: {0}")]
     Internal(String),

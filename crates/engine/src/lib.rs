@@ -2,7 +2,9 @@
 //!
 //! - [`startup`]: source checks, sinks opened through the [`registry`], prepared, checkpoints loaded.
 //! - [`replication`]: the initial snapshot where a sink needs one ([`snapshot`]), the `--resnapshot`
-//!   sweep ([`sweep`]), then binlog streaming with reconnects ([`stream`]), all feeding the [`pipeline`].
+//!   sweep ([`sweep`]), then binlog streaming with reconnects ([`stream`]), all feeding the [`pipeline`];
+//!   while streaming, tables are copied online ([`online`]) and schema changes followed
+//!   ([`schema_changes`]).
 //! - [`checkpoints`]: every rule about checkpoints (where to resume, what a sink already holds).
 //! - [`metrics`]: the counters a run keeps; the binary renders them (Prometheus text, JSON).
 //! - [`settings`]: a run's resolved settings and their defaults, in one place.
@@ -10,9 +12,11 @@
 pub mod checkpoints;
 pub mod error;
 pub mod metrics;
+pub mod online;
 pub mod pipeline;
 pub mod registry;
 pub mod replication;
+pub mod schema_changes;
 pub mod settings;
 pub mod snapshot;
 pub mod startup;

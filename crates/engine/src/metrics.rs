@@ -35,6 +35,10 @@ pub struct SourceStats {
     pub last_source_ts: AtomicU64,
     pub position: Mutex<Option<String>>,
     pub per_table: Mutex<BTreeMap<String, u64>>,
+    /// Rows handed over per table by online copies in progress (a table leaves the map when done).
+    pub copies: Mutex<BTreeMap<String, u64>>,
+    /// Online copies completed since the run started.
+    pub copies_completed: AtomicU64,
 }
 
 /// All metrics of one `run`.
@@ -55,6 +59,17 @@ impl Metrics {
         *stats.state.lock().unwrap() = "starting".into();
         self.sinks.lock().unwrap().push((name.to_string(), stats.clone()));
         stats
+    }
+
+    /// Counts `rows` more handed over by the online copy of `table`.
+    pub fn copy_progress(&self, table: &str, rows: u64) {
+        *self.source.copies.lock().unwrap().entry(table.to_string()).or_default() += rows;
+    }
+
+    /// The online copy of `table` is handed over completely.
+    pub fn copy_done(&self, table: &str) {
+        self.source.copies.lock().unwrap().remove(table);
+        self.source.copies_completed.fetch_add(1, Relaxed);
     }
 
     /// Seconds the sink is behind what the source has delivered (0 when caught up).

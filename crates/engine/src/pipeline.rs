@@ -11,6 +11,8 @@
 //! - A batch closes by count, by bytes or by time, whichever comes first (`max_batch_*`).
 //! - A sink that is behind may apply the batches waiting in its queue as one (`max_merged_*`), if the
 //!   sink allows it (`Sink::merges_waiting_batches`): same kind, in order, the last one's checkpoint.
+//! - Layout operations (a schema change's, an online copy's) travel in a batch of their own, run in
+//!   order with the changes around them, before that batch's checkpoint is stored.
 //! - A sink skips batches it already holds (streaming batches at or before its loaded checkpoint), so a
 //!   restart that resumes the source from the smallest checkpoint never applies a change twice.
 //! - A transient sink error retries the same batch with capped exponential backoff, logging once per
@@ -18,7 +20,7 @@
 
 use crate::checkpoints::already_applied;
 use crate::metrics::{now_millis, Metrics, SinkStats};
-use polyrepl_core::{Batch, Change, Checkpoint, Sink, SinkError, Value};
+use polyrepl_core::{Batch, Change, Checkpoint, Sink, SinkError, TableOp, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,17 +156,20 @@ pub async fn run(
             let mut batch = first;
             let deadline = tokio::time::Instant::now() + cfg.max_batch_delay;
             while batch.changes.len() < cfg.max_batch_changes && bytes < cfg.max_batch_bytes {
+                if !batch.table_ops.is_empty() {
+                    break; // layout operations travel alone
+                }
                 match tokio::time::timeout_at(deadline, units.recv()).await {
-                    Ok(Some(u)) if u.checkpoint.snapshot.is_some() == batch.checkpoint.snapshot.is_some() => {
+                    Ok(Some(u)) if joinable(&batch, &u) => {
                         bytes += changes_bytes(&u.changes);
                         batch.changes.extend(u.changes);
                         batch.checkpoint = u.checkpoint;
                     }
                     Ok(Some(u)) => {
-                        // Snapshot and streaming units never share a batch: flush, start anew.
+                        // Snapshot and streaming units (and layout operations) never share a batch:
+                        // flush, start anew.
                         let next_bytes = changes_bytes(&u.changes);
-                        let full =
-                            std::mem::replace(&mut batch, Batch { changes: u.changes, checkpoint: u.checkpoint });
+                        let full = std::mem::replace(&mut batch, u);
                         send_all(&queues, Arc::new(full), bytes).await;
                         bytes = next_bytes;
                     }
@@ -206,6 +211,14 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Whether `next` may join `batch`: row changes of the same kind (snapshot or streaming), no layout
+/// operation on either side.
+fn joinable(batch: &Batch, next: &Batch) -> bool {
+    batch.table_ops.is_empty()
+        && next.table_ops.is_empty()
+        && batch.checkpoint.snapshot.is_some() == next.checkpoint.snapshot.is_some()
 }
 
 async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
@@ -250,7 +263,7 @@ async fn sink_worker(
         let mut backoff = Duration::from_millis(100);
         let mut failing = false;
         loop {
-            match slot.sink.apply(&batch).await {
+            match apply(slot.sink.as_mut(), &batch).await {
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     stats.errors.fetch_add(1, Relaxed);
@@ -280,6 +293,19 @@ async fn sink_worker(
     Ok(())
 }
 
+/// Applies one batch: its layout operations in order, then its changes with its checkpoint. A retry
+/// runs the operations again; each is idempotent.
+async fn apply(sink: &mut dyn Sink, batch: &Batch) -> Result<(), SinkError> {
+    for op in &batch.table_ops {
+        match op {
+            TableOp::Prepare(table) => sink.prepare(std::slice::from_ref(table)).await?,
+            TableOp::Truncate(table) => sink.truncate_table(table).await?,
+            TableOp::Drop(table) => sink.drop_table(table).await?,
+        }
+    }
+    sink.apply(batch).await
+}
+
 /// `first` plus the batches already waiting behind it, as one batch: a sink that is behind catches up
 /// in fewer, larger applies, each of which has a fixed cost (round trips, the checkpoint write), and
 /// changes to one key across those batches collapse into one write. Only batches of the same kind
@@ -298,14 +324,14 @@ fn merge_waiting(
     let kib = |room: &Room| room.1.num_permits() * 1024;
     // Queued batches are never cloned again, so a count of one stays one.
     let unshared = |batch: &Arc<Batch>| Arc::strong_count(batch) == 1;
-    if !unshared(&first) || cfg.max_merged_changes == 0 {
+    if !unshared(&first) || cfg.max_merged_changes == 0 || !first.table_ops.is_empty() {
         return (first, vec![room]);
     }
     let (mut changes, mut bytes) = (first.changes.len(), kib(&room));
     let mut parts = vec![first];
     let mut rooms = vec![room];
     while let Ok((batch, room)) = rx.try_recv() {
-        let same_kind = batch.checkpoint.snapshot.is_some() == parts[0].checkpoint.snapshot.is_some();
+        let same_kind = joinable(&parts[0], &batch);
         let fits =
             changes + batch.changes.len() <= cfg.max_merged_changes && bytes + kib(&room) <= cfg.max_merged_bytes;
         if !same_kind || !fits || !unshared(&batch) {
@@ -328,7 +354,7 @@ fn merge_waiting(
             Err(shared) => merged.extend(shared.changes.iter().cloned()),
         }
     }
-    (Arc::new(Batch { changes: merged, checkpoint }), rooms)
+    (Arc::new(Batch::new(merged, checkpoint)), rooms)
 }
 
 fn set_state(stats: &SinkStats, s: &str) {
@@ -404,10 +430,7 @@ mod tests {
             source_ts: 0,
         };
         let permits = |n: usize| Arc::new(Semaphore::new(n)).try_acquire_many_owned(n as u32).unwrap();
-        (
-            Arc::new(Batch { changes: (0..n).map(change).collect(), checkpoint: cp("b.000001", off, snap) }),
-            (permits(n.max(1)), permits(1)),
-        )
+        (Arc::new(Batch::new((0..n).map(change).collect(), cp("b.000001", off, snap))), (permits(n.max(1)), permits(1)))
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use crate::checkpoints::StartPlan;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
+use crate::online::OnlineCopies;
 use crate::pipeline;
 use crate::settings::RunConfig;
 use crate::snapshot::{run_snapshot, SnapshotStart};
@@ -30,7 +31,8 @@ pub async fn run(
 ) -> Result<()> {
     let Prepared { url, filter, tables, slots } = prepared;
     let checkpoints: Vec<Option<Checkpoint>> = slots.iter().map(|s| s.resume_from.clone()).collect();
-    let plan = StartPlan::from_checkpoints(&checkpoints);
+    let ids: Vec<_> = tables.iter().map(|t| t.id.clone()).collect();
+    let plan = StartPlan::from_checkpoints(&checkpoints).with_online_copies(&checkpoints, &ids);
     let (tx, rx) = mpsc::channel::<Batch>(4);
     let mut pipeline_task = tokio::spawn(pipeline::run(rx, slots, cfg.pipeline(), metrics.clone()));
 
@@ -67,7 +69,7 @@ async fn drive_source(
     let mut snapshot_position = None;
     if plan.needs_snapshot {
         let start = SnapshotStart { resume: plan.resume_snapshot.clone(), sweep: cfg.resnapshot || plan.sweep_again };
-        match run_snapshot(cfg, url, tables, start, &tx, metrics, shutdown).await? {
+        match run_snapshot(cfg, url, filter, tables, start, &tx, metrics, shutdown).await? {
             Some(position) => snapshot_position = Some(position),
             None => return Ok(()), // shut down mid-snapshot
         }
@@ -75,5 +77,11 @@ async fn drive_source(
     let from = plan
         .stream_from(snapshot_position.as_ref())
         .ok_or_else(|| EngineError::Internal("no position to stream from: no checkpoint and no snapshot".into()))?;
-    stream(cfg, url, filter, from, &tx, metrics, shutdown).await
+    for copy in &plan.copies {
+        tracing::info!(table = %copy.table, resume_after = ?copy.after, "online copy planned: the table is copied while streaming goes on");
+    }
+    let mut online = OnlineCopies::new(url, cfg.chunk_rows, tables, plan.copies.clone(), filter.spec());
+    let streamed = stream(cfg, url, filter, from, &mut online, &tx, metrics, shutdown).await;
+    online.close().await;
+    streamed
 }

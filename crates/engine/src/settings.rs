@@ -43,6 +43,8 @@ pub struct RunConfig {
     pub stop_at_end: bool,
     /// Copy every table again, ignoring the checkpoints the sinks hold.
     pub resnapshot: bool,
+    /// A table dropped (or renamed away) on the source keeps its rows in the sinks.
+    pub keep_dropped_tables: bool,
 }
 
 impl RunConfig {
@@ -60,6 +62,7 @@ impl RunConfig {
             chunk_rows: DEFAULT_CHUNK_ROWS,
             stop_at_end: false,
             resnapshot: false,
+            keep_dropped_tables: false,
         }
     }
 

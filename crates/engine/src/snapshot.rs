@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::settings::RunConfig;
 use crate::sweep;
-use polyrepl_core::{Batch, Checkpoint, Position, SnapshotProgress, TableSchema};
+use polyrepl_core::{Batch, Checkpoint, Position, SnapshotProgress, TableFilter, TableSchema};
 use polyrepl_mysql::snapshot::Snapshot;
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,6 +40,7 @@ pub struct SnapshotStart {
 pub async fn run_snapshot(
     cfg: &RunConfig,
     url: &SourceUrl,
+    filter: &TableFilter,
     tables: &[Arc<TableSchema>],
     start: SnapshotStart,
     tx: &mpsc::Sender<Batch>,
@@ -48,7 +49,7 @@ pub async fn run_snapshot(
 ) -> Result<Option<Position>> {
     let mut snapshot = Snapshot::begin(url, cfg.chunk_rows).await?;
     let (position, mut progress) = match start.resume {
-        Some(Checkpoint { position, snapshot: Some(p) }) => {
+        Some(Checkpoint { position, snapshot: Some(p), .. }) => {
             tracing::info!(%position, done = p.done.len(), "resuming the snapshot after its last applied chunk");
             (position, p)
         }
@@ -84,8 +85,8 @@ pub async fn run_snapshot(
             metrics.source.snapshot_rows.fetch_add(changes.len() as u64, Relaxed);
             let last_key = chunks.last_key().map(|k| k.to_vec()).unwrap_or_default();
             progress.current = Some((table.id.clone(), last_key));
-            let checkpoint = Checkpoint { position: position.clone(), snapshot: Some(progress.clone()) };
-            if tx.send(Batch { changes, checkpoint }).await.is_err() {
+            let checkpoint = Checkpoint::snapshotting(position.clone(), progress.clone());
+            if tx.send(Batch::new(changes, checkpoint)).await.is_err() {
                 return Ok(None);
             }
             if last_note.elapsed() > PROGRESS_EVERY {
@@ -99,7 +100,7 @@ pub async fn run_snapshot(
     }
     snapshot.finish().await?;
     // The snapshot is complete: from here on, sinks hold a streaming checkpoint.
-    if tx.send(Batch { changes: vec![], checkpoint: checkpoints::snapshot_complete(&position) }).await.is_err() {
+    if tx.send(Batch::new(vec![], checkpoints::snapshot_complete(&position, filter))).await.is_err() {
         return Ok(None);
     }
     tracing::info!(

@@ -9,31 +9,45 @@
 //! - Heartbeats move the checkpoints past transactions on other tables (at most every
 //!   [`HEARTBEAT_CHECKPOINT_EVERY`]), so a restart need not read them again.
 //! - On shutdown, the last position handed over is sent as a final checkpoint.
+//! - Online copies ([`crate::online`]) read their chunks between transactions and hand each over at its
+//!   position; schema changes ([`crate::schema_changes`]) become layout operations at theirs. Every
+//!   checkpoint carries the copies' progress as handed over.
 
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::online::OnlineCopies;
+use crate::schema_changes::follow;
 use crate::settings::{RunConfig, HEARTBEAT_CHECKPOINT_EVERY, SOURCE_FIRST_BACKOFF, SOURCE_MAX_BACKOFF};
-use polyrepl_core::{Batch, Change, Checkpoint, Position, TableFilter};
+use polyrepl_core::{Batch, Change, Position, TableFilter};
 use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Streams from `from` until the end of the binlog (`--stop-at-end`), shutdown, a definite error, or
-/// the pipeline stopping.
+/// Streams from `from` until the end of the binlog (`--stop-at-end`, once no online copy is left),
+/// shutdown, a definite error, or the pipeline stopping. Online copies run between transactions.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream(
     cfg: &RunConfig,
     url: &SourceUrl,
     filter: &TableFilter,
     mut from: Position,
+    online: &mut OnlineCopies,
     tx: &mpsc::Sender<Batch>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let mut backoff = SOURCE_FIRST_BACKOFF;
     let mut last_heartbeat_checkpoint = Instant::now();
-    let empty = |position: Position| Batch { changes: vec![], checkpoint: Checkpoint::streaming(position) };
+    // Sends a batch; returns from `stream` when the pipeline has stopped (its error is reported by the caller).
+    macro_rules! send {
+        ($batch:expr) => {
+            if tx.send($batch).await.is_err() {
+                return Ok(());
+            }
+        };
+    }
     loop {
         let mut options = BinlogOptions::new(cfg.server_id);
         if cfg.stop_at_end {
@@ -51,39 +65,31 @@ pub async fn stream(
             Err(e) => return Err(e.into()),
         };
         tracing::info!(position = %from, "streaming from the binlog");
+        reader.wake_at(online.waiting_at().cloned());
         loop {
+            // Between transactions: the next chunk of an online copy, handed over at once when nothing
+            // was committed since, else when the stream reaches the position it was read at.
+            if let Some(at) = online.read_next(&from).await? {
+                match online.due_at(&from, metrics) {
+                    Some(chunk) => {
+                        send!(chunk);
+                        continue;
+                    }
+                    None => reader.wake_at(Some(at)),
+                }
+            }
             let event = tokio::select! {
                 e = reader.next_event() => e,
                 _ = shutdown.changed() => {
-                    let _ = tx.send(empty(from.clone())).await;
+                    let _ = tx.send(Batch::new(vec![], online.checkpoint_at(from.clone()))).await;
                     return Ok(());
                 }
             };
-            match event {
-                Ok(Some(SourceEvent::Transaction { position, changes })) => {
-                    backoff = SOURCE_FIRST_BACKOFF;
-                    record_read(metrics, &changes, &position);
-                    from = position.clone();
-                    if tx.send(Batch { changes, checkpoint: Checkpoint::streaming(position) }).await.is_err() {
-                        return Ok(()); // the pipeline stopped; its error is reported by the caller
-                    }
-                }
-                Ok(Some(SourceEvent::Heartbeat { position })) => {
-                    metrics.source.heartbeats.fetch_add(1, Relaxed);
-                    *metrics.source.position.lock().unwrap() = Some(position.to_string());
-                    if position > from && last_heartbeat_checkpoint.elapsed() > HEARTBEAT_CHECKPOINT_EVERY {
-                        from = position.clone();
-                        last_heartbeat_checkpoint = Instant::now();
-                        if tx.send(empty(position)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                Ok(Some(SourceEvent::Ddl { position, database, statement })) => {
-                    let statement: String = statement.chars().take(200).collect();
-                    tracing::info!(%position, %database, %statement, "DDL on the source");
-                }
-                Ok(None) if cfg.stop_at_end => return Ok(()),
+            let event = match event {
+                Ok(Some(event)) => event,
+                Ok(None) if cfg.stop_at_end && !online.copying() => return Ok(()),
+                // The end of the binlog with copies left: read on from where the stream got to.
+                Ok(None) if cfg.stop_at_end => break,
                 // A transient error, or (following the binlog) a stream the server closed, e.g. on a
                 // shutdown or restart: a lost source, not the end of the work. Reconnect from `from`.
                 Err(e) if !e.is_transient() => return Err(e.into()),
@@ -96,9 +102,53 @@ pub async fn stream(
                     }
                     break;
                 }
+            };
+            backoff = SOURCE_FIRST_BACKOFF;
+            let at = event.position().clone();
+            // A chunk read before this event was committed goes first.
+            if let Some(chunk) = online.due_before(&at, metrics) {
+                send!(chunk);
+            }
+            match event {
+                SourceEvent::Transaction { position, changes } => {
+                    record_read(metrics, &changes, &position);
+                    from = position.clone();
+                    send!(Batch::new(changes, online.checkpoint_at(position)));
+                }
+                SourceEvent::Heartbeat { position } => {
+                    metrics.source.heartbeats.fetch_add(1, Relaxed);
+                    *metrics.source.position.lock().unwrap() = Some(position.to_string());
+                    if position > from && last_heartbeat_checkpoint.elapsed() > HEARTBEAT_CHECKPOINT_EVERY {
+                        from = position.clone();
+                        last_heartbeat_checkpoint = Instant::now();
+                        send!(Batch::new(vec![], online.checkpoint_at(position)));
+                    }
+                }
+                SourceEvent::Ddl { position, database, statement } => {
+                    let followed =
+                        follow(&statement, &database, &position, filter, online, cfg.keep_dropped_tables).await?;
+                    if followed.relevant {
+                        tracing::info!(%position, statement = %one_line(&statement), "schema change followed");
+                        from = from.max(position.clone());
+                        send!(Batch::table_ops(followed.ops, online.checkpoint_at(position)));
+                    } else {
+                        tracing::debug!(%position, %database, statement = %one_line(&statement), "DDL on the source");
+                    }
+                }
+                // Every transaction up to `position` is handed over: a chunk read there may go.
+                SourceEvent::Reached { position } => from = from.max(position),
+            }
+            if let Some(chunk) = online.due_at(&from.clone().max(at), metrics) {
+                from = from.max(chunk.checkpoint.position.clone());
+                send!(chunk);
             }
         }
     }
+}
+
+/// A statement on one line, cut to a length a log line can hold.
+fn one_line(statement: &str) -> String {
+    statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
 }
 
 /// Sleeps `backoff` (then doubles it up to the cap); false when shutdown came first.

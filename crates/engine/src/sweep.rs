@@ -60,7 +60,7 @@ pub async fn sweep(
                 if !changes.is_empty() {
                     deleted += changes.len() as u64;
                     tracing::info!(sink = sink.name(), table = %table.id, rows = changes.len(), "--resnapshot: deleting rows the source no longer has");
-                    if tx.send(Batch { changes, checkpoint: nothing_copied(position) }).await.is_err() {
+                    if tx.send(Batch::new(changes, nothing_copied(position))).await.is_err() {
                         return Ok(None);
                     }
                 }

@@ -46,7 +46,7 @@ fn txn(offset: u64, changes: &[(Op, i64, i64)]) -> Batch {
             source_ts: offset as u32,
         })
         .collect();
-    Batch { changes, checkpoint: Checkpoint::streaming(at(offset)) }
+    Batch::new(changes, Checkpoint::streaming(at(offset)))
 }
 
 /// `n` one-row insert transactions at offsets 100, 200, …, row `i` = (i, i).
@@ -159,7 +159,7 @@ async fn a_sink_skips_the_batches_its_checkpoint_already_holds() {
     let (_, sink) = MemorySink::new("mem", PIPELINE);
     sink.set_checkpoint(Checkpoint::streaming(at(300)));
     let snapshot_chunk = Batch {
-        checkpoint: Checkpoint { position: at(50), snapshot: Some(SnapshotProgress { done: vec![], current: None }) },
+        checkpoint: Checkpoint::snapshotting(at(50), SnapshotProgress { done: vec![], current: None }),
         ..txn(50, &[(Op::Insert, 9, 9)])
     };
     let mut batches = vec![snapshot_chunk];

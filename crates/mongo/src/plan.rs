@@ -153,7 +153,7 @@ mod tests {
                 source_ts: 0,
             })
             .collect();
-        let batch = Batch { changes, checkpoint: Checkpoint::streaming(Position::new("b.000001", 4)) };
+        let batch = Batch::new(changes, Checkpoint::streaming(Position::new("b.000001", 4)));
         let mapping = Mapping::new(crate::mapping::ServerFeatures::FERRETDB_1, Default::default());
         plan(&mapping, &batch).unwrap().remove(0).ops
     }

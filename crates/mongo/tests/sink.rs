@@ -93,15 +93,14 @@ async fn checkpoint_is_stored_after_the_data_and_loads_back() {
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), None, "nothing stored yet");
         let t = people(&db);
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
-        let snapshotting = Checkpoint {
-            position: Position { file: "binlog.000042".into(), offset: 1234, gtid: Some("0-1-77".into()) },
-            snapshot: Some(SnapshotProgress {
+        let snapshotting = Checkpoint::snapshotting(
+            Position { file: "binlog.000042".into(), offset: 1234, gtid: Some("0-1-77".into()) },
+            SnapshotProgress {
                 done: vec![TableId::new(&db, "done_table")],
                 current: Some((t.id.clone(), vec![Value::Int(7)])),
-            }),
-        };
-        let b =
-            polyrepl_core::Batch { changes: vec![insert(&t, person(7, "seven", 7))], checkpoint: snapshotting.clone() };
+            },
+        );
+        let b = polyrepl_core::Batch::new(vec![insert(&t, person(7, "seven", 7))], snapshotting.clone());
         sink.apply(&b).await.unwrap();
         assert_eq!(sink.load_checkpoint(&pipeline).await.unwrap(), Some(snapshotting.clone()));
         let stored = sink
@@ -253,12 +252,14 @@ async fn a_snapshot_copied_again_replaces_its_key_ranges_exactly() {
         }
         let t = people(&db);
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
-        let snapshot_batch = |changes| polyrepl_core::Batch {
-            changes,
-            checkpoint: Checkpoint {
-                position: position(1),
-                snapshot: Some(SnapshotProgress { done: vec![], current: Some((t.id.clone(), vec![Value::Int(1)])) }),
-            },
+        let snapshot_batch = |changes| {
+            polyrepl_core::Batch::new(
+                changes,
+                Checkpoint::snapshotting(
+                    position(1),
+                    SnapshotProgress { done: vec![], current: Some((t.id.clone(), vec![Value::Int(1)])) },
+                ),
+            )
         };
         const ROWS: i64 = 20_000;
         sink.apply(&snapshot_batch((1..=ROWS).map(|i| insert(&t, person(i, "first copy", 1))).collect()))

@@ -62,6 +62,14 @@ impl SourceError {
         }
     }
 
+    /// The server's error code, when the server refused a statement (e.g. 1146: no such table).
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            SourceError::Query { source: mysql_async::Error::Server(s), .. } => Some(s.code),
+            _ => None,
+        }
+    }
+
     pub(crate) fn query(what: impl Into<String>, server: &str, source: mysql_async::Error) -> Self {
         SourceError::Query { what: what.into(), server: server.to_string(), source }
     }

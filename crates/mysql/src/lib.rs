@@ -7,6 +7,7 @@
 
 pub mod binlog;
 pub mod checks;
+pub mod ddl;
 pub mod decode;
 pub mod error;
 pub mod purged;

@@ -25,6 +25,7 @@ pub struct Snapshot {
     conn: Conn,
     position: Position,
     server: String,
+    mariadb: bool,
     chunk_rows: usize,
 }
 
@@ -49,32 +50,25 @@ impl Snapshot {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
             .map_err(q("setting REPEATABLE READ"))?;
-        let position = if mariadb {
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                .await
-                .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-            mariadb_snapshot_position(&mut conn, &server).await?
-        } else {
-            // MySQL has no lock-free snapshot position: hold a global read lock for an instant.
-            conn.query_drop("FLUSH TABLES WITH READ LOCK")
-                .await
-                .map_err(q("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                .await
-                .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-            let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
-                Ok(r) => r,
-                Err(_) => conn.query_first("SHOW MASTER STATUS").await.map_err(q("SHOW MASTER STATUS"))?,
-            };
-            conn.query_drop("UNLOCK TABLES").await.map_err(q("UNLOCK TABLES"))?;
-            let row =
-                row.ok_or_else(|| SourceError::Usage(format!("{server} has no binary log status: is log_bin on?")))?;
-            let file: String = row.get(0).unwrap_or_default();
-            let offset: u64 = row.get(1).unwrap_or(4);
-            let gtid: Option<String> = row.get::<Option<String>, _>(4).flatten().filter(|g| !g.is_empty());
-            Position { file, offset, gtid }
-        };
-        Ok(Snapshot { conn, position, server, chunk_rows: chunk_rows.max(1) })
+        let position = start_transaction(&mut conn, &server, mariadb).await?;
+        Ok(Snapshot { conn, position, server, mariadb, chunk_rows: chunk_rows.max(1) })
+    }
+
+    /// Ends this snapshot's transaction and starts a new one on the same connection: the online copy
+    /// reads each chunk in its own snapshot, at its own position.
+    pub async fn renew(&mut self) -> Result<()> {
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| SourceError::query("COMMIT of the snapshot", &self.server, e))?;
+        self.position = start_transaction(&mut self.conn, &self.server, self.mariadb).await?;
+        Ok(())
+    }
+
+    /// A table's schema as the server describes it now (information_schema is not transactional), `None`
+    /// when it does not exist.
+    pub async fn discover(&mut self, id: &polyrepl_core::TableId) -> Result<Option<TableSchema>> {
+        crate::schema::discover_table(&mut self.conn, id, &self.server).await
     }
 
     /// The binlog position this snapshot is consistent with: stream from here once it is applied.
@@ -128,6 +122,37 @@ impl Snapshot {
         let _ = self.conn.disconnect().await;
         Ok(())
     }
+}
+
+/// Starts the consistent-snapshot transaction on `conn` and returns the binlog position it matches.
+async fn start_transaction(conn: &mut Conn, server: &str, mariadb: bool) -> Result<Position> {
+    let q = |what: &'static str| move |e| SourceError::query(what, server, e);
+    let position = if mariadb {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await
+            .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
+        mariadb_snapshot_position(conn, server).await?
+    } else {
+        // MySQL has no lock-free snapshot position: hold a global read lock for an instant.
+        conn.query_drop("FLUSH TABLES WITH READ LOCK")
+            .await
+            .map_err(q("FLUSH TABLES WITH READ LOCK (needs RELOAD)"))?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await
+            .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
+        let row: Option<mysql_async::Row> = match conn.query_first("SHOW BINARY LOG STATUS").await {
+            Ok(r) => r,
+            Err(_) => conn.query_first("SHOW MASTER STATUS").await.map_err(q("SHOW MASTER STATUS"))?,
+        };
+        conn.query_drop("UNLOCK TABLES").await.map_err(q("UNLOCK TABLES"))?;
+        let row =
+            row.ok_or_else(|| SourceError::Usage(format!("{server} has no binary log status: is log_bin on?")))?;
+        let file: String = row.get(0).unwrap_or_default();
+        let offset: u64 = row.get(1).unwrap_or(4);
+        let gtid: Option<String> = row.get::<Option<String>, _>(4).flatten().filter(|g| !g.is_empty());
+        Position { file, offset, gtid }
+    };
+    Ok(position)
 }
 
 /// MariaDB: the binlog position (with its GTID state) of the consistent-snapshot transaction open on

@@ -172,15 +172,15 @@ mod tests {
 
     #[test]
     fn the_last_change_per_key_wins_and_nulls_are_left_out() {
-        let batch = Batch {
-            changes: vec![
+        let batch = Batch::new(
+            vec![
                 change(Op::Insert, 1, Some("a")),
                 change(Op::Insert, 2, Some("b")),
                 change(Op::Update, 1, None),
                 change(Op::Delete, 2, None),
             ],
-            checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
-        };
+            Checkpoint::streaming(Position::new("b.000001", 10)),
+        );
         let p = plan(&batch, Some("x:"), true).unwrap();
         assert_eq!(p.rows.len(), 2);
         assert_eq!(p.rows[0].key(), b"x:d:t:1");
@@ -190,14 +190,10 @@ mod tests {
         assert_eq!(p.rows[0].nulls().collect::<Vec<_>>(), vec!["v"]);
         assert_eq!(p.rows[1], RowWrite::Delete { key: b"x:d:t:2".to_vec() });
         // Deleted then inserted again, or only updated: the key existed, so DEL comes first.
-        let again = Batch {
-            changes: vec![
-                change(Op::Delete, 3, None),
-                change(Op::Insert, 3, Some("c")),
-                change(Op::Update, 4, Some("d")),
-            ],
-            checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)),
-        };
+        let again = Batch::new(
+            vec![change(Op::Delete, 3, None), change(Op::Insert, 3, Some("c")), change(Op::Update, 4, Some("d"))],
+            Checkpoint::streaming(Position::new("b.000001", 10)),
+        );
         let rows = plan(&again, None, false).unwrap().rows;
         assert!(rows.iter().all(|r| matches!(r, RowWrite::Upsert { born: false, .. })), "{rows:?}");
         assert_eq!(p.appends.len(), 4);
@@ -209,11 +205,11 @@ mod tests {
     fn malformed_changes_are_errors() {
         let mut bad = change(Op::Update, 1, Some("a"));
         bad.after.as_mut().unwrap().pop();
-        let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
+        let batch = Batch::new(vec![bad], Checkpoint::streaming(Position::new("b.000001", 10)));
         assert!(plan(&batch, None, false).unwrap_err().contains("1 values for 2 columns"));
         let mut bad = change(Op::Insert, 1, Some("a"));
         bad.after = None;
-        let batch = Batch { changes: vec![bad], checkpoint: Checkpoint::streaming(Position::new("b.000001", 10)) };
+        let batch = Batch::new(vec![bad], Checkpoint::streaming(Position::new("b.000001", 10)));
         assert!(plan(&batch, None, false).is_err());
     }
 

@@ -83,7 +83,7 @@ pub fn run_config(
 pub async fn prestore_checkpoint(bench: &Bench, kinds: &[SinkKind], name: &str, position: &Position) -> Result<()> {
     for &kind in kinds {
         let mut sink = polyrepl_engine::open_sink(bench.sink_url(kind), name).await?;
-        sink.apply(&Batch { changes: vec![], checkpoint: Checkpoint::streaming(position.clone()) }).await?;
+        sink.apply(&Batch::new(vec![], Checkpoint::streaming(position.clone()))).await?;
     }
     Ok(())
 }

@@ -152,9 +152,9 @@ pub async fn checkpoint(mongo: &mongodb::Client, pipeline: &str) -> Option<serde
     Some(serde_json::from_str(found.get_str("checkpoint").ok()?).expect("checkpoint is JSON"))
 }
 
-/// True when a checkpoint says the snapshot is complete (pure streaming).
+/// True when a checkpoint says every table is copied (pure streaming: no snapshot, no online copy).
 pub fn snapshot_complete(cp: &serde_json::Value) -> bool {
-    cp["snapshot"].is_null()
+    cp["snapshot"].is_null() && cp["copies"].is_null()
 }
 
 /// The sequence number of GTID domain `domain` in a checkpoint's position (`D-S-N[,D-S-N]`).

@@ -126,19 +126,19 @@ pub fn at(change: Change, offset: u64, seq: u32) -> Change {
 /// `seq`, and the streaming checkpoint at `offset`.
 pub fn batch(changes: Vec<Change>, offset: u64) -> Batch {
     let changes = changes.into_iter().enumerate().map(|(i, c)| at(c, offset, i as u32)).collect();
-    Batch { changes, checkpoint: Checkpoint::streaming(position(offset)) }
+    Batch::new(changes, Checkpoint::streaming(position(offset)))
 }
 
 /// [`batch`] with a snapshot checkpoint: a GTID, one table done and `current` copied up to `last_key`.
 pub fn snapshot_batch(changes: Vec<Change>, offset: u64, current: &TableSchema, last_key: Vec<Value>) -> Batch {
     let mut b = batch(changes, offset);
-    b.checkpoint = Checkpoint {
-        position: Position { file: "binlog.000001".into(), offset, gtid: Some(format!("0-1-{offset}")) },
-        snapshot: Some(SnapshotProgress {
+    b.checkpoint = Checkpoint::snapshotting(
+        Position { file: "binlog.000001".into(), offset, gtid: Some(format!("0-1-{offset}")) },
+        SnapshotProgress {
             done: vec![TableId::new(&current.id.database, "done_before")],
             current: Some((current.id.clone(), last_key)),
-        }),
-    };
+        },
+    );
     b
 }
 

@@ -80,7 +80,7 @@ pub async fn repair(
             .all(|c| c.after.as_ref().is_none_or(|r| row_bytes(&Change::key_of(table, r)) == row_bytes(&c.key))));
         let sink = sinks[pair.sink].as_mut();
         for chunk in changes.chunks(BATCH_CHANGES) {
-            let batch = Batch { changes: chunk.to_vec(), checkpoint: Checkpoint::streaming(position.clone()) };
+            let batch = Batch::new(chunk.to_vec(), Checkpoint::streaming(position.clone()));
             sink.apply(&batch).await.map_err(EngineError::sink_step(format!(
                 "repairing {} row(s) of {} in {}",
                 chunk.len(),

@@ -56,6 +56,9 @@ pub struct BinlogDecoder {
     pub(super) json_columns: HashMap<TableId, Vec<String>>,
     /// When the last event was emitted (for idle heartbeats).
     pub(super) last_emit: Instant,
+    /// The end of the last event read (file, `log_pos`): every transaction committed at or before it has
+    /// been emitted.
+    pub(super) read_to: Position,
 }
 
 /// Ignored on purpose: statement-context events (meaningless in ROW format), MySQL GTID
@@ -76,7 +79,14 @@ const IGNORED_EVENTS: [u8; 10] = [
 impl BinlogDecoder {
     /// Handles one event; returns what it completes, if anything.
     pub fn handle(&mut self, ev: &Event) -> Result<Option<SourceEvent>> {
+        // Artificial events (log_pos 0) and server heartbeats say nothing about what was read.
+        let log_pos = ev.header().log_pos() as u64;
+        let read_to = (log_pos > 0 && ev.header().event_type_raw() != EventType::HEARTBEAT_EVENT as u8)
+            .then(|| Position { file: self.file.clone(), offset: log_pos, gtid: None });
         let out = self.handle_inner(ev)?;
+        if let Some(read_to) = read_to {
+            self.read_to = read_to;
+        }
         if out.is_some() {
             self.last_emit = Instant::now();
         }

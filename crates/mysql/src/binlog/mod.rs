@@ -90,6 +90,9 @@ pub enum SourceEvent {
     /// A DDL statement (any database) committed at `position`; the next table map of an altered
     /// table yields its new schema by itself — this is for logging and for sinks that create tables.
     Ddl { position: Position, database: String, statement: String },
+    /// Every transaction committed at or before `position` has been emitted (see
+    /// [`BinlogReader::wake_at`]).
+    Reached { position: Position },
 }
 
 impl SourceEvent {
@@ -98,7 +101,8 @@ impl SourceEvent {
         match self {
             SourceEvent::Transaction { position, .. }
             | SourceEvent::Heartbeat { position }
-            | SourceEvent::Ddl { position, .. } => position,
+            | SourceEvent::Ddl { position, .. }
+            | SourceEvent::Reached { position } => position,
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct BinlogReader {
     finished: bool,
     /// Raw events kept since [`BinlogReader::record`], for an in-memory decode pass.
     recording: Option<RecordedBinlog>,
+    /// Where a [`SourceEvent::Reached`] was asked for ([`BinlogReader::wake_at`]).
+    wake_at: Option<Position>,
 }
 
 impl BinlogReader {
@@ -212,6 +218,7 @@ impl BinlogReader {
             first_rotate_name: if by_gtid { None } else { Some(from.file.clone()).filter(|f| !f.is_empty()) },
             json_columns: HashMap::new(),
             last_emit: Instant::now(),
+            read_to: from.clone(),
         };
         Ok(BinlogReader {
             stream,
@@ -223,7 +230,24 @@ impl BinlogReader {
             decoder,
             finished: false,
             recording: None,
+            wake_at: None,
         })
+    }
+
+    /// Asks for a [`SourceEvent::Reached`] once every transaction committed at or before `position` has
+    /// been emitted, even when none of them touched a selected table (`None` cancels it). The online copy
+    /// waits for this to hand over a chunk read at `position`.
+    pub fn wake_at(&mut self, position: Option<Position>) {
+        self.wake_at = position;
+    }
+
+    /// The [`SourceEvent::Reached`] asked for, once it is true.
+    fn reached(&mut self) -> Option<SourceEvent> {
+        let target = self.wake_at.as_ref()?;
+        if self.decoder.read_to < *target {
+            return None;
+        }
+        self.wake_at.take().map(|position| SourceEvent::Reached { position })
     }
 
     /// The position after the last commit read so far (a safe resume point).
@@ -253,6 +277,9 @@ impl BinlogReader {
         loop {
             if self.finished {
                 return Ok(None);
+            }
+            if let Some(reached) = self.reached() {
+                return Ok(Some(reached));
             }
             let ev = match tokio::time::timeout(stall, self.stream.next()).await {
                 Err(_) => return Err(SourceError::Stalled { server: self.server.clone(), seconds: stall.as_secs() }),

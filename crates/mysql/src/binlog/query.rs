@@ -5,9 +5,10 @@
 //! - `BEGIN`, `SAVEPOINT`, `ROLLBACK TO` and `XA …` open (or stay in) a group; `COMMIT` and
 //!   `ROLLBACK` commit it (a logged ROLLBACK only follows changes of non-transactional tables:
 //!   they happened);
-//! - any other statement is DDL (or another statement with no rows): it ends a standalone group or
-//!   stands alone outside a group, drops what is pending inside a group, and is emitted as
-//!   [`SourceEvent::Ddl`] at the committed position.
+//! - any other statement is DDL (or a statement-logged DML, or another statement with no rows): it
+//!   ends a standalone group or stands alone outside a group, and is emitted as [`SourceEvent::Ddl`] at
+//!   the committed position. Inside a group (DDL commits implicitly, so this is a statement-logged DML
+//!   of a STATEMENT or MIXED session) the group's row changes stay pending: they commit with the group.
 
 use super::{BinlogDecoder, SourceEvent};
 use crate::error::Result;
@@ -41,8 +42,6 @@ impl BinlogDecoder {
         // DDL and other statements: standalone groups end here.
         if self.standalone || !self.in_group {
             let _ = self.commit(log_pos, ts);
-        } else {
-            self.pending.clear();
         }
         Ok(Some(SourceEvent::Ddl { position: self.committed.clone(), database, statement }))
     }

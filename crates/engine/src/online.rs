@@ -1,0 +1,202 @@
+//! Online copies: tables copied chunk by chunk while streaming goes on, with no lock and no pause.
+//!
+//! Invariants:
+//! - Each chunk is read in its own consistent-snapshot transaction, whose binlog position `P` is exactly
+//!   the state it reflects (MariaDB `binlog_snapshot_file/position`). The chunk enters the stream as if
+//!   it were a transaction committed at `P`: after every transaction committed at or before `P`, before
+//!   any later one ([`OnlineCopies::due_before`], [`OnlineCopies::due_at`]). So no sink ever receives an
+//!   older row image after a newer change, and a row changed while its range waits for its chunk is
+//!   overwritten by the chunk with a state at least as new.
+//! - A chunk is read only at a transaction boundary of the stream, so `P` is never before what was
+//!   already handed over: the stream's last position ≤ `P`.
+//! - At most one chunk is in memory: the next one is read once the previous one is handed over.
+//! - What the checkpoints say ([`OnlineCopies::checkpoint_at`]) is the progress handed over, never the
+//!   progress of a chunk still waiting: a sink that stores it holds every chunk up to its key.
+//! - A chunk whose table vanished or changed shape under it (its DDL not streamed yet) is thrown away
+//!   and read again once the stream has passed its position, by when the DDL has re-planned the copy.
+
+use crate::error::Result;
+use crate::metrics::Metrics;
+use polyrepl_core::{Batch, Change, Checkpoint, Position, TableCopy, TableId, TableSchema, Value};
+use polyrepl_mysql::snapshot::Snapshot;
+use polyrepl_mysql::source_url::SourceUrl;
+use polyrepl_mysql::SourceError;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// A chunk read at `position`, waiting for the stream to get there.
+struct Chunk {
+    table: TableId,
+    position: Position,
+    changes: Vec<Change>,
+    /// The copy's progress once this chunk is applied (`None`: the table is done).
+    after: Option<Vec<Value>>,
+}
+
+/// The online copies of one run, and the tables they can copy.
+pub struct OnlineCopies {
+    url: SourceUrl,
+    chunk_rows: usize,
+    /// Every selected table the run knows, by id (kept up to date by schema changes).
+    pub schemas: HashMap<TableId, Arc<TableSchema>>,
+    /// Copies in progress, in order, with the progress handed over so far.
+    copies: Vec<TableCopy>,
+    /// The selection spec recorded in every checkpoint.
+    selection: String,
+    /// The connection chunks are read on, opened on first use.
+    snapshot: Option<Snapshot>,
+    pending: Option<Chunk>,
+    /// No chunk is read until the stream has passed this position (see the module invariants).
+    paused_until: Option<Position>,
+}
+
+impl OnlineCopies {
+    pub fn new(
+        url: &SourceUrl,
+        chunk_rows: usize,
+        tables: &[Arc<TableSchema>],
+        copies: Vec<TableCopy>,
+        selection: String,
+    ) -> Self {
+        OnlineCopies {
+            url: url.clone(),
+            chunk_rows: chunk_rows.max(1),
+            schemas: tables.iter().map(|t| (t.id.clone(), t.clone())).collect(),
+            copies,
+            selection,
+            snapshot: None,
+            pending: None,
+            paused_until: None,
+        }
+    }
+
+    /// The checkpoint that is true once everything up to `position` is applied.
+    pub fn checkpoint_at(&self, position: Position) -> Checkpoint {
+        Checkpoint { position, snapshot: None, copies: self.copies.clone(), selection: Some(self.selection.clone()) }
+    }
+
+    /// True while some table is being copied.
+    pub fn copying(&self) -> bool {
+        !self.copies.is_empty()
+    }
+
+    /// The position the waiting chunk was read at, if one waits.
+    pub fn waiting_at(&self) -> Option<&Position> {
+        self.pending.as_ref().map(|c| &c.position)
+    }
+
+    /// Copies `table` from its first row (again, if it was being copied), after the copies already
+    /// planned. A waiting chunk of it is thrown away: it may predate the change that re-plans the copy.
+    pub fn restart(&mut self, table: Arc<TableSchema>) {
+        self.forget(&table.id);
+        self.copies.push(TableCopy { table: table.id.clone(), after: None });
+        self.schemas.insert(table.id.clone(), table);
+    }
+
+    /// Stops copying `table` and forgets it (it was dropped or renamed away).
+    pub fn forget(&mut self, table: &TableId) {
+        self.copies.retain(|c| &c.table != table);
+        if self.pending.as_ref().is_some_and(|c| &c.table == table) {
+            self.pending = None;
+        }
+        self.paused_until = None;
+    }
+
+    /// The waiting chunk, when something at `next` is about to be handed over and the chunk comes first
+    /// (its position is before `next`).
+    pub fn due_before(&mut self, next: &Position, metrics: &Metrics) -> Option<Batch> {
+        if self.pending.as_ref().is_some_and(|c| c.position < *next) {
+            return self.hand_over(metrics);
+        }
+        None
+    }
+
+    /// The waiting chunk, once everything up to `streamed` is handed over and the chunk is not later.
+    pub fn due_at(&mut self, streamed: &Position, metrics: &Metrics) -> Option<Batch> {
+        if self.pending.as_ref().is_some_and(|c| c.position <= *streamed) {
+            return self.hand_over(metrics);
+        }
+        None
+    }
+
+    /// The waiting chunk as a batch at its position, its progress now in the checkpoints.
+    fn hand_over(&mut self, metrics: &Metrics) -> Option<Batch> {
+        let chunk = self.pending.take()?;
+        let copy = self.copies.iter_mut().find(|c| c.table == chunk.table)?;
+        metrics.source.snapshot_rows.fetch_add(chunk.changes.len() as u64, Relaxed);
+        metrics.copy_progress(&chunk.table.to_string(), chunk.changes.len() as u64);
+        match chunk.after {
+            Some(key) => copy.after = Some(key),
+            None => {
+                tracing::info!(table = %chunk.table, "online copy complete");
+                metrics.copy_done(&chunk.table.to_string());
+                self.copies.retain(|c| c.table != chunk.table);
+            }
+        }
+        let checkpoint = self.checkpoint_at(chunk.position);
+        Some(Batch::new(chunk.changes, checkpoint))
+    }
+
+    /// A table's current schema as the server describes it (`None`: it does not exist).
+    pub async fn discover(&mut self, id: &TableId) -> Result<Option<Arc<TableSchema>>> {
+        let snapshot = self.connection().await?;
+        Ok(snapshot.discover(id).await?.map(Arc::new))
+    }
+
+    /// The chunk connection, opened on first use.
+    async fn connection(&mut self) -> Result<&mut Snapshot> {
+        if self.snapshot.is_none() {
+            self.snapshot = Some(Snapshot::begin(&self.url, self.chunk_rows).await?);
+        }
+        Ok(self.snapshot.as_mut().expect("opened above"))
+    }
+
+    /// Reads the next chunk of the first copy, once the stream has handed over everything up to
+    /// `streamed` and no chunk waits. Returns the position the chunk was read at (it waits there), or
+    /// `None` when there is nothing to read now.
+    pub async fn read_next(&mut self, streamed: &Position) -> Result<Option<Position>> {
+        if self.pending.is_some() || self.copies.is_empty() {
+            return Ok(None);
+        }
+        if self.paused_until.as_ref().is_some_and(|p| streamed <= p) {
+            return Ok(None);
+        }
+        let copy = self.copies[0].clone();
+        let Some(schema) = self.schemas.get(&copy.table).cloned() else {
+            // A copy of a table the run no longer knows (dropped while nobody streamed): nothing to copy.
+            self.copies.remove(0);
+            return Ok(None);
+        };
+        let snapshot = self.connection().await?;
+        snapshot.renew().await?;
+        let position = snapshot.position().clone();
+        let changes = match snapshot.read_chunk(&schema, copy.after.as_deref()).await {
+            Ok(changes) => changes,
+            // Once only: a second failure after the stream passed the first one's position is real.
+            Err(e) if table_changed_under_us(&e) && self.paused_until.is_none() => {
+                tracing::debug!(table = %copy.table, error = %e, "online copy waits for the stream to pass a schema change");
+                self.paused_until = Some(position);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.paused_until = None;
+        let after = if changes.len() < self.chunk_rows { None } else { changes.last().map(|c| c.key.clone()) };
+        self.pending = Some(Chunk { table: copy.table, position: position.clone(), changes, after });
+        Ok(Some(position))
+    }
+
+    /// Ends the chunk connection's transaction.
+    pub async fn close(self) {
+        if let Some(s) = self.snapshot {
+            let _ = s.finish().await;
+        }
+    }
+}
+
+/// A chunk read failed because its table was dropped, renamed or altered since the copy was planned.
+fn table_changed_under_us(e: &SourceError) -> bool {
+    // 1146 no such table, 1054 unknown column, 1412 table definition changed since the snapshot began.
+    [1146, 1054, 1412].iter().any(|code| e.server_code() == Some(*code))
+}
