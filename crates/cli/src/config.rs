@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// it must not repeat by accident; a crash during it resumes the new snapshot on the next start.
     #[arg(long)]
     pub resnapshot: bool,
+    /// When a replicated table is dropped (or renamed away) on the source, keep its rows in the sinks
+    /// instead of removing them. TRUNCATE still empties it, and a table created again under the same
+    /// name is copied anew.
+    #[arg(long, env = "POLYREPL_KEEP_DROPPED_TABLES")]
+    pub keep_dropped_tables: bool,
 }
 
 /// The TOML file's shape.
@@ -70,6 +75,8 @@ pub struct RunArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     source: Option<String>,
+    #[serde(default)]
+    keep_dropped_tables: bool,
     #[serde(default)]
     tables: Vec<String>,
     #[serde(default)]
@@ -179,6 +186,7 @@ impl RunArgs {
             chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(settings::DEFAULT_CHUNK_ROWS).max(1),
             stop_at_end: self.stop_at_end,
             resnapshot: self.resnapshot,
+            keep_dropped_tables: self.keep_dropped_tables || file.keep_dropped_tables,
             ..RunConfig::new(source, tables, sinks)
         };
         Ok(Resolved { run, metrics_addr: self.metrics_addr.clone().or(file.metrics_addr) })

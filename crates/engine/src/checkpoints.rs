@@ -283,7 +283,10 @@ mod tests {
         // A sink that stored the hand-over skips every chunk of that snapshot, but no later transaction.
         assert!(already_applied(&cp("b.000003", 77, true), &Some(done.clone())));
         assert!(!already_applied(&cp("b.000003", 78, false), &Some(done.clone())));
-        assert!(already_applied(&Checkpoint { selection: None, ..done.clone() }, &Some(done)), "selection is no progress");
+        assert!(
+            already_applied(&Checkpoint { selection: None, ..done.clone() }, &Some(done)),
+            "selection is no progress"
+        );
     }
 
     // Rule 5
@@ -344,7 +347,8 @@ mod tests {
 
     #[test]
     fn copies_resume_after_the_key_every_sink_holds() {
-        let agree = [copying("b.000002", 9, &[("a", Some(50))], None), copying("b.000002", 4, &[("a", Some(50))], None)];
+        let agree =
+            [copying("b.000002", 9, &[("a", Some(50))], None), copying("b.000002", 4, &[("a", Some(50))], None)];
         assert_eq!(plan(&agree, &["a", "b"]), vec![("a".into(), Some(50))]);
         let disagree =
             [copying("b.000002", 9, &[("a", Some(60))], None), copying("b.000002", 4, &[("a", Some(50))], None)];

@@ -76,7 +76,7 @@ pub async fn follow(
             }
             TableDdl::Create(_) => {}
             TableDdl::Rename { from, to } => {
-                relevant |= drop(&from, online, false, &mut ops);
+                relevant |= drop(&from, online, keep_dropped, &mut ops);
                 if filter.matches(&to) {
                     relevant = true;
                     copy_anew(&to, statement, position, online, &mut ops).await?;
@@ -139,7 +139,12 @@ async fn copy_anew(
     };
     let old = online.schemas.get(id).cloned();
     schema.check_primary_key("its rows cannot be replicated by key").map_err(|why| {
-        cannot_follow(statement, position, id, &format!("{why}; add a primary key, or leave it out with --exclude-tables"))
+        cannot_follow(
+            statement,
+            position,
+            id,
+            &format!("{why}; add a primary key, or leave it out with --exclude-tables"),
+        )
     })?;
     tracing::info!(table = %id, %position, "schema change: the table is created anew in the sinks and copied online");
     ops.push(TableOp::Drop(old.unwrap_or_else(|| schema.clone())));

@@ -5,8 +5,9 @@
 //! dropped, truncated, renamed or altered, and about statement-logged DML, so it can resync or refuse.
 //!
 //! Invariants:
-//! - The statement is first parsed by sqlparser (MySQL dialect). Where that fails, sqlparser's own
-//!   tokenizer recognises the statement from its leading keywords and table names. Never regexes.
+//! - The statement is first parsed by sqlparser (MySQL dialect). Where that fails, or yields a statement
+//!   that is not about tables, sqlparser's own tokenizer recognises the statement from its leading
+//!   keywords and table names; its lists are the one place that says what is unrelated. Never regexes.
 //! - A statement is reported as [`Classified::Unknown`] rather than guessed: the fallback only accepts
 //!   shapes it fully understands, and an ALTER operation it cannot name counts as changing rows.
 //! - Deliberately ignored (reported as no tables): temporary tables (never replicated), users, grants,
@@ -126,25 +127,24 @@ fn from_statements(stmts: &[Statement], db: &str) -> Option<Vec<TableDdl>> {
 
 fn from_statement(s: &Statement, db: &str) -> Option<Vec<TableDdl>> {
     let id = |n: &ObjectName| table_id(n, db);
-    let each = |names: Vec<&ObjectName>, f: fn(TableId) -> TableDdl| {
-        names.into_iter().map(|n| id(n).map(f)).collect::<Option<Vec<_>>>()
-    };
     Some(match s {
         Statement::CreateTable(c) if c.temporary => vec![],
         Statement::CreateTable(c) => vec![TableDdl::Create(id(&c.name)?)],
         Statement::Drop { object_type: ObjectType::Table, temporary: true, .. } => vec![],
-        Statement::Drop { object_type: ObjectType::Table, names, .. } => each(names.iter().collect(), TableDdl::Drop)?,
+        Statement::Drop { object_type: ObjectType::Table, names, .. } => {
+            names.iter().map(|n| id(n).map(TableDdl::Drop)).collect::<Option<_>>()?
+        }
         Statement::Drop { object_type: ObjectType::Database | ObjectType::Schema, names, .. } => {
             names.iter().map(|n| Some(TableDdl::DropDatabase(single_ident(n)?))).collect::<Option<_>>()?
         }
         Statement::Drop { object_type: ObjectType::Index, table: Some(t), names, .. } => {
-            vec![alter(
-                id(t)?,
-                names.iter().any(|n| single_ident(n).is_some_and(|i| i.eq_ignore_ascii_case("PRIMARY"))),
-            )]
+            let primary = names.iter().filter_map(single_ident).any(|i| i.eq_ignore_ascii_case("PRIMARY"));
+            vec![alter(id(t)?, primary)]
         }
         Statement::CreateIndex(c) => vec![alter(id(&c.table_name)?, c.unique)],
-        Statement::Truncate(t) => each(t.table_names.iter().map(|t| &t.name).collect(), TableDdl::Truncate)?,
+        Statement::Truncate(t) => {
+            t.table_names.iter().map(|t| id(&t.name).map(TableDdl::Truncate)).collect::<Option<_>>()?
+        }
         Statement::RenameTable(pairs) => pairs
             .iter()
             .map(|p| Some(TableDdl::Rename { from: id(&p.old_name)?, to: id(&p.new_name)? }))
@@ -261,16 +261,18 @@ fn written_by_delete(d: &Delete, db: &str) -> Option<Vec<TableDdl>> {
 
 /// Objects whose creation, change or removal never touches a table's rows.
 const UNRELATED_OBJECTS: &str = "USER ROLE VIEW TRIGGER PROCEDURE FUNCTION EVENT SERVER TABLESPACE LOGFILE";
+const SCHEMA: &str = "DATABASE SCHEMA";
 /// Statements that never touch a table's rows.
 const UNRELATED_STATEMENTS: &str = "GRANT REVOKE SET FLUSH ANALYZE OPTIMIZE BEGIN COMMIT ROLLBACK SAVEPOINT RELEASE XA";
 /// Table options that change neither stored values nor keys (ENGINE is checked apart).
 const HARMLESS_OPTIONS: &str = "COMMENT AUTO_INCREMENT ROW_FORMAT ALGORITHM LOCK KEY_BLOCK_SIZE STATS_PERSISTENT \
-    STATS_AUTO_RECALC STATS_SAMPLE_PAGES PACK_KEYS CHECKSUM DELAY_KEY_WRITE CHARSET COLLATE";
+                                STATS_AUTO_RECALC STATS_SAMPLE_PAGES PACK_KEYS CHECKSUM DELAY_KEY_WRITE CHARSET COLLATE";
 
 fn is_kw(t: &Token, kw: &str) -> bool {
     matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
 }
 
+/// A position in a statement's significant tokens (no whitespace, no comments).
 struct Cursor<'a> {
     toks: &'a [Token],
     pos: usize,
@@ -283,38 +285,28 @@ impl<'a> Cursor<'a> {
     fn at_end(&self) -> bool {
         self.pos >= self.toks.len()
     }
-    fn peek_is(&self, kw: &str) -> bool {
-        self.toks.get(self.pos).is_some_and(|t| is_kw(t, kw))
-    }
-    fn eat(&mut self, kw: &str) -> bool {
-        let hit = self.peek_is(kw);
-        self.pos += usize::from(hit);
-        hit
-    }
-    /// Any one of the space-separated `kws`.
-    fn eat_any(&mut self, kws: &str) -> bool {
-        kws.split_whitespace().any(|kw| self.eat(kw))
-    }
-    /// All of the space-separated `kws` in order, or nothing consumed.
-    fn eat_seq(&mut self, kws: &str) -> bool {
-        let rest = self.toks.get(self.pos..).unwrap_or_default();
-        let n = kws.split_whitespace().count();
-        let all = rest.len() >= n && kws.split_whitespace().zip(rest).all(|(kw, t)| is_kw(t, kw));
-        self.pos += if all { n } else { 0 };
-        all
+    fn next(&mut self) -> Option<&'a Token> {
+        self.pos += 1;
+        self.toks.get(self.pos - 1)
     }
     fn eat_token(&mut self, tok: &Token) -> bool {
         let hit = self.toks.get(self.pos) == Some(tok);
         self.pos += usize::from(hit);
         hit
     }
-    fn next(&mut self) -> Option<&'a Token> {
-        self.pos += 1;
-        self.toks.get(self.pos - 1)
+    /// Consumes the space-separated keywords `kws` if they all come next, in order.
+    fn eat(&mut self, kws: &str) -> bool {
+        let (rest, n) = (self.toks.get(self.pos..).unwrap_or_default(), kws.split(' ').count());
+        let all = rest.len() >= n && kws.split(' ').zip(rest).all(|(kw, t)| is_kw(t, kw));
+        self.pos += if all { n } else { 0 };
+        all
     }
-    /// Advances past the first occurrence of `kws`.
+    /// Consumes one of the space-separated keywords `kws`.
+    fn eat_any(&mut self, kws: &str) -> bool {
+        kws.split(' ').any(|kw| self.eat(kw))
+    }
     fn skip_past(&mut self, kws: &str) -> Option<()> {
-        while !self.eat_seq(kws) {
+        while !self.eat(kws) {
             self.next()?;
         }
         Some(())
@@ -333,22 +325,11 @@ impl<'a> Cursor<'a> {
         }
         Some(TableId::new(db, first))
     }
-    /// `a, b, ...` up to the end.
-    fn tables(&mut self, db: &str) -> Option<Vec<TableId>> {
-        let mut out = vec![self.table(db)?];
-        while self.eat_token(&Token::Comma) {
-            out.push(self.table(db)?);
-        }
-        Some(out)
-    }
     /// Skips one of OR REPLACE, ONLINE, IGNORE, DEFINER = user, ALGORITHM = x, SQL SECURITY x, which may
     /// stand before the object kind.
     fn skip_prefix(&mut self) -> bool {
-        if self.eat_seq("OR REPLACE") || self.eat_any("ONLINE OFFLINE IGNORE AGGREGATE") {
-            return true;
-        }
         if self.eat("DEFINER") && self.eat_token(&Token::Eq) {
-            self.next(); // user, then maybe @host or ()
+            self.next(); // the user, then `@host` or `()`
             if self.eat_token(&Token::AtSign) {
                 self.next();
             } else if self.eat_token(&Token::LParen) {
@@ -356,7 +337,10 @@ impl<'a> Cursor<'a> {
             }
             return true;
         }
-        ((self.eat("ALGORITHM") && self.eat_token(&Token::Eq)) || self.eat_seq("SQL SECURITY")) && self.next().is_some()
+        if (self.eat("ALGORITHM") && self.eat_token(&Token::Eq)) || self.eat("SQL SECURITY") {
+            return self.next().is_some();
+        }
+        self.eat("OR REPLACE") || self.eat_any("ONLINE OFFLINE IGNORE AGGREGATE")
     }
 }
 
@@ -386,7 +370,7 @@ fn from_tokens(toks: &[Token], db: &str) -> Option<Vec<TableDdl>> {
             Some(vec![TableDdl::StatementDml(c.table(db)?)])
         }
         "UPDATE" | "DELETE" => reparse_dml(toks, db),
-        lead if UNRELATED_STATEMENTS.split_whitespace().any(|s| s == lead) => Some(vec![]),
+        lead if UNRELATED_STATEMENTS.split(' ').any(|s| s == lead) => Some(vec![]),
         _ => None,
     }
 }
@@ -417,9 +401,9 @@ fn reparse_dml(toks: &[Token], db: &str) -> Option<Vec<TableDdl>> {
 fn alter_tokens(mut c: Cursor, db: &str) -> Option<Vec<TableDdl>> {
     while c.skip_prefix() {}
     if !c.eat("TABLE") {
-        return (c.eat_any(UNRELATED_OBJECTS) || c.eat_any("DATABASE SCHEMA")).then(Vec::new);
+        return (c.eat_any(UNRELATED_OBJECTS) || c.eat_any(SCHEMA)).then(Vec::new);
     }
-    c.eat_seq("IF EXISTS");
+    c.eat("IF EXISTS");
     let table = c.table(db)?;
     let (mut changes, mut renames) = (Vec::new(), Vec::new());
     for op in split_ops(&c.toks[c.pos..]) {
@@ -472,7 +456,7 @@ fn op_tokens_keep_rows(op: &[Token]) -> bool {
         if !c.eat_any("INDEX KEY") {
             return false;
         }
-        c.eat_seq("IF EXISTS");
+        c.eat("IF EXISTS");
         return c.ident().is_some_and(|i| !i.eq_ignore_ascii_case("PRIMARY"));
     }
     if c.eat("RENAME") {
@@ -499,7 +483,7 @@ fn table_options_keep_rows(mut c: Cursor) -> bool {
         } else if c.eat("ENGINE") {
             // Switching to BLACKHOLE discards every stored row without a row event.
             c.eat_token(&Token::Eq);
-            !c.peek_is("BLACKHOLE")
+            !c.eat("BLACKHOLE")
         } else {
             c.eat_any(HARMLESS_OPTIONS)
         };
@@ -517,7 +501,7 @@ fn create_tokens(mut c: Cursor, db: &str) -> Option<Vec<TableDdl>> {
         return c.eat("TABLE").then(Vec::new);
     }
     if c.eat("TABLE") {
-        c.eat_seq("IF NOT EXISTS");
+        c.eat("IF NOT EXISTS");
         return Some(vec![TableDdl::Create(c.table(db)?)]);
     }
     let unique = c.eat("UNIQUE");
@@ -526,14 +510,17 @@ fn create_tokens(mut c: Cursor, db: &str) -> Option<Vec<TableDdl>> {
         c.skip_past("ON")?;
         return Some(vec![alter(c.table(db)?, unique)]);
     }
-    (c.eat_any(UNRELATED_OBJECTS) || c.eat_any("DATABASE SCHEMA")).then(Vec::new)
+    (c.eat_any(UNRELATED_OBJECTS) || c.eat_any(SCHEMA)).then(Vec::new)
 }
 
 fn drop_tokens(mut c: Cursor, db: &str) -> Option<Vec<TableDdl>> {
     let temporary = c.eat("TEMPORARY");
     if c.eat_any("TABLE TABLES") {
-        c.eat_seq("IF EXISTS");
-        let tables = c.tables(db)?;
+        c.eat("IF EXISTS");
+        let mut tables = vec![c.table(db)?];
+        while c.eat_token(&Token::Comma) {
+            tables.push(c.table(db)?);
+        }
         c.eat_any("RESTRICT CASCADE");
         let drops = if temporary { vec![] } else { tables.into_iter().map(TableDdl::Drop).collect() };
         return c.at_end().then_some(drops);
@@ -541,13 +528,13 @@ fn drop_tokens(mut c: Cursor, db: &str) -> Option<Vec<TableDdl>> {
     if temporary {
         return None;
     }
-    if c.eat_any("DATABASE SCHEMA") {
-        c.eat_seq("IF EXISTS");
+    if c.eat_any(SCHEMA) {
+        c.eat("IF EXISTS");
         let name = c.ident()?;
         return c.at_end().then(|| vec![TableDdl::DropDatabase(name)]);
     }
     if c.eat("INDEX") {
-        c.eat_seq("IF EXISTS");
+        c.eat("IF EXISTS");
         let primary = c.ident()?.eq_ignore_ascii_case("PRIMARY");
         c.skip_past("ON")?;
         return Some(vec![alter(c.table(db)?, primary)]);
@@ -689,6 +676,7 @@ mod tests {
             ("truncate table d2.t", &[Truncate(t("d2.t"))]),
             ("DROP TABLE a, db2.b", &[Drop(t("a")), Drop(t("db2.b"))]),
             ("DROP TEMPORARY TABLE IF EXISTS a", &[]),
+            ("DROP /*!40005 TEMPORARY */ TABLE IF EXISTS `a`", &[]), // MySQL's log of a session's temporary tables
             ("DROP DATABASE d2", &[DropDatabase("d2".into())]),
             ("drop schema if exists `d2`", &[DropDatabase("d2".into())]),
         ]);

@@ -62,9 +62,21 @@ pub fn prometheus(metrics: &Metrics) -> String {
     );
     line(
         "polyrepl_snapshot_rows_total",
-        "Rows read by the initial snapshot.",
+        "Rows read by the initial snapshot and by online copies.",
         "counter",
         vec![(String::new(), s.snapshot_rows.load(Relaxed) as f64)],
+    );
+    line(
+        "polyrepl_online_copy_rows",
+        "Rows handed over so far by each online copy in progress (a table leaves the series when done).",
+        "gauge",
+        s.copies.lock().unwrap().iter().map(|(t, n)| (format!("{{table=\"{t}\"}}"), *n as f64)).collect(),
+    );
+    line(
+        "polyrepl_online_copies_completed_total",
+        "Online copies completed since the run started.",
+        "counter",
+        vec![(String::new(), s.copies_completed.load(Relaxed) as f64)],
     );
     line(
         "polyrepl_source_heartbeats_total",
@@ -130,6 +142,10 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
             "position": metrics.source.position.lock().unwrap().clone(),
             "changes_read": metrics.source.changes_read.load(Relaxed),
             "snapshot_rows": metrics.source.snapshot_rows.load(Relaxed),
+            "online_copies": metrics.source.copies.lock().unwrap().iter()
+                .map(|(t, rows)| serde_json::json!({"table": t, "rows_copied": rows}))
+                .collect::<Vec<_>>(),
+            "online_copies_completed": metrics.source.copies_completed.load(Relaxed),
         },
         "sinks": sinks,
     })
@@ -155,5 +171,10 @@ mod tests {
         assert_eq!(status["sinks"][0]["name"], "redis://h:1");
         assert_eq!(status["sinks"][0]["changes_applied"], 7);
         assert_eq!(status["sinks"][1]["state"], "starting");
+        metrics.copy_progress("d.t", 5000);
+        assert!(prometheus(&metrics).contains("polyrepl_online_copy_rows{table=\"d.t\"} 5000\n"));
+        assert_eq!(super::status(&metrics)["source"]["online_copies"][0]["rows_copied"], 5000);
+        metrics.copy_done("d.t");
+        assert!(prometheus(&metrics).contains("polyrepl_online_copies_completed_total 1\n"));
     }
 }
