@@ -29,6 +29,16 @@ pub fn qualified(table: &TableSchema) -> String {
 
 /// Checks that Cassandra can hold `table`: names, a primary key, and a mapping for every column.
 pub fn check_table(table: &TableSchema) -> Result<(), String> {
+    check_names(table)?;
+    table.check_primary_key("its rows could not be addressed in Cassandra")?;
+    for column in &table.columns {
+        cql_type(column).map_err(|e| format!("{}: {e} — exclude the table", table.id))?;
+    }
+    Ok(())
+}
+
+/// The part of [`check_table`] about names only: enough to truncate or drop a table by name.
+pub fn check_names(table: &TableSchema) -> Result<(), String> {
     for (what, name) in [("keyspace (source database)", &table.id.database), ("table", &table.id.table)] {
         if name.is_empty() || name.len() > MAX_NAME || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!(
@@ -44,10 +54,6 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
              checkpoints: exclude the table",
             table.id
         ));
-    }
-    table.check_primary_key("its rows could not be addressed in Cassandra")?;
-    for column in &table.columns {
-        cql_type(column).map_err(|e| format!("{}: {e} — exclude the table", table.id))?;
     }
     Ok(())
 }

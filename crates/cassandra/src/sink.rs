@@ -26,7 +26,7 @@ use crate::connection::{connect, sink_name, url_options, CassandraOptions};
 use crate::ddl::Catalog;
 use crate::error::classify;
 use crate::mapping::{from_cql, MappingCounts, MappingStats};
-use crate::naming::check_table;
+use crate::naming::{check_names, check_table};
 use crate::plan::{plan, WriteKind};
 use crate::write::{delete_cql, execute_all, insert_cql, key_values, row_values, select_cql, Bound, Statements};
 
@@ -257,7 +257,7 @@ impl Sink for CassandraSink {
     /// `TRUNCATE` of the table when it exists ([`crate::ddl::truncate_table`]); the table, its columns
     /// and indexes stay.
     async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
         // Read afresh, not from the catalog: another sink may have dropped the table meanwhile.
         if crate::ddl::read_table(&self.session, &self.name, &table.id).await?.is_none() {
             return Ok(());
@@ -268,7 +268,7 @@ impl Sink for CassandraSink {
     /// `DROP TABLE IF EXISTS` ([`crate::ddl::drop_table`]); the keyspace stays. The sink forgets the table
     /// and its prepared statements, so a later `prepare` or `apply` creates it again.
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
         self.catalog.forget(&table.id);
         self.statements.forget(&crate::naming::qualified(table));
         if crate::ddl::read_table(&self.session, &self.name, &table.id).await?.is_none() {

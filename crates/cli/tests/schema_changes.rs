@@ -253,7 +253,9 @@ async fn a_table_added_to_the_selection_and_a_sink_added_are_copied_online() {
 
 /// A writer on `big (id, v, n)`: mostly updates of existing rows, some inserts and deletes.
 fn big_writer_step(rng: &mut Rng, next_id: &mut u64, op: u64) -> String {
-    flow_writer_step(rng, next_id, op).replace(" flow ", " big ")
+    flow_writer_step(rng, next_id, op)
+        .replace("INSERT INTO flow VALUES", "INSERT INTO big (id, v, n) VALUES")
+        .replace(" flow ", " big ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

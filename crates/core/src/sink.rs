@@ -73,11 +73,13 @@ pub trait Sink: Send {
     ) -> Result<(Vec<Vec<Value>>, Option<Vec<u8>>), SinkError>;
 
     /// Removes every row the sink holds for `table`, keeping what `prepare` created (collection, table,
-    /// indexes); idempotent. Not ordered with the pipeline's batches: the caller makes sure no batch for
+    /// indexes); idempotent. Only `table.id` may be relied on: the schema of a table the run never saw
+    /// (created and dropped again before the stream reached it) has no columns. Not ordered with the pipeline's batches: the caller makes sure no batch for
     /// `table` is in flight.
     async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError>;
 
     /// Removes `table` from the sink: its rows and whatever `prepare` created for it; idempotent (a
-    /// table the sink does not have is not an error).
+    /// table the sink does not have is not an error). Only `table.id` may be relied on (see
+    /// [`Sink::truncate_table`]).
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError>;
 }

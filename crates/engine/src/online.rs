@@ -10,6 +10,8 @@
 //! - A chunk is read only at a transaction boundary of the stream, so `P` is never before what was
 //!   already handed over: the stream's last position ≤ `P`.
 //! - At most one chunk is in memory: the next one is read once the previous one is handed over.
+//! - No transaction stays open between chunks: its metadata lock would make an ALTER TABLE wait, and
+//!   every writer of the table wait behind the ALTER.
 //! - What the checkpoints say ([`OnlineCopies::checkpoint_at`]) is the progress handed over, never the
 //!   progress of a chunk still waiting: a sink that stores it holds every chunk up to its key.
 //! - A chunk whose table vanished or changed shape under it (its DDL not streamed yet) is thrown away
@@ -147,7 +149,9 @@ impl OnlineCopies {
     /// The chunk connection, opened on first use.
     async fn connection(&mut self) -> Result<&mut Snapshot> {
         if self.snapshot.is_none() {
-            self.snapshot = Some(Snapshot::begin(&self.url, self.chunk_rows).await?);
+            let mut snapshot = Snapshot::begin(&self.url, self.chunk_rows).await?;
+            snapshot.end_transaction().await?; // each chunk starts its own (see `renew`)
+            self.snapshot = Some(snapshot);
         }
         Ok(self.snapshot.as_mut().expect("opened above"))
     }
@@ -171,11 +175,13 @@ impl OnlineCopies {
         let snapshot = self.connection().await?;
         snapshot.renew().await?;
         let position = snapshot.position().clone();
-        let changes = match snapshot.read_chunk(&schema, copy.after.as_deref()).await {
+        let read = snapshot.read_chunk(&schema, copy.after.as_deref()).await;
+        snapshot.end_transaction().await?;
+        let changes = match read {
             Ok(changes) => changes,
             // Once only: a second failure after the stream passed the first one's position is real.
             Err(e) if table_changed_under_us(&e) && self.paused_until.is_none() => {
-                tracing::debug!(table = %copy.table, error = %e, "online copy waits for the stream to pass a schema change");
+                tracing::debug!(table = %copy.table, error = %e, %streamed, %position, "online copy waits for the stream to pass a schema change");
                 self.paused_until = Some(position);
                 return Ok(None);
             }

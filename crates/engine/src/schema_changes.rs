@@ -16,14 +16,17 @@
 //! Invariants:
 //! - a table is (re)created with the shape the server describes *now*: a later ALTER of the same table
 //!   is followed when the stream reaches it;
+//! - a selected table the run does not know (created and renamed or dropped again before the stream
+//!   reached its CREATE) is still dropped and truncated by name: the stream carries its rows meanwhile;
 //! - nothing is dropped silently: a statement-logged DML on a selected table (STATEMENT or MIXED
 //!   session), and a statement the parser cannot read that names a selected table, stop the run with
 //!   the statement and the fix.
 
 use crate::error::{EngineError, Result};
 use crate::online::OnlineCopies;
-use polyrepl_core::{Position, TableFilter, TableId, TableOp};
+use polyrepl_core::{Position, TableFilter, TableId, TableOp, TableSchema};
 use polyrepl_mysql::ddl::{classify, Classified, TableDdl};
+use std::sync::Arc;
 
 /// What the run does about one statement.
 pub struct Followed {
@@ -57,29 +60,29 @@ pub async fn follow(
     for step in steps {
         match step {
             TableDdl::Truncate(id) => {
-                if let Some(schema) = online.schemas.get(&id) {
-                    ops.push(TableOp::Truncate(schema.clone()));
+                if let Some(schema) = known_or_selected(&id, filter, online) {
+                    ops.push(TableOp::Truncate(schema));
                     relevant = true;
                 }
             }
-            TableDdl::Drop(id) => relevant |= drop(&id, online, keep_dropped, &mut ops),
+            TableDdl::Drop(id) => relevant |= drop(&id, filter, online, keep_dropped, &mut ops),
             TableDdl::DropDatabase(db) => {
                 let mut gone: Vec<TableId> = online.schemas.keys().filter(|id| id.database == db).cloned().collect();
                 gone.sort_by_key(|id| id.to_string());
                 for id in gone {
-                    relevant |= drop(&id, online, keep_dropped, &mut ops);
+                    relevant |= drop(&id, filter, online, keep_dropped, &mut ops);
                 }
             }
             TableDdl::Create(id) if filter.matches(&id) => {
                 relevant = true;
-                copy_anew(&id, statement, position, online, &mut ops).await?;
+                copy_anew(&id, statement, position, filter, online, &mut ops).await?;
             }
             TableDdl::Create(_) => {}
             TableDdl::Rename { from, to } => {
-                relevant |= drop(&from, online, keep_dropped, &mut ops);
+                relevant |= drop(&from, filter, online, keep_dropped, &mut ops);
                 if filter.matches(&to) {
                     relevant = true;
-                    copy_anew(&to, statement, position, online, &mut ops).await?;
+                    copy_anew(&to, statement, position, filter, online, &mut ops).await?;
                 }
             }
             TableDdl::Alter { table, rows_may_change } if filter.matches(&table) => {
@@ -93,7 +96,7 @@ pub async fn follow(
                     continue;
                 }
                 relevant = true;
-                copy_anew(&table, statement, position, online, &mut ops).await?;
+                copy_anew(&table, statement, position, filter, online, &mut ops).await?;
             }
             TableDdl::Alter { .. } => {}
             TableDdl::StatementDml(table) if filter.matches(&table) => {
@@ -112,9 +115,22 @@ pub async fn follow(
     Ok(Followed { ops, relevant })
 }
 
-/// Removes a known table: its copy stops, the sinks drop it (unless asked to keep what they hold).
-fn drop(id: &TableId, online: &mut OnlineCopies, keep: bool, ops: &mut Vec<TableOp>) -> bool {
-    let Some(schema) = online.schemas.remove(id) else { return false };
+/// The schema of a table the run knows, or (for a selected table it does not: one created and gone
+/// again before the stream got to its CREATE, whose rows the stream still carries) one that names it.
+fn known_or_selected(id: &TableId, filter: &TableFilter, online: &OnlineCopies) -> Option<Arc<TableSchema>> {
+    match online.schemas.get(id) {
+        Some(schema) => Some(schema.clone()),
+        None if filter.matches(id) => {
+            Some(Arc::new(TableSchema { id: id.clone(), columns: vec![], primary_key: vec![] }))
+        }
+        None => None,
+    }
+}
+
+/// Removes a selected table: its copy stops, the sinks drop it (unless asked to keep what they hold).
+fn drop(id: &TableId, filter: &TableFilter, online: &mut OnlineCopies, keep: bool, ops: &mut Vec<TableOp>) -> bool {
+    let Some(schema) = known_or_selected(id, filter, online) else { return false };
+    online.schemas.remove(id);
     online.forget(id);
     if keep {
         tracing::info!(table = %id, "table dropped on the source; the sinks keep its rows (--keep-dropped-tables)");
@@ -129,12 +145,13 @@ async fn copy_anew(
     id: &TableId,
     statement: &str,
     position: &Position,
+    filter: &TableFilter,
     online: &mut OnlineCopies,
     ops: &mut Vec<TableOp>,
 ) -> Result<()> {
     let Some(schema) = online.discover(id).await? else {
         // Gone since: its DROP or RENAME comes later in the stream. What the sinks hold of it goes now.
-        drop(id, online, false, ops);
+        drop(id, filter, online, false, ops);
         return Ok(());
     };
     let old = online.schemas.get(id).cloned();

@@ -18,26 +18,7 @@ pub const ID_FIELD: &str = "_id";
 
 /// Why a table cannot be stored in MongoDB.
 pub fn check_table(table: &TableSchema) -> Result<(), String> {
-    let db = &table.id.database;
-    let coll = &table.id.table;
-    if db.is_empty() || db.len() > 63 || db.chars().any(|c| "/\\. \"$*<>:|?\0".contains(c)) {
-        return Err(format!(
-            "source database name '{db}' is not a valid MongoDB database name (1–63 bytes, none of /\\. \"$*<>:|?)"
-        ));
-    }
-    if coll.is_empty() || coll.contains('$') || coll.contains('\0') || coll.starts_with("system.") {
-        return Err(format!(
-            "table name '{coll}' of {} is not a valid MongoDB collection name (no '$', not 'system.*')",
-            table.id
-        ));
-    }
-    if (db.as_str(), coll.as_str()) == (CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION) {
-        return Err(format!(
-            "table {} would be stored in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION}, where polyrepl keeps its \
-             checkpoints: exclude the table",
-            table.id
-        ));
-    }
+    check_names(table)?;
     table.check_primary_key("documents could not be addressed by _id")?;
     if let Some(i) = table.column_index(ID_FIELD) {
         if table.primary_key != [i] {
@@ -58,6 +39,31 @@ pub fn check_table(table: &TableSchema) -> Result<(), String> {
                 column.name, table.id
             ));
         }
+    }
+    Ok(())
+}
+
+/// The part of [`check_table`] about names only: enough to empty or drop a table's collection by name.
+pub fn check_names(table: &TableSchema) -> Result<(), String> {
+    let db = &table.id.database;
+    let coll = &table.id.table;
+    if db.is_empty() || db.len() > 63 || db.chars().any(|c| "/\\. \"$*<>:|?\0".contains(c)) {
+        return Err(format!(
+            "source database name '{db}' is not a valid MongoDB database name (1–63 bytes, none of /\\. \"$*<>:|?)"
+        ));
+    }
+    if coll.is_empty() || coll.contains('$') || coll.contains('\0') || coll.starts_with("system.") {
+        return Err(format!(
+            "table name '{coll}' of {} is not a valid MongoDB collection name (no '$', not 'system.*')",
+            table.id
+        ));
+    }
+    if (db.as_str(), coll.as_str()) == (CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION) {
+        return Err(format!(
+            "table {} would be stored in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION}, where polyrepl keeps its \
+             checkpoints: exclude the table",
+            table.id
+        ));
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::connection::{connect, ServerInfo};
 use crate::error::classify;
 use crate::fence::{ids_per_delete, wait_out_previous_run, DocCounts};
 use crate::mapping::{Mapping, MappingCounts, MappingStats};
-use crate::naming::{check_table, document_id, id_bytes, ID_FIELD};
+use crate::naming::{check_names, check_table, document_id, id_bytes, ID_FIELD};
 use crate::plan::{plan, WriteOp};
 use crate::write::{send, WriteLimits};
 
@@ -224,7 +224,7 @@ impl Sink for MongoSink {
     /// `delete_many({})` on the table's collection: the collection and its indexes stay. An absent
     /// collection is left absent.
     async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
         let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
         collection
             .delete_many(doc! {})
@@ -236,7 +236,7 @@ impl Sink for MongoSink {
 
     /// Drops the table's collection (with its indexes); an absent collection is not an error.
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
         let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
         match collection.drop().await {
             Ok(()) => {}

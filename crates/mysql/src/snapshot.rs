@@ -57,12 +57,16 @@ impl Snapshot {
     /// Ends this snapshot's transaction and starts a new one on the same connection: the online copy
     /// reads each chunk in its own snapshot, at its own position.
     pub async fn renew(&mut self) -> Result<()> {
-        self.conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(|e| SourceError::query("COMMIT of the snapshot", &self.server, e))?;
+        self.end_transaction().await?;
         self.position = start_transaction(&mut self.conn, &self.server, self.mariadb).await?;
         Ok(())
+    }
+
+    /// Ends this snapshot's transaction, keeping the connection for [`Snapshot::renew`]. An online copy
+    /// does this after each chunk: an open transaction keeps a metadata lock on the tables it read,
+    /// and an ALTER TABLE waiting for it would block every writer of the table behind it.
+    pub async fn end_transaction(&mut self) -> Result<()> {
+        self.conn.query_drop("COMMIT").await.map_err(|e| SourceError::query("COMMIT of the snapshot", &self.server, e))
     }
 
     /// A table's schema as the server describes it now (information_schema is not transactional), `None`

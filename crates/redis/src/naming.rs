@@ -27,6 +27,17 @@ pub const STREAM_KEY_PREFIX: &str = "polyrepl:stream:";
 
 /// Why a table cannot be stored in Redis under the row-key prefix `prefix`, if it cannot.
 pub fn check_table(prefix: Option<&str>, table: &TableSchema) -> Result<(), String> {
+    check_names(prefix, table)?;
+    table.check_primary_key("its rows could not be addressed by a Redis key")?;
+    if let Some(c) = table.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
+        let ColumnKind::Unsupported(t) = &c.kind else { unreachable!() };
+        return Err(format!("column '{}' of {} has type {t}, which polyrepl does not replicate", c.name, table.id));
+    }
+    Ok(())
+}
+
+/// The part of [`check_table`] about names only: enough to remove a table's keys by name.
+pub fn check_names(prefix: Option<&str>, table: &TableSchema) -> Result<(), String> {
     // Without a prefix, the rows of `polyrepl.checkpoint` and `polyrepl.stream` would share keys with
     // polyrepl's own checkpoints and change streams, and overwrite them.
     let rows_at = format!("{}:{}:", table.id.database, table.id.table);
@@ -44,11 +55,6 @@ pub fn check_table(prefix: Option<&str>, table: &TableSchema) -> Result<(), Stri
                 table.id
             ));
         }
-    }
-    table.check_primary_key("its rows could not be addressed by a Redis key")?;
-    if let Some(c) = table.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
-        let ColumnKind::Unsupported(t) = &c.kind else { unreachable!() };
-        return Err(format!("column '{}' of {} has type {t}, which polyrepl does not replicate", c.name, table.id));
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::checkpoint;
 use crate::connection::{connect, RedisConnection};
 use crate::error::classify;
 use crate::mapping::from_field;
-use crate::naming::{check_table, row_key, stream_key};
+use crate::naming::{check_names, check_table, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
 use crate::plan::plan;
 use crate::write::{cluster_writes, send, send_cluster, transactions};
@@ -214,13 +214,13 @@ impl Sink for RedisSink {
     /// Deletes the table's row hashes (SCAN + UNLINK, every master of a cluster); keeps its change
     /// stream ([`crate::layout`]).
     async fn truncate_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_names(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await
     }
 
     /// Deletes the table's row hashes and its change stream ([`crate::layout`]).
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        check_table(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
+        check_names(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await?;
         crate::layout::delete_stream(&mut self.conn, &self.name, table).await
     }
