@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mysql_async::prelude::Queryable;
 use polyrepl_core::{Row, TableId, TableSchema, Value};
+use polyrepl_engine::control::Inbox;
 use polyrepl_engine::{Metrics, RunConfig};
 use polyrepl_stack::init::{DEMO_DATABASE, DEMO_TABLE};
 use polyrepl_stack::local::LocalBackend;
@@ -88,7 +89,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         .context("the demo table")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(Metrics::default());
-    let mut pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stop_rx));
+    let mut pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stop_rx, Inbox::none()));
 
     let mut readers = Vec::new();
     for (name, url, _) in &sinks {

@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod demo;
 mod http;
+mod snapshot_cmd;
 mod stack_cmd;
 mod verify;
 
@@ -47,6 +48,10 @@ enum Command {
     /// once the sink has caught up; report missing, extra and different rows (--json for machines) and,
     /// with --repair, rewrite them from the source. Exit code 0 when consistent, 1 when not, 2 on error.
     Verify(verify::VerifyArgs),
+    /// Ask a running `polyrepl run` (through its --metrics-addr) to copy tables again while it keeps
+    /// streaming: each table's rows are re-read in primary-key chunks and rewritten in place, in order
+    /// with the stream, in every sink. Exit code 0 when the copies started, 1 when refused, 2 on error.
+    Snapshot(snapshot_cmd::SnapshotArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Verify(args) => verify::run(args).await,
+            Command::Snapshot(args) => snapshot_cmd::run(args).await,
         }
     });
     // Leave the runtime to the process exit instead of shutting it down: the MongoDB driver's background
@@ -93,10 +99,11 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 async fn run_command(args: config::RunArgs) -> anyhow::Result<ExitCode> {
     let config::Resolved { run, metrics_addr } = args.resolve()?;
     let metrics = std::sync::Arc::new(polyrepl_engine::Metrics::default());
+    let (controller, inbox) = polyrepl_engine::control::channel();
     if let Some(addr) = &metrics_addr {
-        http::serve(addr, metrics.clone()).await?;
+        http::serve(addr, metrics.clone(), Some(controller)).await?;
     }
     let prepared = polyrepl_engine::prepare(&run).await?;
-    polyrepl_engine::run(run, prepared, metrics, shutdown_signal()).await?;
+    polyrepl_engine::run(run, prepared, metrics, shutdown_signal(), inbox).await?;
     Ok(ExitCode::SUCCESS)
 }

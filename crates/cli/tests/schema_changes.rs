@@ -311,3 +311,48 @@ async fn a_statement_logged_change_to_a_replicated_table_stops_the_run_with_the_
     assert!(log.contains(&format!("statement-logged change to {}.s", db.name)), "{log}");
     assert!(log.contains("SET GLOBAL binlog_format=ROW"), "the fix is in the error:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polyrepl_snapshot_copies_a_table_again_while_the_run_streams() {
+    let h = Harness::create("resnap").await;
+    let db = &h.db;
+    db.exec("CREATE TABLE flow (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)").await;
+    rows(db, "flow", 600, "({i}, 'f{i}', {i})").await;
+    let pipeline = h.pipeline("resnap");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p = Polyrepl::spawn(&h.args("run", &pipeline, None, &SINKS, &["--metrics-addr", &addr]));
+    h.wait_copied(&pipeline, &mut p).await;
+    let writer = Writer::start(db, flow_writer_step, 600).await;
+    // Damage MongoDB behind the pipeline's back: a row gone, a row changed.
+    let flow = db.collection("flow");
+    flow.delete_one(doc! { "_id": 7 }).await.unwrap();
+    flow.update_one(doc! { "_id": 8 }, doc! { "$set": { "v": "tampered" } }).await.unwrap();
+
+    let (status, out) = run_to_end(
+        &["snapshot".to_string(), "--metrics-addr".into(), addr.clone(), "--table".into(), format!("{}.flow", db.name)],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("copying {}.flow again", db.name)), "{out}");
+    let (status, out) = run_to_end(
+        &["snapshot".to_string(), "--metrics-addr".into(), addr.clone(), "--table".into(), format!("{}.nope", db.name)],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "a table the pipeline does not replicate is refused:\n{out}");
+    assert!(out.contains("not replicated by this pipeline"), "{out}");
+    let metrics = wait_for("the copy to complete", Duration::from_secs(120), || {
+        let addr = addr.clone();
+        async move {
+            let port: u16 = addr.rsplit(':').next()?.parse().ok()?;
+            let (_, text) = http_get(port, "/metrics")?;
+            text.contains("polyrepl_online_copies_completed_total 1").then_some(text)
+        }
+    })
+    .await;
+    assert!(metrics.contains("polyrepl_online_copies_completed_total 1"));
+    let ops = writer.finish().await;
+    h.stop_catch_up_and_verify(p, &pipeline, &SINKS).await;
+    eprintln!("polyrepl snapshot repaired a damaged table online under a writer of {ops} statements");
+}

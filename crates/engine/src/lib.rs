@@ -10,6 +10,7 @@
 //! - [`settings`]: a run's resolved settings and their defaults, in one place.
 
 pub mod checkpoints;
+pub mod control;
 pub mod error;
 pub mod metrics;
 pub mod online;

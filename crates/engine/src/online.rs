@@ -96,6 +96,18 @@ impl OnlineCopies {
         self.schemas.insert(table.id.clone(), table);
     }
 
+    /// Copies a known table again in place (no drop first), unless it is being copied; `false` when the
+    /// run does not replicate it.
+    pub fn copy_again(&mut self, table: &TableId) -> bool {
+        if !self.schemas.contains_key(table) {
+            return false;
+        }
+        if !self.copies.iter().any(|c| &c.table == table) {
+            self.copies.push(TableCopy { table: table.clone(), after: None });
+        }
+        true
+    }
+
     /// Stops copying `table` and forgets it (it was dropped or renamed away).
     pub fn forget(&mut self, table: &TableId) {
         self.copies.retain(|c| &c.table != table);

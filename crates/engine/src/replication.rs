@@ -9,6 +9,7 @@
 //!   sink's error reported.
 
 use crate::checkpoints::StartPlan;
+use crate::control::Inbox;
 use crate::error::{EngineError, Result};
 use crate::metrics::Metrics;
 use crate::online::OnlineCopies;
@@ -22,12 +23,14 @@ use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-/// Runs until the source ends (`--stop-at-end`), `shutdown` turns true, or an error.
+/// Runs until the source ends (`--stop-at-end`), `shutdown` turns true, or an error; takes the
+/// requests sent to `inbox` while streaming ([`crate::control`]).
 pub async fn run(
     cfg: RunConfig,
     prepared: Prepared,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    inbox: Inbox,
 ) -> Result<()> {
     let Prepared { url, filter, tables, slots } = prepared;
     let checkpoints: Vec<Option<Checkpoint>> = slots.iter().map(|s| s.resume_from.clone()).collect();
@@ -36,7 +39,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Batch>(4);
     let mut pipeline_task = tokio::spawn(pipeline::run(rx, slots, cfg.pipeline(), metrics.clone()));
 
-    let source = drive_source(&cfg, &url, &filter, &tables, plan, tx, &metrics, &mut shutdown);
+    let source = drive_source(&cfg, &url, &filter, &tables, plan, inbox, tx, &metrics, &mut shutdown);
     tokio::pin!(source);
     let task_failed = |e: tokio::task::JoinError| EngineError::Internal(format!("the pipeline task failed: {e}"));
     tokio::select! {
@@ -62,14 +65,19 @@ async fn drive_source(
     filter: &TableFilter,
     tables: &[Arc<TableSchema>],
     plan: StartPlan,
+    mut inbox: Inbox,
     tx: mpsc::Sender<Batch>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let mut snapshot_position = None;
     if plan.needs_snapshot {
-        let start = SnapshotStart { resume: plan.resume_snapshot.clone(), sweep: cfg.resnapshot || plan.sweep_again };
-        match run_snapshot(cfg, url, filter, tables, start, &tx, metrics, shutdown).await? {
+        let start = SnapshotStart {
+            resume: plan.resume_snapshot.clone(),
+            sweep: cfg.resnapshot || plan.sweep_again,
+            selection: filter.clone(),
+        };
+        match run_snapshot(cfg, url, tables, start, &tx, metrics, shutdown).await? {
             Some(position) => snapshot_position = Some(position),
             None => return Ok(()), // shut down mid-snapshot
         }
@@ -81,7 +89,7 @@ async fn drive_source(
         tracing::info!(table = %copy.table, resume_after = ?copy.after, "online copy planned: the table is copied while streaming goes on");
     }
     let mut online = OnlineCopies::new(url, cfg.chunk_rows, tables, plan.copies.clone(), filter.spec());
-    let streamed = stream(cfg, url, filter, from, &mut online, &tx, metrics, shutdown).await;
+    let streamed = stream(cfg, url, filter, from, &mut online, &mut inbox, &tx, metrics, shutdown).await;
     online.close().await;
     streamed
 }

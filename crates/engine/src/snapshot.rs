@@ -28,10 +28,12 @@ use tokio::sync::{mpsc, watch};
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// What the snapshot starts from: a copy in progress to continue (else a new one at a new position),
-/// and whether the `--resnapshot` sweep runs first.
+/// whether the `--resnapshot` sweep runs first, and the run's selection.
 pub struct SnapshotStart {
     pub resume: Option<Checkpoint>,
     pub sweep: bool,
+    /// The run's selection, recorded in the hand-over checkpoint.
+    pub selection: TableFilter,
 }
 
 /// Copies every table not yet done (after the sweep, when asked), and returns the position streaming
@@ -40,7 +42,6 @@ pub struct SnapshotStart {
 pub async fn run_snapshot(
     cfg: &RunConfig,
     url: &SourceUrl,
-    filter: &TableFilter,
     tables: &[Arc<TableSchema>],
     start: SnapshotStart,
     tx: &mpsc::Sender<Batch>,
@@ -100,7 +101,7 @@ pub async fn run_snapshot(
     }
     snapshot.finish().await?;
     // The snapshot is complete: from here on, sinks hold a streaming checkpoint.
-    if tx.send(Batch::new(vec![], checkpoints::snapshot_complete(&position, filter))).await.is_err() {
+    if tx.send(Batch::new(vec![], checkpoints::snapshot_complete(&position, &start.selection))).await.is_err() {
         return Ok(None);
     }
     tracing::info!(

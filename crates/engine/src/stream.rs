@@ -13,6 +13,7 @@
 //!   position; schema changes ([`crate::schema_changes`]) become layout operations at theirs. Every
 //!   checkpoint carries the copies' progress as handed over.
 
+use crate::control::{Inbox, Request};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::online::OnlineCopies;
@@ -34,6 +35,7 @@ pub async fn stream(
     filter: &TableFilter,
     mut from: Position,
     online: &mut OnlineCopies,
+    inbox: &mut Inbox,
     tx: &mpsc::Sender<Batch>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
@@ -67,6 +69,9 @@ pub async fn stream(
         tracing::info!(position = %from, "streaming from the binlog");
         reader.wake_at(online.waiting_at().cloned());
         loop {
+            while let Some(request) = inbox.try_next() {
+                take(request, online);
+            }
             // Between transactions: the next chunk of an online copy, handed over at once when nothing
             // was committed since, else when the stream reaches the position it was read at.
             if let Some(at) = online.read_next(&from).await? {
@@ -142,6 +147,26 @@ pub async fn stream(
                 from = from.max(chunk.checkpoint.position.clone());
                 send!(chunk);
             }
+        }
+    }
+}
+
+/// Takes a request of the pipeline's controller ([`crate::control`]).
+fn take(request: Request, online: &mut OnlineCopies) {
+    match request {
+        Request::Copy { tables, reply } => {
+            let unknown: Vec<String> =
+                tables.iter().filter(|t| !online.schemas.contains_key(t)).map(ToString::to_string).collect();
+            let answer = if unknown.is_empty() {
+                for table in &tables {
+                    online.copy_again(table);
+                    tracing::info!(%table, "copy asked for: the table is copied again online");
+                }
+                Ok(tables)
+            } else {
+                Err(format!("not replicated by this pipeline: {}", unknown.join(", ")))
+            };
+            let _ = reply.send(answer);
         }
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use mysql_async::prelude::*;
 use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_engine::control::Inbox;
 use polyrepl_engine::pipeline::SinkSlot;
 use polyrepl_mysql::binlog::current_position;
 use std::sync::{Arc, Mutex};
@@ -135,7 +136,7 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(polyrepl_engine::Metrics::default());
-    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stopped));
+    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stopped, Inbox::none()));
 
     bench.note(format!(
         "lag {}: writing {} changes/s for {} s",

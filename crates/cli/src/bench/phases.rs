@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mongodb::bson::{doc, Document};
 use mysql_async::prelude::*;
 use polyrepl_core::{Batch, Checkpoint, Position, Row, TableFilter, TableSchema};
+use polyrepl_engine::control::Inbox;
 use polyrepl_engine::Metrics;
 use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
 use std::sync::atomic::Ordering::Relaxed;
@@ -95,7 +96,7 @@ async fn run_to_end(cfg: polyrepl_engine::RunConfig) -> Result<(Duration, Arc<Me
     let metrics = Arc::new(Metrics::default());
     let (_keep_open, never) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    polyrepl_engine::run(cfg, prepared, metrics.clone(), never).await?;
+    polyrepl_engine::run(cfg, prepared, metrics.clone(), never, Inbox::none()).await?;
     Ok((started.elapsed(), metrics))
 }
 

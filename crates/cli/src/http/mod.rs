@@ -1,25 +1,74 @@
-//! `--metrics-addr`: Prometheus text on `/metrics`, a JSON summary on `/status`.
+//! `--metrics-addr`: Prometheus text on `/metrics`, a JSON summary on `/status`, and `POST /snapshot`
+//! (`{"tables": ["db.t"]}`) to copy tables again while the run streams (`polyrepl snapshot`).
 
 use anyhow::{Context, Result};
-use axum::{routing::get, Json, Router};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use polyrepl_core::TableId;
+use polyrepl_engine::control::Controller;
 use polyrepl_engine::Metrics;
+use serde::Deserialize;
 use std::sync::Arc;
+use std::time::Duration;
 
 mod render;
 
-/// Binds `addr` and serves until the process ends.
-pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<()> {
+/// The body of `POST /snapshot`.
+#[derive(Deserialize)]
+pub struct CopyRequest {
+    pub tables: Vec<String>,
+}
+
+/// Binds `addr` and serves until the process ends; `POST /snapshot` needs a `controller`.
+pub async fn serve(addr: &str, metrics: Arc<Metrics>, controller: Option<Controller>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-addr {addr}: is the address free and local?"))?;
     let m1 = metrics.clone();
     let app = Router::new()
         .route("/metrics", get(move || async move { render::prometheus(&m1) }))
-        .route("/status", get(move || async move { Json(render::status(&metrics)) }));
+        .route("/status", get(move || async move { Json(render::status(&metrics)) }))
+        .route("/snapshot", post(move |Json(request): Json<CopyRequest>| copy(controller.clone(), request)));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
     Ok(())
+}
+
+/// `POST /snapshot`: 200 with the tables whose copy started, 400 for a malformed name, 409 when the
+/// pipeline refuses, 202 when it has not taken the request yet (initial snapshot), 503 when this
+/// process takes none.
+async fn copy(controller: Option<Controller>, request: CopyRequest) -> (StatusCode, Json<serde_json::Value>) {
+    let answer = |code: StatusCode, body: serde_json::Value| (code, Json(body));
+    let Some(controller) = controller else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"error": "this process takes no copy requests"}),
+        );
+    };
+    let mut tables = Vec::new();
+    for name in &request.tables {
+        match name.split_once('.') {
+            Some((db, t)) if !db.is_empty() && !t.is_empty() => tables.push(TableId::new(db, t)),
+            _ => {
+                let error = format!("'{name}' is not of the form db.table");
+                return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": error }));
+            }
+        }
+    }
+    // The stream takes requests between events; during the initial snapshot it takes none.
+    match tokio::time::timeout(Duration::from_secs(30), controller.copy(tables)).await {
+        Ok(Ok(copying)) => {
+            let names: Vec<String> = copying.iter().map(ToString::to_string).collect();
+            answer(StatusCode::OK, serde_json::json!({ "copying": names }))
+        }
+        Ok(Err(error)) => answer(StatusCode::CONFLICT, serde_json::json!({ "error": error })),
+        Err(_) => answer(
+            StatusCode::ACCEPTED,
+            serde_json::json!({"queued": request.tables, "note": "the pipeline has not taken the request within 30 s (it is still in its initial snapshot): it takes it once it streams"}),
+        ),
+    }
 }
