@@ -76,6 +76,16 @@ impl Harness {
         .await;
     }
 
+    /// Waits until the run's log says `needle` (e.g. that a statement was followed).
+    async fn wait_log(&self, p: &mut Polyrepl, needle: &str) {
+        wait_for(&format!("the log to say {needle:?}"), Duration::from_secs(120), || {
+            p.assert_running();
+            let found = p.log().contains(needle);
+            async move { found.then_some(()) }
+        })
+        .await;
+    }
+
     /// Stops the following run, catches up with a `--stop-at-end` run, and asserts that `verify` finds
     /// every sink equal to the source.
     async fn stop_catch_up_and_verify(&self, mut p: Polyrepl, pipeline: &str, sinks: &[&str]) {
@@ -162,7 +172,7 @@ async fn truncate_drop_create_and_the_online_schema_change_swap_are_followed_und
          UPDATE t SET v = 'after swap' WHERE id <= 10; DELETE FROM t WHERE id > 290",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.wait_log(&mut p, "DROP TABLE `_t_del`").await;
     let ops = writer.finish().await;
     h.wait_copied(&pipeline, &mut p).await;
     let log = p.log();
@@ -213,11 +223,15 @@ async fn alters_that_change_stored_values_or_keys_are_copied_again_online() {
         db.exec(alter).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
+    h.wait_log(&mut p, "ALTER TABLE changes no stored value").await;
     let ops = writer.finish().await;
     h.wait_copied(&pipeline, &mut p).await;
     let log = p.log();
     assert!(log.contains("ALTER TABLE changes no stored value"), "ADD INDEX must not copy again:\n{log}");
-    assert_eq!(log.matches("online copy complete").count(), 4, "one copy per value-changing ALTER:\n{log}");
+    // One new layout and copy per value-changing ALTER (a copy still running when the next ALTER comes
+    // starts over, so fewer may complete).
+    assert_eq!(log.matches("created anew in the sinks").count(), 4, "one per value-changing ALTER:\n{log}");
+    assert!(log.contains("online copy complete"), "{log}");
     h.stop_catch_up_and_verify(p, &pipeline, &SINKS).await;
     eprintln!("4 value-changing ALTERs copied online under a writer of {ops} statements; verify: every sink equal");
 }
@@ -242,7 +256,16 @@ async fn a_table_added_to_the_selection_and_a_sink_added_are_copied_online() {
     let mut p = Polyrepl::spawn(&h.args("run", &pipeline, None, &SINKS, &[]));
     tokio::time::sleep(Duration::from_secs(2)).await;
     db.exec("UPDATE later SET v = 'changed while copying' WHERE id % 7 = 0").await;
-    h.wait_copied(&pipeline, &mut p).await;
+    // Copied once the checkpoint records the new selection with no copy left.
+    let selection = format!("{}.*;", db.name);
+    wait_for("every table copied under the new selection", Duration::from_secs(120), || {
+        p.assert_running();
+        let (db, pipeline, selection) = (&h.db, &pipeline, &selection);
+        async move {
+            db.checkpoint(pipeline).await.filter(|cp| snapshot_complete(cp) && cp["selection"] == selection.as_str())
+        }
+    })
+    .await;
     let ops = writer.finish().await;
     let log = p.log();
     assert!(!log.contains("snapshot begins"), "no initial snapshot: the sinks that stream keep streaming\n{log}");

@@ -121,7 +121,7 @@ impl OnlineCopies {
     /// (its position is before `next`).
     pub fn due_before(&mut self, next: &Position, metrics: &Metrics) -> Option<Batch> {
         if self.pending.as_ref().is_some_and(|c| c.position < *next) {
-            return self.hand_over(metrics);
+            return self.hand_over(None, metrics);
         }
         None
     }
@@ -129,14 +129,19 @@ impl OnlineCopies {
     /// The waiting chunk, once everything up to `streamed` is handed over and the chunk is not later.
     pub fn due_at(&mut self, streamed: &Position, metrics: &Metrics) -> Option<Batch> {
         if self.pending.as_ref().is_some_and(|c| c.position <= *streamed) {
-            return self.hand_over(metrics);
+            return self.hand_over(Some(streamed), metrics);
         }
         None
     }
 
-    /// The waiting chunk as a batch at its position, its progress now in the checkpoints.
-    fn hand_over(&mut self, metrics: &Metrics) -> Option<Batch> {
-        let chunk = self.pending.take()?;
+    /// The waiting chunk as a batch at its position, its progress now in the checkpoints. The chunk's
+    /// position has no GTID state ([`Snapshot::renew`]); the stream's position, when it is the same
+    /// point, gives it one.
+    fn hand_over(&mut self, streamed: Option<&Position>, metrics: &Metrics) -> Option<Batch> {
+        let mut chunk = self.pending.take()?;
+        if let Some(at) = streamed.filter(|at| at.file == chunk.position.file && at.offset == chunk.position.offset) {
+            chunk.position = at.clone();
+        }
         let copy = self.copies.iter_mut().find(|c| c.table == chunk.table)?;
         metrics.source.snapshot_rows.fetch_add(chunk.changes.len() as u64, Relaxed);
         metrics.copy_progress(&chunk.table.to_string(), chunk.changes.len() as u64);

@@ -127,7 +127,7 @@ impl SourceReader {
         wanted: &[(&TableSchema, Vec<Vec<Value>>)],
     ) -> Result<(Position, Vec<Vec<Option<Row>>>)> {
         let position = if self.mariadb {
-            crate::snapshot::mariadb_snapshot_position(&mut self.conn, &self.server).await?
+            crate::snapshot::mariadb_snapshot_position(&mut self.conn, &self.server, true).await?
         } else {
             self.current_position().await?
         };

@@ -50,15 +50,17 @@ impl Snapshot {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
             .map_err(q("setting REPEATABLE READ"))?;
-        let position = start_transaction(&mut conn, &server, mariadb).await?;
+        let position = start_transaction(&mut conn, &server, mariadb, true).await?;
         Ok(Snapshot { conn, position, server, mariadb, chunk_rows: chunk_rows.max(1) })
     }
 
     /// Ends this snapshot's transaction and starts a new one on the same connection: the online copy
-    /// reads each chunk in its own snapshot, at its own position.
+    /// reads each chunk in its own snapshot, at its own position. On MariaDB that position has no GTID
+    /// state: `BINLOG_GTID_POS` reads the binlog file from its start, far too slow once per chunk; the
+    /// binlog reader knows the state when it reaches the position.
     pub async fn renew(&mut self) -> Result<()> {
         self.end_transaction().await?;
-        self.position = start_transaction(&mut self.conn, &self.server, self.mariadb).await?;
+        self.position = start_transaction(&mut self.conn, &self.server, self.mariadb, false).await?;
         Ok(())
     }
 
@@ -129,13 +131,14 @@ impl Snapshot {
 }
 
 /// Starts the consistent-snapshot transaction on `conn` and returns the binlog position it matches.
-async fn start_transaction(conn: &mut Conn, server: &str, mariadb: bool) -> Result<Position> {
+/// `with_gtid`: MariaDB only, also read the GTID state at that position (slow on a large binlog file).
+async fn start_transaction(conn: &mut Conn, server: &str, mariadb: bool, with_gtid: bool) -> Result<Position> {
     let q = |what: &'static str| move |e| SourceError::query(what, server, e);
     let position = if mariadb {
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
             .map_err(q("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-        mariadb_snapshot_position(conn, server).await?
+        mariadb_snapshot_position(conn, server, with_gtid).await?
     } else {
         // MySQL has no lock-free snapshot position: hold a global read lock for an instant.
         conn.query_drop("FLUSH TABLES WITH READ LOCK")
@@ -161,7 +164,7 @@ async fn start_transaction(conn: &mut Conn, server: &str, mariadb: bool) -> Resu
 
 /// MariaDB: the binlog position (with its GTID state) of the consistent-snapshot transaction open on
 /// `conn` (`binlog_snapshot_file/position`, no global lock needed).
-pub(crate) async fn mariadb_snapshot_position(conn: &mut Conn, server: &str) -> Result<Position> {
+pub(crate) async fn mariadb_snapshot_position(conn: &mut Conn, server: &str, with_gtid: bool) -> Result<Position> {
     let status: Vec<(String, String)> = conn
         .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await
@@ -171,6 +174,9 @@ pub(crate) async fn mariadb_snapshot_position(conn: &mut Conn, server: &str) -> 
         .filter(|f| !f.is_empty())
         .ok_or_else(|| SourceError::Usage(format!("{server} reports no binlog_snapshot_file: is log_bin on?")))?;
     let offset: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
+    if !with_gtid {
+        return Ok(Position { file, offset, gtid: None });
+    }
     let gtid: Option<String> = conn
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset))
         .await

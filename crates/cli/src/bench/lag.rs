@@ -10,10 +10,10 @@ use super::{phases, Bench, SinkKind};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use mysql_async::prelude::*;
-use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
-use polyrepl_engine::control::Inbox;
+use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableId, TableSchema, Value};
 use polyrepl_engine::pipeline::SinkSlot;
 use polyrepl_mysql::binlog::current_position;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const LAG_KEYS: u64 = 2_000;
 /// Seconds of samples at the start that are not counted.
 const WARM_UP_SECONDS: f64 = 1.0;
+/// Longest time the writer runs on while an online copy goes on.
+const LONGEST_WRITER: Duration = Duration::from_secs(1800);
 /// Longest wait for the sink to catch up after the writer stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -119,10 +121,31 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// Streams into `kind` while the writer runs at `--lag-rate` for `--lag-seconds`.
 pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
+    Ok(measure_during_copy(bench, kind, None).await?.0)
+}
+
+/// What an online copy measured during the lag phase cost.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopyFigures {
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    /// This process's peak RSS (`VmHWM`) at the end of the phase.
+    pub peak_rss_bytes: u64,
+}
+
+/// [`measure`], while the pipeline copies `copy` (a table of the bench database) online: the copy is
+/// asked for as `polyrepl snapshot` asks a running pipeline, and the writer runs on until it is done.
+pub async fn measure_during_copy(
+    bench: &Bench,
+    kind: SinkKind,
+    copy: Option<&str>,
+) -> Result<(LagFigures, Option<CopyFigures>)> {
     phases::reset_sink(bench, kind, "lag").await?;
     let name = bench.pipeline("lag");
     phases::prestore_checkpoint(bench, &[kind], &name, &current_position(&bench.url).await?).await?;
-    let cfg = phases::run_config(bench, "lag", &[kind], &name, false)?;
+    let tables = copy.map_or("lag".to_string(), |t| format!("lag,{t}"));
+    let cfg = phases::run_config(bench, &tables, &[kind], &name, false)?;
     let mut prepared = polyrepl_engine::prepare(&cfg).await?;
     let samples: Samples = Default::default();
     let since_us = now_us();
@@ -136,7 +159,22 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(polyrepl_engine::Metrics::default());
-    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stopped, Inbox::none()));
+    let (controller, inbox) = polyrepl_engine::control::channel();
+    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics.clone(), stopped, inbox));
+    let copied_in: Arc<Mutex<Option<f64>>> = Default::default();
+    if let Some(table) = copy {
+        let table = TableId::new(&bench.db, table);
+        bench.note(format!("lag {}: copying {table} online meanwhile", kind.label()));
+        controller.copy(vec![table]).await.map_err(|e| anyhow::anyhow!("asking for the online copy: {e}"))?;
+        let copy_started = Instant::now();
+        let (metrics, copied_in) = (metrics.clone(), copied_in.clone());
+        tokio::spawn(async move {
+            while metrics.source.copies_completed.load(Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            *copied_in.lock().unwrap() = Some(copy_started.elapsed().as_secs_f64());
+        });
+    }
 
     bench.note(format!(
         "lag {}: writing {} changes/s for {} s",
@@ -144,7 +182,8 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         bench.args.lag_rate,
         bench.args.lag_seconds
     ));
-    let writer = write_steadily(bench).await;
+    let copying = || copy.is_some() && copied_in.lock().unwrap().is_none();
+    let writer = write_steadily(bench, copying).await;
     let (written, writer_seconds, started_us) = match writer {
         Ok(w) => w,
         Err(e) => {
@@ -192,20 +231,40 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<LagFigures> {
         figures.samples,
         figures.achieved_rate
     ));
-    Ok(figures)
+    let copy_figures = copy.map(|_| {
+        let rows = metrics.source.snapshot_rows.load(Relaxed);
+        let seconds = copied_in.lock().unwrap().unwrap_or(f64::NAN);
+        CopyFigures { rows, seconds, rows_per_s: rows as f64 / seconds, peak_rss_bytes: super::rss::own_peak_rss() }
+    });
+    if let Some(c) = &copy_figures {
+        bench.note(format!(
+            "online copy into {}: {} rows in {:.1} s ({:.0} rows/s) while streaming; peak RSS {:.0} MiB",
+            kind.label(),
+            c.rows,
+            c.seconds,
+            c.rows_per_s,
+            c.peak_rss_bytes as f64 / (1 << 20) as f64
+        ));
+    }
+    Ok((figures, copy_figures))
 }
 
-/// Commits `--lag-rate` row changes per second for `--lag-seconds`, in transactions of 1/100 s worth
-/// of rows on a fixed schedule; returns the rows written, the seconds it took and its start (µs).
-async fn write_steadily(bench: &Bench) -> Result<(u64, f64, i64)> {
+/// Commits `--lag-rate` row changes per second for `--lag-seconds` (and then on while `keep_going`
+/// says so, at most [`LONGEST_WRITER`]), in transactions of 1/100 s worth of rows on a fixed schedule;
+/// returns the rows written, the seconds it took and its start (µs).
+async fn write_steadily(bench: &Bench, keep_going: impl Fn() -> bool) -> Result<(u64, f64, i64)> {
     let rate = bench.args.lag_rate as f64;
     let per_tx = ((rate / 100.0).round() as u64).max(1);
     let interval = Duration::from_secs_f64(per_tx as f64 / rate);
     let transactions = ((bench.args.lag_seconds * rate) / per_tx as f64).ceil().max(1.0) as u64;
+    let longest = ((LONGEST_WRITER.as_secs_f64() * rate) / per_tx as f64).ceil() as u64;
     let mut conn = super::data::connect(bench).await?;
     let (started, started_us) = (tokio::time::Instant::now(), now_us());
     let (mut written, mut key, mut version) = (0u64, 0u64, 0u64);
-    for i in 0..transactions {
+    for i in 0..longest {
+        if i >= transactions && !keep_going() {
+            break;
+        }
         tokio::time::sleep_until(started + interval * i as u32).await;
         let written_us = now_us();
         version += 1;

@@ -112,6 +112,11 @@ pub struct BenchArgs {
     /// from memory on one core); no sink is used or touched.
     #[arg(long)]
     pub decode_only: bool,
+    /// Run only an online copy: the `snap` table (--rows rows) copied into each sink while the pipeline
+    /// streams the lag writer's changes (--lag-rate, for at least --lag-seconds and until the copy is
+    /// done); reports the copy's duration and rows/s, the stream's lag meanwhile and the peak RSS.
+    #[arg(long)]
+    pub online_copy: bool,
 }
 
 /// Everything the phases share: URLs, names, sizes.
@@ -194,6 +199,37 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if bench.args.online_copy {
+        let outcome = online_copy(&bench).await;
+        if !bench.args.keep {
+            bench.note("dropping the bench database from the source and the sinks");
+            if let Err(e) = phases::drop_everything(&bench).await {
+                eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
+            }
+        }
+        let figures = outcome?;
+        if bench.args.json {
+            println!("{}", serde_json::to_string_pretty(&figures).context("serialising the report")?);
+        } else {
+            println!(
+                "| sink | rows copied online | seconds | rows/s | lag p50 | lag p99 | writer changes/s | peak RSS |"
+            );
+            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+            for (sink, lag, copy) in &figures {
+                println!(
+                    "| {sink} | {} | {:.1} | {:.0} | {:.3} s | {:.3} s | {:.0} | {:.0} MiB |",
+                    copy.rows,
+                    copy.seconds,
+                    copy.rows_per_s,
+                    lag.p50_s,
+                    lag.p99_s,
+                    lag.achieved_rate,
+                    copy.peak_rss_bytes as f64 / (1 << 20) as f64
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let outcome = measure(&bench).await;
     if bench.args.keep {
         bench.note(format!("--keep: leaving database {} in the source and the sinks", bench.db));
@@ -217,6 +253,20 @@ async fn decode_only(bench: &Bench) -> Result<(data::Generated, report::DecodeFi
     let generated = data::generate(bench).await.context("generating the bench data")?;
     let decode = phases::decode(bench, &generated).await.context("decode phase")?;
     Ok((generated, report::DecodeFigures::new(decode)))
+}
+
+/// The data phase, then per sink an online copy of `snap` under the lag writer (`--online-copy`).
+async fn online_copy(bench: &Bench) -> Result<Vec<(&'static str, lag::LagFigures, lag::CopyFigures)>> {
+    data::generate(bench).await.context("generating the bench data")?;
+    let mut out = Vec::new();
+    for &kind in &bench.args.sinks {
+        phases::reset_sink(bench, kind, "snap").await?;
+        let (lag, copy) = lag::measure_during_copy(bench, kind, Some("snap"))
+            .await
+            .with_context(|| format!("online copy into {}", kind.label()))?;
+        out.push((kind.label(), lag, copy.context("the copy's figures")?));
+    }
+    Ok(out)
 }
 
 /// All phases, in order.

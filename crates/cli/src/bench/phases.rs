@@ -56,7 +56,8 @@ pub async fn reset_sink(bench: &Bench, kind: SinkKind, table: &str) -> Result<()
     Ok(())
 }
 
-/// The settings of a `run` of `table` into `kinds` under pipeline `name`.
+/// The settings of a `run` of `table` (comma-separated names for several) into `kinds` under pipeline
+/// `name`.
 pub fn run_config(
     bench: &Bench,
     table: &str,
@@ -67,7 +68,7 @@ pub fn run_config(
     RunArgs {
         pipeline: PipelineArgs {
             source: Some(bench.args.source.clone()),
-            tables: vec![format!("{}.{table}", bench.db)],
+            tables: table.split(',').map(|t| format!("{}.{t}", bench.db)).collect(),
             sinks: kinds.iter().map(|&k| bench.sink_url(k).to_string()).collect(),
             name: Some(name.to_string()),
             ..Default::default()

@@ -91,7 +91,7 @@ pub enum SourceEvent {
     /// table yields its new schema by itself — this is for logging and for sinks that create tables.
     Ddl { position: Position, database: String, statement: String },
     /// Every transaction committed at or before `position` has been emitted (see
-    /// [`BinlogReader::wake_at`]).
+    /// [`BinlogReader::wake_at`]); `position` carries the GTID state there.
     Reached { position: Position },
 }
 
@@ -247,7 +247,10 @@ impl BinlogReader {
         if self.decoder.read_to < *target {
             return None;
         }
-        self.wake_at.take().map(|position| SourceEvent::Reached { position })
+        // No commit lies between the last one read and the target (the reader stops at the first event
+        // that reaches it), so the GTID state there is the target's.
+        let gtid = (self.decoder.committed <= *target).then(|| self.decoder.committed.gtid.clone()).flatten();
+        self.wake_at.take().map(|target| SourceEvent::Reached { position: Position { gtid, ..target } })
     }
 
     /// The position after the last commit read so far (a safe resume point).
