@@ -7,8 +7,8 @@
 
 use polyrepl_core::testkit::memory_sink::{Fault, MemoryHandle, MemorySink};
 use polyrepl_core::{
-    Batch, Change, Checkpoint, Column, ColumnKind, Op, Position, SinkError, SnapshotProgress, TableId, TableSchema,
-    Value,
+    Batch, Change, Checkpoint, Column, ColumnKind, Op, Position, SinkError, SnapshotProgress, TableId, TableOp,
+    TableSchema, Value,
 };
 use polyrepl_engine::pipeline::{self, PipelineConfig, SinkSlot};
 use polyrepl_engine::Metrics;
@@ -286,4 +286,38 @@ async fn a_crash_between_data_and_checkpoint_replays_the_batch_with_no_double_ef
     assert_eq!(rows(&sink), vec![(1, 10), (2, 20)]);
     assert_eq!(sink.checkpoint(), Some(Checkpoint::streaming(at(300))));
     assert_eq!(metrics.sinks.lock().unwrap()[0].1.batches_skipped.load(Relaxed), 1, "batch 1 skipped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn layout_operations_run_in_order_with_the_changes_and_never_share_a_batch() {
+    let (_, sink) = MemorySink::new("mem", PIPELINE);
+    let t = table();
+    let truncate = Batch::table_ops(vec![TableOp::Truncate(t.clone())], Checkpoint::streaming(at(250)));
+    let drop_and_prepare =
+        Batch::table_ops(vec![TableOp::Drop(t.clone()), TableOp::Prepare(t.clone())], Checkpoint::streaming(at(450)));
+    let batches = vec![
+        txn(100, &[(Op::Insert, 1, 1)]),
+        txn(200, &[(Op::Insert, 2, 2)]),
+        truncate,
+        txn(300, &[(Op::Insert, 3, 3)]),
+        txn(400, &[(Op::Insert, 4, 4)]),
+        drop_and_prepare,
+        txn(500, &[(Op::Insert, 5, 5)]),
+    ];
+    // Batches as large as they come, merged when waiting: layout operations still split them.
+    let cfg = PipelineConfig { max_batch_delay: Duration::from_millis(50), ..PipelineConfig::default() };
+    let (result, _) = feed_and_finish(start(vec![slot(&sink)], cfg), batches).await;
+    result.unwrap();
+    assert_eq!(rows(&sink), vec![(5, 5)], "rows before each operation are gone, rows after it stay");
+    assert_eq!(sink.checkpoint(), Some(Checkpoint::streaming(at(500))));
+    // A sink that already holds the truncation (its checkpoint is past it) does not run it again.
+    let (_, ahead) = MemorySink::new("ahead", PIPELINE);
+    polyrepl_core::Sink::apply(&mut ahead.reopen(), &txn(300, &[(Op::Insert, 9, 9)])).await.unwrap();
+    let batches = vec![
+        Batch::table_ops(vec![TableOp::Truncate(t.clone())], Checkpoint::streaming(at(250))),
+        txn(350, &[(Op::Insert, 6, 6)]),
+    ];
+    let (result, _) = feed_and_finish(start(vec![slot(&ahead)], one_per_batch()), batches).await;
+    result.unwrap();
+    assert_eq!(rows(&ahead), vec![(6, 6), (9, 9)], "row 9 was written after the truncation it holds");
 }
