@@ -351,18 +351,14 @@ async fn polyrepl_snapshot_copies_a_table_again_while_the_run_streams() {
     flow.delete_one(doc! { "_id": 7 }).await.unwrap();
     flow.update_one(doc! { "_id": 8 }, doc! { "$set": { "v": "tampered" } }).await.unwrap();
 
-    let (status, out) = run_to_end(
-        &["snapshot".to_string(), "--metrics-addr".into(), addr.clone(), "--table".into(), format!("{}.flow", db.name)],
-        Duration::from_secs(60),
-    )
-    .await;
+    let snapshot = |table: &str| {
+        let args = ["snapshot", "--metrics-addr", &addr, "--table", &format!("{}.{table}", db.name)].map(String::from);
+        async move { run_to_end(&args, Duration::from_secs(60)).await }
+    };
+    let (status, out) = snapshot("flow").await;
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(out.contains(&format!("copying {}.flow again", db.name)), "{out}");
-    let (status, out) = run_to_end(
-        &["snapshot".to_string(), "--metrics-addr".into(), addr.clone(), "--table".into(), format!("{}.nope", db.name)],
-        Duration::from_secs(60),
-    )
-    .await;
+    let (status, out) = snapshot("nope").await;
     assert_eq!(status.code(), Some(1), "a table the pipeline does not replicate is refused:\n{out}");
     assert!(out.contains("not replicated by this pipeline"), "{out}");
     let metrics = wait_for("the copy to complete", Duration::from_secs(120), || {
@@ -378,4 +374,46 @@ async fn polyrepl_snapshot_copies_a_table_again_while_the_run_streams() {
     let ops = writer.finish().await;
     h.stop_catch_up_and_verify(p, &pipeline, &SINKS).await;
     eprintln!("polyrepl snapshot repaired a damaged table online under a writer of {ops} statements");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_repair_through_the_running_pipeline_never_overwrites_newer_changes() {
+    let h = Harness::create("repair").await;
+    let db = &h.db;
+    db.exec("CREATE TABLE flow (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)").await;
+    rows(db, "flow", 300, "({i}, 'f{i}', {i})").await;
+    let pipeline = h.pipeline("repair");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p = Polyrepl::spawn(&h.args("run", &pipeline, None, &SINKS, &["--metrics-addr", &addr]));
+    h.wait_copied(&pipeline, &mut p).await;
+    // Damage two sinks behind the pipeline's back while a writer keeps changing the same rows.
+    let writer = Writer::start(db, flow_writer_step, 300).await;
+    let flow = db.collection("flow");
+    for id in [3, 5, 7] {
+        flow.delete_one(doc! { "_id": id }).await.unwrap();
+    }
+    flow.update_one(doc! { "_id": 8 }, doc! { "$set": { "v": "tampered" } }).await.unwrap();
+    let client = redis::Client::open(REDIS).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}:flow:9", db.name))
+        .arg("v")
+        .arg("tampered")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let mut verify = h.args("verify", &pipeline, None, &SINKS, &["--repair", "--through", &addr]);
+    verify.extend(["--name".to_string(), pipeline.clone()]);
+    let (status, out) = run_to_end(&verify, Duration::from_secs(180)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "verify --repair --through did not end consistent:\n{out}\n--- run:\n{}",
+        p.log()
+    );
+    assert!(p.log().contains("repair read"), "the repairs went through the pipeline:\n{}", p.log());
+    let ops = writer.finish().await;
+    h.stop_catch_up_and_verify(p, &pipeline, &SINKS).await;
+    eprintln!("verify --repair --through repaired MongoDB and Redis under a writer of {ops} statements; verify: equal");
 }

@@ -14,26 +14,42 @@
 //!   every writer of the table wait behind the ALTER.
 //! - What the checkpoints say ([`OnlineCopies::checkpoint_at`]) is the progress handed over, never the
 //!   progress of a chunk still waiting: a sink that stores it holds every chunk up to its key.
+//! - A repair ([`crate::control`]) is read the same way (its keys, in a consistent snapshot) and enters
+//!   the stream at its position; repairs go before the next chunk.
 //! - A chunk whose table vanished or changed shape under it (its DDL not streamed yet) is thrown away
 //!   and read again once the stream has passed its position, by when the DDL has re-planned the copy.
 
 use crate::error::Result;
 use crate::metrics::Metrics;
-use polyrepl_core::{Batch, Change, Checkpoint, Position, TableCopy, TableId, TableSchema, Value};
+use polyrepl_core::{Batch, Change, Checkpoint, Op, Position, TableCopy, TableId, TableSchema, Value};
 use polyrepl_mysql::snapshot::Snapshot;
 use polyrepl_mysql::source_url::SourceUrl;
-use polyrepl_mysql::SourceError;
-use std::collections::HashMap;
+use polyrepl_mysql::{SourceError, SourceReader};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
-/// A chunk read at `position`, waiting for the stream to get there.
+/// Rows read at `position`, waiting for the stream to get there.
 struct Chunk {
     table: TableId,
     position: Position,
     changes: Vec<Change>,
-    /// The copy's progress once this chunk is applied (`None`: the table is done).
-    after: Option<Vec<Value>>,
+    kind: ChunkKind,
+}
+
+enum ChunkKind {
+    /// A copy's chunk, and the copy's progress once it is applied (`None`: the table is done).
+    Copy { after: Option<Vec<Value>> },
+    /// Rows a repair asked for ([`crate::control::Request::Repair`]).
+    Repair,
+}
+
+/// A repair waiting to be read.
+struct Repair {
+    table: Arc<TableSchema>,
+    keys: Vec<Vec<Value>>,
+    reply: oneshot::Sender<Result<Vec<bool>, String>>,
 }
 
 /// The online copies of one run, and the tables they can copy.
@@ -51,6 +67,10 @@ pub struct OnlineCopies {
     pending: Option<Chunk>,
     /// No chunk is read until the stream has passed this position (see the module invariants).
     paused_until: Option<Position>,
+    /// Repairs to read, before any further chunk.
+    repairs: VecDeque<Repair>,
+    /// The connection repairs read keys on, opened on first use.
+    keys_reader: Option<SourceReader>,
 }
 
 impl OnlineCopies {
@@ -70,6 +90,8 @@ impl OnlineCopies {
             snapshot: None,
             pending: None,
             paused_until: None,
+            repairs: VecDeque::new(),
+            keys_reader: None,
         }
     }
 
@@ -78,9 +100,25 @@ impl OnlineCopies {
         Checkpoint { position, snapshot: None, copies: self.copies.clone(), selection: Some(self.selection.clone()) }
     }
 
-    /// True while some table is being copied.
-    pub fn copying(&self) -> bool {
-        !self.copies.is_empty()
+    /// True while some table is being copied or rows wait to be repaired.
+    pub fn busy(&self) -> bool {
+        !self.copies.is_empty() || !self.repairs.is_empty() || self.pending.is_some()
+    }
+
+    /// Queues a repair of `keys` of `table`; the answer goes to `reply` once the rows are read. An error
+    /// answer at once when the run does not replicate the table.
+    pub fn queue_repair(
+        &mut self,
+        table: &TableId,
+        keys: Vec<Vec<Value>>,
+        reply: oneshot::Sender<Result<Vec<bool>, String>>,
+    ) {
+        match self.schemas.get(table) {
+            Some(schema) => self.repairs.push_back(Repair { table: schema.clone(), keys, reply }),
+            None => {
+                let _ = reply.send(Err(format!("not replicated by this pipeline: {table}")));
+            }
+        }
     }
 
     /// The position the waiting chunk was read at, if one waits.
@@ -142,15 +180,17 @@ impl OnlineCopies {
         if let Some(at) = streamed.filter(|at| at.file == chunk.position.file && at.offset == chunk.position.offset) {
             chunk.position = at.clone();
         }
-        let copy = self.copies.iter_mut().find(|c| c.table == chunk.table)?;
-        metrics.source.snapshot_rows.fetch_add(chunk.changes.len() as u64, Relaxed);
-        metrics.copy_progress(&chunk.table.to_string(), chunk.changes.len() as u64);
-        match chunk.after {
-            Some(key) => copy.after = Some(key),
-            None => {
-                tracing::info!(table = %chunk.table, "online copy complete");
-                metrics.copy_done(&chunk.table.to_string());
-                self.copies.retain(|c| c.table != chunk.table);
+        if let ChunkKind::Copy { after } = chunk.kind {
+            let copy = self.copies.iter_mut().find(|c| c.table == chunk.table)?;
+            metrics.source.snapshot_rows.fetch_add(chunk.changes.len() as u64, Relaxed);
+            metrics.copy_progress(&chunk.table.to_string(), chunk.changes.len() as u64);
+            match after {
+                Some(key) => copy.after = Some(key),
+                None => {
+                    tracing::info!(table = %chunk.table, "online copy complete");
+                    metrics.copy_done(&chunk.table.to_string());
+                    self.copies.retain(|c| c.table != chunk.table);
+                }
             }
         }
         let checkpoint = self.checkpoint_at(chunk.position);
@@ -177,7 +217,13 @@ impl OnlineCopies {
     /// `streamed` and no chunk waits. Returns the position the chunk was read at (it waits there), or
     /// `None` when there is nothing to read now.
     pub async fn read_next(&mut self, streamed: &Position) -> Result<Option<Position>> {
-        if self.pending.is_some() || self.copies.is_empty() {
+        if self.pending.is_some() {
+            return Ok(None);
+        }
+        if let Some(repair) = self.repairs.pop_front() {
+            return self.read_repair(repair).await;
+        }
+        if self.copies.is_empty() {
             return Ok(None);
         }
         if self.paused_until.as_ref().is_some_and(|p| streamed <= p) {
@@ -206,14 +252,58 @@ impl OnlineCopies {
         };
         self.paused_until = None;
         let after = if changes.len() < self.chunk_rows { None } else { changes.last().map(|c| c.key.clone()) };
-        self.pending = Some(Chunk { table: copy.table, position: position.clone(), changes, after });
+        self.pending =
+            Some(Chunk { table: copy.table, position: position.clone(), changes, kind: ChunkKind::Copy { after } });
         Ok(Some(position))
     }
 
-    /// Ends the chunk connection's transaction.
+    /// Reads a repair's rows in a consistent snapshot; they wait at its position like a chunk. A failed
+    /// read is the requester's error, not the run's.
+    async fn read_repair(&mut self, repair: Repair) -> Result<Option<Position>> {
+        let Repair { table, keys, reply } = repair;
+        let reader = match self.keys_reader.as_mut() {
+            Some(reader) => reader,
+            None => self.keys_reader.insert(SourceReader::connect(&self.url).await?),
+        };
+        let (position, rows) = match reader.read_keys_at(&[(&*table, keys.clone())]).await {
+            Ok((position, mut rows)) => (position, rows.pop().unwrap_or_default()),
+            Err(e) => {
+                let _ = reply.send(Err(format!("reading the rows to repair from the source: {e}")));
+                return Ok(None);
+            }
+        };
+        let present: Vec<bool> = rows.iter().map(Option::is_some).collect();
+        let changes = keys
+            .into_iter()
+            .zip(rows)
+            .enumerate()
+            .map(|(seq, (key, row))| Change {
+                position: position.clone(),
+                seq: seq as u32,
+                table: table.clone(),
+                op: if row.is_some() { Op::Update } else { Op::Delete },
+                key,
+                after: row,
+                source_ts: 0,
+            })
+            .collect();
+        tracing::info!(table = %table.id, rows = present.len(), %position, "repair read: its rows enter the stream there");
+        let _ = reply.send(Ok(present));
+        self.pending =
+            Some(Chunk { table: table.id.clone(), position: position.clone(), changes, kind: ChunkKind::Repair });
+        Ok(Some(position))
+    }
+
+    /// Closes the connections; repairs not read yet are answered with an error.
     pub async fn close(self) {
         if let Some(s) = self.snapshot {
             let _ = s.finish().await;
+        }
+        if let Some(reader) = self.keys_reader {
+            reader.close().await;
+        }
+        for repair in self.repairs {
+            let _ = repair.reply.send(Err("the pipeline stopped before reading the rows".into()));
         }
     }
 }

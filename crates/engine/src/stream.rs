@@ -92,7 +92,7 @@ pub async fn stream(
             };
             let event = match event {
                 Ok(Some(event)) => event,
-                Ok(None) if cfg.stop_at_end && !online.copying() => return Ok(()),
+                Ok(None) if cfg.stop_at_end && !online.busy() => return Ok(()),
                 // The end of the binlog with copies left: read on from where the stream got to.
                 Ok(None) if cfg.stop_at_end => break,
                 // A transient error, or (following the binlog) a stream the server closed, e.g. on a
@@ -168,6 +168,7 @@ fn take(request: Request, online: &mut OnlineCopies) {
             };
             let _ = reply.send(answer);
         }
+        Request::Repair { table, keys, reply } => online.queue_repair(&table, keys, reply),
     }
 }
 

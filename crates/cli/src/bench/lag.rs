@@ -249,6 +249,27 @@ pub async fn measure_during_copy(
     Ok((figures, copy_figures))
 }
 
+/// The `--online-copy` report: one line per sink.
+pub fn copy_table(figures: &[(&str, LagFigures, CopyFigures)]) -> String {
+    let mut out = String::from(
+        "| sink | rows copied online | seconds | rows/s | lag p50 | lag p99 | writer changes/s | peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (sink, lag, copy) in figures {
+        out.push_str(&format!(
+            "| {sink} | {} | {:.1} | {:.0} | {:.3} s | {:.3} s | {:.0} | {:.0} MiB |\n",
+            copy.rows,
+            copy.seconds,
+            copy.rows_per_s,
+            lag.p50_s,
+            lag.p99_s,
+            lag.achieved_rate,
+            copy.peak_rss_bytes as f64 / (1 << 20) as f64
+        ));
+    }
+    out
+}
+
 /// Commits `--lag-rate` row changes per second for `--lag-seconds` (and then on while `keep_going`
 /// says so, at most [`LONGEST_WRITER`]), in transactions of 1/100 s worth of rows on a fixed schedule;
 /// returns the rows written, the seconds it took and its start (µs).

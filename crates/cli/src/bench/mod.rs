@@ -185,12 +185,7 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
     ));
     if bench.args.decode_only {
         let outcome = decode_only(&bench).await;
-        if !bench.args.keep {
-            bench.note("dropping the bench database from the source");
-            if let Err(e) = phases::drop_everything(&bench).await {
-                eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
-            }
-        }
+        clean_up(&bench).await;
         let (generated, figures) = outcome?;
         if bench.args.json {
             println!("{}", serde_json::to_string_pretty(&figures).context("serialising the report")?);
@@ -201,44 +196,17 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
     }
     if bench.args.online_copy {
         let outcome = online_copy(&bench).await;
-        if !bench.args.keep {
-            bench.note("dropping the bench database from the source and the sinks");
-            if let Err(e) = phases::drop_everything(&bench).await {
-                eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
-            }
-        }
+        clean_up(&bench).await;
         let figures = outcome?;
         if bench.args.json {
             println!("{}", serde_json::to_string_pretty(&figures).context("serialising the report")?);
         } else {
-            println!(
-                "| sink | rows copied online | seconds | rows/s | lag p50 | lag p99 | writer changes/s | peak RSS |"
-            );
-            println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-            for (sink, lag, copy) in &figures {
-                println!(
-                    "| {sink} | {} | {:.1} | {:.0} | {:.3} s | {:.3} s | {:.0} | {:.0} MiB |",
-                    copy.rows,
-                    copy.seconds,
-                    copy.rows_per_s,
-                    lag.p50_s,
-                    lag.p99_s,
-                    lag.achieved_rate,
-                    copy.peak_rss_bytes as f64 / (1 << 20) as f64
-                );
-            }
+            print!("{}", lag::copy_table(&figures));
         }
         return Ok(ExitCode::SUCCESS);
     }
     let outcome = measure(&bench).await;
-    if bench.args.keep {
-        bench.note(format!("--keep: leaving database {} in the source and the sinks", bench.db));
-    } else {
-        bench.note("dropping the bench database from the source and the sinks");
-        if let Err(e) = phases::drop_everything(&bench).await {
-            eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
-        }
-    }
+    clean_up(&bench).await;
     let report = outcome?;
     if bench.args.json {
         println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
@@ -246,6 +214,18 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
         print!("{}", report.table());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Drops the bench database from the source and the sinks, unless `--keep`; a failure is a warning.
+async fn clean_up(bench: &Bench) {
+    if bench.args.keep {
+        bench.note(format!("--keep: leaving database {} in the source and the sinks", bench.db));
+        return;
+    }
+    bench.note("dropping the bench database from the source and the sinks");
+    if let Err(e) = phases::drop_everything(bench).await {
+        eprintln!("warning: clean-up of {} incomplete: {e:#}", bench.db);
+    }
 }
 
 /// The data and decode phases only (`--decode-only`).

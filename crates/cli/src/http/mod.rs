@@ -12,7 +12,15 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod client;
 mod render;
+
+/// The body of `POST /repair`: keys (values in key order, as polyrepl serialises them) of one table.
+#[derive(Deserialize, serde::Serialize)]
+pub struct RepairRequest {
+    pub table: String,
+    pub keys: Vec<Vec<polyrepl_core::Value>>,
+}
 
 /// The body of `POST /snapshot`.
 #[derive(Deserialize)]
@@ -29,7 +37,14 @@ pub async fn serve(addr: &str, metrics: Arc<Metrics>, controller: Option<Control
     let app = Router::new()
         .route("/metrics", get(move || async move { render::prometheus(&m1) }))
         .route("/status", get(move || async move { Json(render::status(&metrics)) }))
-        .route("/snapshot", post(move |Json(request): Json<CopyRequest>| copy(controller.clone(), request)));
+        .route(
+            "/snapshot",
+            post({
+                let controller = controller.clone();
+                move |Json(request): Json<CopyRequest>| copy(controller.clone(), request)
+            }),
+        )
+        .route("/repair", post(move |Json(request): Json<RepairRequest>| repair(controller.clone(), request)));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server stopped");
@@ -51,12 +66,9 @@ async fn copy(controller: Option<Controller>, request: CopyRequest) -> (StatusCo
     };
     let mut tables = Vec::new();
     for name in &request.tables {
-        match name.split_once('.') {
-            Some((db, t)) if !db.is_empty() && !t.is_empty() => tables.push(TableId::new(db, t)),
-            _ => {
-                let error = format!("'{name}' is not of the form db.table");
-                return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": error }));
-            }
+        match table_id(name) {
+            Ok(id) => tables.push(id),
+            Err(error) => return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": error })),
         }
     }
     // The stream takes requests between events; during the initial snapshot it takes none.
@@ -69,6 +81,35 @@ async fn copy(controller: Option<Controller>, request: CopyRequest) -> (StatusCo
         Err(_) => answer(
             StatusCode::ACCEPTED,
             serde_json::json!({"queued": request.tables, "note": "the pipeline has not taken the request within 30 s (it is still in its initial snapshot): it takes it once it streams"}),
+        ),
+    }
+}
+
+/// `db.table` as a table id.
+fn table_id(name: &str) -> Result<TableId, String> {
+    match name.split_once('.') {
+        Some((db, t)) if !db.is_empty() && !t.is_empty() => Ok(TableId::new(db, t)),
+        _ => Err(format!("'{name}' is not of the form db.table")),
+    }
+}
+
+/// `POST /repair`: 200 with `present` (per key, whether the source has the row) once the pipeline has
+/// read the rows; 400 for a malformed name, 409 when refused, 503 when not taken within 60 s.
+async fn repair(controller: Option<Controller>, request: RepairRequest) -> (StatusCode, Json<serde_json::Value>) {
+    let answer = |code: StatusCode, body: serde_json::Value| (code, Json(body));
+    let Some(controller) = controller else {
+        return answer(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": "this process takes no repairs"}));
+    };
+    let table = match table_id(&request.table) {
+        Ok(id) => id,
+        Err(error) => return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": error })),
+    };
+    match tokio::time::timeout(Duration::from_secs(60), controller.repair(table, request.keys)).await {
+        Ok(Ok(present)) => answer(StatusCode::OK, serde_json::json!({ "present": present })),
+        Ok(Err(error)) => answer(StatusCode::CONFLICT, serde_json::json!({ "error": error })),
+        Err(_) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"error": "the pipeline did not read the rows within 60 s (is it still in its initial snapshot?); it will still repair them once it streams"}),
         ),
     }
 }

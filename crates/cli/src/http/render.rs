@@ -42,6 +42,9 @@ pub fn prometheus(metrics: &Metrics) -> String {
         }
     };
     let s = &metrics.source;
+    let by_table = |counts: &std::collections::BTreeMap<String, u64>| -> Vec<(String, f64)> {
+        counts.iter().map(|(t, n)| (format!("{{table=\"{t}\"}}"), *n as f64)).collect()
+    };
     line(
         "polyrepl_source_changes_read_total",
         "Row changes read from the source.",
@@ -52,7 +55,7 @@ pub fn prometheus(metrics: &Metrics) -> String {
         "polyrepl_source_table_changes_read_total",
         "Row changes read from the source, per table.",
         "counter",
-        s.per_table.lock().unwrap().iter().map(|(t, n)| (format!("{{table=\"{t}\"}}"), *n as f64)).collect(),
+        by_table(&s.per_table.lock().unwrap()),
     );
     line(
         "polyrepl_source_transactions_read_total",
@@ -70,7 +73,7 @@ pub fn prometheus(metrics: &Metrics) -> String {
         "polyrepl_online_copy_rows",
         "Rows handed over so far by each online copy in progress (a table leaves the series when done).",
         "gauge",
-        s.copies.lock().unwrap().iter().map(|(t, n)| (format!("{{table=\"{t}\"}}"), *n as f64)).collect(),
+        by_table(&s.copies.lock().unwrap()),
     );
     line(
         "polyrepl_online_copies_completed_total",

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use polyrepl_core::SinkError;
+use polyrepl_core::{SinkError, TableId, Value};
 use polyrepl_engine::verify::{outcome, VerifyOptions};
 use polyrepl_engine::EngineError;
 
@@ -44,9 +44,38 @@ pub struct VerifyArgs {
     /// Print one JSON document on stdout instead of the human report.
     #[arg(long, env = "POLYREPL_VERIFY_JSON")]
     pub json: bool,
-    /// Rewrite the divergent rows of each sink from the source, then check them again.
+    /// Rewrite the divergent rows of each sink from the source, then check them again. While a pipeline
+    /// runs, give --through as well: written on its own, a repair can land after a newer change the
+    /// pipeline applied meanwhile (MongoDB, Redis) and undo it.
     #[arg(long, env = "POLYREPL_VERIFY_REPAIR")]
     pub repair: bool,
+    /// With --repair: the running pipeline's HTTP address (its --metrics-addr). The repairs are sent to
+    /// it: it reads the rows in a consistent snapshot and applies them in order with its stream, so a
+    /// repair never overwrites a newer change.
+    #[arg(long, env = "POLYREPL_VERIFY_THROUGH", requires = "repair")]
+    pub through: Option<String>,
+}
+
+/// Repairs sent to a running pipeline's `POST /repair`.
+#[derive(Debug)]
+struct ThroughPipeline {
+    addr: String,
+}
+
+#[async_trait::async_trait]
+impl polyrepl_engine::verify::repair::RepairRoute for ThroughPipeline {
+    async fn repair(&self, table: &TableId, keys: Vec<Vec<Value>>) -> Result<Vec<bool>, String> {
+        let body = serde_json::to_string(&crate::http::RepairRequest { table: table.to_string(), keys })
+            .map_err(|e| e.to_string())?;
+        let (status, answer) =
+            crate::http::client::post(&self.addr, "/repair", &body).await.map_err(|e| format!("{e:#}"))?;
+        let answer: serde_json::Value =
+            serde_json::from_str(&answer).map_err(|_| format!("{} answered {status}: {answer}", self.addr))?;
+        if status != 200 {
+            return Err(answer["error"].as_str().unwrap_or("no reason given").to_string());
+        }
+        serde_json::from_value(answer["present"].clone()).map_err(|e| format!("{} answered {answer}: {e}", self.addr))
+    }
 }
 
 /// Runs the command; `Err` is reported by `main` with exit code 2.
@@ -56,6 +85,10 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
         chunk_rows: args.chunk_rows,
         recheck_timeout: Duration::from_secs(args.recheck_timeout),
         repair: args.repair,
+        route: args.through.clone().map(|addr| {
+            std::sync::Arc::new(ThroughPipeline { addr })
+                as std::sync::Arc<dyn polyrepl_engine::verify::repair::RepairRoute>
+        }),
     };
     let mut progress = progress::Progress::default();
     let reports = polyrepl_engine::verify::verify(&cfg, &opts, &mut progress).await.map_err(said_plainly)?;

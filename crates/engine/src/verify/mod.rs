@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! - Read-only unless repairing; a repair writes only the divergent rows, under the pipeline name
-//!   `<name>-repair`, never the running pipeline's checkpoint.
+//!   `<name>-repair`, never the running pipeline's checkpoint — or, with a route, asks the running
+//!   pipeline to rewrite them in order with its stream, so a repair never overwrites a newer change.
 
 pub mod compare;
 pub mod outcome;
@@ -37,6 +38,9 @@ pub struct VerifyOptions {
     pub recheck_timeout: Duration,
     /// Rewrite the divergent rows from the source, then check them again.
     pub repair: bool,
+    /// Send the repairs to a running pipeline instead of writing them into the sinks
+    /// ([`repair::RepairRoute`]).
+    pub route: Option<Arc<dyn repair::RepairRoute>>,
 }
 
 /// Where long work reports how far it got; the binary draws it (a bar, or lines in a log).
@@ -108,7 +112,10 @@ pub async fn verify(cfg: &RunConfig, opts: &VerifyOptions, progress: &mut dyn Pr
             })
             .collect();
         progress.start("repair", total as u64);
-        let written = repair::repair(&mut reader, &mut sinks, &tables, &to_fix, progress).await?;
+        let written = match &opts.route {
+            Some(route) => repair::through(route.as_ref(), &tables, &to_fix).await?,
+            None => repair::repair(&mut reader, &mut sinks, &tables, &to_fix, progress).await?,
+        };
         progress.finish();
         for (i, w) in written.into_iter().enumerate() {
             repaired[i] = Some(w);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
 use polyrepl_core::rowhash::row_bytes;
-use polyrepl_core::{Batch, Change, Checkpoint, Op, Sink, TableSchema, Value};
+use polyrepl_core::{Batch, Change, Checkpoint, Op, Sink, TableId, TableSchema, Value};
 use polyrepl_mysql::SourceReader;
 
 use super::compare::Suspects;
@@ -92,4 +92,43 @@ pub async fn repair(
         out.push(done);
     }
     Ok(out)
+}
+
+/// Where repairs go instead of straight into the sinks: a running pipeline (`verify --repair
+/// --through`), which reads the rows itself and applies them in order with its stream.
+#[async_trait::async_trait]
+pub trait RepairRoute: Send + Sync + std::fmt::Debug {
+    /// Asks for `keys` of `table` to be rewritten from the source; per key, whether the source has it.
+    async fn repair(&self, table: &TableId, keys: Vec<Vec<Value>>) -> std::result::Result<Vec<bool>, String>;
+}
+
+/// Repairs every pair's keys through `route`: each table's keys once (for every sink: the pipeline
+/// writes them into all of its sinks); returns what was asked for, per entry of `pairs`.
+pub async fn through(
+    route: &dyn RepairRoute,
+    tables: &[Arc<TableSchema>],
+    pairs: &[PairSuspects],
+) -> Result<Vec<Repaired>> {
+    let mut per_table: BTreeMap<usize, Suspects> = BTreeMap::new();
+    for pair in pairs {
+        per_table.entry(pair.table).or_default().extend(pair.suspects.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let mut present = std::collections::HashMap::new();
+    for (&t, keys) in &per_table {
+        let found = route
+            .repair(&tables[t].id, keys.values().cloned().collect())
+            .await
+            .map_err(|e| EngineError::Settings(format!("the pipeline refused to repair {}: {e}", tables[t].id)))?;
+        for (kb, has) in keys.keys().zip(found) {
+            present.insert((t, kb.clone()), has);
+        }
+    }
+    Ok(pairs
+        .iter()
+        .map(|pair| {
+            let upserted =
+                pair.suspects.keys().filter(|kb| present.get(&(pair.table, (*kb).clone())) == Some(&true)).count();
+            Repaired { upserted: upserted as u64, deleted: (pair.suspects.len() - upserted) as u64 }
+        })
+        .collect())
 }
