@@ -121,9 +121,10 @@ impl OnlineCopies {
         }
     }
 
-    /// The position the waiting chunk was read at, if one waits.
+    /// The position the stream must reach before the next step of the copies: the waiting chunk's, or
+    /// the one a paused copy waits for.
     pub fn waiting_at(&self) -> Option<&Position> {
-        self.pending.as_ref().map(|c| &c.position)
+        self.pending.as_ref().map(|c| &c.position).or(self.paused_until.as_ref())
     }
 
     /// Copies `table` from its first row (again, if it was being copied), after the copies already
@@ -213,9 +214,10 @@ impl OnlineCopies {
         Ok(self.snapshot.as_mut().expect("opened above"))
     }
 
-    /// Reads the next chunk of the first copy, once the stream has handed over everything up to
-    /// `streamed` and no chunk waits. Returns the position the chunk was read at (it waits there), or
-    /// `None` when there is nothing to read now.
+    /// Reads the next chunk of the first copy (or a repair's rows), once the stream has handed over
+    /// everything up to `streamed` and no chunk waits. Returns the position the stream must reach next
+    /// (where the rows read wait, or where a paused copy tries again), or `None` when there is nothing
+    /// to read now.
     pub async fn read_next(&mut self, streamed: &Position) -> Result<Option<Position>> {
         if self.pending.is_some() {
             return Ok(None);
@@ -226,7 +228,7 @@ impl OnlineCopies {
         if self.copies.is_empty() {
             return Ok(None);
         }
-        if self.paused_until.as_ref().is_some_and(|p| streamed <= p) {
+        if self.paused_until.as_ref().is_some_and(|p| streamed < p) {
             return Ok(None);
         }
         let copy = self.copies[0].clone();
@@ -245,8 +247,8 @@ impl OnlineCopies {
             // Once only: a second failure after the stream passed the first one's position is real.
             Err(e) if table_changed_under_us(&e) && self.paused_until.is_none() => {
                 tracing::debug!(table = %copy.table, error = %e, %streamed, %position, "online copy waits for the stream to pass a schema change");
-                self.paused_until = Some(position);
-                return Ok(None);
+                self.paused_until = Some(position.clone());
+                return Ok(Some(position));
             }
             Err(e) => return Err(e.into()),
         };
