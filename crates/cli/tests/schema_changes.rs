@@ -76,6 +76,18 @@ impl Harness {
         .await;
     }
 
+    /// A `flow (id, v, n)` table of `rows` rows, and a run into every sink serving HTTP on a free port,
+    /// once it has copied the table: (pipeline, HTTP address, run).
+    async fn flow_run_with_http(&self, rows_: u64) -> (String, String, Polyrepl) {
+        self.db.exec("CREATE TABLE flow (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)").await;
+        rows(&self.db, "flow", rows_, "({i}, 'f{i}', {i})").await;
+        let pipeline = self.pipeline("http");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut p = Polyrepl::spawn(&self.args("run", &pipeline, None, &SINKS, &["--metrics-addr", &addr]));
+        self.wait_copied(&pipeline, &mut p).await;
+        (pipeline, addr, p)
+    }
+
     /// Waits until the run's log says `needle` (e.g. that a statement was followed).
     async fn wait_log(&self, p: &mut Polyrepl, needle: &str) {
         wait_for(&format!("the log to say {needle:?}"), Duration::from_secs(120), || {
@@ -339,12 +351,7 @@ async fn a_statement_logged_change_to_a_replicated_table_stops_the_run_with_the_
 async fn polyrepl_snapshot_copies_a_table_again_while_the_run_streams() {
     let h = Harness::create("resnap").await;
     let db = &h.db;
-    db.exec("CREATE TABLE flow (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)").await;
-    rows(db, "flow", 600, "({i}, 'f{i}', {i})").await;
-    let pipeline = h.pipeline("resnap");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut p = Polyrepl::spawn(&h.args("run", &pipeline, None, &SINKS, &["--metrics-addr", &addr]));
-    h.wait_copied(&pipeline, &mut p).await;
+    let (pipeline, addr, p) = h.flow_run_with_http(600).await;
     let writer = Writer::start(db, flow_writer_step, 600).await;
     // Damage MongoDB behind the pipeline's back: a row gone, a row changed.
     let flow = db.collection("flow");
@@ -380,12 +387,7 @@ async fn polyrepl_snapshot_copies_a_table_again_while_the_run_streams() {
 async fn verify_repair_through_the_running_pipeline_never_overwrites_newer_changes() {
     let h = Harness::create("repair").await;
     let db = &h.db;
-    db.exec("CREATE TABLE flow (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)").await;
-    rows(db, "flow", 300, "({i}, 'f{i}', {i})").await;
-    let pipeline = h.pipeline("repair");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut p = Polyrepl::spawn(&h.args("run", &pipeline, None, &SINKS, &["--metrics-addr", &addr]));
-    h.wait_copied(&pipeline, &mut p).await;
+    let (pipeline, addr, p) = h.flow_run_with_http(300).await;
     // Damage two sinks behind the pipeline's back while a writer keeps changing the same rows.
     let writer = Writer::start(db, flow_writer_step, 300).await;
     let flow = db.collection("flow");
