@@ -75,14 +75,16 @@ pub async fn follow(
             }
             TableDdl::Create(id) if filter.matches(&id) => {
                 relevant = true;
-                copy_anew(&id, statement, position, filter, online, &mut ops).await?;
+                let found = online.discover(&id).await?;
+                copy_anew(&id, found, statement, position, filter, online, &mut ops)?;
             }
             TableDdl::Create(_) => {}
             TableDdl::Rename { from, to } => {
                 relevant |= drop(&from, filter, online, keep_dropped, &mut ops);
                 if filter.matches(&to) {
                     relevant = true;
-                    copy_anew(&to, statement, position, filter, online, &mut ops).await?;
+                    let found = online.discover(&to).await?;
+                    copy_anew(&to, found, statement, position, filter, online, &mut ops)?;
                 }
             }
             TableDdl::Alter { table, rows_may_change } if filter.matches(&table) => {
@@ -96,7 +98,7 @@ pub async fn follow(
                     continue;
                 }
                 relevant = true;
-                copy_anew(&table, statement, position, filter, online, &mut ops).await?;
+                copy_anew(&table, Some(after), statement, position, filter, online, &mut ops)?;
             }
             TableDdl::Alter { .. } => {}
             TableDdl::StatementDml(table) if filter.matches(&table) => {
@@ -140,16 +142,19 @@ fn drop(id: &TableId, filter: &TableFilter, online: &mut OnlineCopies, keep: boo
     true
 }
 
-/// The table is dropped in the sinks, created there with its current shape, and copied online.
-async fn copy_anew(
+/// The table is dropped in the sinks, created there with its current shape (`found`, as the server
+/// describes it now; `None` when it no longer exists), and copied online.
+#[allow(clippy::result_large_err)] // the engine's one error type, as every async step here returns it
+fn copy_anew(
     id: &TableId,
+    found: Option<Arc<TableSchema>>,
     statement: &str,
     position: &Position,
     filter: &TableFilter,
     online: &mut OnlineCopies,
     ops: &mut Vec<TableOp>,
 ) -> Result<()> {
-    let Some(schema) = online.discover(id).await? else {
+    let Some(schema) = found else {
         // Gone since: its DROP or RENAME comes later in the stream. What the sinks hold of it goes now.
         drop(id, filter, online, false, ops);
         return Ok(());
@@ -179,8 +184,8 @@ fn cannot_follow(statement: &str, position: &Position, table: &TableId, why: &st
     ))
 }
 
-/// The statement, cut to a length an error message can hold.
-fn shorten(statement: &str) -> String {
+/// The statement on one line, cut to a length an error message or a log line can hold.
+pub fn shorten(statement: &str) -> String {
     let one_line: String = statement.split_whitespace().collect::<Vec<_>>().join(" ");
     if one_line.chars().count() > 200 {
         format!("{}…", one_line.chars().take(200).collect::<String>())

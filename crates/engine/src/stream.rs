@@ -17,7 +17,7 @@ use crate::control::{Inbox, Request};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::online::OnlineCopies;
-use crate::schema_changes::follow;
+use crate::schema_changes::{follow, shorten};
 use crate::settings::{RunConfig, HEARTBEAT_CHECKPOINT_EVERY, SOURCE_FIRST_BACKOFF, SOURCE_MAX_BACKOFF};
 use polyrepl_core::{Batch, Change, Position, TableFilter};
 use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
@@ -133,11 +133,11 @@ pub async fn stream(
                     let followed =
                         follow(&statement, &database, &position, filter, online, cfg.keep_dropped_tables).await?;
                     if followed.relevant {
-                        tracing::info!(%position, statement = %one_line(&statement), "schema change followed");
+                        tracing::info!(%position, statement = %shorten(&statement), "schema change followed");
                         from = from.max(position.clone());
                         send!(Batch::table_ops(followed.ops, online.checkpoint_at(position)));
                     } else {
-                        tracing::debug!(%position, %database, statement = %one_line(&statement), "DDL on the source");
+                        tracing::debug!(%position, %database, statement = %shorten(&statement), "DDL on the source");
                     }
                 }
                 // Every transaction up to `position` is handed over: a chunk read there may go.
@@ -170,11 +170,6 @@ fn take(request: Request, online: &mut OnlineCopies) {
         }
         Request::Repair { table, keys, reply } => online.queue_repair(&table, keys, reply),
     }
-}
-
-/// A statement on one line, cut to a length a log line can hold.
-fn one_line(statement: &str) -> String {
-    statement.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()
 }
 
 /// Sleeps `backoff` (then doubles it up to the cap); false when shutdown came first.
