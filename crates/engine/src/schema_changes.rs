@@ -161,12 +161,7 @@ fn copy_anew(
     };
     let old = online.schemas.get(id).cloned();
     schema.check_primary_key("its rows cannot be replicated by key").map_err(|why| {
-        cannot_follow(
-            statement,
-            position,
-            id,
-            &format!("{why}; add a primary key, or leave it out with --exclude-tables"),
-        )
+        cannot_follow(statement, position, id, &format!("{why}; add a primary key, or leave it out with --exclude"))
     })?;
     tracing::info!(table = %id, %position, "schema change: the table is created anew in the sinks and copied online");
     ops.push(TableOp::Drop(old.unwrap_or_else(|| schema.clone())));
