@@ -207,9 +207,7 @@ impl OnlineCopies {
     /// The chunk connection, opened on first use.
     async fn connection(&mut self) -> Result<&mut Snapshot> {
         if self.snapshot.is_none() {
-            let mut snapshot = Snapshot::begin(&self.url, self.chunk_rows).await?;
-            snapshot.end_transaction().await?; // each chunk starts its own (see `renew`)
-            self.snapshot = Some(snapshot);
+            self.snapshot = Some(Snapshot::for_chunks(&self.url, self.chunk_rows).await?);
         }
         Ok(self.snapshot.as_mut().expect("opened above"))
     }

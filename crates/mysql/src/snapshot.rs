@@ -33,6 +33,20 @@ impl Snapshot {
     /// Connects, starts the consistent-snapshot transaction and reads the binlog position it matches;
     /// chunks will hold up to `chunk_rows` rows.
     pub async fn begin(url: &SourceUrl, chunk_rows: usize) -> Result<Snapshot> {
+        Snapshot::open(url, chunk_rows, true).await
+    }
+
+    /// A connection for an online copy, which reads each chunk in a snapshot of its own
+    /// ([`Snapshot::renew`]); no transaction is left open, and no GTID state is read (see `renew`).
+    pub async fn for_chunks(url: &SourceUrl, chunk_rows: usize) -> Result<Snapshot> {
+        let mut snapshot = Snapshot::open(url, chunk_rows, false).await?;
+        snapshot.end_transaction().await?;
+        Ok(snapshot)
+    }
+
+    /// Connects, sets the session up and starts a snapshot transaction (`with_gtid`: see
+    /// [`start_transaction`]).
+    async fn open(url: &SourceUrl, chunk_rows: usize, with_gtid: bool) -> Result<Snapshot> {
         let server = url.address();
         let mut conn = Conn::new(url.opts(false))
             .await
@@ -50,16 +64,16 @@ impl Snapshot {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
             .map_err(q("setting REPEATABLE READ"))?;
-        let position = start_transaction(&mut conn, &server, mariadb, true).await?;
+        let position = start_transaction(&mut conn, &server, mariadb, with_gtid).await?;
         Ok(Snapshot { conn, position, server, mariadb, chunk_rows: chunk_rows.max(1) })
     }
 
     /// Ends this snapshot's transaction and starts a new one on the same connection: the online copy
     /// reads each chunk in its own snapshot, at its own position. On MariaDB that position has no GTID
     /// state: `BINLOG_GTID_POS` reads the binlog file from its start, far too slow once per chunk; the
-    /// binlog reader knows the state when it reaches the position.
+    /// binlog reader knows the state when it reaches the position. (`START TRANSACTION` commits any
+    /// open transaction itself.)
     pub async fn renew(&mut self) -> Result<()> {
-        self.end_transaction().await?;
         self.position = start_transaction(&mut self.conn, &self.server, self.mariadb, false).await?;
         Ok(())
     }
