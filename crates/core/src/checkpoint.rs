@@ -32,7 +32,7 @@ pub struct Checkpoint {
     /// Online copies in progress, in the order they run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copies: Vec<TableCopy>,
-    /// The table selection (`--tables`/`--exclude-tables`, see [`crate::TableFilter::spec`]) the sink's
+    /// The table selection (`--tables`/`--exclude`, see [`crate::TableFilter::spec`]) the sink's
     /// tables were copied under, so a run with a wider selection copies the newly selected tables.
     /// `None` in checkpoints written before polyrepl recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,7 +33,7 @@
 //!    carries copy progress the sink may not hold, so it is skipped only when the progress is the
 //!    same (rule 3).
 
-use polyrepl_core::{Checkpoint, Position, SnapshotProgress, TableCopy, TableFilter, TableId};
+use polyrepl_core::{Checkpoint, Position, SnapshotProgress, TableCopy, TableFilter, TableId, Value};
 
 /// True when a sink that holds `held` already has the effect of a batch whose checkpoint is `batch`.
 pub fn already_applied(batch: &Checkpoint, held: &Option<Checkpoint>) -> bool {
@@ -57,34 +57,30 @@ pub fn online_copies(checkpoints: &[Option<Checkpoint>], tables: &[TableId]) -> 
         return vec![];
     }
     let anyone_needs_all = checkpoints.iter().any(|c| c.as_ref().is_none_or(|c| c.snapshot.is_some()));
-    let mut wanted: Vec<TableId> = Vec::new();
-    for table in tables {
-        let newly_selected = |c: &&Checkpoint| {
-            c.selection
-                .as_deref()
-                .and_then(|spec| TableFilter::from_spec(spec).ok())
-                .is_some_and(|old| !old.matches(table))
-        };
-        let in_progress = streaming.iter().any(|c| c.copies.iter().any(|copy| &copy.table == table));
-        if anyone_needs_all || in_progress || streaming.iter().any(newly_selected) {
-            wanted.push(table.clone());
-        }
-    }
-    wanted
-        .into_iter()
-        .map(|table| {
+    // The selections the sinks' tables were copied under (checkpoints of older versions record none).
+    let earlier_selections: Vec<TableFilter> =
+        streaming.iter().filter_map(|c| TableFilter::from_spec(c.selection.as_deref()?).ok()).collect();
+    tables
+        .iter()
+        .filter_map(|table| {
+            // Each streaming sink's progress in a copy of `table`, `None` where it copies none.
+            let progress: Vec<Option<&Option<Vec<Value>>>> = streaming
+                .iter()
+                .map(|c| c.copies.iter().find(|copy| &copy.table == table).map(|copy| &copy.after))
+                .collect();
+            let in_progress = progress.iter().any(Option::is_some);
+            let newly_selected = earlier_selections.iter().any(|old| !old.matches(table));
+            if !(anyone_needs_all || in_progress || newly_selected) {
+                return None;
+            }
             // Resume after the last key only when every sink holding part of the copy agrees and no sink
             // needs the whole table (keys are compared for equality: the server's collation orders them).
-            let progress: Vec<Option<&Option<Vec<polyrepl_core::Value>>>> = streaming
-                .iter()
-                .map(|c| c.copies.iter().find(|copy| copy.table == table).map(|copy| &copy.after))
-                .collect();
             let whole_table_somewhere = anyone_needs_all || progress.iter().any(Option::is_none);
             let mut keys = progress.iter().flatten();
             let first = keys.next().cloned().cloned().flatten();
             let agree = keys.all(|k| k.as_ref() == first.as_ref());
             let after = if whole_table_somewhere || !agree { None } else { first };
-            TableCopy { table, after }
+            Some(TableCopy { table: table.clone(), after })
         })
         .collect()
 }
