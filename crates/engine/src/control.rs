@@ -53,17 +53,18 @@ impl Inbox {
 impl Controller {
     /// Asks the pipeline to copy `tables` again; `Err` when it refuses or is gone.
     pub async fn copy(&self, tables: Vec<TableId>) -> Result<Vec<TableId>, String> {
-        let (reply, answer) = oneshot::channel();
-        self.0.send(Request::Copy { tables, reply }).await.map_err(|_| {
-            "the pipeline is not streaming (it stopped, or is still in its initial snapshot)".to_string()
-        })?;
-        answer.await.map_err(|_| "the pipeline stopped before answering".to_string())?
+        self.ask(|reply| Request::Copy { tables, reply }).await
     }
 
     /// Asks the pipeline to rewrite `keys` of `table` from the source, in order with its stream.
     pub async fn repair(&self, table: TableId, keys: Vec<Vec<Value>>) -> Result<Vec<bool>, String> {
+        self.ask(|reply| Request::Repair { table, keys, reply }).await
+    }
+
+    /// Sends the request `make` builds around its reply channel, and waits for the answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Request) -> Result<T, String> {
         let (reply, answer) = oneshot::channel();
-        self.0.send(Request::Repair { table, keys, reply }).await.map_err(|_| {
+        self.0.send(make(reply)).await.map_err(|_| {
             "the pipeline is not streaming (it stopped, or is still in its initial snapshot)".to_string()
         })?;
         answer.await.map_err(|_| "the pipeline stopped before answering".to_string())?

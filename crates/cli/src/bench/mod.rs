@@ -187,31 +187,26 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
         let outcome = decode_only(&bench).await;
         clean_up(&bench).await;
         let (generated, figures) = outcome?;
-        if bench.args.json {
-            println!("{}", serde_json::to_string_pretty(&figures).context("serialising the report")?);
-        } else {
-            print!("{}", figures.table(&generated, bench.args.rounds));
-        }
-        return Ok(ExitCode::SUCCESS);
+        return print_report(&bench, &figures, || figures.table(&generated, bench.args.rounds));
     }
     if bench.args.online_copy {
         let outcome = online_copy(&bench).await;
         clean_up(&bench).await;
         let figures = outcome?;
-        if bench.args.json {
-            println!("{}", serde_json::to_string_pretty(&figures).context("serialising the report")?);
-        } else {
-            print!("{}", lag::copy_table(&figures));
-        }
-        return Ok(ExitCode::SUCCESS);
+        return print_report(&bench, &figures, || lag::copy_table(&figures));
     }
     let outcome = measure(&bench).await;
     clean_up(&bench).await;
     let report = outcome?;
+    print_report(&bench, &report, || report.table())
+}
+
+/// Prints a report: one JSON document with `--json`, else its `table`.
+fn print_report(bench: &Bench, report: &impl serde::Serialize, table: impl FnOnce() -> String) -> Result<ExitCode> {
     if bench.args.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+        println!("{}", serde_json::to_string_pretty(report).context("serialising the report")?);
     } else {
-        print!("{}", report.table());
+        print!("{}", table());
     }
     Ok(ExitCode::SUCCESS)
 }
