@@ -37,17 +37,28 @@ pub struct Checkpoint {
     /// `None` in checkpoints written before polyrepl recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
+    /// Where reading must start again when it is earlier than `position` (`None`: at `position`): the
+    /// start of a transaction the sink holds only part of (a large transaction applied in parts), or of
+    /// an XA transaction prepared but not yet committed. Changes up to `position` are still held:
+    /// re-read ones are skipped by position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Position>,
 }
 
 impl Checkpoint {
     /// A checkpoint for pure streaming from `position` (no copy in progress, selection not recorded).
     pub fn streaming(position: Position) -> Self {
-        Checkpoint { position, snapshot: None, copies: vec![], selection: None }
+        Checkpoint { position, snapshot: None, copies: vec![], selection: None, resume: None }
     }
 
     /// A checkpoint of the initial snapshot at `position`, with its progress.
     pub fn snapshotting(position: Position, progress: SnapshotProgress) -> Self {
-        Checkpoint { position, snapshot: Some(progress), copies: vec![], selection: None }
+        Checkpoint { position, snapshot: Some(progress), copies: vec![], selection: None, resume: None }
+    }
+
+    /// Where reading starts again to give this sink every change it lacks.
+    pub fn read_from(&self) -> &Position {
+        self.resume.as_ref().filter(|r| **r < self.position).unwrap_or(&self.position)
     }
 
     pub fn to_json(&self) -> String {

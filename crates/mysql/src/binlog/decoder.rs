@@ -59,6 +59,27 @@ pub struct BinlogDecoder {
     /// The end of the last event read (file, `log_pos`): every transaction committed at or before it has
     /// been emitted.
     pub(super) read_to: Position,
+    /// Where the open group started (the position after the commit before it).
+    pub(super) group_start: Position,
+    /// Changes of the open group already emitted as [`SourceEvent::Part`]s.
+    pub(super) emitted_in_group: usize,
+    /// Pending changes beyond which an open transaction is emitted in parts (bounded memory).
+    pub(super) part_changes: usize,
+    /// The open group's savepoints, in order: name → how many of the group's changes precede it.
+    pub(super) savepoints: Vec<(String, usize)>,
+    /// The open XA transaction's id (from `XA START` to its prepare).
+    pub(super) xa_open: Option<String>,
+    /// XA transactions prepared and not yet committed or rolled back, by id.
+    pub(super) prepared_xa: BTreeMap<String, PreparedXa>,
+}
+
+/// An XA transaction between its prepare and its `XA COMMIT`/`XA ROLLBACK` (later, in another group).
+#[derive(Clone, Debug)]
+pub(super) struct PreparedXa {
+    /// Where its group started: reading must start there again until it is resolved.
+    pub(super) start: Position,
+    /// Its changes (position and seq are set at its commit).
+    pub(super) changes: Vec<Change>,
 }
 
 /// Ignored on purpose: statement-context events (meaningless in ROW format), MySQL GTID
@@ -77,6 +98,14 @@ const IGNORED_EVENTS: [u8; 10] = [
 ];
 
 impl BinlogDecoder {
+    /// The earliest point reading must start again from to see every change not yet emitted in full:
+    /// the start of the open transaction once part of it is emitted, and of every XA transaction
+    /// prepared but not resolved. `None` when reading may resume after the last commit.
+    pub fn hold(&self) -> Option<&Position> {
+        let open = (self.emitted_in_group > 0).then_some(&self.group_start);
+        open.into_iter().chain(self.prepared_xa.values().map(|x| &x.start)).min()
+    }
+
     /// Handles one event; returns what it completes, if anything.
     pub fn handle(&mut self, ev: &Event) -> Result<Option<SourceEvent>> {
         // Artificial events (log_pos 0) and server heartbeats say nothing about what was read.
@@ -105,10 +134,11 @@ impl BinlogDecoder {
                 Ok(None)
             }
             t if t == EventType::XID_EVENT as u8 => Ok(self.on_xid(ev)),
+            t if t == EventType::XA_PREPARE_LOG_EVENT as u8 => self.on_xa_prepare(ev),
             t if t == EventType::QUERY_EVENT as u8 => self.on_query(ev),
             t if t == EventType::TABLE_MAP_EVENT as u8 => self.on_table_map(ev).map(|()| None),
             // WRITE/UPDATE/DELETE_ROWS, v1 (23..=25) and v2 (30..=32).
-            23..=25 | 30..=32 => self.on_rows(ev).map(|()| None),
+            23..=25 | 30..=32 => self.on_rows(ev),
             t if t == EventType::HEARTBEAT_EVENT as u8 => Ok(self.on_heartbeat()),
             t if IGNORED_EVENTS.contains(&t) => Ok(None),
             _ => Err(self.refusal(ev)),
@@ -139,7 +169,7 @@ impl BinlogDecoder {
     }
 
     /// The position of `log_pos` in the current file, with the GTID state of the last commit.
-    fn here(&self, log_pos: u64) -> Position {
+    pub(super) fn here(&self, log_pos: u64) -> Position {
         Position { file: self.file.clone(), offset: log_pos, gtid: self.committed.gtid.clone() }
     }
 

@@ -2,8 +2,10 @@
 //! the look-ups that need a server) and the public types; the decoding is split by event kind.
 //!
 //! Invariants:
-//! - a transaction's changes are emitted only when its commit event (XID, `COMMIT`, or the end of a
-//!   standalone MariaDB GTID group) is read: never a partial transaction;
+//! - a transaction's changes are emitted when its commit event (XID, `COMMIT`, `XA COMMIT`, or the end
+//!   of a standalone MariaDB GTID group) is read; a large one's earlier changes may come first as
+//!   [`SourceEvent::Part`]s, with [`BinlogReader::hold`] at its start until it commits; rolled-back
+//!   savepoints and XA transactions are never emitted;
 //! - every change of a transaction carries the position just after its commit event (current file,
 //!   the commit event's `log_pos`, and the GTID state including that transaction) and `seq` = its
 //!   index in the transaction; resuming from that position yields exactly the later transactions;
@@ -56,6 +58,9 @@ use polyrepl_core::{Change, ColumnKind, Position, TableFilter, TableId};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+/// Default for [`BinlogOptions::part_changes`]: a few MiB of changes held per open transaction.
+pub const PART_CHANGES: usize = 20_000;
+
 /// How to stream.
 #[derive(Debug, Clone)]
 pub struct BinlogOptions {
@@ -65,12 +70,14 @@ pub struct BinlogOptions {
     pub heartbeat: Duration,
     /// End the stream at the end of the current binlog instead of waiting for new events.
     pub stop_at_end: bool,
+    /// Changes of an open transaction beyond which they are emitted in parts ([`SourceEvent::Part`]).
+    pub part_changes: usize,
 }
 
 impl BinlogOptions {
     /// Defaults: heartbeat every 5 s, follow the binlog forever.
     pub fn new(server_id: u32) -> Self {
-        BinlogOptions { server_id, heartbeat: Duration::from_secs(5), stop_at_end: false }
+        BinlogOptions { server_id, heartbeat: Duration::from_secs(5), stop_at_end: false, part_changes: PART_CHANGES }
     }
 
     /// Stops at the end of the current binlog (tests, benchmarks).
@@ -83,8 +90,14 @@ impl BinlogOptions {
 /// What the binlog reader produces.
 #[derive(Debug, Clone)]
 pub enum SourceEvent {
-    /// The row changes of one committed transaction (only tables in the filter; never empty).
+    /// The row changes of one committed transaction (only tables in the filter; empty only when every
+    /// change was emitted in [`SourceEvent::Part`]s before).
     Transaction { position: Position, changes: Vec<Change> },
+    /// Changes of a large transaction not committed yet, that can no longer be rolled back short of
+    /// the whole transaction: `position` is the end of the rows event that completed them, between
+    /// the previous commit and this transaction's own. Its commit (a [`SourceEvent::Transaction`], or
+    /// a later part) follows; until then [`BinlogReader::hold`] is the transaction's start.
+    Part { position: Position, changes: Vec<Change> },
     /// The stream is at `position` with nothing new for the selected tables: safe to checkpoint.
     Heartbeat { position: Position },
     /// A DDL statement (any database) committed at `position`; the next table map of an altered
@@ -100,6 +113,7 @@ impl SourceEvent {
     pub fn position(&self) -> &Position {
         match self {
             SourceEvent::Transaction { position, .. }
+            | SourceEvent::Part { position, .. }
             | SourceEvent::Heartbeat { position }
             | SourceEvent::Ddl { position, .. }
             | SourceEvent::Reached { position } => position,
@@ -219,6 +233,12 @@ impl BinlogReader {
             json_columns: HashMap::new(),
             last_emit: Instant::now(),
             read_to: from.clone(),
+            group_start: from.clone(),
+            emitted_in_group: 0,
+            part_changes: options.part_changes.max(1),
+            savepoints: Vec::new(),
+            xa_open: None,
+            prepared_xa: BTreeMap::new(),
         };
         Ok(BinlogReader {
             stream,
@@ -253,9 +273,16 @@ impl BinlogReader {
         self.wake_at.take().map(|target| SourceEvent::Reached { position: Position { gtid, ..target } })
     }
 
-    /// The position after the last commit read so far (a safe resume point).
+    /// The position after the last commit read so far.
     pub fn position(&self) -> &Position {
         &self.decoder.committed
+    }
+
+    /// Where reading must start again to see every change not yet emitted whole, when that is before
+    /// the last commit read: the start of a large transaction emitted in part, or of an XA transaction
+    /// prepared and not resolved ([`BinlogDecoder::hold`]).
+    pub fn hold(&self) -> Option<&Position> {
+        self.decoder.hold()
     }
 
     /// Keeps a copy of every raw event read from now on, with the decoder's state at this point, so

@@ -5,21 +5,23 @@
 //! - rows of a table id without a table map are an error; rows of a table outside the filter are
 //!   skipped;
 //! - every column must be in every image (`binlog_row_image=FULL`);
-//! - changes get their position and seq at commit (`transaction`);
+//! - changes get their position and seq at commit, or when a large transaction's part is emitted
+//!   (`transaction`);
 //! - an update that changes the primary key becomes `Delete(old key)` + `Insert(new row)`;
 //! - debug builds decode every rows event again with the reference decoder (`reference`) and fail
 //!   loudly if the two differ.
 
 use super::table_map::MappedTable;
-use super::{reference, BinlogDecoder};
+use super::{reference, BinlogDecoder, SourceEvent};
 use crate::error::Result;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use polyrepl_core::{Change, Op, Position, TableSchema, Value};
 use std::sync::Arc;
 
 impl BinlogDecoder {
-    /// A rows event: its changes join the pending ones.
-    pub(super) fn on_rows(&mut self, ev: &Event) -> Result<()> {
+    /// A rows event: its changes join the pending ones; a large transaction's part when enough are
+    /// pending.
+    pub(super) fn on_rows(&mut self, ev: &Event) -> Result<Option<SourceEvent>> {
         let Some(EventData::RowsEvent(rows)) =
             ev.read_data().map_err(|e| self.stream_error(ev, format!("bad rows event: {e}")))?
         else {
@@ -29,7 +31,7 @@ impl BinlogDecoder {
             None => {
                 return Err(self.stream_error(ev, format!("rows for table id {} without a table map", rows.table_id())))
             }
-            Some(None) => return Ok(()),
+            Some(None) => return Ok(None),
             Some(Some(m)) => m.clone(),
         };
         let mut out = std::mem::take(&mut self.pending);
@@ -40,7 +42,7 @@ impl BinlogDecoder {
         let res = decode_rows(&rows, &mapped, &mut out);
         self.pending = out;
         res.map_err(|m| self.stream_error(ev, m))?;
-        Ok(())
+        Ok(self.take_part(ev.header().log_pos() as u64, ev.header().timestamp()))
     }
 }
 

@@ -8,9 +8,14 @@
 //! - a table map with a new shape (after an ALTER TABLE) yields a new `Arc<TableSchema>`; the same
 //!   shape (same table-map body) reuses the last one;
 //! - a table outside the filter maps its id to `None` (its rows are skipped); a selected table with
-//!   an unsupported column type or no primary key is an error.
+//!   an unsupported column type or no primary key is an error;
+//! - text, ENUM and SET columns are read in their own character set ([`crate::charset`]): ENUM/SET
+//!   labels are decoded here with the table map's ENUM/SET charsets, column names as UTF-8 (the
+//!   server's system charset), and a column in a character set that cannot be decoded exactly is
+//!   [`ColumnKind::Unsupported`], refused like any other unsupported type.
 
 use super::BinlogDecoder;
+use crate::charset;
 use crate::decode::BINARY_CHARSET;
 use crate::error::Result;
 use crate::rowimage::{MapColumn, RowPlan};
@@ -54,7 +59,16 @@ impl BinlogDecoder {
         let json_columns = self.json_columns.get(&id).cloned().unwrap_or_default();
         let mapped = Arc::new(map_table(&id, &tme, &json_columns).map_err(|m| self.stream_error(ev, m))?);
         if let Some(c) = mapped.schema.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
-            return Err(self.stream_error(ev, format!("column {id}.{} has an unsupported type {:?}", c.name, c.kind)));
+            let message = match charset::refused_charset(&c.kind) {
+                Some((cs, why)) => format!(
+                    "column {id}.{} is in character set {cs}, which polyrepl cannot decode exactly ({why}). Fix: \
+                     ALTER TABLE {} CONVERT TO CHARACTER SET utf8mb4; or exclude the table",
+                    c.name,
+                    crate::schema::quote_table(&id)
+                ),
+                None => format!("column {id}.{} has an unsupported type {:?}", c.name, c.kind),
+            };
+            return Err(self.stream_error(ev, message));
         }
         if mapped.schema.primary_key.is_empty() {
             return Err(self.stream_error(
@@ -90,27 +104,31 @@ fn map_table(
     let n = tme.columns_count() as usize;
     let mut names = Vec::new();
     let mut signedness: Vec<bool> = Vec::new();
-    let mut enum_labels: Vec<Vec<String>> = Vec::new();
-    let mut set_labels: Vec<Vec<String>> = Vec::new();
+    // Labels as raw bytes in their column's character set, decoded below.
+    let mut enum_labels: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut set_labels: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut primary_key: Vec<usize> = Vec::new();
     for field in tme.iter_optional_meta() {
         match field.map_err(|e| format!("bad table-map metadata of {id}: {e}"))? {
             OptionalMetadataField::ColumnName(cn) => {
                 for name in cn.iter_names() {
-                    names.push(name.map_err(|e| e.to_string())?.name().into_owned());
+                    let name = name.map_err(|e| e.to_string())?;
+                    let name = String::from_utf8(name.name_raw().to_vec())
+                        .map_err(|_| format!("a column name of {id} in the table map is not UTF-8"))?;
+                    names.push(name);
                 }
             }
             OptionalMetadataField::Signedness(bits) => signedness = bits.iter().by_vals().collect(),
             OptionalMetadataField::EnumStrValue(values) => {
                 for v in values.iter_values() {
                     let v = v.map_err(|e| e.to_string())?;
-                    enum_labels.push(v.values().iter().map(|l| l.value().into_owned()).collect());
+                    enum_labels.push(v.values().iter().map(|l| l.value_raw().to_vec()).collect());
                 }
             }
             OptionalMetadataField::SetStrValue(values) => {
                 for v in values.iter_values() {
                     let v = v.map_err(|e| e.to_string())?;
-                    set_labels.push(v.values().iter().map(|l| l.value().into_owned()).collect());
+                    set_labels.push(v.values().iter().map(|l| l.value_raw().to_vec()).collect());
                 }
             }
             OptionalMetadataField::SimplePrimaryKey(pk) => {
@@ -134,6 +152,7 @@ fn map_table(
     }
     let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(|e| e.to_string())?;
     let mut charset_iter = extractor.iter_charset();
+    let mut enum_set_charset_iter = extractor.iter_enum_and_set_charset();
     let mut signed_iter = signedness.into_iter();
     let mut enum_iter = enum_labels.into_iter();
     let mut set_iter = set_labels.into_iter();
@@ -151,8 +170,17 @@ fn map_table(
         let unsigned_raw = unsigned;
         let charset = if real.is_character_type() {
             charset_iter.next().transpose().map_err(|e| e.to_string())?.unwrap_or(0)
+        } else if real.is_enum_or_set_type() {
+            enum_set_charset_iter.next().transpose().map_err(|e| e.to_string())?.unwrap_or(0)
         } else {
             0
+        };
+        // ENUM/SET labels in the column's character set → UTF-8.
+        let labels = |raw: Option<Vec<Vec<u8>>>, what: &str| -> std::result::Result<Vec<String>, String> {
+            raw.ok_or(format!("no {what} labels for {id}.{name}"))?
+                .into_iter()
+                .map(|l| charset::decode(l, charset).map_err(|e| format!("a {what} label of {id}.{name}: {e}")))
+                .collect()
         };
         let m = |k: usize| meta.get(k).copied().unwrap_or(0);
         use ColumnType::*;
@@ -194,13 +222,35 @@ fn map_table(
             MYSQL_TYPE_YEAR => ColumnKind::Year,
             MYSQL_TYPE_BIT => ColumnKind::Bit { bits: (m(1) as u16 * 8 + m(0) as u16).clamp(1, 64) },
             MYSQL_TYPE_ENUM => {
-                ColumnKind::Enum { labels: enum_iter.next().ok_or(format!("no ENUM labels for {id}.{name}"))? }
+                let raw = enum_iter.next();
+                match charset::unsupported_kind_by_id("enum", charset) {
+                    Some(refused) => refused,
+                    None => ColumnKind::Enum { labels: labels(raw, "ENUM")? },
+                }
             }
             MYSQL_TYPE_SET => {
-                ColumnKind::Set { labels: set_iter.next().ok_or(format!("no SET labels for {id}.{name}"))? }
+                let raw = set_iter.next();
+                match charset::unsupported_kind_by_id("set", charset) {
+                    Some(refused) => refused,
+                    None => ColumnKind::Set { labels: labels(raw, "SET")? },
+                }
             }
             MYSQL_TYPE_GEOMETRY => ColumnKind::Unsupported("geometry".into()),
             other => ColumnKind::Unsupported(format!("{other:?}")),
+        };
+        // A text column in a character set that cannot be decoded exactly, named as information_schema
+        // names its type.
+        let text_type = match (&kind, real) {
+            (ColumnKind::Char, _) => Some("char"),
+            (ColumnKind::VarChar, _) => Some("varchar"),
+            (ColumnKind::Text, _) => {
+                Some(["tinytext", "text", "mediumtext", "longtext"][(m(0).clamp(1, 4) - 1) as usize])
+            }
+            _ => None,
+        };
+        let kind = match text_type.and_then(|t| charset::unsupported_kind_by_id(t, charset)) {
+            Some(refused) => refused,
+            None => kind,
         };
         // YEAR is counted among numeric columns (MariaDB marks it unsigned): not a signed/unsigned type.
         let unsigned = unsigned && kind != ColumnKind::Year;

@@ -1,9 +1,15 @@
-//! Transaction boundaries: the commit that ends a group and emits its pending changes, and
-//! heartbeats between groups.
+//! Transaction boundaries: the opening of a group, the commit that ends it and emits its pending
+//! changes, the parts of a large transaction, and heartbeats between groups.
 //!
 //! Invariants:
-//! - a transaction's changes are emitted only at its commit (XID, `COMMIT`, or the end of a
-//!   standalone MariaDB GTID group): never a partial transaction;
+//! - a transaction's changes are emitted at its commit (XID, `COMMIT`, or the end of a standalone
+//!   MariaDB GTID group) — except a large one: once `part_changes` are pending (and none of them can
+//!   still be rolled back to a savepoint, and it is no XA transaction), they are emitted as a
+//!   [`SourceEvent::Part`] at the position of the rows event that completed them (after the last
+//!   commit, before the transaction's own), and [`BinlogDecoder::hold`] keeps the group's start as the
+//!   resume point until the commit;
+//! - a new group that starts while part of the open one was emitted (its commit never came) is an
+//!   error: the emitted part never happened on the source;
 //! - at a commit the group's GTID joins the state, and every change gets the position just after
 //!   the commit event (current file, its `log_pos`, the GTID state including the transaction),
 //!   `seq` = its index in the transaction and the commit's timestamp;
@@ -13,7 +19,7 @@
 use super::mariadb::format_gtid_state;
 use super::{BinlogDecoder, SourceEvent};
 use mysql_async::binlog::events::Event;
-use polyrepl_core::Position;
+use polyrepl_core::{Change, Position};
 
 impl BinlogDecoder {
     /// An XID event: the transaction commits.
@@ -30,6 +36,41 @@ impl BinlogDecoder {
         }
     }
 
+    /// A group starts (BEGIN, a MariaDB GTID, XA START, or a savepoint outside one): it starts after the
+    /// last commit.
+    pub(super) fn open_group(&mut self) {
+        if !self.in_group {
+            self.in_group = true;
+            self.group_start = self.committed.clone();
+            self.emitted_in_group = 0;
+            self.savepoints.clear();
+            self.xa_open = None;
+        }
+    }
+
+    /// The pending changes that can no longer be rolled back, as a [`SourceEvent::Part`] at the rows
+    /// event ending at `log_pos`, once there are `part_changes` of them.
+    pub(super) fn take_part(&mut self, log_pos: u64, ts: u32) -> Option<SourceEvent> {
+        if self.pending.len() < self.part_changes || !self.in_group || self.standalone || self.xa_open.is_some() {
+            return None;
+        }
+        // Changes after a savepoint may still be rolled back to it.
+        let final_count =
+            self.savepoints.first().map_or(self.pending.len(), |(_, before)| before - self.emitted_in_group);
+        if final_count < self.part_changes {
+            return None;
+        }
+        let position = self.here(log_pos);
+        let mut changes: Vec<Change> = self.pending.drain(..final_count).collect();
+        for (i, c) in changes.iter_mut().enumerate() {
+            c.position = position.clone();
+            c.seq = i as u32;
+            c.source_ts = ts;
+        }
+        self.emitted_in_group += changes.len();
+        Some(SourceEvent::Part { position, changes })
+    }
+
     /// Ends the current group at `log_pos`; returns its changes if there are any.
     pub(super) fn commit(&mut self, log_pos: u64, ts: u32) -> Option<SourceEvent> {
         if let Some((domain, server, seq)) = self.group_gtid.take() {
@@ -43,6 +84,13 @@ impl BinlogDecoder {
         self.committed = Position { file: self.file.clone(), offset: log_pos, gtid };
         self.in_group = false;
         self.standalone = false;
+        let emitted_parts = std::mem::take(&mut self.emitted_in_group) > 0;
+        self.savepoints.clear();
+        self.xa_open = None;
+        if self.pending.is_empty() && emitted_parts {
+            // Every change went out in parts: the commit still ends the transaction (and its hold).
+            return Some(SourceEvent::Transaction { position: self.committed.clone(), changes: vec![] });
+        }
         if self.pending.is_empty() {
             // Nothing selected in this transaction: let the checkpoint advance now and then.
             if self.last_emit.elapsed() >= self.heartbeat {

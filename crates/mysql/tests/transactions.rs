@@ -1,0 +1,196 @@
+//! Transactions as the server means them: savepoints rolled back exactly, XA transactions applied at
+//! their commit and dropped at their rollback (across a resume), large transactions emitted in parts
+//! with their start held.
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+use mysql_async::Conn;
+use polyrepl_core::{Op, Position, Value};
+use polyrepl_mysql::{current_position, BinlogOptions, BinlogReader, SourceEvent};
+use std::time::Duration;
+
+/// (op, key) of changes with one INT key.
+fn keys(changes: &[polyrepl_core::Change]) -> Vec<(Op, i64)> {
+    changes
+        .iter()
+        .map(|c| match c.key.as_slice() {
+            [Value::Int(k)] => (c.op, *k),
+            other => panic!("unexpected key {other:?}"),
+        })
+        .collect()
+}
+
+/// Every event to the end of the binlog, with the reader's hold after each.
+async fn read_with_holds(from: &Position, db: &TestDb, part_changes: usize) -> Vec<(SourceEvent, Option<Position>)> {
+    let mut options = BinlogOptions::new(server_id()).stop_at_end();
+    options.part_changes = part_changes;
+    let mut reader = BinlogReader::start(&url(), from, db.filter("t"), options).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), reader.next_event()).await.expect("read timed out");
+        match next.expect("event decodes") {
+            Some(ev) => out.push((ev, reader.hold().cloned())),
+            None => break,
+        }
+    }
+    out
+}
+
+async fn second_connection(db: &TestDb) -> Conn {
+    let mut conn = Conn::new(url().opts(false)).await.unwrap();
+    conn.query_drop(format!("USE `{}`", db.name)).await.unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn rolled_back_savepoints_leave_nothing_and_the_rest_commits() {
+    let mut db = TestDb::create("savepoint").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB").await;
+    // A non-transactional table in the transaction makes the server log the savepoints and the
+    // rolled-back rows.
+    db.exec("CREATE TABLE m (id INT PRIMARY KEY) ENGINE=MyISAM").await;
+    let from = current_position(&url()).await.unwrap();
+    for sql in [
+        "BEGIN",
+        "INSERT INTO t VALUES (1, 1)",
+        "SAVEPOINT a",
+        "INSERT INTO t VALUES (2, 2)",
+        "INSERT INTO m VALUES (1)",
+        "SAVEPOINT b",
+        "UPDATE t SET v = 20 WHERE id = 2",
+        "ROLLBACK TO SAVEPOINT a", // drops 2 and b
+        "INSERT INTO t VALUES (3, 3)",
+        "SAVEPOINT `we``ird`",
+        "DELETE FROM t WHERE id = 1",
+        "INSERT INTO m VALUES (2)",
+        "ROLLBACK TO `we``ird`",
+        "UPDATE t SET v = 30 WHERE id = 3",
+        "COMMIT",
+    ] {
+        db.exec(sql).await;
+    }
+    let events = read_to_end(&from, db.filter("t")).await;
+    let txs = transactions(&events);
+    assert_eq!(txs.len(), 1, "{events:?}");
+    assert_eq!(keys(&txs[0].1), vec![(Op::Insert, 1), (Op::Insert, 3), (Op::Update, 3)]);
+    let v = &txs[0].1[2].after.as_ref().unwrap()[1];
+    assert_eq!(*v, Value::Int(30));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn xa_transactions_apply_at_their_commit_and_vanish_at_their_rollback() {
+    let mut db = TestDb::create("xa").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
+    let from = current_position(&url()).await.unwrap();
+    let tag = random_u32();
+    let (x1, x2) = (format!("'c{tag}'"), format!("'r{tag}'"));
+    for sql in [
+        format!("XA START {x1}"),
+        "INSERT INTO t VALUES (1, 1)".to_string(),
+        "INSERT INTO t VALUES (2, 2)".to_string(),
+        format!("XA END {x1}"),
+        format!("XA PREPARE {x1}"),
+    ] {
+        db.exec(&sql).await;
+    }
+    // Committed while x1 is prepared: it comes first.
+    let mut other = second_connection(&db).await;
+    other.query_drop("INSERT INTO t VALUES (10, 10)").await.unwrap();
+    let after_prepare = current_position(&url()).await.unwrap();
+    for sql in [
+        format!("XA COMMIT {x1}"),
+        format!("XA START {x2}"),
+        "INSERT INTO t VALUES (3, 3)".to_string(),
+        format!("XA END {x2}"),
+        format!("XA PREPARE {x2}"),
+        format!("XA ROLLBACK {x2}"),
+        "XA START 'one'".to_string(),
+        "INSERT INTO t VALUES (4, 4)".to_string(),
+        "XA END 'one'".to_string(),
+        "XA COMMIT 'one' ONE PHASE".to_string(),
+    ] {
+        db.exec(&sql).await;
+    }
+    let events = read_with_holds(&from, &db, 1000).await;
+    let txs: Vec<Vec<(Op, i64)>> = events
+        .iter()
+        .filter_map(|(e, _)| match e {
+            SourceEvent::Transaction { changes, .. } => Some(keys(changes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(txs, vec![vec![(Op::Insert, 10)], vec![(Op::Insert, 1), (Op::Insert, 2)], vec![(Op::Insert, 4)]]);
+    // While x1 was prepared, the reader held its start; once it committed, nothing.
+    let ten = events
+        .iter()
+        .position(|(e, _)| matches!(e, SourceEvent::Transaction { changes, .. } if keys(changes) == [(Op::Insert, 10)]))
+        .unwrap();
+    let held = events[ten].1.clone().expect("x1's start held while it is prepared");
+    assert!(held < *events[ten].0.position() && held >= from, "hold {held} from {from}");
+    assert!(events.last().unwrap().1.is_none(), "nothing held at the end: {:?}", events.last());
+
+    // Reading from the hold gives x1 again, at its commit; reading from after its prepare cannot know
+    // x1's rows: a loud error, not a silent loss.
+    let again = transactions(&read_to_end(&held, db.filter("t")).await);
+    assert!(again.iter().any(|(_, c)| keys(c) == [(Op::Insert, 1), (Op::Insert, 2)]), "{again:?}");
+    let mut reader =
+        BinlogReader::start(&url(), &after_prepare, db.filter("t"), BinlogOptions::new(server_id()).stop_at_end())
+            .await
+            .unwrap();
+    let err = loop {
+        match reader.next_event().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the XA COMMIT of an unknown transaction must be an error"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(err.contains("XA COMMIT") && err.contains("--resnapshot"), "{err}");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_large_transaction_comes_in_parts_with_its_start_held() {
+    let mut db = TestDb::create("parts").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, pad VARCHAR(200))").await;
+    db.exec("INSERT INTO t VALUES (0, 'before')").await;
+    let from = current_position(&url()).await.unwrap();
+    let before_big = from.clone();
+    // ~5,000 rows of ~200 bytes: many rows events of at most 8 KiB each.
+    db.exec("INSERT INTO t SELECT seq, REPEAT('x', 200) FROM seq_1_to_5000").await;
+    db.exec("INSERT INTO t VALUES (6000, 'after')").await;
+    let events = read_with_holds(&from, &db, 1000).await;
+    let mut parts = 0;
+    let mut seen: Vec<i64> = Vec::new();
+    let mut last: Option<Position> = None;
+    let mut commit = None;
+    let mut held: Option<Position> = None;
+    for (event, hold) in &events {
+        match event {
+            SourceEvent::Part { position, changes } => {
+                parts += 1;
+                assert!(changes.len() >= 1000, "a part holds at least part_changes changes");
+                assert!(changes.iter().all(|c| c.position == *position));
+                assert!(last.as_ref().is_none_or(|l| l < position), "parts in increasing positions");
+                assert!(*position > before_big);
+                // The transaction's start is held (other tests may commit between `from` and it).
+                let hold = hold.as_ref().expect("the transaction's start is held");
+                assert!(*hold >= before_big && hold < position, "hold {hold} part {position}");
+                assert!(held.get_or_insert(hold.clone()) == hold, "the same start held for every part");
+                last = Some(position.clone());
+                seen.extend(keys(changes).into_iter().map(|(_, k)| k));
+            }
+            SourceEvent::Transaction { position, changes } if commit.is_none() => {
+                assert!(last.as_ref().is_some_and(|l| l < position), "the commit after every part");
+                assert!(hold.is_none(), "nothing held after the commit");
+                seen.extend(keys(changes).into_iter().map(|(_, k)| k));
+                commit = Some(position.clone());
+            }
+            _ => {}
+        }
+    }
+    assert!(parts >= 4, "5,000 changes in parts of 1,000: {parts} parts");
+    assert_eq!(seen, (1..=5000).collect::<Vec<i64>>(), "every change once, in order");
+    db.drop_db().await;
+}
