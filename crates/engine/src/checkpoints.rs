@@ -132,6 +132,10 @@ pub struct StartPlan {
     /// The smallest streaming checkpoint: where streaming starts, unless a snapshot's position is
     /// earlier (see [`StartPlan::stream_from`]).
     pub smallest_streaming: Option<Position>,
+    /// The earliest point a streaming sink must read from again ([`Checkpoint::read_from`]): before
+    /// `smallest_streaming` while some sink holds part of a large transaction, or an XA transaction is
+    /// prepared but not committed.
+    pub smallest_read_from: Option<Position>,
     /// The online copies streaming starts with (rule 6).
     pub copies: Vec<TableCopy>,
 }
@@ -153,6 +157,12 @@ impl StartPlan {
                 .filter(|c| c.snapshot.is_none())
                 .map(|c| c.position.clone())
                 .min(),
+            smallest_read_from: checkpoints
+                .iter()
+                .flatten()
+                .filter(|c| c.snapshot.is_none())
+                .map(|c| c.read_from().clone())
+                .min(),
             copies: vec![],
         }
     }
@@ -169,6 +179,13 @@ impl StartPlan {
             (Some(a), Some(b)) => Some(a.min(b).clone()),
             (a, b) => a.or(b).cloned(),
         }
+    }
+
+    /// Where reading the binlog starts: [`StartPlan::stream_from`], or earlier where a sink must read a
+    /// transaction again from its start (its changes up to `stream_from` are skipped as held).
+    pub fn read_from(&self, snapshot_position: Option<&Position>) -> Option<Position> {
+        let from = self.stream_from(snapshot_position)?;
+        Some(self.smallest_read_from.as_ref().map_or(from.clone(), |r| r.min(&from).clone()))
     }
 }
 

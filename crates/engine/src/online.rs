@@ -97,7 +97,13 @@ impl OnlineCopies {
 
     /// The checkpoint that is true once everything up to `position` is applied.
     pub fn checkpoint_at(&self, position: Position) -> Checkpoint {
-        Checkpoint { position, snapshot: None, copies: self.copies.clone(), selection: Some(self.selection.clone()) }
+        Checkpoint {
+            position,
+            snapshot: None,
+            copies: self.copies.clone(),
+            selection: Some(self.selection.clone()),
+            resume: None,
+        }
     }
 
     /// True while some table is being copied or rows wait to be repaired.

@@ -26,14 +26,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Streams from `from` until the end of the binlog (`--stop-at-end`, once no online copy is left),
-/// shutdown, a definite error, or the pipeline stopping. Online copies run between transactions.
+/// Streams after `from` (every sink holds what is before it), reading from `read_from` (earlier when a
+/// sink holds part of a large transaction or an XA transaction is prepared there), until the end of the
+/// binlog (`--stop-at-end`, once no online copy is left), shutdown, a definite error, or the pipeline
+/// stopping. Online copies run between transactions.
 #[allow(clippy::too_many_arguments)]
 pub async fn stream(
     cfg: &RunConfig,
     url: &SourceUrl,
     filter: &TableFilter,
     mut from: Position,
+    read_from: Position,
     online: &mut OnlineCopies,
     inbox: &mut Inbox,
     tx: &mpsc::Sender<Batch>,
@@ -42,20 +45,27 @@ pub async fn stream(
 ) -> Result<()> {
     let mut backoff = SOURCE_FIRST_BACKOFF;
     let mut last_heartbeat_checkpoint = Instant::now();
-    // Sends a batch; returns from `stream` when the pipeline has stopped (its error is reported by the caller).
+    // The reader's hold (see `BinlogReader::hold`): where reading must start again, before `from`.
+    let mut hold = Some(read_from).filter(|r| *r < from);
+    // Sends a batch, its checkpoint carrying the hold; returns from `stream` when the pipeline has
+    // stopped (its error is reported by the caller).
     macro_rules! send {
         ($batch:expr) => {
-            if tx.send($batch).await.is_err() {
+            let mut batch = $batch;
+            batch.checkpoint.resume = hold.clone().filter(|h| *h < batch.checkpoint.position);
+            if tx.send(batch).await.is_err() {
                 return Ok(());
             }
         };
     }
     loop {
         let mut options = BinlogOptions::new(cfg.server_id);
+        options.part_changes = cfg.transaction_part_changes;
         if cfg.stop_at_end {
             options = options.stop_at_end();
         }
-        let mut reader = match BinlogReader::start(url, &from, filter.clone(), options).await {
+        let restart_at = hold.clone().filter(|h| *h < from).unwrap_or_else(|| from.clone());
+        let mut reader = match BinlogReader::start(url, &restart_at, filter.clone(), options).await {
             Ok(r) => r,
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
                 tracing::warn!(error = %e, "source unavailable; retrying");
@@ -66,7 +76,11 @@ pub async fn stream(
             }
             Err(e) => return Err(e.into()),
         };
-        tracing::info!(position = %from, "streaming from the binlog");
+        if restart_at < from {
+            tracing::info!(position = %restart_at, held_up_to = %from, "streaming from the binlog (re-reading from the start of a transaction held in part or prepared)");
+        } else {
+            tracing::info!(position = %from, "streaming from the binlog");
+        }
         reader.wake_at(online.waiting_at().cloned());
         loop {
             while let Some(request) = inbox.try_next() {
@@ -86,7 +100,7 @@ pub async fn stream(
             let event = tokio::select! {
                 e = reader.next_event() => e,
                 _ = shutdown.changed() => {
-                    let _ = tx.send(Batch::new(vec![], online.checkpoint_at(from.clone()))).await;
+                    send!(Batch::new(vec![], online.checkpoint_at(from.clone())));
                     return Ok(());
                 }
             };
@@ -109,14 +123,29 @@ pub async fn stream(
                 }
             };
             backoff = SOURCE_FIRST_BACKOFF;
+            // Until the reader is past `from` again it re-reads what it held: the hold stays.
+            hold = match (reader.position() < &from, hold.take(), reader.hold().cloned()) {
+                (true, old, new) => old.into_iter().chain(new).min(),
+                (false, _, new) => new,
+            };
             let at = event.position().clone();
+            // Read again from a hold before `from`: what is at or before `from` was handed over.
+            if at <= from && !matches!(event, SourceEvent::Heartbeat { .. } | SourceEvent::Reached { .. }) {
+                continue;
+            }
             // A chunk read before this event was committed goes first.
             if let Some(chunk) = online.due_before(&at, metrics) {
                 send!(chunk);
             }
             match event {
                 SourceEvent::Transaction { position, changes } => {
-                    record_read(metrics, &changes, &position);
+                    record_read(metrics, &changes, &position, 1);
+                    from = position.clone();
+                    send!(Batch::new(changes, online.checkpoint_at(position)));
+                }
+                // A large transaction's part: applied now, its start held until its commit.
+                SourceEvent::Part { position, changes } => {
+                    record_read(metrics, &changes, &position, 0);
                     from = position.clone();
                     send!(Batch::new(changes, online.checkpoint_at(position)));
                 }
@@ -182,10 +211,10 @@ async fn wait(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) -> b
     slept
 }
 
-fn record_read(metrics: &Metrics, changes: &[Change], position: &Position) {
+fn record_read(metrics: &Metrics, changes: &[Change], position: &Position, transactions: u64) {
     let s = &metrics.source;
     s.changes_read.fetch_add(changes.len() as u64, Relaxed);
-    s.transactions_read.fetch_add(1, Relaxed);
+    s.transactions_read.fetch_add(transactions, Relaxed);
     if let Some(ts) = changes.iter().map(|c| c.source_ts).max() {
         s.last_source_ts.fetch_max(ts as u64, Relaxed);
     }

@@ -198,9 +198,13 @@ pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds
         let (mut changes, mut transactions) = (0u64, 0u64);
         let started = Instant::now();
         while let Some(event) = reader.next_event().await? {
-            if let SourceEvent::Transaction { changes: c, .. } = &event {
-                changes += c.len() as u64;
-                transactions += 1;
+            match &event {
+                SourceEvent::Transaction { changes: c, .. } => {
+                    changes += c.len() as u64;
+                    transactions += 1;
+                }
+                SourceEvent::Part { changes: c, .. } => changes += c.len() as u64,
+                _ => {}
             }
             if event.position() >= &generated.cdc_to {
                 break;
@@ -232,7 +236,7 @@ pub async fn decode(bench: &Bench, generated: &Generated) -> Result<DecodeRounds
         let mut changes = 0u64;
         let started = Instant::now();
         recorded.replay(|event| {
-            if let SourceEvent::Transaction { changes: c, .. } = event {
+            if let SourceEvent::Transaction { changes: c, .. } | SourceEvent::Part { changes: c, .. } = event {
                 changes += c.len() as u64;
             }
             event.position() < &generated.cdc_to

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod three_sinks;
+
 pub const MYSQL: &str = "mysql://root@127.0.0.1:5600";
 pub const MONGO: &str = "mongodb://127.0.0.1:1800";
 
