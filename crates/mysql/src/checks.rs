@@ -52,6 +52,12 @@ pub enum CheckError {
     )]
     UnsupportedColumn { table: String, column: String, sql_type: String },
     #[error(
+        "column {table}.{column} is in character set {charset}, which polyrepl cannot decode exactly ({why}). \
+             Fix: ALTER TABLE {quoted} CONVERT TO CHARACTER SET utf8mb4; (or change only this column's \
+             character set), or exclude table {table} (--exclude {table})"
+    )]
+    UnsupportedCharset { table: String, column: String, charset: String, why: &'static str, quoted: String },
+    #[error(
         "table pattern '{pattern}' matches no table on {address}. Fix: check the database and table names \
              (SHOW TABLES FROM <db>;) or remove the pattern"
     )]
@@ -230,6 +236,15 @@ pub fn check_tables(tables: &[TableSchema], include_patterns: &[String], address
             return Err(CheckError::NoPrimaryKey { table: t.id.to_string() });
         }
         if let Some(c) = t.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
+            if let Some((charset, why)) = crate::charset::refused_charset(&c.kind) {
+                return Err(CheckError::UnsupportedCharset {
+                    table: t.id.to_string(),
+                    column: c.name.clone(),
+                    charset,
+                    why,
+                    quoted: crate::schema::quote_table(&t.id),
+                });
+            }
             let ColumnKind::Unsupported(sql_type) = &c.kind else { unreachable!() };
             return Err(CheckError::UnsupportedColumn {
                 table: t.id.to_string(),

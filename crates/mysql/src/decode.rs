@@ -17,8 +17,6 @@ use polyrepl_core::{Column, ColumnKind, Date, DateTime, Time, Value};
 /// Why a raw value could not be decoded (the caller adds table and column).
 pub type DecodeResult<T> = std::result::Result<T, String>;
 
-/// MySQL charset ids that are latin1 (cp1252 in MySQL's sense).
-const LATIN1_CHARSETS: [u16; 8] = [5, 8, 15, 31, 47, 48, 49, 94];
 /// The `binary` charset.
 pub const BINARY_CHARSET: u16 = 63;
 
@@ -106,8 +104,15 @@ pub fn from_binlog(
 }
 
 /// Decodes one value of a snapshot row read with the binary protocol (prepared statement) on a
-/// session with `time_zone='+00:00'`.
+/// session with `time_zone='+00:00'` whose results are utf8mb4 (`SET NAMES utf8mb4`).
 pub fn from_protocol(column: &Column, v: MyValue) -> DecodeResult<Value> {
+    from_protocol_in(column, v, 0)
+}
+
+/// [`from_protocol`] for a value whose text is in the character set of collation `charset`: the
+/// collation id of its result column, which is the column's own when the session reads results
+/// unconverted (`character_set_results = NULL`); 0 for UTF-8.
+pub fn from_protocol_in(column: &Column, v: MyValue, charset: u16) -> DecodeResult<Value> {
     if matches!(v, MyValue::NULL) {
         return Ok(Value::Null);
     }
@@ -123,20 +128,21 @@ pub fn from_protocol(column: &Column, v: MyValue) -> DecodeResult<Value> {
             other => Err(format!("unexpected YEAR {other:?}")),
         },
         ColumnKind::Enum { .. } => match v {
-            MyValue::Bytes(b) => text(b, 0).map(Value::Enum),
+            MyValue::Bytes(b) => text(b, charset).map(Value::Enum),
             other => Err(format!("unexpected ENUM {other:?}")),
         },
-        ColumnKind::Set { labels } => match v {
+        ColumnKind::Set { .. } => match v {
             MyValue::Bytes(b) => {
-                let s = text(b, 0)?;
-                let chosen: Vec<&str> = if s.is_empty() { Vec::new() } else { s.split(',').collect() };
-                // Definition order, as the binlog bitmask gives it.
-                Ok(Value::Set(labels.iter().filter(|l| chosen.contains(&l.as_str())).cloned().collect()))
+                // The server prints the members in definition order, as the binlog bitmask gives them.
+                // Taken from the value, not matched against the schema's labels: the server's catalog
+                // prints a label character outside the BMP as `?`.
+                let s = text(b, charset)?;
+                Ok(Value::Set(if s.is_empty() { Vec::new() } else { s.split(',').map(str::to_string).collect() }))
             }
             other => Err(format!("unexpected SET {other:?}")),
         },
         ColumnKind::Char | ColumnKind::VarChar | ColumnKind::Text => match v {
-            MyValue::Bytes(b) => text(b, 0).map(Value::String),
+            MyValue::Bytes(b) => text(b, charset).map(Value::String),
             other => Err(format!("unexpected string {other:?}")),
         },
         ColumnKind::Binary => match v {
@@ -288,22 +294,14 @@ fn ascii(b: &[u8]) -> DecodeResult<&str> {
     std::str::from_utf8(b).map_err(|_| "non-ASCII bytes in a numeric value".to_string())
 }
 
-/// Bytes in the column's charset → UTF-8 (utf8/utf8mb4/ascii as is; latin1 byte-for-byte).
+/// Bytes in the character set of collation `charset` → UTF-8 (0: UTF-8); see [`crate::charset`].
 pub(crate) fn text(b: Vec<u8>, charset: u16) -> DecodeResult<String> {
-    match String::from_utf8(b) {
-        Ok(s) => Ok(s),
-        Err(e) if LATIN1_CHARSETS.contains(&charset) => Ok(e.into_bytes().iter().map(|&c| c as char).collect()),
-        Err(_) => Err(format!("text is not valid UTF-8 (charset id {charset}); use utf8mb4 columns")),
-    }
+    crate::charset::decode(b, charset)
 }
 
-/// Whether [`text`] would accept `b` for `charset`, without building the string.
+/// Whether [`text`] would accept `b` for `charset`, without building the string when it can.
 pub(crate) fn check_text(b: &[u8], charset: u16) -> DecodeResult<()> {
-    if std::str::from_utf8(b).is_ok() || LATIN1_CHARSETS.contains(&charset) {
-        Ok(())
-    } else {
-        Err(format!("text is not valid UTF-8 (charset id {charset}); use utf8mb4 columns"))
-    }
+    crate::charset::check(b, charset)
 }
 
 /// DECIMAL text as MySQL prints it: optional `-`, integer digits without leading zeros (at least

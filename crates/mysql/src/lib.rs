@@ -6,6 +6,7 @@
 //! position → [`binlog::SourceEvent`]s.
 
 pub mod binlog;
+pub mod charset;
 pub mod checks;
 pub mod ddl;
 pub mod decode;

@@ -5,7 +5,7 @@
 //! - Not a snapshot: every statement sees the database as of its own start (autocommit), which is what
 //!   a live comparison wants — rows changed meanwhile are re-checked later by the caller.
 //! - Chunks use the snapshot's own SQL ([`crate::snapshot::chunk_select`]) and decoder, on a session with
-//!   `time_zone='+00:00'` and utf8mb4, so values equal the ones the pipeline replicated.
+//!   `time_zone='+00:00'`, utf8mb4 and unconverted results, so values equal the ones the pipeline replicated.
 //! - `read_keys` answers in the order of the keys asked, matching returned rows to keys by their exact
 //!   decoded key values (a case-insensitive collation matching `'A'` for `'a'` does not count as found).
 //! - [`SourceReader::read_keys_at`] reads rows *and* the binlog position they are consistent with: on
@@ -46,6 +46,7 @@ impl SourceReader {
             Conn::new(url.opts(false)).await.map_err(|e| SourceError::query("connecting for verify", &server, e))?;
         for statement in [
             "SET NAMES utf8mb4",
+            crate::snapshot::RAW_RESULTS,
             "SET SESSION time_zone = '+00:00'",
             "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
         ] {

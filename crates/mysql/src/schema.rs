@@ -136,8 +136,33 @@ fn json_valid_column(clause: &str) -> Option<String> {
     Some(name.replace("``", "`"))
 }
 
-/// The [`ColumnKind`] of an information_schema column.
+/// The [`ColumnKind`] of an information_schema column. A text, ENUM or SET column in a character set
+/// polyrepl cannot decode exactly is [`ColumnKind::Unsupported`] (see [`crate::charset::unsupported_kind`]).
 pub fn column_kind(
+    data_type: &str,
+    column_type: &str,
+    numeric_precision: Option<u64>,
+    numeric_scale: Option<u64>,
+    datetime_precision: Option<u64>,
+    charset: Option<&str>,
+) -> ColumnKind {
+    let kind =
+        column_kind_of_type(data_type, column_type, numeric_precision, numeric_scale, datetime_precision, charset);
+    match (&kind, charset) {
+        (
+            ColumnKind::Char
+            | ColumnKind::VarChar
+            | ColumnKind::Text
+            | ColumnKind::Enum { .. }
+            | ColumnKind::Set { .. },
+            Some(cs),
+        ) => crate::charset::unsupported_kind(data_type, cs).unwrap_or(kind),
+        _ => kind,
+    }
+}
+
+/// [`column_kind`] by type alone.
+fn column_kind_of_type(
     data_type: &str,
     column_type: &str,
     numeric_precision: Option<u64>,
@@ -259,5 +284,14 @@ mod tests {
             ColumnKind::Unsupported("geometry".into())
         );
         assert_eq!(json_valid_column("json_valid(`doc`)").as_deref(), Some("doc"));
+        assert_eq!(column_kind("varchar", "varchar(5)", None, None, None, Some("latin1")), ColumnKind::VarChar);
+        assert_eq!(
+            column_kind("char", "char(5)", None, None, None, Some("armscii8")),
+            ColumnKind::Unsupported("char character set armscii8".into())
+        );
+        assert!(matches!(
+            column_kind("enum", "enum('a')", None, None, None, Some("keybcs2")),
+            ColumnKind::Unsupported(_)
+        ));
     }
 }

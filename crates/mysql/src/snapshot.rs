@@ -9,9 +9,12 @@
 //! - a chunk is `WHERE (pk...) > (last...) ORDER BY pk... LIMIT n`: at most `n` rows are in memory,
 //!   and a chunk can resume after any key (a crash resumes after the last applied key);
 //! - values are read with the binary protocol on a `time_zone='+00:00'` session and decoded by
-//!   [`crate::decode::from_protocol`], which yields the same values as the binlog decoder.
+//!   [`crate::decode::from_protocol_in`], which yields the same values as the binlog decoder; text
+//!   arrives unconverted (`character_set_results = NULL`) and is decoded by its column's collation
+//!   with the binlog's own decoder ([`crate::charset`]), so bytes the server would print as `?` are
+//!   an error here too.
 
-use crate::decode::{from_protocol, to_param};
+use crate::decode::{from_protocol_in, to_param};
 use crate::error::{Result, SourceError};
 use crate::schema::{quote_ident, quote_table};
 use crate::source_url::SourceUrl;
@@ -60,6 +63,7 @@ impl Snapshot {
             conn.query_first("SELECT @@version").await.map_err(q("reading @@version"))?.unwrap_or_default();
         let mariadb = version.to_ascii_lowercase().contains("mariadb");
         conn.query_drop("SET NAMES utf8mb4").await.map_err(q("SET NAMES utf8mb4"))?;
+        conn.query_drop(RAW_RESULTS).await.map_err(q("SET character_set_results = NULL"))?;
         conn.query_drop("SET SESSION time_zone = '+00:00'").await.map_err(q("setting the session time zone"))?;
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
@@ -143,6 +147,9 @@ impl Snapshot {
         Ok(())
     }
 }
+
+/// Makes the server send text columns as stored, each with its own collation id (see [`decode_row`]).
+pub(crate) const RAW_RESULTS: &str = "SET character_set_results = NULL";
 
 /// Starts the consistent-snapshot transaction on `conn` and returns the binlog position it matches.
 /// `with_gtid`: MariaDB only, also read the GTID state at that position (slow on a large binlog file).
@@ -237,12 +244,14 @@ pub fn chunk_select(table: &TableSchema, after_key: Option<&[Value]>, limit: usi
 }
 
 /// Decodes a result row of a `SELECT` of every column of `table` (in column order); `context` names
-/// the reader in errors.
+/// the reader in errors. Text is decoded in the character set of its result column's collation: the
+/// column's own on a session with [`RAW_RESULTS`], the connection's otherwise.
 pub fn decode_row(table: &TableSchema, row: mysql_async::Row, context: &str) -> Result<Vec<Value>> {
+    let charsets: Vec<u16> = row.columns_ref().iter().map(|c| c.character_set()).collect();
     let raw = row.unwrap();
     let mut values = Vec::with_capacity(raw.len());
-    for (column, v) in table.columns.iter().zip(raw) {
-        values.push(from_protocol(column, v).map_err(|message| SourceError::Decode {
+    for ((column, v), charset) in table.columns.iter().zip(raw).zip(charsets) {
+        values.push(from_protocol_in(column, v, charset).map_err(|message| SourceError::Decode {
             table: table.id.to_string(),
             column: column.name.clone(),
             context: context.into(),
