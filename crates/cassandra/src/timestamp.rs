@@ -18,7 +18,7 @@
 //! The number: `ordinal * 1024 + min(seq, 1023)` while `ordinal < 2^52` (binlog file sequence < 4096),
 //! beyond that `2^62 + (ordinal − 2^52)`: still strictly increasing in the position (seq no longer breaks
 //! ties, which is harmless because changes to one key inside one transaction are collapsed to the last
-//! before writing, and a transaction never spans two batches), and below `i64::MAX` up to binlog file
+//! before writing, and the parts of a large transaction each have their own, increasing position), and below `i64::MAX` up to binlog file
 //! sequence 4 198 399. Positions from a different binlog history (another server, `RESET MASTER`) are
 //! not comparable: drop the keyspaces before replicating from such a source.
 

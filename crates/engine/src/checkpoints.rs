@@ -243,6 +243,27 @@ mod tests {
     }
 
     #[test]
+    fn reading_starts_at_a_held_transaction_start_and_skips_what_every_sink_holds() {
+        let held = Some(Checkpoint {
+            resume: Some(Position::new("b.000002", 300)),
+            ..Checkpoint::streaming(Position::new("b.000002", 900))
+        });
+        let plan = StartPlan::from_checkpoints(&[held.clone(), streaming("b.000002", 700)]);
+        assert_eq!(plan.stream_from(None), Some(Position::new("b.000002", 700)), "held by every sink up to here");
+        assert_eq!(plan.read_from(None), Some(Position::new("b.000002", 300)), "read again from the held start");
+        assert_eq!(plan.read_from(Some(&Position::new("b.000001", 4))), Some(Position::new("b.000001", 4)));
+        // A resume point at or after the position means nothing.
+        let late = Checkpoint {
+            resume: Some(Position::new("b.000003", 4)),
+            ..Checkpoint::streaming(Position::new("b.000002", 9))
+        };
+        assert_eq!(late.read_from(), &Position::new("b.000002", 9));
+        // The parts before the held position are skipped; later ones are applied.
+        assert!(already_applied(&Checkpoint::streaming(Position::new("b.000002", 800)), &held));
+        assert!(!already_applied(&Checkpoint::streaming(Position::new("b.000002", 901)), &held));
+    }
+
+    #[test]
     fn agreeing_sinks_resume_after_their_last_key() {
         let p = snapshot_resume_point(&[at(100, &["a"], Some(("b", 50))), at(100, &["a"], Some(("b", 50)))]).unwrap();
         assert_eq!(p.snapshot.unwrap(), at(100, &["a"], Some(("b", 50))).unwrap().snapshot.unwrap());
