@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::settings::RunConfig;
 use crate::sweep;
-use polyrepl_core::{Batch, Checkpoint, Position, SnapshotProgress, TableFilter, TableSchema};
+use polyrepl_core::{Batch, Checkpoint, Position, SnapshotProgress, TableFilter, TableOp, TableSchema};
 use polyrepl_mysql::snapshot::Snapshot;
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,6 +32,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 pub struct SnapshotStart {
     pub resume: Option<Checkpoint>,
     pub sweep: bool,
+    /// Empty the sink tables instead of sweeping: the sinks hold rows of another binlog history, whose
+    /// positions (and Cassandra write timestamps) are not comparable with the new ones.
+    pub empty_first: bool,
     /// The run's selection, recorded in the hand-over checkpoint.
     pub selection: TableFilter,
 }
@@ -57,7 +60,13 @@ pub async fn run_snapshot(
         _ => (snapshot.position().clone(), SnapshotProgress { done: vec![], current: None }),
     };
     tracing::info!(%position, tables = tables.len(), "snapshot begins");
-    if start.sweep {
+    if start.empty_first {
+        let ops = tables.iter().map(|t| TableOp::Truncate(t.clone())).collect();
+        if tx.send(Batch::table_ops(ops, checkpoints::nothing_copied(&position))).await.is_err() {
+            return Ok(None);
+        }
+        tracing::info!("--resnapshot from another binlog history: the sink tables were emptied");
+    } else if start.sweep {
         match sweep::sweep(cfg, url, tables, &position, tx).await? {
             Some(n) => {
                 tracing::info!(rows = n, "--resnapshot: rows the source no longer has are deleted from the sinks")
