@@ -22,7 +22,7 @@
 //! | TIMESTAMP(4..6)                            | `text`                | `YYYY-MM-DDTHH:MM:SS.ffffffZ`                                     | `Timestamp` (column fsp) |
 //! | zero DATE/DATETIME/TIMESTAMP (`0000-00-00`)| (as above)            | null, counted in [`MappingCounts::zero_dates`] (refused in a key) | `Value::Null`            |
 //! | YEAR                                       | `int`                 | the year                                                          | `Year`                   |
-//! | JSON                                       | `text`                | the JSON text (serde_json's compact form)                         | `Json`                   |
+//! | JSON                                       | `text`                | the JSON text (serde_json's compact form): numbers with every digit as written (`12345678901234567890123`, `0.1000000000000000000001`, `-0`; an exponent spelled `1e+400`), keys as they are (`""`, `$a`, `a.b`, escapes), any depth the source allows | `Json` (numbers exact) |
 //! | BIT(n)                                     | `bigint`              | the 64-bit pattern (BIT(64) values above i64::MAX are negative)   | `Bit`                    |
 //! | ENUM                                       | `text`                | the label                                                         | `Enum`                   |
 //! | SET                                        | `frozen<set<text>>`   | the labels (an empty SET is an empty set, not null)               | `Set` (definition order) |
@@ -508,6 +508,35 @@ mod tests {
         round_trip(&col(ColumnKind::Float, false), Value::Float(-3.4028235e38));
         round_trip(&col(ColumnKind::Double, false), Value::Double(f64::MIN_POSITIVE));
         round_trip(&col(ColumnKind::Int, false), Value::Null);
+    }
+
+    #[test]
+    fn json_numbers_and_odd_keys_are_stored_as_written() {
+        let c = col(ColumnKind::Json, false);
+        let deep = format!("{}1e400{}", "[".repeat(31), "]".repeat(31));
+        for (source, stored) in [
+            ("12345678901234567890123", "12345678901234567890123"),
+            ("[1e400, -1E-400]", "[1e+400,-1e-400]"),
+            ("[-0, -0.0, 1.50, 1.5]", "[-0,-0.0,1.50,1.5]"),
+            ("0.1000000000000000000001", "0.1000000000000000000001"),
+            (
+                "[9007199254740993, 18446744073709551615, -9223372036854775808]",
+                "[9007199254740993,18446744073709551615,-9223372036854775808]",
+            ),
+            (
+                r#"{"a": [1, {"b": [12345678901234567890123, 1e400]}]}"#,
+                r#"{"a":[1,{"b":[12345678901234567890123,1e+400]}]}"#,
+            ),
+            (r#"{"": {"$a": {"b.c": "\u0000"}}}"#, r#"{"":{"$a":{"b.c":"\u0000"}}}"#),
+            (&deep, &deep.replace("e400", "e+400")),
+        ] {
+            let value = Value::Json(polyrepl_core::json::parse(source.as_bytes()).unwrap());
+            let cql = to_cql(&c, &value, &MappingStats::default()).unwrap();
+            assert_eq!(cql, Some(CqlValue::Text(stored.to_string())), "{source}");
+            assert_eq!(from_cql(&c, cql), value, "{source}");
+        }
+        let exact = Value::Json(polyrepl_core::json::parse(b"[12345678901234567890123]").unwrap());
+        assert_ne!(from_cql(&c, Some(CqlValue::Text("[1.2345678901234568e22]".into()))), exact);
     }
 
     #[test]

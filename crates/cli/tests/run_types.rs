@@ -329,3 +329,191 @@ impl QueryChecked for mysql_async::Conn {
         assert_eq!(warnings, 0, "{short} gave {warnings} warning(s)");
     }
 }
+
+/// JSON documents whose numbers an f64 would round or refuse, and keys document stores dislike:
+/// (SQL literal, the JSON text with every digit as serde_json prints it).
+fn json_number_docs() -> Vec<(String, String)> {
+    let deep = format!("{}1e400{}", "[".repeat(30), "]".repeat(30));
+    [
+        ("12345678901234567890123", "12345678901234567890123"),
+        ("[1e400]", "[1e+400]"),
+        ("[-1E-400, 1e+400]", "[-1e-400,1e+400]"),
+        ("-0", "-0"),
+        ("[-0, -0.0, 0.0]", "[-0,-0.0,0.0]"),
+        ("0.1000000000000000000001", "0.1000000000000000000001"),
+        ("[1.5, 1.50, 1.0, 1E2]", "[1.5,1.50,1.0,1e+2]"),
+        (
+            "[9007199254740993, 18446744073709551615, -9223372036854775808]",
+            "[9007199254740993,18446744073709551615,-9223372036854775808]",
+        ),
+        ("123456789012345678901234567890123456789", "123456789012345678901234567890123456789"),
+        (
+            r#"{"a": [1, {"b": [12345678901234567890123, 0.1000000000000000000001]}], "c": {"d": 1e400}}"#,
+            r#"{"a":[1,{"b":[12345678901234567890123,0.1000000000000000000001]}],"c":{"d":1e+400}}"#,
+        ),
+        (r#"{"": 1, "$a": {"b.c": 2}}"#, r#"{"":1,"$a":{"b.c":2}}"#),
+        (r#"{"a\\u0000b": 2.5}"#, r#"{"a\u0000b":2.5}"#),
+    ]
+    .iter()
+    .map(|(sql, text)| (sql.to_string(), text.to_string()))
+    .chain([(deep.clone(), deep.replace("e400", "e+400"))])
+    .collect()
+}
+
+/// Deletes the Redis keys and the Cassandra keyspace of a test database, and its pipelines' checkpoints
+/// there, when dropped (the TestDb drops the source, MongoDB and the Mongo checkpoints).
+struct OtherSinksCleanup<'a>(&'a TestDb, Vec<String>);
+
+impl Drop for OtherSinksCleanup<'_> {
+    fn drop(&mut self) {
+        drop_redis_and_cassandra_data(REDIS, &self.0.name, &self.1, true);
+    }
+}
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
+
+/// 3. JSON numbers keep every digit end to end: rows copied by the snapshot and the same rows streamed
+///    from the binlog reach MongoDB (FerretDB: native BSON where it holds the value exactly, else the JSON
+///    text), Redis and Cassandra (the JSON text), read back equal through each sink's own reader, and
+///    `polyrepl verify` finds 0 differences. `[1e400]` used to stop the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_numbers_replicate_exactly_into_every_sink_and_verify() {
+    let db = TestDb::create("jsonnum").await;
+    let pipeline = db.pipeline("jsonnum");
+    let _cleanup = OtherSinksCleanup(&db, vec![pipeline.clone()]);
+    db.exec("CREATE TABLE jn (id INT PRIMARY KEY, j JSON)").await;
+    let docs = json_number_docs();
+    let mut conn = db.conn().await;
+    for (i, (sql, _)) in docs.iter().enumerate() {
+        conn.query_drop_checked(&format!("INSERT INTO jn VALUES ({}, '{sql}')", i + 1)).await;
+    }
+
+    let tables = format!("{}.*", db.name);
+    let run: Vec<String> = [
+        "run",
+        "--source",
+        MYSQL,
+        "--tables",
+        &tables,
+        "--sink",
+        MONGO,
+        "--sink",
+        REDIS,
+        "--sink",
+        CASSANDRA,
+        "--name",
+        &pipeline,
+        "--stop-at-end",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, log) = run_to_end(&run, Duration::from_secs(180)).await;
+    assert!(status.success(), "the snapshot run failed ({status}):\n{log}");
+
+    // The same documents again, now decoded from the binlog, and updates from one document to another.
+    for (i, (sql, _)) in docs.iter().enumerate() {
+        conn.query_drop_checked(&format!("INSERT INTO jn VALUES ({}, '{sql}')", i + 101)).await;
+    }
+    conn.query_drop_checked(&format!("UPDATE jn SET j = '{}' WHERE id = 1", docs[1].0)).await;
+    conn.query_drop_checked(&format!("UPDATE jn SET j = '{}' WHERE id = 102", docs[0].0)).await;
+    conn.disconnect().await.unwrap();
+    let (status, log) = run_to_end(&run, Duration::from_secs(180)).await;
+    assert!(status.success(), "the streaming run failed ({status}):\n{log}");
+    assert!(!log.contains("no checkpoint: starting with a snapshot"), "the second run resumes:\n{log}");
+
+    // Each sink's own reader gives the source's values back.
+    let schema = source_schema(&db, "jn").await;
+    let expected = source_rows_by_id(&db, &schema).await;
+    assert_eq!(expected.len(), 2 * docs.len());
+    let doc = |i: usize| polyrepl_core::Value::Json(polyrepl_core::json::parse(docs[i].1.as_bytes()).unwrap());
+    for i in 0..docs.len() {
+        let (copied, streamed) = match i {
+            0 => (1, 0), // updated while streaming
+            1 => (1, 0), // inserted while streaming, then updated
+            _ => (i, i),
+        };
+        assert_eq!(expected[&(i as i64 + 1)][1], doc(copied), "source row {}", i + 1);
+        assert_eq!(expected[&(i as i64 + 101)][1], doc(streamed), "source row {}", i + 101);
+    }
+    let mut readers: Vec<(&str, Box<dyn polyrepl_core::Sink>)> = vec![
+        ("mongodb", Box::new(polyrepl_mongo::MongoSink::connect(MONGO, "json-reader").await.expect("MongoSink"))),
+        (
+            "redis",
+            Box::new(
+                polyrepl_redis::RedisSink::connect(REDIS, "json-reader", Default::default()).await.expect("RedisSink"),
+            ),
+        ),
+        (
+            "cassandra",
+            Box::new(
+                polyrepl_cassandra::CassandraSink::connect(CASSANDRA, "json-reader", Default::default())
+                    .await
+                    .expect("CassandraSink"),
+            ),
+        ),
+    ];
+    let keys: std::collections::BTreeSet<i64> = expected.keys().copied().collect();
+    for (name, reader) in readers.iter_mut() {
+        if let Some(d) = sink_differences(reader.as_mut(), name, Some(keys.clone()), &expected, &schema).await {
+            panic!("{d}");
+        }
+    }
+
+    // The stored forms: Redis and Cassandra hold the JSON text with every digit; MongoDB (FerretDB 1.x, no
+    // decimal128) a native document where int64/double hold the value exactly, else the JSON text.
+    let big = &docs[9].1;
+    let mut redis = redis::Client::open(REDIS).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let field: String =
+        redis::cmd("HGET").arg(format!("{}:jn:110", db.name)).arg("j").query_async(&mut redis).await.unwrap();
+    assert_eq!(&field, big, "Redis field");
+    let cql =
+        scylla::client::session_builder::SessionBuilder::new().known_node("127.0.0.1:9042").build().await.unwrap();
+    let (stored,): (String,) = cql
+        .query_unpaged(format!("SELECT j FROM \"{}\".jn WHERE id = 10", db.name.to_lowercase()), &[])
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap();
+    assert_eq!(&stored, big, "Cassandra text");
+    let mongo = db.sink_docs("jn").await;
+    for id in [10, 110] {
+        assert_eq!(mongo[&id]["j"], json_text(big), "MongoDB row {id}: a number beyond int64/double");
+    }
+    for id in [5, 105] {
+        assert_eq!(
+            mongo[&id]["j"],
+            Bson::Array(vec![Bson::Int32(0), Bson::Double(-0.0), Bson::Double(0.0)]),
+            "MongoDB row {id}"
+        );
+    }
+    assert_eq!(
+        mongo[&7]["j"],
+        Bson::Array(vec![Bson::Double(1.5), Bson::Double(1.5), Bson::Double(1.0), Bson::Double(100.0)])
+    );
+    assert_eq!(mongo[&108]["j"], json_text(&docs[7].1), "u64::MAX has no exact int64/double");
+
+    let verify: Vec<String> = [
+        "verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA,
+        "--name", &pipeline, "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_polyrepl")).args(&verify).output();
+    let output = tokio::time::timeout(Duration::from_secs(120), verify).await.expect("verify ends").unwrap();
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "verify found differences:\n{out}\n{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}):\n{out}\n{err}"));
+    assert_eq!(report["differences"], 0, "{out}");
+    assert_eq!(report["consistent"], true, "{out}");
+    let pairs = report["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 3, "{out}");
+    for pair in pairs {
+        assert_eq!(pair["compared"], 2 * docs.len(), "{out}");
+    }
+}

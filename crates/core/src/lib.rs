@@ -7,6 +7,7 @@
 pub mod change;
 pub mod checkpoint;
 pub mod collapse;
+pub mod json;
 pub mod position;
 pub mod redact;
 pub mod rowhash;

@@ -7,8 +7,11 @@
 //! Invariants:
 //! - Two rows encode to the same bytes if and only if they are equal as `Value`s (`==`), with two
 //!   deliberate refinements: floats are compared by their bits (so `-0.0` and `0.0` differ, and a NaN
-//!   equals itself), and JSON objects are encoded with their keys sorted (so key order never matters,
-//!   as it does not for `==`).
+//!   equals itself), and JSON is encoded the way `==` compares it ([`crate::json::same`]): objects with
+//!   their keys sorted (key order never matters) and numbers by their decimal value in one normal form
+//!   ([`crate::json::normal_number`]: `1`, `1.0` and `1e0` encode alike; `0.1000000000000000000001` and
+//!   `0.1` do not), so the hash of a JSON value is the same whichever path (snapshot text, binlog text or
+//!   binary JSON, a sink's native form) produced it.
 //! - The encoding is unambiguous: every value is a type tag followed by a length-prefixed payload, and a
 //!   row starts with its value count, so `("a","bc")` and `("ab","c")`, or NULL and `''`, never collide.
 //! - A chunk checksum is the XXH3-128 of the rows' encodings in the order given (callers give key order).
@@ -144,14 +147,13 @@ fn datetime_bytes(dt: &crate::DateTime) -> Vec<u8> {
     p
 }
 
-/// JSON with object keys sorted, every node tagged and length-prefixed (numbers by their text, as
-/// serde_json compares them).
+/// JSON with object keys sorted, every node tagged and length-prefixed, numbers in their normal form.
 fn encode_json(j: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value as J;
     match j {
         J::Null => put(out, 0, &[]),
         J::Bool(b) => put(out, 1, &[*b as u8]),
-        J::Number(n) => put(out, 2, n.to_string().as_bytes()),
+        J::Number(n) => put(out, 2, crate::json::normal_number(n.as_str()).as_bytes()),
         J::String(s) => put(out, 3, s.as_bytes()),
         J::Array(items) => {
             let mut p = (items.len() as u32).to_le_bytes().to_vec();
@@ -220,6 +222,32 @@ mod tests {
         assert_eq!(row_bytes(&[Value::Json(a)]), row_bytes(&[Value::Json(b)]));
         let row = vec![Value::Int(-7), s("é🙂"), Value::Null, Value::Bit(5)];
         assert_eq!(row_hash(&row), row_hash(&row.clone()));
+    }
+
+    #[test]
+    fn json_numbers_hash_by_exact_value() {
+        let j = |t: &str| vec![Value::Json(crate::json::parse(t.as_bytes()).unwrap())];
+        let same = [
+            ("[1, 1.5, -0, 100]", "[1.0, 1.50, 0, 1e2]"),
+            (r#"{"n": 12345678901234567890123}"#, r#"{"n": 1.2345678901234567890123E22}"#),
+            ("[1e400]", "[10E+399]"),
+        ];
+        for (a, b) in same {
+            assert_eq!(j(a), j(b), "{a} == {b}");
+            assert_eq!(row_bytes(&j(a)), row_bytes(&j(b)), "{a} vs {b}");
+        }
+        let different = [
+            ("[0.1000000000000000000001]", "[0.1]"),
+            ("[12345678901234567890123]", "[12345678901234567890124]"),
+            ("[9007199254740993]", "[9007199254740992]"),
+            ("[18446744073709551615]", "[18446744073709551616]"),
+            ("[1e400]", "[1e401]"),
+            ("[1]", r#"["1"]"#),
+        ];
+        for (a, b) in different {
+            assert_ne!(j(a), j(b), "{a} != {b}");
+            assert_ne!(row_bytes(&j(a)), row_bytes(&j(b)), "{a} vs {b}");
+        }
     }
 
     #[test]

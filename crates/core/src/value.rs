@@ -134,7 +134,10 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 }
 
 /// A column value from the source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `==` is structural, except for JSON: two `Json` values are equal when they are the same JSON value
+/// by [`crate::json::same`] (numbers by decimal value, object keys in any order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Value {
     Null,
     /// Any signed integer type (TINYINT..BIGINT).
@@ -156,7 +159,8 @@ pub enum Value {
     /// TIMESTAMP: a UTC instant.
     Timestamp(DateTime),
     Year(u16),
-    /// JSON (MySQL JSON, or MariaDB's LONGTEXT with json_valid).
+    /// JSON (MySQL JSON, or MariaDB's LONGTEXT with json_valid); numbers keep every digit (see
+    /// [`crate::json`]).
     Json(serde_json::Value),
     /// BIT(n) as an integer.
     Bit(u64),
@@ -164,6 +168,31 @@ pub enum Value {
     Enum(String),
     /// SET labels, in definition order.
     Set(Vec<String>),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        // Exhaustive on `self`, so a new variant cannot be forgotten here.
+        match self {
+            Value::Null => matches!(other, Value::Null),
+            Value::Int(a) => matches!(other, Value::Int(b) if a == b),
+            Value::UInt(a) => matches!(other, Value::UInt(b) if a == b),
+            Value::Float(a) => matches!(other, Value::Float(b) if a == b),
+            Value::Double(a) => matches!(other, Value::Double(b) if a == b),
+            Value::Decimal(a) => matches!(other, Value::Decimal(b) if a == b),
+            Value::String(a) => matches!(other, Value::String(b) if a == b),
+            Value::Bytes(a) => matches!(other, Value::Bytes(b) if a == b),
+            Value::Date(a) => matches!(other, Value::Date(b) if a == b),
+            Value::Time(a) => matches!(other, Value::Time(b) if a == b),
+            Value::DateTime(a) => matches!(other, Value::DateTime(b) if a == b),
+            Value::Timestamp(a) => matches!(other, Value::Timestamp(b) if a == b),
+            Value::Year(a) => matches!(other, Value::Year(b) if a == b),
+            Value::Json(a) => matches!(other, Value::Json(b) if crate::json::same(a, b)),
+            Value::Bit(a) => matches!(other, Value::Bit(b) if a == b),
+            Value::Enum(a) => matches!(other, Value::Enum(b) if a == b),
+            Value::Set(a) => matches!(other, Value::Set(b) if a == b),
+        }
+    }
 }
 
 impl Value {
@@ -225,5 +254,18 @@ mod tests {
         assert_eq!(t.mysql_text(), "-838:59:59");
         assert_eq!(Value::Set(vec!["a".into(), "b".into()]).mysql_text().unwrap(), "a,b");
         assert_eq!(Value::Null.mysql_text(), None);
+    }
+
+    #[test]
+    fn json_values_are_equal_by_value_and_print_every_digit() {
+        let j = |t: &str| Value::Json(crate::json::parse(t.as_bytes()).unwrap());
+        assert_eq!(j(r#"{"a":[1.50,-0],"b":1e400}"#), j(r#"{"b":10e399,"a":[1.5,0]}"#));
+        assert_ne!(j("[0.1000000000000000000001]"), j("[0.1]"));
+        assert_ne!(j("1"), Value::Int(1));
+        assert_eq!(j("[12345678901234567890123,1E400]").mysql_text().unwrap(), "[12345678901234567890123,1e+400]");
+        // Other variants keep their structural equality.
+        assert_eq!(Value::Double(-0.0), Value::Double(0.0));
+        assert_ne!(Value::Double(f64::NAN), Value::Double(f64::NAN));
+        assert_ne!(Value::Int(1), Value::UInt(1));
     }
 }

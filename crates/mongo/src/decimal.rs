@@ -1,21 +1,35 @@
-//! Exact DECIMAL text ⇄ BSON Decimal128 (IEEE 754-2008 decimal128, binary integer decimal encoding).
+//! Exact DECIMAL text and JSON numbers ⇄ BSON Decimal128 (IEEE 754-2008 decimal128, binary integer
+//! decimal encoding).
 //!
 //! Invariants:
 //! - Encoding never rounds: a decimal whose significant digits exceed 34 (the format's precision) is
 //!   refused (`None`), and the caller stores the exact text instead.
 //! - The exponent is `-scale` of the text, so `"-12.500"` becomes coefficient 12500, exponent −3, and
 //!   decoding gives `"-12.500"` back character for character (trailing zeros and scale kept).
-//! - Only the canonical form with a coefficient below 2^113 is produced (10^34 − 1 < 2^113).
+//! - Only the canonical form with a coefficient below 2^113 is produced (10^34 − 1 < 2^113), with an
+//!   exponent in −6176 ..= 6111 (biased 0 ..= 0x2FFF: a biased exponent whose top two bits are `11` would
+//!   read as the other, large-coefficient form).
+//! - A JSON number ([`encode_number`]) is encoded with its exact value: its digits as written when they
+//!   fit (so `1.50` keeps its scale), else without trailing zeros, else with zeros appended to bring a
+//!   too-large exponent into range; never rounded. [`decode_number`] gives JSON number text of the same
+//!   value.
 //!
 //! Layout of the 128 bits (BSON stores them little-endian): bit 127 sign, bits 126..113 the biased
 //! exponent (bias 6176), bits 112..0 the coefficient.
 
 use mongodb::bson::Decimal128;
+use polyrepl_core::json::NumberParts;
 
 /// The exponent bias of decimal128.
 const EXPONENT_BIAS: i32 = 6176;
-/// Largest biased exponent of the canonical (small-coefficient) form.
-const MAX_BIASED_EXPONENT: i32 = 0x3FFF - 1;
+/// Largest biased exponent of the canonical (small-coefficient) form: 3 × 2^12 − 1.
+const MAX_BIASED_EXPONENT: i32 = 0x2FFF;
+/// Exponents a decimal128 holds.
+const MIN_EXPONENT: i64 = -(EXPONENT_BIAS as i64);
+const MAX_EXPONENT: i64 = (MAX_BIASED_EXPONENT - EXPONENT_BIAS) as i64;
+/// Below this exponent (or above 0), [`decode_number`] writes `<digits>e<exponent>` instead of a plain
+/// decimal full of zeros.
+const PLAIN_MIN_EXPONENT: i32 = -40;
 /// Most significant decimal digits decimal128 holds exactly.
 pub const MAX_DIGITS: usize = 34;
 const COEFFICIENT_BITS: u32 = 113;
@@ -52,6 +66,48 @@ pub fn encode_text(text: &str) -> Option<Decimal128> {
 /// Encodes an unsigned integer exactly (exponent 0).
 pub fn encode_u64(value: u64) -> Decimal128 {
     encode_parts(false, value as u128, 0).expect("u64 fits decimal128")
+}
+
+/// Encodes a JSON number's exact value (see the module invariants); `None` when it needs more than 34
+/// significant digits or an exponent beyond decimal128's range.
+pub fn encode_number(number: &NumberParts) -> Option<Decimal128> {
+    let mut parts = number.clone();
+    if parts.digits.len() > MAX_DIGITS || !(MIN_EXPONENT..=MAX_EXPONENT).contains(&parts.exponent) {
+        parts = NumberParts { negative: number.negative, ..number.normalized() };
+    }
+    if parts.digits.len() > MAX_DIGITS || parts.exponent < MIN_EXPONENT {
+        return None;
+    }
+    if parts.exponent > MAX_EXPONENT {
+        let pad = usize::try_from(parts.exponent - MAX_EXPONENT).ok()?;
+        if parts.digits.len() + pad > MAX_DIGITS || parts.digits.is_empty() {
+            return None;
+        }
+        parts.digits.push_str(&"0".repeat(pad));
+        parts.exponent = MAX_EXPONENT;
+    }
+    let coefficient: u128 = if parts.digits.is_empty() { 0 } else { parts.digits.parse().ok()? };
+    encode_parts(parts.negative, coefficient, i32::try_from(parts.exponent).ok()?)
+}
+
+/// JSON number text of a finite canonical Decimal128, of exactly its value: a plain decimal (`-0`,
+/// `1.50`, `123`) for exponents from −40 to 0, else `<coefficient>e<exponent>` (`1e400`, `15e-50`).
+/// `None` for NaN, infinities and non-canonical encodings.
+pub fn decode_number(value: &Decimal128) -> Option<String> {
+    let bits = u128::from_le_bytes(value.bytes());
+    if (bits >> 125) & 0b11 == 0b11 {
+        return None;
+    }
+    let exponent = ((bits >> COEFFICIENT_BITS) & 0x3FFF) as i32 - EXPONENT_BIAS;
+    if (PLAIN_MIN_EXPONENT..=0).contains(&exponent) {
+        return decode_text(value);
+    }
+    let coefficient = bits & ((1u128 << COEFFICIENT_BITS) - 1);
+    if coefficient >= 10u128.pow(MAX_DIGITS as u32) {
+        return None;
+    }
+    let sign = if bits >> 127 == 1 { "-" } else { "" };
+    Some(format!("{sign}{coefficient}e{exponent}"))
 }
 
 /// Packs sign, coefficient and (unbiased) exponent; `None` if either is out of range.
@@ -133,6 +189,53 @@ mod tests {
             let theirs: Decimal128 = text.parse().unwrap();
             assert_eq!(ours.bytes(), theirs.bytes(), "{text}");
             assert_eq!(theirs.to_string().parse::<Decimal128>().unwrap().bytes(), ours.bytes());
+        }
+    }
+
+    fn number(text: &str) -> NumberParts {
+        NumberParts::parse(text).unwrap_or_else(|| panic!("{text} is a number"))
+    }
+
+    #[test]
+    fn json_numbers_encode_their_exact_value() {
+        // (source text, what decode_number gives back: the same value).
+        for (text, back) in [
+            ("1.50", "1.50"),
+            ("-0", "-0"),
+            ("0.1000000000000000000001", "0.1000000000000000000001"),
+            ("12345678901234567890123", "12345678901234567890123"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("1e400", "1e400"),
+            ("-1.5E-400", "-15e-401"),
+            ("1e6111", "1e6111"),
+            ("1e6112", "10e6111"),
+            ("1e-6176", "1e-6176"),
+            ("1e6144", "1000000000000000000000000000000000e6111"),
+            // 40 digits, 6 of them trailing zeros: 34 significant digits fit.
+            ("1234567890123456789012345678901234000000", "1234567890123456789012345678901234e6"),
+            ("-9999999999999999999999999999999999", "-9999999999999999999999999999999999"),
+        ] {
+            let d = encode_number(&number(text)).unwrap_or_else(|| panic!("{text} encodes"));
+            let decoded = decode_number(&d).unwrap();
+            assert_eq!(decoded, back, "{text}");
+            assert_eq!(
+                polyrepl_core::json::normal_number(&decoded),
+                polyrepl_core::json::normal_number(text),
+                "{text}: same value"
+            );
+            // The BSON crate reads the same value from our bytes.
+            let theirs: Decimal128 = d.to_string().parse().unwrap();
+            assert_eq!(theirs.bytes(), d.bytes(), "{text}: {d}");
+        }
+        for too_much in [
+            "12345678901234567890123456789012345",
+            "0.12345678901234567890123456789012345",
+            "1e6145",
+            "1e-6177",
+            "1.5e-6176",
+            "1e99999",
+        ] {
+            assert!(encode_number(&number(too_much)).is_none(), "{too_much}");
         }
     }
 

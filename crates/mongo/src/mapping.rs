@@ -19,8 +19,8 @@
 //! | TIMESTAMP, fsp 4–6                  | string `YYYY-MM-DDTHH:MM:SS.ffffffZ`                                | `Timestamp`             |
 //! | zero date / datetime / timestamp    | null, counted in `zero_dates`, with a warning                       | `Value::Null`           |
 //! | YEAR                                | int32                                                               | `Year`                  |
-//! | JSON                                | native: object → document, array → array, integer → int32/int64 (u64 above i64 → decimal128), other number → double, string, bool, null | `Json` |
-//! | JSON the server cannot store natively | binary subtype 0x80 holding the JSON text (counted in `json_as_text`): nested arrays, keys starting with `$` or containing `.` (FerretDB 1.x, MongoDB < 5.0), integers above i64::MAX without decimal128, nesting deeper than 90 | `Json` |
+//! | JSON                                | native: object → document (key order kept, empty keys too), array → array, string, bool, null; numbers exactly: an integer literal within i64 → int32/int64; another number whose shortest double has the same decimal value (`1.5`, `0.1`, `1e300`, `1.0`) → double; else decimal128 of the exact value when it has ≤ 34 significant digits and an exponent within −6176..6111 (`1.50` keeps its scale, `18446744073709551615`, `0.1000000000000000000001`, `1e400`) | `Json` (numbers by value) |
+//! | JSON the server cannot store natively | binary subtype 0x80 holding the JSON text, every digit kept (counted in `json_as_text`, logged with the reason): a number none of the above holds exactly (more than 34 significant digits, beyond decimal128's exponents, or any such number on a server without decimal128: FerretDB 1.x), nested arrays (FerretDB 1.x), keys starting with `$` or containing `.` (FerretDB 1.x, MongoDB < 5.0), keys holding a NUL character (no BSON field name can), nesting deeper than 90 | `Json` |
 //! | BIT(n)                              | int64 (the 64-bit pattern; BIT(64) values above i64::MAX are negative int64) | `Bit`          |
 //! | ENUM                                | string (the label)                                                  | `Enum`                  |
 //! | SET                                 | array of strings (labels in definition order)                       | `Set`                   |
@@ -29,7 +29,9 @@
 //! - For every value the source produces for a column, `from_bson(column, to_bson(column, v)) == v`, with
 //!   these documented exceptions: zero dates read back as NULL; a JSON document that is exactly `null`
 //!   reads back as SQL NULL; DATETIME/TIMESTAMP with fsp ≤ 3 keep milliseconds only (MySQL never has more
-//!   at that precision); FerretDB stores −0.0 as 0.0.
+//!   at that precision); FerretDB stores −0.0 as 0.0. JSON reads back as the same JSON value by
+//!   [`polyrepl_core::json::same`]: numbers keep their exact value but not their spelling (a double reads
+//!   back in its shortest form, `1E2` as `100.0`; `-0` as `0`).
 //! - Writing never fails and never panics on a value: what cannot be stored natively is stored as exact
 //!   text and counted.
 //! - Reading never fails: a BSON value of an unexpected type becomes a `Value::String` describing it,
@@ -39,6 +41,8 @@ use mongodb::bson::{spec::BinarySubtype, Binary, Bson, DateTime as BsonDateTime,
 use polyrepl_core::{Column, ColumnKind, Date, DateTime, Time, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use polyrepl_core::json::{self, NumberParts};
 
 use crate::decimal;
 
@@ -203,12 +207,14 @@ impl Mapping {
     }
 
     fn json_bson(&self, column: &Column, json: &serde_json::Value) -> Bson {
-        if self.json_is_native(json, 0) {
-            return self.json_native(json);
-        }
+        let why = match self.json_native(json, 0) {
+            Ok(bson) => return bson,
+            Err(why) => why,
+        };
         if bump(&self.stats.json_as_text) {
             tracing::warn!(
                 column = %column.name,
+                reason = why,
                 count = self.stats.json_as_text.load(Ordering::Relaxed),
                 "JSON value the server cannot store as a document stored as text (binary subtype 0x80)"
             );
@@ -219,47 +225,65 @@ impl Mapping {
         })
     }
 
-    /// True when the server can store `json` as native BSON that reads back equal.
-    fn json_is_native(&self, json: &serde_json::Value, depth: usize) -> bool {
+    /// `json` as native BSON that reads back as the same JSON value, or why the server cannot hold it so.
+    fn json_native(&self, json: &serde_json::Value, depth: usize) -> Result<Bson, &'static str> {
+        use serde_json::Value as J;
         if depth > MAX_NATIVE_JSON_DEPTH {
-            return false;
+            return Err("nested deeper than 90 levels");
         }
-        match json {
-            serde_json::Value::Number(n) => n.is_i64() || n.is_f64() || self.features.decimal128,
-            serde_json::Value::Array(items) => items
-                .iter()
-                .all(|item| (self.features.nested_arrays || !item.is_array()) && self.json_is_native(item, depth + 1)),
-            serde_json::Value::Object(map) => map.iter().all(|(key, item)| {
-                (self.features.dollar_and_dot_keys || !(key.starts_with('$') || key.contains('.')))
-                    && self.json_is_native(item, depth + 1)
-            }),
-            _ => true,
-        }
-    }
-
-    fn json_native(&self, json: &serde_json::Value) -> Bson {
-        match json {
-            serde_json::Value::Null => Bson::Null,
-            serde_json::Value::Bool(b) => Bson::Boolean(*b),
-            serde_json::Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    int_bson(i)
-                } else if let Some(u) = n.as_u64() {
-                    Bson::Decimal128(decimal::encode_u64(u))
-                } else {
-                    Bson::Double(n.as_f64().unwrap_or(f64::NAN))
+        Ok(match json {
+            J::Null => Bson::Null,
+            J::Bool(b) => Bson::Boolean(*b),
+            J::Number(n) => self.json_number(n.as_str())?,
+            J::String(s) => Bson::String(s.clone()),
+            J::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    if item.is_array() && !self.features.nested_arrays {
+                        return Err("an array directly inside an array");
+                    }
+                    out.push(self.json_native(item, depth + 1)?);
                 }
+                Bson::Array(out)
             }
-            serde_json::Value::String(s) => Bson::String(s.clone()),
-            serde_json::Value::Array(items) => Bson::Array(items.iter().map(|i| self.json_native(i)).collect()),
-            serde_json::Value::Object(map) => {
+            J::Object(map) => {
                 let mut doc = Document::new();
-                for (k, v) in map {
-                    doc.insert(k.clone(), self.json_native(v));
+                for (key, item) in map {
+                    if key.contains('\0') {
+                        return Err("a key holding a NUL character (BSON field names cannot)");
+                    }
+                    if !self.features.dollar_and_dot_keys && (key.starts_with('$') || key.contains('.')) {
+                        return Err("a key starting with $ or containing a dot");
+                    }
+                    doc.insert(key.clone(), self.json_native(item, depth + 1)?);
                 }
                 Bson::Document(doc)
             }
+        })
+    }
+
+    /// A JSON number (its exact text) as int32/int64 when it is an integer literal within i64, as a double
+    /// when the double's shortest text has the same decimal value, else as a decimal128 of the exact value
+    /// when the server has decimal128 and the value fits 34 digits and its exponent range.
+    fn json_number(&self, text: &str) -> Result<Bson, &'static str> {
+        const WHY: &str = "a number that int64, double and (on this server) decimal128 cannot hold exactly";
+        let parts = NumberParts::parse(text).ok_or(WHY)?;
+        if !text.contains(['.', 'e', 'E']) {
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(int_bson(i));
+            }
         }
+        if let Ok(d) = text.parse::<f64>() {
+            if d.is_finite() && json::normal_number(&shortest_text(d)) == parts.normal_text() {
+                return Ok(Bson::Double(d));
+            }
+        }
+        if self.features.decimal128 {
+            if let Some(d) = decimal::encode_number(&parts) {
+                return Ok(Bson::Decimal128(d));
+            }
+        }
+        Err(WHY)
     }
 
     /// The source value that `bson`, stored for `column`, stands for. Never fails: unexpected BSON
@@ -270,6 +294,11 @@ impl Mapping {
             Value::String(format!("<unexpected BSON {:?} for {:?} column>", bson, column.kind))
         })
     }
+}
+
+/// The shortest text that parses back to `d` (what serde_json writes for a double).
+fn shortest_text(d: f64) -> String {
+    serde_json::Number::from_f64(d).map(|n| n.to_string()).unwrap_or_default()
 }
 
 /// int32 when it fits, else int64.
@@ -349,13 +378,7 @@ fn json_value(bson: &Bson) -> Option<serde_json::Value> {
         Bson::Int32(v) => J::from(*v),
         Bson::Int64(v) => J::from(*v),
         Bson::Double(d) => serde_json::Number::from_f64(*d).map(J::Number)?,
-        Bson::Decimal128(d) => {
-            let text = decimal::decode_text(d)?;
-            match text.parse::<u64>() {
-                Ok(u) => J::from(u),
-                Err(_) => serde_json::Number::from_f64(text.parse().ok()?).map(J::Number)?,
-            }
-        }
+        Bson::Decimal128(d) => J::Number(json::number(&decimal::decode_number(d)?)?),
         Bson::String(s) => J::String(s.clone()),
         Bson::Array(items) => J::Array(items.iter().map(json_value).collect::<Option<_>>()?),
         Bson::Document(doc) => {
@@ -450,6 +473,7 @@ fn parse_digits(s: &str, len: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mongodb::bson::doc;
     use polyrepl_core::{Date, DateTime, Time};
     use serde_json::json;
 
@@ -543,7 +567,116 @@ mod tests {
         ] {
             out.push((col(K::Json, false), Value::Json(j)));
         }
+        for text in json_number_texts() {
+            out.push((col(K::Json, false), Value::Json(polyrepl_core::json::parse(text.as_bytes()).unwrap())));
+        }
         out
+    }
+
+    /// JSON documents whose numbers an f64 does not hold, or holds only in another spelling.
+    fn json_number_texts() -> Vec<String> {
+        let mut out: Vec<String> = [
+            "12345678901234567890123",
+            "[1e400]",
+            "[-1E-400, 1e+400]",
+            "-0",
+            "[-0, -0.0, 0.0]",
+            "0.1000000000000000000001",
+            "1.5",
+            "[1.50, 1.0, 1E2]",
+            "9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1234567890123456789012345678901234567890",
+            r#"{"a": [1, {"b": [12345678901234567890123, 0.1000000000000000000001]}], "c": {"d": 1e400}}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        out.push(format!("{}1e400{}", "[".repeat(30), "]".repeat(30)));
+        out
+    }
+
+    fn bson_of(m: &Mapping, text: &str) -> Bson {
+        m.to_bson(&col(ColumnKind::Json, false), &Value::Json(polyrepl_core::json::parse(text.as_bytes()).unwrap()))
+    }
+
+    fn dec128(text: &str) -> Bson {
+        Bson::Decimal128(text.parse().unwrap())
+    }
+
+    #[test]
+    fn json_numbers_take_the_documented_bson_types() {
+        let stats = Arc::new(MappingStats::default());
+        let m = Mapping::new(ServerFeatures::MONGODB, stats.clone());
+        let cases: Vec<(&str, Bson)> = vec![
+            ("5", Bson::Int32(5)),
+            ("-0", Bson::Int32(0)),
+            ("-9223372036854775808", Bson::Int64(i64::MIN)),
+            ("9007199254740993", Bson::Int64(9_007_199_254_740_993)),
+            ("1.5", Bson::Double(1.5)),
+            ("0.1", Bson::Double(0.1)),
+            ("1.0", Bson::Double(1.0)),
+            ("1E2", Bson::Double(100.0)),
+            ("1e300", Bson::Double(1e300)),
+            ("-0.0", Bson::Double(-0.0)),
+            ("1.50", Bson::Double(1.5)),
+            ("18446744073709551615", dec128("18446744073709551615")),
+            ("12345678901234567890123", dec128("12345678901234567890123")),
+            ("0.1000000000000000000001", dec128("0.1000000000000000000001")),
+            ("1e400", dec128("1E+400")),
+            ("-1E-400", dec128("-1E-400")),
+            ("9007199254740993.0", dec128("9007199254740993.0")),
+        ];
+        for (text, want) in &cases {
+            let got = bson_of(&m, text);
+            assert_eq!(got, *want, "{text}");
+            if let (Bson::Double(a), Bson::Double(b)) = (&got, want) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{text}: the sign of zero too");
+            }
+        }
+        assert_eq!(stats.snapshot().json_as_text, 0);
+        let nested = bson_of(&m, r#"{"a": [1, {"b": [12345678901234567890123, 1.5]}]}"#);
+        assert_eq!(nested, Bson::Document(doc! {"a": [1, {"b": [dec128("12345678901234567890123"), 1.5]}]}));
+
+        // Beyond decimal128 (35 significant digits; exponent 6145), or no decimal128 at all: the text.
+        let text_of = |b: Bson| match b {
+            Bson::Binary(Binary { subtype: BinarySubtype::UserDefined(0x80), bytes }) => {
+                String::from_utf8(bytes).unwrap()
+            }
+            other => panic!("expected JSON text, got {other:?}"),
+        };
+        assert_eq!(
+            text_of(bson_of(&m, "[12345678901234567890123456789012345]")),
+            "[12345678901234567890123456789012345]"
+        );
+        assert_eq!(text_of(bson_of(&m, "[1e6145]")), "[1e+6145]");
+        assert_eq!(stats.snapshot().json_as_text, 2);
+        let ferret = Mapping::new(ServerFeatures::FERRETDB_1, stats.clone());
+        assert_eq!(bson_of(&ferret, "[2.5, -7]"), Bson::Array(vec![Bson::Double(2.5), Bson::Int32(-7)]));
+        assert_eq!(text_of(bson_of(&ferret, "[1e400]")), "[1e+400]");
+        assert_eq!(
+            text_of(bson_of(&ferret, r#"{"a":{"b":18446744073709551615}}"#)),
+            r#"{"a":{"b":18446744073709551615}}"#
+        );
+        assert_eq!(stats.snapshot().json_as_text, 4);
+    }
+
+    #[test]
+    fn json_keys_bson_cannot_hold_fall_back_to_text() {
+        let stats = Arc::new(MappingStats::default());
+        let m = Mapping::new(ServerFeatures::MONGODB, stats.clone());
+        assert_eq!(bson_of(&m, r#"{"": 1, "$a": {"b.c": 2}}"#), Bson::Document(doc! {"": 1, "$a": {"b.c": 2}}));
+        let nul = r#"{"a\u0000b":1}"#;
+        let stored = bson_of(&m, nul);
+        assert!(matches!(&stored, Bson::Binary(b) if b.subtype == BinarySubtype::UserDefined(0x80)), "{stored:?}");
+        let back = m.from_bson(&col(ColumnKind::Json, false), &stored);
+        assert_eq!(back, Value::Json(polyrepl_core::json::parse(nul.as_bytes()).unwrap()));
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(91), "}".repeat(91));
+        assert!(matches!(bson_of(&m, &deep), Bson::Binary(_)), "91 levels: text");
+        let ok = format!("{}1{}", r#"{"a":"#.repeat(90), "}".repeat(90));
+        assert!(matches!(bson_of(&m, &ok), Bson::Document(_)), "90 levels: native");
+        assert_eq!(stats.snapshot().json_as_text, 2);
     }
 
     #[test]

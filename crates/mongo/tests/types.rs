@@ -222,3 +222,97 @@ fn assert_documents_equal(got: &Document, expected: &Document) {
     }
     assert_eq!(got.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "fields and their order");
 }
+
+/// JSON numbers an f64 would round or refuse, and keys BSON dislikes: stored in the documented BSON
+/// for this server's features, and read back through `read_rows` as the same JSON values.
+#[tokio::test]
+async fn json_numbers_are_stored_exactly_and_read_back_equal() {
+    with_sink(|mut sink, db| async move {
+        let features = sink.server().features;
+        let t = table(&db, "jsonnum", vec![column("id", K::Int), column("js", K::Json)], vec![0]);
+        let dec = |text: &str| Bson::Decimal128(text.parse::<Decimal128>().unwrap());
+        let text =
+            |t: &str| Bson::Binary(Binary { subtype: BinarySubtype::UserDefined(0x80), bytes: t.as_bytes().to_vec() });
+        // (source JSON text, BSON with decimal128, BSON without decimal128 — keys aside).
+        let deep_source = format!("{}1.5{}", r#"{"a":"#.repeat(31), "}".repeat(31));
+        let mut deep_bson = Bson::Double(1.5);
+        for _ in 0..31 {
+            deep_bson = Bson::Document(doc! { "a": deep_bson });
+        }
+        let cases: Vec<(String, Bson, Bson)> = vec![
+            ("12345678901234567890123".into(), dec("12345678901234567890123"), text("12345678901234567890123")),
+            ("[1e400]".into(), Bson::Array(vec![dec("1E+400")]), text("[1e+400]")),
+            ("-0".into(), Bson::Int32(0), Bson::Int32(0)),
+            (
+                "[-0.0, 1.5, 0.1, 1E2, 1.50]".into(),
+                bson_array(&[-0.0, 1.5, 0.1, 100.0, 1.5]),
+                bson_array(&[-0.0, 1.5, 0.1, 100.0, 1.5]),
+            ),
+            ("0.1000000000000000000001".into(), dec("0.1000000000000000000001"), text("0.1000000000000000000001")),
+            (
+                "[9007199254740993, -9223372036854775808, 2147483648]".into(),
+                Bson::Array(vec![
+                    Bson::Int64(9_007_199_254_740_993),
+                    Bson::Int64(i64::MIN),
+                    Bson::Int64(2_147_483_648),
+                ]),
+                Bson::Array(vec![
+                    Bson::Int64(9_007_199_254_740_993),
+                    Bson::Int64(i64::MIN),
+                    Bson::Int64(2_147_483_648),
+                ]),
+            ),
+            ("18446744073709551615".into(), dec("18446744073709551615"), text("18446744073709551615")),
+            (
+                "123456789012345678901234567890123456789".into(),
+                text("123456789012345678901234567890123456789"),
+                text("123456789012345678901234567890123456789"),
+            ),
+            (
+                r#"{"a": [1, {"b": [12345678901234567890123, 2.5]}], "c": {"d": -7}}"#.into(),
+                Bson::Document(doc! {"a": [1, {"b": [dec("12345678901234567890123"), 2.5]}], "c": {"d": -7}}),
+                text(r#"{"a":[1,{"b":[12345678901234567890123,2.5]}],"c":{"d":-7}}"#),
+            ),
+            (
+                r#"{"": 1, "x": {"": "empty keys"}}"#.into(),
+                Bson::Document(doc! {"": 1, "x": {"": "empty keys"}}),
+                Bson::Document(doc! {"": 1, "x": {"": "empty keys"}}),
+            ),
+            (r#"{"a\u0000b": 1}"#.into(), text(r#"{"a\u0000b":1}"#), text(r#"{"a\u0000b":1}"#)),
+            (deep_source.clone(), deep_bson.clone(), deep_bson),
+        ];
+        let rows: Vec<Vec<Value>> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (source, _, _))| {
+                vec![Value::Int(i as i64 + 1), Value::Json(polyrepl_core::json::parse(source.as_bytes()).unwrap())]
+            })
+            .collect();
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        sink.apply(&batch(rows.iter().cloned().map(|r| insert(&t, r)).collect(), 300)).await.unwrap();
+
+        for (i, (source, with_decimal128, without)) in cases.iter().enumerate() {
+            let got = document(&sink, &db, "jsonnum", i as i32 + 1).await.expect("row stored");
+            let want = if features.decimal128 { with_decimal128 } else { without };
+            let have = got.get("js").unwrap();
+            assert_eq!(have, want, "{source}: stored BSON");
+            assert_eq!(have.element_type(), want.element_type(), "{source}: BSON type");
+        }
+        let keys: Vec<Vec<Value>> = rows.iter().map(|r| vec![r[0].clone()]).collect();
+        let back = sink.read_rows(&t, &keys).await.unwrap();
+        for ((source, _, _), (row, got)) in cases.iter().zip(rows.iter().zip(back)) {
+            let got = got.unwrap_or_else(|| panic!("{source}: row missing"));
+            assert_eq!(&got, row, "{source}: read back");
+            assert_eq!(
+                polyrepl_core::rowhash::row_bytes(&got),
+                polyrepl_core::rowhash::row_bytes(row),
+                "{source}: same row hash"
+            );
+        }
+    })
+    .await;
+}
+
+fn bson_array(values: &[f64]) -> Bson {
+    Bson::Array(values.iter().map(|v| Bson::Double(*v)).collect())
+}

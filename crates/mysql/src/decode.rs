@@ -33,9 +33,7 @@ pub fn from_binlog(
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
             return match column.kind {
-                ColumnKind::Json => {
-                    serde_json::Value::try_from(j).map(Value::Json).map_err(|e| format!("binary JSON: {e}"))
-                }
+                ColumnKind::Json => crate::json::from_binary(j).map(Value::Json),
                 _ => Err("binary JSON in a non-JSON column".into()),
             };
         }
@@ -219,9 +217,7 @@ fn common(column: &Column, v: MyValue) -> DecodeResult<Value> {
             other => Err(format!("unexpected TIME {other:?}")),
         },
         ColumnKind::Json => match v {
-            MyValue::Bytes(b) => {
-                serde_json::from_slice(&b).map(Value::Json).map_err(|e| format!("invalid JSON text: {e}"))
-            }
+            MyValue::Bytes(b) => crate::json::from_text(&b).map(Value::Json),
             other => Err(format!("unexpected JSON {other:?}")),
         },
         ColumnKind::Bit { .. } => match v {

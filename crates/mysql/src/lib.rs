@@ -11,6 +11,7 @@ pub mod checks;
 pub mod ddl;
 pub mod decode;
 pub mod error;
+pub mod json;
 pub mod purged;
 pub mod reader;
 pub mod rowimage;

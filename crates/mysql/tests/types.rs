@@ -166,3 +166,123 @@ async fn snapshot_and_binlog_decode_every_type_identically() {
     assert_eq!(snap_rows, binlog_rows);
     db.drop_db().await;
 }
+
+/// JSON documents whose numbers an f64 would round or refuse, and keys no document store likes:
+/// (SQL literal, the text serde_json prints for the decoded value — every digit as the source wrote it).
+fn json_cases() -> Vec<(String, String)> {
+    let deep = format!("{}1e400{}", "[".repeat(30), "]".repeat(30));
+    let mut out: Vec<(String, String)> = [
+        ("12345678901234567890123", "12345678901234567890123"),
+        ("[1e400]", "[1e+400]"),
+        ("[-1E-400, 1e+400, 1E400]", "[-1e-400,1e+400,1e+400]"),
+        ("-0", "-0"),
+        ("[-0, -0.0, 0.0, 0e5]", "[-0,-0.0,0.0,0e+5]"),
+        ("0.1000000000000000000001", "0.1000000000000000000001"),
+        ("[1.5, 1.50, 1.0, 1E2]", "[1.5,1.50,1.0,1e+2]"),
+        (
+            "[9007199254740993, 18446744073709551615, -9223372036854775808, 18446744073709551616]",
+            "[9007199254740993,18446744073709551615,-9223372036854775808,18446744073709551616]",
+        ),
+        ("123456789012345678901234567890123456789", "123456789012345678901234567890123456789"),
+        (
+            r#"{"a": [1, {"b": [12345678901234567890123, 0.1000000000000000000001]}]}"#,
+            r#"{"a":[1,{"b":[12345678901234567890123,0.1000000000000000000001]}]}"#,
+        ),
+        (r#"{"": {"$a": {"b.c": 1e400}}}"#, r#"{"":{"$a":{"b.c":1e+400}}}"#),
+        (r#"{"a\\u0000b": "\\u0000"}"#, r#"{"a\u0000b":"\u0000"}"#),
+    ]
+    .iter()
+    .map(|(sql, printed)| (sql.to_string(), printed.to_string()))
+    .collect();
+    out.push((deep.clone(), deep.replace("e400", "e+400")));
+    out
+}
+
+/// A JSON value in MariaDB's `JSON_NORMALIZE` form: keys sorted, no spaces, numbers as `d.dddE±n`.
+fn mariadb_normal_form(j: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match j {
+        J::Number(n) => polyrepl_core::json::normal_number(n.as_str()),
+        J::Array(items) => format!("[{}]", items.iter().map(mariadb_normal_form).collect::<Vec<_>>().join(",")),
+        J::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let items: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", J::String(k.to_string()), mariadb_normal_form(&map[*k])))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn json_numbers_are_exact_on_both_paths_and_equal_as_mariadb_compares_them() {
+    use mysql_async::prelude::Queryable;
+    let mut db = TestDb::create("jsonnum").await;
+    db.exec("CREATE TABLE jn (id INT PRIMARY KEY, j JSON)").await;
+    let cases = json_cases();
+    let from = current_position(&url()).await.unwrap();
+    for (i, (sql, _)) in cases.iter().enumerate() {
+        db.exec(&format!("INSERT INTO jn VALUES ({}, '{sql}')", i + 1)).await;
+    }
+    db.exec(&format!("INSERT INTO jn VALUES ({}, NULL)", cases.len() + 1)).await;
+
+    let mut conn = polyrepl_mysql::checks::connect(&url()).await.unwrap();
+    let tables = discover_tables(&mut conn, &db.filter("jn"), "test").await.unwrap();
+    let schema = Arc::new(tables.into_iter().next().expect("table found"));
+    assert_eq!(schema.columns[1].kind, polyrepl_core::ColumnKind::Json);
+
+    let mut snap = Snapshot::begin(&url(), 2).await.unwrap();
+    let mut snap_rows = Vec::new();
+    let mut chunks = snap.table_chunks(schema.clone(), None);
+    while let Some(chunk) = chunks.next_chunk().await.unwrap() {
+        snap_rows.extend(chunk.into_iter().map(|c| c.after.unwrap()));
+    }
+    snap.finish().await.unwrap();
+    let events = read_to_end(&from, db.filter("jn")).await;
+    let binlog_rows: Vec<Vec<Value>> =
+        transactions(&events).into_iter().flat_map(|(_, changes)| changes).map(|c| c.after.unwrap()).collect();
+    assert_eq!(snap_rows.len(), cases.len() + 1);
+    assert_eq!(binlog_rows.len(), cases.len() + 1, "one insert per row in the binlog");
+
+    // MariaDB's own normal form of each stored document.
+    let normal: Vec<Option<String>> = db.conn.query("SELECT JSON_NORMALIZE(j) FROM jn ORDER BY id").await.unwrap();
+    for (i, (sql, printed)) in cases.iter().enumerate() {
+        for (path, row) in [("snapshot", &snap_rows[i]), ("binlog", &binlog_rows[i])] {
+            let Value::Json(j) = &row[1] else { panic!("{path} row {}: not JSON: {:?}", i + 1, row[1]) };
+            assert_eq!(&j.to_string(), printed, "{path}: {sql} keeps every digit");
+            assert_eq!(
+                Some(mariadb_normal_form(j)),
+                normal[i],
+                "{path}: {sql} has the value MariaDB's JSON_NORMALIZE gives"
+            );
+            let expected = Value::Json(polyrepl_core::json::parse(printed.as_bytes()).unwrap());
+            assert_eq!(row[1], expected);
+            assert_eq!(
+                polyrepl_core::rowhash::row_bytes(&row[1..]),
+                polyrepl_core::rowhash::row_bytes(&[expected]),
+                "{path}: {sql} hashes like its value"
+            );
+        }
+    }
+    assert_eq!(snap_rows[cases.len()][1], Value::Null);
+    assert_eq!(snap_rows, binlog_rows);
+    // Equal as MariaDB compares JSON, different where it does not.
+    let pairs: Vec<(String, String, bool)> = db
+        .conn
+        .query_map(
+            "SELECT a, b, JSON_EQUALS(a, b) FROM (SELECT '[1.50, -0, 1e400]' a, '[1.5, 0, 10E399]' b \
+             UNION ALL SELECT '[0.1000000000000000000001]', '[0.1]' \
+             UNION ALL SELECT '12345678901234567890123', '12345678901234567890124') t",
+            |(a, b, eq): (String, String, i64)| (a, b, eq == 1),
+        )
+        .await
+        .unwrap();
+    for (a, b, mariadb_equal) in pairs {
+        let parse = |t: &str| Value::Json(polyrepl_core::json::parse(t.as_bytes()).unwrap());
+        assert_eq!(parse(&a) == parse(&b), mariadb_equal, "{a} vs {b}");
+    }
+    db.drop_db().await;
+}

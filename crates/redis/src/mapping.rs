@@ -17,7 +17,7 @@
 //! | DATETIME(fsp)                          | `YYYY-MM-DD HH:MM:SS[.f…]` with fsp digits                     | `DateTime` (fsp = digits)     |
 //! | TIMESTAMP(fsp)                         | same text, the UTC instant                                     | `Timestamp` (fsp = digits)    |
 //! | YEAR                                   | four digits, `2024` (`0000` for the zero year)                 | `Year`                        |
-//! | JSON                                   | compact JSON text, `{"a":[1,2]}`                               | `Json` (parsed)               |
+//! | JSON                                   | compact JSON text, `{"a":[1,2]}`: numbers with every digit as written (`12345678901234567890123`, `0.1000000000000000000001`, `1.50`, `-0`; an exponent spelled `1e+400`), keys as they are (`""`, `$a`, `a.b`, escapes) in the source's order, any depth the source allows | `Json` (parsed, numbers exact) |
 //! | BIT(n)                                 | the integer in decimal, `5` for b'101'                         | `Bit`                         |
 //! | ENUM                                   | the label (`''` for MySQL's invalid index 0)                   | `Enum`                        |
 //! | SET                                    | labels joined by `,`, `a,b` (`''` for the empty set)           | `Set` (split on `,`)          |
@@ -317,6 +317,44 @@ mod tests {
             write_field(&v, &mut args);
             assert_eq!(args, vec![to_field(&v).unwrap()], "{v:?}");
         }
+    }
+
+    #[test]
+    fn json_numbers_and_odd_keys_keep_every_digit_and_character() {
+        let column = col(ColumnKind::Json, false);
+        let deep = format!("{}1e400{}", "[".repeat(31), "]".repeat(31));
+        for (source, stored) in [
+            ("12345678901234567890123", "12345678901234567890123"),
+            ("[1e400, 1E-400]", "[1e+400,1e-400]"),
+            ("-0", "-0"),
+            ("[-0.0, 1.50, 1.5]", "[-0.0,1.50,1.5]"),
+            ("0.1000000000000000000001", "0.1000000000000000000001"),
+            (
+                "[9007199254740993, 18446744073709551615, -9223372036854775808]",
+                "[9007199254740993,18446744073709551615,-9223372036854775808]",
+            ),
+            (
+                "[18446744073709551616, 123456789012345678901234567890123456789]",
+                "[18446744073709551616,123456789012345678901234567890123456789]",
+            ),
+            (
+                r#"{"a": [1, {"b": [12345678901234567890123, 0.1000000000000000000001]}]}"#,
+                r#"{"a":[1,{"b":[12345678901234567890123,0.1000000000000000000001]}]}"#,
+            ),
+            (r#"{"": {"$a": {"b.c": "\u0000"}}}"#, r#"{"":{"$a":{"b.c":"\u0000"}}}"#),
+            (r#"{"a\u0000b": 1}"#, r#"{"a\u0000b":1}"#),
+            (&deep, &deep.replace("e400", "e+400")),
+        ] {
+            let value = Value::Json(polyrepl_core::json::parse(source.as_bytes()).unwrap());
+            let field = to_field(&value).expect("not null");
+            assert_eq!(String::from_utf8(field.clone()).unwrap(), stored, "{source}");
+            let back = from_field(&column, &field);
+            assert_eq!(back, value, "{source}");
+            assert_eq!(to_field(&back).unwrap(), field, "{source}: the same bytes again");
+        }
+        // A lost digit reads back as a different value.
+        let exact = Value::Json(polyrepl_core::json::parse(b"[0.1000000000000000000001]").unwrap());
+        assert_ne!(from_field(&column, b"[0.1]"), exact);
     }
 
     #[test]
