@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod connection;
 pub mod ddl;
 pub mod error;
+pub mod lease;
 pub mod mapping;
 pub mod naming;
 pub mod plan;

@@ -12,6 +12,11 @@
 use polyrepl_core::TableSchema;
 
 use crate::checkpoint::{CHECKPOINT_KEYSPACE, CHECKPOINT_TABLE};
+use crate::lease::LEASE_TABLE;
+
+/// The tables of keyspace `polyrepl` where polyrepl keeps its own state: a source table that would be
+/// stored in one of them is refused.
+pub const OWN_TABLES: &[&str] = &[CHECKPOINT_TABLE, LEASE_TABLE];
 use crate::mapping::cql_type;
 
 /// Longest keyspace or table name Cassandra accepts.
@@ -48,11 +53,11 @@ pub fn check_names(table: &TableSchema) -> Result<(), String> {
             ));
         }
     }
-    if (table.id.database.as_str(), table.id.table.as_str()) == (CHECKPOINT_KEYSPACE, CHECKPOINT_TABLE) {
+    if table.id.database == CHECKPOINT_KEYSPACE && OWN_TABLES.contains(&table.id.table.as_str()) {
         return Err(format!(
-            "table {} would be stored in {CHECKPOINT_KEYSPACE}.{CHECKPOINT_TABLE}, where polyrepl keeps its \
-             checkpoints: exclude the table",
-            table.id
+            "table {} would be stored in {CHECKPOINT_KEYSPACE}.{}, where polyrepl keeps its own state \
+             (checkpoints, leases): exclude the table",
+            table.id, table.id.table
         ));
     }
     Ok(())
@@ -79,8 +84,10 @@ mod tests {
         assert!(check_table(&table("shop-1", "orders", vec![0])).unwrap_err().contains("shop-1"));
         assert!(check_table(&table("shop", "orders", vec![])).unwrap_err().contains("no primary key"));
         assert!(check_table(&table(&"x".repeat(49), "t", vec![0])).is_err());
-        let own = check_table(&table("polyrepl", "polyrepl_checkpoints", vec![0])).unwrap_err();
-        assert!(own.contains("keeps its checkpoints"), "{own}");
+        for own in OWN_TABLES {
+            let own = check_table(&table("polyrepl", own, vec![0])).unwrap_err();
+            assert!(own.contains("keeps its own state"), "{own}");
+        }
         assert!(check_table(&table("Polyrepl", "polyrepl_checkpoints", vec![0])).is_ok(), "a quoted name differs");
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_core::{Batch, Checkpoint, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row as CqlRow};
@@ -42,6 +42,7 @@ pub struct CassandraSink {
     catalog: Catalog,
     statements: Statements,
     checkpoint_table_ready: bool,
+    lease_table_ready: bool,
     last_checkpoint_timestamp: i64,
 }
 
@@ -64,6 +65,7 @@ impl CassandraSink {
             catalog: Catalog::default(),
             statements: Statements::default(),
             checkpoint_table_ready: false,
+            lease_table_ready: false,
             last_checkpoint_timestamp: 0,
         })
     }
@@ -97,6 +99,18 @@ impl CassandraSink {
         if !self.checkpoint_table_ready {
             checkpoint::ensure(&self.session, &self.name, &self.replication).await?;
             self.checkpoint_table_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Checks the names of `tables` and creates the lease table if absent.
+    async fn prepare_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        for table in tables {
+            check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        }
+        if !self.lease_table_ready {
+            crate::lease::ensure(&self.session, &self.name, &self.replication).await?;
+            self.lease_table_ready = true;
         }
         Ok(())
     }
@@ -275,5 +289,26 @@ impl Sink for CassandraSink {
             return Ok(());
         }
         crate::ddl::drop_table(&self.session, &self.name, table).await
+    }
+
+    /// One lightweight transaction (or a few, when the lease changes meanwhile) per table in
+    /// `polyrepl.polyrepl_leases` ([`crate::lease`]).
+    async fn acquire_leases(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+        request: &LeaseRequest,
+    ) -> Result<Vec<Lease>, SinkError> {
+        self.prepare_leases(tables).await?;
+        crate::lease::acquire(&self.session, &self.name, tables, request).await
+    }
+
+    async fn release_leases(&mut self, tables: &[Arc<TableSchema>], owner: &str) -> Result<(), SinkError> {
+        self.prepare_leases(tables).await?;
+        crate::lease::release(&self.session, &self.name, tables, owner).await
+    }
+
+    async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
+        self.prepare_leases(tables).await?;
+        crate::lease::read(&self.session, &self.name, tables).await
     }
 }

@@ -25,7 +25,8 @@ pub struct PipelineArgs {
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
-    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows), and `[[sink]]` sections, each with a
+    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows, take_over, lease_seconds), and `[[sink]]`
+    /// sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -68,6 +69,17 @@ pub struct RunArgs {
     /// name is copied anew.
     #[arg(long, env = "POLYREPL_KEEP_DROPPED_TABLES")]
     pub keep_dropped_tables: bool,
+    /// Take the sink tables over from another pipeline (another --name) holding their leases; that
+    /// pipeline stops at its next lease renewal. Without it, a run whose tables another live pipeline
+    /// writes is refused at start-up, naming the table and the owner. A flag (or `take_over = true` in
+    /// --config), never an environment variable.
+    #[arg(long)]
+    pub take_over: bool,
+    /// How long this run's lease on each sink table lasts unless renewed (every third of it): how long
+    /// a crashed run keeps another pipeline out of its tables. A clean stop gives them back at once;
+    /// the same --name always gets its own leases back [default: 30].
+    #[arg(long, env = "POLYREPL_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
 }
 
 /// The TOML file's shape.
@@ -93,6 +105,9 @@ struct FileConfig {
     batch_changes: Option<usize>,
     batch_delay_ms: Option<u64>,
     chunk_rows: Option<usize>,
+    #[serde(default)]
+    take_over: bool,
+    lease_seconds: Option<u64>,
 }
 
 /// A `[[sink]]` section: the sink's URL and, under `[sink.options]`, the options its URL query string
@@ -187,6 +202,10 @@ impl RunArgs {
             stop_at_end: self.stop_at_end,
             resnapshot: self.resnapshot,
             keep_dropped_tables: self.keep_dropped_tables || file.keep_dropped_tables,
+            take_over: self.take_over || file.take_over,
+            lease_ttl: std::time::Duration::from_secs(
+                self.lease_seconds.or(file.lease_seconds).unwrap_or(settings::DEFAULT_LEASE_SECONDS).max(1),
+            ),
             ..RunConfig::new(source, tables, sinks)
         };
         Ok(Resolved { run, metrics_addr: self.metrics_addr.clone().or(file.metrics_addr) })
@@ -243,6 +262,7 @@ mod tests {
             ("--batch-delay-ms", settings::DEFAULT_BATCH_DELAY_MS.to_string()),
             ("--chunk-rows", settings::DEFAULT_CHUNK_ROWS.to_string()),
             ("--name", settings::DEFAULT_NAME.to_string()),
+            ("--lease-seconds", settings::DEFAULT_LEASE_SECONDS.to_string()),
         ] {
             let section = help.split(flag).nth(1).expect(flag);
             let section = section.split("\n\n").next().unwrap_or(section);

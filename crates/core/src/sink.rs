@@ -1,8 +1,11 @@
 //! The one trait a target database implements. A new sink is one crate implementing it.
 //!
 //! Every method is required (no no-op defaults: a sink that forgets one must not compile).
+//!
+//! Besides rows and checkpoints, a sink keeps the leases saying which pipeline owns each sink table
+//! ([`crate::lease`]), next to its checkpoints.
 
-use crate::{Batch, Checkpoint, Row, TableSchema, Value};
+use crate::{Batch, Checkpoint, Lease, LeaseRequest, Row, TableSchema, Value};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -82,4 +85,22 @@ pub trait Sink: Send {
     /// table the sink does not have is not an error). Only `table.id` may be relied on (see
     /// [`Sink::truncate_table`]).
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError>;
+
+    /// Takes or renews, for `request.owner`, the lease of the sink table of each of `tables`
+    /// ([`crate::lease`]): a lease that is absent, expired or already the owner's is written to last
+    /// `request.ttl`; one another owner holds is taken only with `request.take_over`, each in one atomic
+    /// step. Returns the leases of another owner that were left alone (empty: the owner holds every
+    /// one now). Only `table.id` may be relied on.
+    async fn acquire_leases(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+        request: &LeaseRequest,
+    ) -> Result<Vec<Lease>, SinkError>;
+
+    /// Gives up the leases `owner` holds on `tables`; a lease of another owner is left alone;
+    /// idempotent.
+    async fn release_leases(&mut self, tables: &[Arc<TableSchema>], owner: &str) -> Result<(), SinkError>;
+
+    /// The leases on `tables` that have not expired, in any order.
+    async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError>;
 }

@@ -38,6 +38,9 @@ pub enum EngineError {
     /// The settings cannot work (unknown sink scheme, malformed table pattern…).
     #[error("{0}")]
     Settings(String),
+    /// A sink table is leased by another pipeline (at start-up), or the lease was lost while running.
+    #[error("{0}")]
+    Lease(String),
     /// A schema change (or a statement-logged change) on the source that polyrepl cannot follow.
     #[error("{0}")]
     SchemaChange(String),

@@ -1,6 +1,7 @@
 //! Runs a replication: everything between the source reader and the sinks.
 //!
-//! - [`startup`]: source checks, sinks opened through the [`registry`], prepared, checkpoints loaded.
+//! - [`startup`]: source checks, sinks opened through the [`registry`], the sink tables' [`leases`]
+//!   taken, sinks prepared, checkpoints loaded.
 //! - [`replication`]: the initial snapshot where a sink needs one ([`snapshot`]), the `--resnapshot`
 //!   sweep ([`sweep`]), then binlog streaming with reconnects ([`stream`]), all feeding the [`pipeline`];
 //!   while streaming, tables are copied online ([`online`]) and schema changes followed
@@ -12,6 +13,7 @@
 pub mod checkpoints;
 pub mod control;
 pub mod error;
+pub mod leases;
 pub mod metrics;
 pub mod online;
 pub mod pipeline;

@@ -32,7 +32,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     inbox: Inbox,
 ) -> Result<()> {
-    let Prepared { url, filter, tables, slots } = prepared;
+    let Prepared { url, filter, tables, slots, mut leases } = prepared;
     let checkpoints: Vec<Option<Checkpoint>> = slots.iter().map(|s| s.resume_from.clone()).collect();
     let ids: Vec<_> = tables.iter().map(|t| t.id.clone()).collect();
     let plan = StartPlan::from_checkpoints(&checkpoints).with_online_copies(&checkpoints, &ids);
@@ -42,18 +42,29 @@ pub async fn run(
     let source = drive_source(&cfg, &url, &filter, &tables, plan, inbox, tx, &metrics, &mut shutdown);
     tokio::pin!(source);
     let task_failed = |e: tokio::task::JoinError| EngineError::Internal(format!("the pipeline task failed: {e}"));
-    tokio::select! {
-        r = &mut source => {
-            // Source done (or failed): the sender is dropped, the pipeline drains what it holds.
-            let drained = pipeline_task.await.map_err(task_failed)?;
-            r?;
-            drained?;
-        }
-        r = &mut pipeline_task => {
-            r.map_err(task_failed)??;
-            return Err(EngineError::Internal("the pipeline stopped while the source was still running".into()));
+    {
+        // Renews the sink tables' leases; ends only when one is lost to another pipeline.
+        let lost = leases.keep();
+        tokio::pin!(lost);
+        tokio::select! {
+            r = &mut source => {
+                // Source done (or failed): the sender is dropped, the pipeline drains what it holds.
+                let drained = tokio::select! {
+                    d = &mut pipeline_task => d.map_err(task_failed)?,
+                    e = &mut lost => return Err(e),
+                };
+                r?;
+                drained?;
+            }
+            r = &mut pipeline_task => {
+                r.map_err(task_failed)??;
+                return Err(EngineError::Internal("the pipeline stopped while the source was still running".into()));
+            }
+            e = &mut lost => return Err(e),
         }
     }
+    // A clean stop: the tables are free for another pipeline at once.
+    leases.release().await;
     Ok(())
 }
 

@@ -20,6 +20,9 @@ pub const SOURCE_MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub const SOURCE_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// How often, at most, a heartbeat moves the checkpoints past transactions on tables not replicated.
 pub const HEARTBEAT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// How long a run's lease on its sink tables lasts unless renewed (it is renewed every third of it):
+/// how long a crashed pipeline keeps another name out of its tables.
+pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 
 /// What to replicate, from where, to where, and how.
 #[derive(Debug, Clone)]
@@ -45,6 +48,10 @@ pub struct RunConfig {
     pub resnapshot: bool,
     /// A table dropped (or renamed away) on the source keeps its rows in the sinks.
     pub keep_dropped_tables: bool,
+    /// How long the run's leases on its sink tables last unless renewed.
+    pub lease_ttl: Duration,
+    /// Take the sink tables' leases even from another pipeline that holds them.
+    pub take_over: bool,
 }
 
 impl RunConfig {
@@ -63,6 +70,8 @@ impl RunConfig {
             stop_at_end: false,
             resnapshot: false,
             keep_dropped_tables: false,
+            lease_ttl: Duration::from_secs(DEFAULT_LEASE_SECONDS),
+            take_over: false,
         }
     }
 

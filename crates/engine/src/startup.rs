@@ -1,14 +1,17 @@
 //! Start-up: the source checked, every sink connected and prepared, every checkpoint loaded.
 //!
 //! Nothing is written to the source; sinks only get their collections/tables created. Every sink is
-//! connected before any is prepared, so a wrong URL never leaves collections half-created.
+//! connected, and the lease of every selected table taken in every sink ([`crate::leases`]), before any
+//! is prepared, so a wrong URL or another pipeline on the same tables never leaves collections
+//! half-created.
 
 use crate::error::{EngineError, Result};
+use crate::leases::LeaseKeeper;
 use crate::pipeline::SinkSlot;
 use crate::registry::open_sink;
 use crate::settings::RunConfig;
 use polyrepl_core::redact::redact_url;
-use polyrepl_core::{TableFilter, TableSchema};
+use polyrepl_core::{Sink, TableFilter, TableSchema};
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::Arc;
 
@@ -18,6 +21,8 @@ pub struct Prepared {
     pub filter: TableFilter,
     pub tables: Vec<Arc<TableSchema>>,
     pub slots: Vec<SinkSlot>,
+    /// The run's leases on its sink tables: renewed while it runs, released when it stops cleanly.
+    pub leases: LeaseKeeper,
 }
 
 /// Checks the source, opens and prepares every sink and loads its checkpoint (ignored with
@@ -30,9 +35,25 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     for sink_url in &cfg.sinks {
         sinks.push(open_sink(sink_url, &cfg.name).await?);
     }
+    let leases = LeaseKeeper::acquire(cfg, &report.tables).await?;
+    match open_slots(cfg, sinks, &report.tables).await {
+        Ok(slots) => Ok(Prepared { url, filter, tables: report.tables, slots, leases }),
+        Err(e) => {
+            leases.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// Prepares every sink and loads its checkpoint.
+async fn open_slots(
+    cfg: &RunConfig,
+    mut sinks: Vec<Box<dyn Sink>>,
+    tables: &[Arc<TableSchema>],
+) -> Result<Vec<SinkSlot>> {
     for sink in sinks.iter_mut() {
         let step = format!("preparing the sink {}", sink.name());
-        sink.prepare(&report.tables).await.map_err(EngineError::sink_step(step))?;
+        sink.prepare(tables).await.map_err(EngineError::sink_step(step))?;
     }
     let mut slots = Vec::new();
     for mut sink in sinks {
@@ -56,5 +77,5 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         slots.push(SinkSlot { sink, resume_from });
     }
     tracing::debug!(source = %redact_url(&cfg.source), sinks = slots.len(), "start-up checks passed");
-    Ok(Prepared { url, filter, tables: report.tables, slots })
+    Ok(slots)
 }

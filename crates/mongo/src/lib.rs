@@ -16,6 +16,7 @@ pub mod connection;
 pub mod decimal;
 pub mod error;
 pub mod fence;
+pub mod lease;
 pub mod mapping;
 pub mod naming;
 pub mod plan;

@@ -11,6 +11,11 @@ use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use polyrepl_core::{TableSchema, Value};
 
 use crate::checkpoint::{CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
+use crate::lease::LEASE_COLLECTION;
+
+/// The collections of database `polyrepl` where polyrepl keeps its own state: a source table that
+/// would be stored in one of them is refused.
+pub const OWN_COLLECTIONS: &[&str] = &[CHECKPOINT_COLLECTION, LEASE_COLLECTION];
 use crate::mapping::Mapping;
 
 /// The field holding the primary key in every document.
@@ -58,10 +63,10 @@ pub fn check_names(table: &TableSchema) -> Result<(), String> {
             table.id
         ));
     }
-    if (db.as_str(), coll.as_str()) == (CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION) {
+    if db == CHECKPOINT_DATABASE && OWN_COLLECTIONS.contains(&coll.as_str()) {
         return Err(format!(
-            "table {} would be stored in {CHECKPOINT_DATABASE}.{CHECKPOINT_COLLECTION}, where polyrepl keeps its \
-             checkpoints: exclude the table",
+            "table {} would be stored in {CHECKPOINT_DATABASE}.{coll}, where polyrepl keeps its own state \
+             (checkpoints, leases): exclude the table",
             table.id
         ));
     }
@@ -180,8 +185,10 @@ mod tests {
         assert!(check_table(&table("shop", "orders")).is_ok());
         assert!(check_table(&table("sh.op", "orders")).is_err());
         assert!(check_table(&table("shop", "system.x")).is_err());
-        let own = check_table(&table(CHECKPOINT_DATABASE, CHECKPOINT_COLLECTION)).unwrap_err();
-        assert!(own.contains("keeps its checkpoints"), "{own}");
+        for own in OWN_COLLECTIONS {
+            let own = check_table(&table(CHECKPOINT_DATABASE, own)).unwrap_err();
+            assert!(own.contains("keeps its own state"), "{own}");
+        }
         assert!(
             check_table(&table(CHECKPOINT_DATABASE, "orders")).is_ok(),
             "other tables of a database named polyrepl"

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
-use polyrepl_core::{Batch, Change, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_core::{Batch, Change, Checkpoint, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
 
 use crate::checkpoint::{self, CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
 use crate::connection::{connect, ServerInfo};
@@ -248,9 +248,36 @@ impl Sink for MongoSink {
         self.collections.retain(|(d, c)| !(d == &table.id.database && c == &table.id.table));
         Ok(())
     }
+
+    /// One conditional upsert per table in `polyrepl._polyrepl_leases` ([`crate::lease`]).
+    async fn acquire_leases(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+        request: &LeaseRequest,
+    ) -> Result<Vec<Lease>, SinkError> {
+        self.check_lease_names(tables)?;
+        crate::lease::acquire(&self.client, &self.name, tables, request).await
+    }
+
+    async fn release_leases(&mut self, tables: &[Arc<TableSchema>], owner: &str) -> Result<(), SinkError> {
+        self.check_lease_names(tables)?;
+        crate::lease::release(&self.client, &self.name, tables, owner).await
+    }
+
+    async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
+        self.check_lease_names(tables)?;
+        crate::lease::read(&self.client, &self.name, tables).await
+    }
 }
 
 impl MongoSink {
+    fn check_lease_names(&self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        for table in tables {
+            check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
+        }
+        Ok(())
+    }
+
     /// Decodes a stored document into a row in column order (a missing field reads as NULL).
     fn row_of(&self, table: &TableSchema, document: &Document) -> Row {
         table

@@ -8,6 +8,7 @@
 //!   escaping in [`naming`]). The exact type mapping is in [`mapping`].
 //! - checkpoint `polyrepl:checkpoint:<pipeline>` → STRING, the checkpoint JSON ([`checkpoint`]).
 //! - change stream `polyrepl:stream:DB:TABLE` → STREAM, when enabled ([`stream`] documents the entries).
+//! - lease `polyrepl:lease:[prefix]DB:TABLE` → HASH `owner`, `holder`, expiring ([`lease`]).
 //!
 //! Writes: an insert or update is `DEL` + `HSET` of the whole row (so fields of columns that became NULL
 //! vanish), a delete is `DEL`; several changes to one key in a batch collapse to the last ([`plan`]). The
@@ -44,6 +45,7 @@ pub mod checkpoint;
 pub mod connection;
 pub mod error;
 pub mod layout;
+pub mod lease;
 pub mod mapping;
 pub mod naming;
 pub mod options;

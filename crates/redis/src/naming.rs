@@ -8,6 +8,7 @@
 //!   escaped: `shop:orders:2025-01-01 12:00:00` is what it looks like.
 //! - Checkpoint: `polyrepl:checkpoint:<pipeline>` (a STRING holding the checkpoint JSON).
 //! - Change stream (optional): `polyrepl:stream:DB:TABLE`.
+//! - Lease of a table's rows: `polyrepl:lease:[prefix]DB:TABLE` ([`crate::lease`]).
 //!
 //! Invariants:
 //! - The same key always gives the same bytes: writes, deletes and `read_rows` agree.
@@ -24,6 +25,12 @@ use polyrepl_core::{ColumnKind, TableSchema, Value};
 pub const CHECKPOINT_KEY_PREFIX: &str = "polyrepl:checkpoint:";
 /// Prefix of every change-stream key.
 pub const STREAM_KEY_PREFIX: &str = "polyrepl:stream:";
+/// Prefix of every lease key.
+pub const LEASE_KEY_PREFIX: &str = "polyrepl:lease:";
+
+/// The key prefixes where polyrepl keeps its own state: a table whose rows would start the same way
+/// (a source table `polyrepl.checkpoint`, … without a row-key prefix) is refused.
+pub const OWN_KEY_PREFIXES: &[&str] = &[CHECKPOINT_KEY_PREFIX, STREAM_KEY_PREFIX, LEASE_KEY_PREFIX];
 
 /// Why a table cannot be stored in Redis under the row-key prefix `prefix`, if it cannot.
 pub fn check_table(prefix: Option<&str>, table: &TableSchema) -> Result<(), String> {
@@ -38,13 +45,13 @@ pub fn check_table(prefix: Option<&str>, table: &TableSchema) -> Result<(), Stri
 
 /// The part of [`check_table`] about names only: enough to remove a table's keys by name.
 pub fn check_names(prefix: Option<&str>, table: &TableSchema) -> Result<(), String> {
-    // Without a prefix, the rows of `polyrepl.checkpoint` and `polyrepl.stream` would share keys with
-    // polyrepl's own checkpoints and change streams, and overwrite them.
+    // Without a prefix, the rows of `polyrepl.checkpoint`, `polyrepl.stream`, … would share keys with
+    // polyrepl's own checkpoints, change streams, …, and overwrite them.
     let rows_at = format!("{}:{}:", table.id.database, table.id.table);
-    if prefix.is_none() && [CHECKPOINT_KEY_PREFIX, STREAM_KEY_PREFIX].contains(&rows_at.as_str()) {
+    if prefix.is_none() && OWN_KEY_PREFIXES.contains(&rows_at.as_str()) {
         return Err(format!(
-            "the Redis keys of table {} ({rows_at}…) are where polyrepl keeps its own checkpoints or change \
-             streams: give the Redis sink a key prefix (redis://HOST:PORT?prefix=app:) or exclude the table",
+            "the Redis keys of table {} ({rows_at}…) are where polyrepl keeps its own state (checkpoints, change \
+             streams, leases): give the Redis sink a key prefix (redis://HOST:PORT?prefix=app:) or exclude the table",
             table.id
         ));
     }
@@ -192,7 +199,7 @@ mod tests {
         t.id.database = "a:b".into();
         assert!(check_table(None, &t).is_err());
         // polyrepl's own keys: refused without a prefix, fine with one.
-        for own in ["checkpoint", "stream"] {
+        for own in ["checkpoint", "stream", "lease"] {
             let mut t = table(vec![0]);
             t.id = polyrepl_core::TableId::new("polyrepl", own);
             let err = check_table(None, &t).unwrap_err();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_core::{Batch, Checkpoint, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
 
 use crate::checkpoint;
 use crate::connection::{connect, RedisConnection};
@@ -223,6 +223,35 @@ impl Sink for RedisSink {
         check_names(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
         crate::layout::delete_rows(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), table).await?;
         crate::layout::delete_stream(&mut self.conn, &self.name, table).await
+    }
+
+    /// One Lua script per table on its lease key ([`crate::lease`]).
+    async fn acquire_leases(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+        request: &LeaseRequest,
+    ) -> Result<Vec<Lease>, SinkError> {
+        self.check_lease_names(tables)?;
+        crate::lease::acquire(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), tables, request).await
+    }
+
+    async fn release_leases(&mut self, tables: &[Arc<TableSchema>], owner: &str) -> Result<(), SinkError> {
+        self.check_lease_names(tables)?;
+        crate::lease::release(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), tables, owner).await
+    }
+
+    async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
+        self.check_lease_names(tables)?;
+        crate::lease::read(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), tables).await
+    }
+}
+
+impl RedisSink {
+    fn check_lease_names(&self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError> {
+        for table in tables {
+            check_names(self.options.key_prefix.as_deref(), table).map_err(|m| SinkError::definite(&self.name, m))?;
+        }
+        Ok(())
     }
 }
 

@@ -108,6 +108,22 @@ impl Sink for LagProbe {
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
         self.inner.drop_table(table).await
     }
+
+    async fn acquire_leases(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+        request: &polyrepl_core::LeaseRequest,
+    ) -> Result<Vec<polyrepl_core::Lease>, SinkError> {
+        self.inner.acquire_leases(tables, request).await
+    }
+
+    async fn release_leases(&mut self, tables: &[Arc<TableSchema>], owner: &str) -> Result<(), SinkError> {
+        self.inner.release_leases(tables, owner).await
+    }
+
+    async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<polyrepl_core::Lease>, SinkError> {
+        self.inner.read_leases(tables).await
+    }
 }
 
 /// The value at quantile `q` (0..=1) of sorted `values` (nearest rank).

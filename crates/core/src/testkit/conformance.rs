@@ -15,9 +15,10 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::builders::*;
-use crate::{Batch, Change, Column, ColumnKind, Row, Sink, SinkError, TableSchema, Value};
+use crate::{Batch, Change, Column, ColumnKind, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
 
 /// What a sink stores differently from the source, as its documented mapping says. The default is a sink
 /// that gives every value back exactly.
@@ -94,6 +95,7 @@ pub async fn run_all(sink: &mut dyn Sink, subject: &Subject, database: &str) {
     truncate_table_empties_and_keeps_the_table(sink, subject, database).await;
     drop_table_then_prepare_gives_an_empty_table(sink, subject, database).await;
     truncate_and_drop_need_only_the_name(sink, subject, database).await;
+    leases_keep_other_pipelines_out(sink, subject, database).await;
 }
 
 async fn ok<T>(result: Result<T, SinkError>, what: impl FnOnce() -> String) -> T {
@@ -702,4 +704,159 @@ pub async fn truncate_and_drop_need_only_the_name(sink: &mut dyn Sink, subject: 
     ok(sink.drop_table(&name_only).await, || format!("{}: drop_table", subject.says(check))).await;
     prepare(sink, subject, check, std::slice::from_ref(&t)).await;
     assert_empty(sink, subject, check, &t, &ids).await;
+}
+
+/// A lease request of `owner` from `holder`, lasting `ttl`.
+fn lease_request(owner: &str, holder: &str, ttl: Duration, take_over: bool) -> LeaseRequest {
+    LeaseRequest { owner: owner.into(), holder: holder.into(), ttl, take_over }
+}
+
+/// The leases on `tables`, as (table name, owner, holder), sorted; each with a time left within `ttl`.
+async fn leases_of(
+    sink: &mut dyn Sink,
+    subject: &Subject,
+    check: &str,
+    tables: &[Arc<TableSchema>],
+    ttl: Duration,
+) -> Vec<(String, String, String)> {
+    let leases = ok(sink.read_leases(tables).await, || format!("{}: read_leases", subject.says(check))).await;
+    for lease in &leases {
+        assert!(
+            lease.expires_in > Duration::ZERO && lease.expires_in <= ttl + Duration::from_secs(1),
+            "{}: lease {lease} should expire within {ttl:?}",
+            subject.says(check)
+        );
+    }
+    let mut out: Vec<_> = leases.into_iter().map(|l| (l.table.table, l.owner, l.holder)).collect();
+    out.sort();
+    out
+}
+
+async fn acquire(
+    sink: &mut dyn Sink,
+    subject: &Subject,
+    check: &str,
+    tables: &[Arc<TableSchema>],
+    request: &LeaseRequest,
+) -> Vec<Lease> {
+    ok(sink.acquire_leases(tables, request).await, || {
+        format!("{}: acquire_leases by '{}' (take over: {})", subject.says(check), request.owner, request.take_over)
+    })
+    .await
+}
+
+/// Leases: a pipeline takes the lease of its tables; the same name (a restart) gets it back at once; a
+/// second name is refused (the answer names the owner) until the lease expires or it takes over, and
+/// the first then finds it lost; a lease covers its own table only; releasing removes only one's own.
+pub async fn leases_keep_other_pipelines_out(sink: &mut dyn Sink, subject: &Subject, database: &str) {
+    let check = "leases";
+    let simple = simple_table(database);
+    let named = |name: &str| table(database, name, simple.columns.clone(), simple.primary_key.clone());
+    let (t1, t2, t3, t4) = (named("kit_lease"), named("kit_lease2"), named("kit_lease3"), named("kit_lease4"));
+    let all = [t1.clone(), t2.clone(), t3.clone(), t4.clone()];
+    let (a, b) = (unique("kit_owner_a"), unique("kit_owner_b"));
+    let ttl = Duration::from_secs(30);
+    assert!(
+        leases_of(sink, subject, check, &all, ttl).await.is_empty(),
+        "{}: fresh tables have no lease",
+        subject.says(check)
+    );
+    let both = [t1.clone(), t2.clone()];
+    let refused = acquire(sink, subject, check, &both, &lease_request(&a, "host-a:1", ttl, false)).await;
+    assert!(refused.is_empty(), "{}: free leases were refused: {refused:?}", subject.says(check));
+    let held = |owner: &str, holder: &str, names: &[&str]| -> Vec<(String, String, String)> {
+        names.iter().map(|n| (n.to_string(), owner.to_string(), holder.to_string())).collect()
+    };
+    assert_eq!(
+        leases_of(sink, subject, check, &all, ttl).await,
+        held(&a, "host-a:1", &["kit_lease", "kit_lease2"]),
+        "{}: leases after the first acquire",
+        subject.says(check)
+    );
+    // The same pipeline restarted (kill -9, another process): its own leases come back at once.
+    let mut other = (subject.reopen)().await;
+    let refused = acquire(&mut *other, subject, check, &both, &lease_request(&a, "host-a:2", ttl, false)).await;
+    assert!(refused.is_empty(), "{}: a restart under the same name was refused: {refused:?}", subject.says(check));
+    assert_eq!(
+        leases_of(sink, subject, check, &both, ttl).await,
+        held(&a, "host-a:2", &["kit_lease", "kit_lease2"]),
+        "{}: the restart renewed the leases under its own holder",
+        subject.says(check)
+    );
+    // Another pipeline: refused on the leased table, with the owner named; a free table is its own.
+    let refused =
+        acquire(&mut *other, subject, check, &[t1.clone(), t3.clone()], &lease_request(&b, "host-b:1", ttl, false))
+            .await;
+    let refused: Vec<_> = refused.into_iter().map(|l| (l.table.table, l.owner, l.holder)).collect();
+    assert_eq!(
+        refused,
+        held(&a, "host-a:2", &["kit_lease"]),
+        "{}: what another pipeline is refused",
+        subject.says(check)
+    );
+    assert_eq!(
+        leases_of(sink, subject, check, &all, ttl).await,
+        vec![
+            ("kit_lease".to_string(), a.clone(), "host-a:2".to_string()),
+            ("kit_lease2".to_string(), a.clone(), "host-a:2".to_string()),
+            ("kit_lease3".to_string(), b.clone(), "host-b:1".to_string()),
+        ],
+        "{}: a refused lease stays its owner's; the free one is taken",
+        subject.says(check)
+    );
+    // Releasing gives up only one's own leases.
+    ok(sink.release_leases(std::slice::from_ref(&t3), &a).await, || format!("{}: release_leases", subject.says(check)))
+        .await;
+    assert_eq!(
+        leases_of(sink, subject, check, std::slice::from_ref(&t3), ttl).await,
+        held(&b, "host-b:1", &["kit_lease3"]),
+        "{}: releasing another owner's lease removed it",
+        subject.says(check)
+    );
+    // Taking over, explicitly: the old owner's next renewal finds the lease lost.
+    let refused =
+        acquire(&mut *other, subject, check, std::slice::from_ref(&t1), &lease_request(&b, "host-b:1", ttl, true))
+            .await;
+    assert!(refused.is_empty(), "{}: a take-over was refused: {refused:?}", subject.says(check));
+    let lost = acquire(sink, subject, check, &both, &lease_request(&a, "host-a:2", ttl, false)).await;
+    let lost: Vec<_> = lost.into_iter().map(|l| (l.table.table, l.owner)).collect();
+    assert_eq!(lost, vec![("kit_lease".to_string(), b.clone())], "{}: renewal after a take-over", subject.says(check));
+    // An expired lease is free for anyone.
+    let short = Duration::from_secs(1);
+    let refused =
+        acquire(sink, subject, check, std::slice::from_ref(&t4), &lease_request(&a, "host-a:2", short, false)).await;
+    assert!(refused.is_empty(), "{}: {refused:?}", subject.says(check));
+    let taken_at = Instant::now();
+    let refused =
+        acquire(&mut *other, subject, check, std::slice::from_ref(&t4), &lease_request(&b, "host-b:1", ttl, false))
+            .await;
+    assert_eq!(refused.len(), 1, "{}: a fresh 1 s lease was not refused", subject.says(check));
+    loop {
+        let refused =
+            acquire(&mut *other, subject, check, std::slice::from_ref(&t4), &lease_request(&b, "host-b:1", ttl, false))
+                .await;
+        if refused.is_empty() {
+            break;
+        }
+        assert!(
+            taken_at.elapsed() < Duration::from_secs(15),
+            "{}: a 1 s lease still refused after 15 s: {refused:?}",
+            subject.says(check)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        leases_of(sink, subject, check, std::slice::from_ref(&t4), ttl).await,
+        held(&b, "host-b:1", &["kit_lease4"]),
+        "{}: the expired lease went to the other pipeline",
+        subject.says(check)
+    );
+    ok(other.release_leases(&all, &b).await, || format!("{}: release_leases", subject.says(check))).await;
+    ok(sink.release_leases(&all, &a).await, || format!("{}: release_leases", subject.says(check))).await;
+    ok(sink.release_leases(&all, &a).await, || format!("{}: release_leases again", subject.says(check))).await;
+    assert!(
+        leases_of(sink, subject, check, &all, ttl).await.is_empty(),
+        "{}: leases left after every owner released",
+        subject.says(check)
+    );
 }

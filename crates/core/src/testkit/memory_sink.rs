@@ -10,13 +10,14 @@
 //!   applies while the pipeline owns the sink.
 
 use crate::collapse::check_change;
+use crate::lease::{Lease, LeaseRequest};
 use crate::rowhash::row_bytes;
 use crate::{Batch, Checkpoint, Op, Row, Sink, SinkError, TableId, TableSchema, Value};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What the Nth apply does instead of succeeding.
@@ -54,6 +55,8 @@ struct State {
     /// Time each apply takes.
     delay: Duration,
     merges: bool,
+    /// Leases by table: (owner, holder, expiry).
+    leases: HashMap<TableId, (String, String, Instant)>,
 }
 
 /// The shared state of a memory sink, its faults and its records.
@@ -271,5 +274,59 @@ impl Sink for MemorySink {
         let page: Vec<(&Vec<u8>, &(Vec<Value>, Row))> = rows.range((from, Bound::Unbounded)).take(limit).collect();
         let next = if page.len() == limit { page.last().map(|(k, _)| (*k).clone()) } else { None };
         Ok((page.into_iter().map(|(_, (key, _))| key.clone()).collect(), next))
+    }
+
+    async fn acquire_leases(
+        &mut self,
+        tables: &[Arc<TableSchema>],
+        request: &LeaseRequest,
+    ) -> Result<Vec<Lease>, SinkError> {
+        let mut s = self.handle.state();
+        let now = Instant::now();
+        let mut refused = Vec::new();
+        for table in tables {
+            match s.leases.get(&table.id) {
+                Some((owner, holder, expires)) if *expires > now && *owner != request.owner && !request.take_over => {
+                    refused.push(Lease {
+                        table: table.id.clone(),
+                        owner: owner.clone(),
+                        holder: holder.clone(),
+                        expires_in: *expires - now,
+                    });
+                }
+                _ => {
+                    s.leases
+                        .insert(table.id.clone(), (request.owner.clone(), request.holder.clone(), now + request.ttl));
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    async fn release_leases(&mut self, tables: &[Arc<TableSchema>], owner: &str) -> Result<(), SinkError> {
+        let mut s = self.handle.state();
+        for table in tables {
+            if s.leases.get(&table.id).is_some_and(|(o, _, _)| o == owner) {
+                s.leases.remove(&table.id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
+        let s = self.handle.state();
+        let now = Instant::now();
+        Ok(tables
+            .iter()
+            .filter_map(|t| {
+                let (owner, holder, expires) = s.leases.get(&t.id)?;
+                (*expires > now).then(|| Lease {
+                    table: t.id.clone(),
+                    owner: owner.clone(),
+                    holder: holder.clone(),
+                    expires_in: *expires - now,
+                })
+            })
+            .collect())
     }
 }
