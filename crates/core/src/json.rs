@@ -38,6 +38,11 @@
 //!
 //! Nesting: serde_json refuses JSON nested deeper than 128 levels. MariaDB's `JSON_VALID` refuses more than
 //! 31 levels and MySQL more than 100, so a JSON column value never reaches that limit.
+//!
+//! Keys are kept as they are (`""`, `$a`, `a.b`, escapes such as `\u0000`); what a sink cannot hold is said
+//! in its mapping. One known difference: an object with a duplicate key (`{"a":1,"a":2}`, which MariaDB
+//! accepts and keeps whole) keeps only the last member, as MySQL does; MariaDB's `JSON_EXTRACT` reads the
+//! first. Both sides of `verify` read it the same way, so it does not show as a difference.
 
 use serde_json::{Number, Value as J};
 
@@ -231,6 +236,37 @@ mod tests {
             NumberParts::parse("-0012.50e-3"),
             Some(NumberParts { negative: true, digits: "1250".into(), exponent: -5 })
         );
+    }
+
+    #[test]
+    fn checkpoints_keep_their_text_and_read_back_whole() {
+        use crate::{Checkpoint, Position, SnapshotProgress, TableId, Value};
+        let key = vec![
+            Value::Double(0.1),
+            Value::Float(1.5),
+            Value::UInt(u64::MAX),
+            Value::Int(i64::MIN),
+            Value::Decimal("-12.50".into()),
+            Value::Json(j("[1e400, 12345678901234567890123]")),
+        ];
+        let progress = SnapshotProgress { done: vec![], current: Some((TableId::new("d", "t"), key.clone())) };
+        let checkpoint = Checkpoint::snapshotting(Position::new("binlog.000001", 4), progress);
+        let text = checkpoint.to_json();
+        // The same text as serde_json writes without the feature for everything but the exact JSON number.
+        for part in [
+            r#"{"Double":0.1}"#,
+            r#"{"Float":1.5}"#,
+            r#"{"UInt":18446744073709551615}"#,
+            r#"{"Int":-9223372036854775808}"#,
+            r#"{"Json":[1e+400,12345678901234567890123]}"#,
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        let back = Checkpoint::from_json(&text).unwrap();
+        assert_eq!(back, checkpoint);
+        let Some((_, back_key)) = back.snapshot.unwrap().current else { panic!("no key") };
+        let Value::Json(json) = &back_key[5] else { panic!("not JSON") };
+        assert_eq!(json.to_string(), "[1e+400,12345678901234567890123]");
     }
 
     #[test]
