@@ -64,26 +64,22 @@ pub struct Charset {
 
 /// How a character set's bytes become UTF-8.
 enum Decoding {
+    /// UTF-8 (utf8mb4, utf8mb3).
     Utf8,
+    /// Two bytes big-endian per character, no surrogates (ucs2).
     Ucs2,
+    /// UTF-16 big-endian (utf16).
     Utf16Be,
+    /// UTF-16 little-endian (utf16le).
     Utf16Le,
+    /// Four bytes big-endian per character (utf32).
     Utf32,
     /// Bytes, not text: only ENUM/SET labels are read in it, as UTF-8.
     Binary,
     /// One byte per character: encoding_rs's table corrected by `fixes`, built once.
-    SingleByte {
-        encoding: &'static Encoding,
-        fixes: &'static [Fix],
-        table: OnceLock<Box<[Option<char>; 128]>>,
-    },
+    SingleByte { encoding: &'static Encoding, fixes: &'static [Fix], table: OnceLock<Box<[Option<char>; 128]>> },
     /// One to three bytes per character: units cut by `layout`, then `fixes`, then encoding_rs.
-    MultiByte {
-        encoding: &'static Encoding,
-        layout: Layout,
-        fixes: &'static [Fix],
-        private_use_refused: bool,
-    },
+    MultiByte { encoding: &'static Encoding, layout: Layout, fixes: &'static [Fix], private_use_refused: bool },
     /// Cannot be decoded exactly; the reason.
     Refused(&'static str),
 }
@@ -106,11 +102,15 @@ enum Layout {
 /// `count` consecutive codes from `code` decode to consecutive characters from `to`; `to == 0`: the
 /// server maps none of them (they are refused).
 struct Fix {
+    /// The first code (its bytes big-endian).
     code: u32,
+    /// How many consecutive codes.
     count: u32,
+    /// The character of `code` (0: refused).
     to: u32,
 }
 
+/// A [`Fix`]: `count` codes from `code` decode from `to` on, or are refused (`None`).
 const fn fix(code: u32, count: u32, to: Option<u32>) -> Fix {
     Fix {
         code,
@@ -153,6 +153,7 @@ impl Charset {
         }
     }
 
+    /// Decodes every form but UTF-8's own fast path.
     fn decode_slice(&self, b: &[u8]) -> DecodeResult<String> {
         let bad = |at: usize, len: usize| {
             format!("invalid {} text: bytes {} at offset {at} are not a character", self.name, hex(&b[at..], len))
@@ -290,6 +291,7 @@ fn decode_unit(encoding: &'static Encoding, unit: &[u8], out: &mut String) -> Op
     (matches!(result, DecoderResult::InputEmpty) && read == unit.len()).then_some(())
 }
 
+/// A character of a private use area (what user-defined codes decode to).
 fn is_private_use(c: char) -> bool {
     matches!(c as u32, 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
 }
@@ -409,10 +411,12 @@ static CHARSETS: [Charset; 41] = [
     refused("gb18030", "MySQL's gb18030 was not verified against encoding_rs's"),
 ];
 
+/// A single-byte character set.
 const fn single(name: &'static str, encoding: &'static Encoding, fixes: &'static [Fix]) -> Charset {
     Charset { name, decoding: Decoding::SingleByte { encoding, fixes, table: OnceLock::new() } }
 }
 
+/// A multi-byte character set.
 const fn multi(
     name: &'static str,
     encoding: &'static Encoding,
@@ -423,6 +427,7 @@ const fn multi(
     Charset { name, decoding: Decoding::MultiByte { encoding, layout, fixes, private_use_refused } }
 }
 
+/// A character set that cannot be decoded exactly.
 const fn refused(name: &'static str, why: &'static str) -> Charset {
     Charset { name, decoding: Decoding::Refused(why) }
 }
@@ -684,6 +689,7 @@ pub fn check(bytes: &[u8], id: u16) -> DecodeResult<()> {
     }
 }
 
+/// The error of a collation id missing from the table.
 fn unknown_id(id: u16) -> String {
     format!("collation id {id} is not one polyrepl knows, so its character set is unknown")
 }
