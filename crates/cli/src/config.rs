@@ -25,8 +25,8 @@ pub struct PipelineArgs {
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
-    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows, take_over, lease_seconds), and `[[sink]]`
-    /// sections, each with a
+    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, keep_dropped_tables,
+    /// take_over, lease_seconds), and `[[sink]]` sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// name is copied anew.
     #[arg(long, env = "POLYREPL_KEEP_DROPPED_TABLES")]
     pub keep_dropped_tables: bool,
+    /// A source transaction with more changes than this is applied in parts as it is read, so memory
+    /// stays bounded whatever its size; until its commit is applied, a reader of a sink can see part of
+    /// it, and a restart reads it again from its start [default: 20000].
+    #[arg(long, env = "POLYREPL_TRANSACTION_PART_CHANGES")]
+    pub transaction_part_changes: Option<usize>,
     /// Take the sink tables over from another pipeline (another --name) holding their leases; that
     /// pipeline stops at its next lease renewal. Without it, a run whose tables another live pipeline
     /// writes is refused at start-up, naming the table and the owner. A flag (or `take_over = true` in
@@ -105,6 +110,7 @@ struct FileConfig {
     batch_changes: Option<usize>,
     batch_delay_ms: Option<u64>,
     chunk_rows: Option<usize>,
+    transaction_part_changes: Option<usize>,
     #[serde(default)]
     take_over: bool,
     lease_seconds: Option<u64>,
@@ -199,6 +205,11 @@ impl RunArgs {
             batch_changes: self.batch_changes.or(file.batch_changes).unwrap_or(settings::DEFAULT_BATCH_CHANGES).max(1),
             batch_delay_ms: self.batch_delay_ms.or(file.batch_delay_ms).unwrap_or(settings::DEFAULT_BATCH_DELAY_MS),
             chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(settings::DEFAULT_CHUNK_ROWS).max(1),
+            transaction_part_changes: self
+                .transaction_part_changes
+                .or(file.transaction_part_changes)
+                .unwrap_or(settings::DEFAULT_TRANSACTION_PART_CHANGES)
+                .max(1),
             stop_at_end: self.stop_at_end,
             resnapshot: self.resnapshot,
             keep_dropped_tables: self.keep_dropped_tables || file.keep_dropped_tables,
@@ -261,6 +272,7 @@ mod tests {
             ("--batch-changes", settings::DEFAULT_BATCH_CHANGES.to_string()),
             ("--batch-delay-ms", settings::DEFAULT_BATCH_DELAY_MS.to_string()),
             ("--chunk-rows", settings::DEFAULT_CHUNK_ROWS.to_string()),
+            ("--transaction-part-changes", settings::DEFAULT_TRANSACTION_PART_CHANGES.to_string()),
             ("--name", settings::DEFAULT_NAME.to_string()),
             ("--lease-seconds", settings::DEFAULT_LEASE_SECONDS.to_string()),
         ] {

@@ -13,6 +13,7 @@
 pub mod checkpoints;
 pub mod control;
 pub mod error;
+pub mod history;
 pub mod leases;
 pub mod metrics;
 pub mod online;

@@ -32,14 +32,14 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     inbox: Inbox,
 ) -> Result<()> {
-    let Prepared { url, filter, tables, slots, mut leases } = prepared;
+    let Prepared { url, filter, tables, slots, mut leases, history_changed } = prepared;
     let checkpoints: Vec<Option<Checkpoint>> = slots.iter().map(|s| s.resume_from.clone()).collect();
     let ids: Vec<_> = tables.iter().map(|t| t.id.clone()).collect();
     let plan = StartPlan::from_checkpoints(&checkpoints).with_online_copies(&checkpoints, &ids);
     let (tx, rx) = mpsc::channel::<Batch>(4);
     let mut pipeline_task = tokio::spawn(pipeline::run(rx, slots, cfg.pipeline(), metrics.clone()));
 
-    let source = drive_source(&cfg, &url, &filter, &tables, plan, inbox, tx, &metrics, &mut shutdown);
+    let source = drive_source(&cfg, &url, &filter, &tables, plan, history_changed, inbox, tx, &metrics, &mut shutdown);
     tokio::pin!(source);
     let task_failed = |e: tokio::task::JoinError| EngineError::Internal(format!("the pipeline task failed: {e}"));
     {
@@ -76,6 +76,7 @@ async fn drive_source(
     filter: &TableFilter,
     tables: &[Arc<TableSchema>],
     plan: StartPlan,
+    history_changed: bool,
     mut inbox: Inbox,
     tx: mpsc::Sender<Batch>,
     metrics: &Metrics,
@@ -86,6 +87,7 @@ async fn drive_source(
         let start = SnapshotStart {
             resume: plan.resume_snapshot.clone(),
             sweep: cfg.resnapshot || plan.sweep_again,
+            empty_first: cfg.resnapshot && history_changed,
             selection: filter.clone(),
         };
         match run_snapshot(cfg, url, tables, start, &tx, metrics, shutdown).await? {
@@ -93,14 +95,14 @@ async fn drive_source(
             None => return Ok(()), // shut down mid-snapshot
         }
     }
-    let from = plan
-        .stream_from(snapshot_position.as_ref())
-        .ok_or_else(|| EngineError::Internal("no position to stream from: no checkpoint and no snapshot".into()))?;
+    let no_position = || EngineError::Internal("no position to stream from: no checkpoint and no snapshot".into());
+    let from = plan.stream_from(snapshot_position.as_ref()).ok_or_else(no_position)?;
+    let read_from = plan.read_from(snapshot_position.as_ref()).ok_or_else(no_position)?;
     for copy in &plan.copies {
         tracing::info!(table = %copy.table, resume_after = ?copy.after, "online copy planned: the table is copied while streaming goes on");
     }
     let mut online = OnlineCopies::new(url, cfg.chunk_rows, tables, plan.copies.clone(), filter.spec());
-    let streamed = stream(cfg, url, filter, from, &mut online, &mut inbox, &tx, metrics, shutdown).await;
+    let streamed = stream(cfg, url, filter, from, read_from, &mut online, &mut inbox, &tx, metrics, shutdown).await;
     online.close().await;
     streamed
 }

@@ -24,6 +24,9 @@ pub const HEARTBEAT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// how long a crashed pipeline keeps another name out of its tables.
 pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 
+/// Changes of one source transaction held in memory before they are applied in parts.
+pub const DEFAULT_TRANSACTION_PART_CHANGES: usize = polyrepl_mysql::binlog::PART_CHANGES;
+
 /// What to replicate, from where, to where, and how.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -52,6 +55,8 @@ pub struct RunConfig {
     pub lease_ttl: Duration,
     /// Take the sink tables' leases even from another pipeline that holds them.
     pub take_over: bool,
+    /// An open transaction's changes beyond which they are applied in parts (bounded memory).
+    pub transaction_part_changes: usize,
 }
 
 impl RunConfig {
@@ -72,6 +77,7 @@ impl RunConfig {
             keep_dropped_tables: false,
             lease_ttl: Duration::from_secs(DEFAULT_LEASE_SECONDS),
             take_over: false,
+            transaction_part_changes: DEFAULT_TRANSACTION_PART_CHANGES,
         }
     }
 

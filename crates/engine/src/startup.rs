@@ -6,12 +6,13 @@
 //! half-created.
 
 use crate::error::{EngineError, Result};
+use crate::history;
 use crate::leases::LeaseKeeper;
 use crate::pipeline::SinkSlot;
 use crate::registry::open_sink;
 use crate::settings::RunConfig;
 use polyrepl_core::redact::redact_url;
-use polyrepl_core::{Sink, TableFilter, TableSchema};
+use polyrepl_core::{Position, Sink, TableFilter, TableSchema};
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::Arc;
 
@@ -23,6 +24,9 @@ pub struct Prepared {
     pub slots: Vec<SinkSlot>,
     /// The run's leases on its sink tables: renewed while it runs, released when it stops cleanly.
     pub leases: LeaseKeeper,
+    /// With `--resnapshot`: some sink's checkpoint came from another binlog history
+    /// ([`crate::history`]), so the sink tables are emptied before the copy.
+    pub history_changed: bool,
 }
 
 /// Checks the source, opens and prepares every sink and loads its checkpoint (ignored with
@@ -36,8 +40,11 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
         sinks.push(open_sink(sink_url, &cfg.name).await?);
     }
     let leases = LeaseKeeper::acquire(cfg, &report.tables).await?;
-    match open_slots(cfg, sinks, &report.tables).await {
-        Ok(slots) => Ok(Prepared { url, filter, tables: report.tables, slots, leases }),
+    let source_end = polyrepl_mysql::current_position(&url).await?;
+    match open_slots(cfg, sinks, &report.tables, &source_end).await {
+        Ok((slots, history_changed)) => {
+            Ok(Prepared { url, filter, tables: report.tables, slots, leases, history_changed })
+        }
         Err(e) => {
             leases.release().await;
             Err(e)
@@ -45,12 +52,15 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     }
 }
 
-/// Prepares every sink and loads its checkpoint.
+/// Prepares every sink and loads its checkpoint, refusing one from another binlog history than the
+/// source's (which ends at `source_end`) unless `--resnapshot`; says whether there was such a one.
 async fn open_slots(
     cfg: &RunConfig,
     mut sinks: Vec<Box<dyn Sink>>,
     tables: &[Arc<TableSchema>],
-) -> Result<Vec<SinkSlot>> {
+    source_end: &Position,
+) -> Result<(Vec<SinkSlot>, bool)> {
+    let mut history_changed = false;
     for sink in sinks.iter_mut() {
         let step = format!("preparing the sink {}", sink.name());
         sink.prepare(tables).await.map_err(EngineError::sink_step(step))?;
@@ -59,6 +69,20 @@ async fn open_slots(
     for mut sink in sinks {
         let step = format!("reading the checkpoint of {}", sink.name());
         let held = sink.load_checkpoint(&cfg.name).await.map_err(EngineError::sink_step(step))?;
+        if let Some(why) = held.as_ref().and_then(|c| history::foreign_to(&c.position, source_end)) {
+            if !cfg.resnapshot {
+                return Err(EngineError::Settings(format!(
+                    "{}: the checkpoint of pipeline '{}' is not from the source's binlog history: {why}. The source \
+                     was reset (RESET MASTER) or is another server, so streaming from the checkpoint would skip or \
+                     misread changes. Fix: polyrepl run --resnapshot with the same flags (the sink tables are \
+                     emptied and copied again)",
+                    sink.name(),
+                    cfg.name
+                )));
+            }
+            tracing::warn!(sink = sink.name(), %why, "--resnapshot from another binlog history: the sink tables are emptied first");
+            history_changed = true;
+        }
         let resume_from = if cfg.resnapshot { None } else { held.clone() };
         match &resume_from {
             _ if cfg.resnapshot => tracing::info!(
@@ -77,5 +101,5 @@ async fn open_slots(
         slots.push(SinkSlot { sink, resume_from });
     }
     tracing::debug!(source = %redact_url(&cfg.source), sinks = slots.len(), "start-up checks passed");
-    Ok(slots)
+    Ok((slots, history_changed))
 }
