@@ -19,14 +19,17 @@
 //! Modules, one job each: [`connection`] (URL, options, handshake probe, session), [`naming`] (what
 //! Cassandra can name), [`ddl`] (keyspaces, tables, added columns), [`mapping`] (values ⇄ CQL),
 //! [`timestamp`] (write timestamps from positions), [`plan`] (collapse a batch per key), [`write`](mod@write)
-//! (prepared statements, concurrent execution), [`checkpoint`] (resume point), [`error`] (transient vs
-//! definite).
+//! (prepared statements, concurrent execution), [`checkpoint`] (resume point), [`lease`] (who owns a
+//! table), [`limits`] + [`dead_letter`] (rows Cassandra refuses, `--on-unmappable`), [`error`]
+//! (transient vs definite).
 
 pub mod checkpoint;
 pub mod connection;
 pub mod ddl;
+pub mod dead_letter;
 pub mod error;
 pub mod lease;
+pub mod limits;
 pub mod mapping;
 pub mod naming;
 pub mod plan;

@@ -12,11 +12,12 @@
 use polyrepl_core::TableSchema;
 
 use crate::checkpoint::{CHECKPOINT_KEYSPACE, CHECKPOINT_TABLE};
+use crate::dead_letter::DEAD_LETTER_TABLE;
 use crate::lease::LEASE_TABLE;
 
 /// The tables of keyspace `polyrepl` where polyrepl keeps its own state: a source table that would be
 /// stored in one of them is refused.
-pub const OWN_TABLES: &[&str] = &[CHECKPOINT_TABLE, LEASE_TABLE];
+pub const OWN_TABLES: &[&str] = &[CHECKPOINT_TABLE, LEASE_TABLE, DEAD_LETTER_TABLE];
 use crate::mapping::cql_type;
 
 /// Longest keyspace or table name Cassandra accepts.
@@ -56,7 +57,7 @@ pub fn check_names(table: &TableSchema) -> Result<(), String> {
     if table.id.database == CHECKPOINT_KEYSPACE && OWN_TABLES.contains(&table.id.table.as_str()) {
         return Err(format!(
             "table {} would be stored in {CHECKPOINT_KEYSPACE}.{}, where polyrepl keeps its own state \
-             (checkpoints, leases): exclude the table",
+             (checkpoints, leases, dead letters): exclude the table",
             table.id, table.id.table
         ));
     }

@@ -9,12 +9,17 @@
 //!   a delete becomes a DELETE of the partition. Both are idempotent.
 //! - Collapsing and the shape checks (no key, wrong row length: an error, never skipped) are core's
 //!   ([`polyrepl_core::collapse`]); a table Cassandra cannot hold is refused before its first change.
+//! - A row Cassandra would refuse ([`crate::limits`]) is set aside before anything is written
+//!   ([`plan_within`]): a row too large becomes a delete of its key (no older image stays); a key too
+//!   long is no write at all (such a key cannot be stored, so there is nothing to delete). The sink's
+//!   [`polyrepl_core::RowPolicy`] decides whether the batch may go on at all.
 
 use std::sync::Arc;
 
 use polyrepl_core::rowhash::row_bytes;
-use polyrepl_core::{collapse, Batch, TableSchema, Value};
+use polyrepl_core::{collapse, Batch, TableSchema, Unmappable, Value};
 
+use crate::limits::{refused_key, refused_row, ServerLimits};
 use crate::naming::check_table;
 use crate::timestamp::write_timestamp;
 
@@ -38,21 +43,48 @@ pub struct KeyWrite<'a> {
     pub timestamp: i64,
 }
 
-/// Collapses the batch's changes per key. Writes appear in the order of each key's first change.
+/// Collapses the batch's changes per key, assuming Cassandra's default limits. Writes appear in the
+/// order of each key's first change.
 pub fn plan(batch: &Batch) -> Result<Vec<KeyWrite<'_>>, String> {
+    plan_within(batch, &ServerLimits::default()).map(|(writes, _)| writes)
+}
+
+/// [`plan`], setting aside the rows the server's `limits` refuse (returned apart; see the module
+/// notes).
+pub fn plan_within<'a>(
+    batch: &'a Batch,
+    limits: &ServerLimits,
+) -> Result<(Vec<KeyWrite<'a>>, Vec<Unmappable<'a>>), String> {
     let snapshot = batch.checkpoint.snapshot.is_some();
     // A key is its table and the canonical encoding of its values (exact, and cheap to build).
     let keys = collapse(&batch.changes, check_table, |change| Ok((&change.table.id, row_bytes(&change.key))))?;
-    keys.into_iter()
-        .map(|k| {
-            let change = k.last;
-            let seq = if snapshot { 0 } else { change.seq };
-            let timestamp =
-                write_timestamp(&change.position, seq).map_err(|e| format!("table {}: {e}", change.table.id))?;
-            let kind = k.row().map_or(WriteKind::Delete, WriteKind::Upsert);
-            Ok(KeyWrite { table: &change.table, key: &change.key, kind, timestamp })
-        })
-        .collect()
+    let mut writes = Vec::with_capacity(keys.len());
+    let mut unmappable = Vec::new();
+    for k in keys {
+        let change = k.last;
+        let key_parts: Vec<&Value> = change.key.iter().collect();
+        if let Some(reason) = refused_key(&key_parts) {
+            if k.row().is_some() {
+                unmappable.push(Unmappable { change, reason, remove_key: false });
+            }
+            continue;
+        }
+        let seq = if snapshot { 0 } else { change.seq };
+        let timestamp =
+            write_timestamp(&change.position, seq).map_err(|e| format!("table {}: {e}", change.table.id))?;
+        let kind = match k.row() {
+            Some(row) => match refused_row(row, limits) {
+                Some(reason) => {
+                    unmappable.push(Unmappable { change, reason, remove_key: true });
+                    WriteKind::Delete
+                }
+                None => WriteKind::Upsert(row),
+            },
+            None => WriteKind::Delete,
+        };
+        writes.push(KeyWrite { table: &change.table, key: &change.key, kind, timestamp });
+    }
+    Ok((writes, unmappable))
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use polyrepl_core::{Batch, Checkpoint, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_core::{
+    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, Sink, SinkError, TableSchema, Value,
+};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row as CqlRow};
@@ -25,9 +27,10 @@ use crate::checkpoint::{self, now_micros};
 use crate::connection::{connect, sink_name, url_options, CassandraOptions};
 use crate::ddl::Catalog;
 use crate::error::classify;
+use crate::limits::ServerLimits;
 use crate::mapping::{from_cql, MappingCounts, MappingStats};
 use crate::naming::{check_names, check_table};
-use crate::plan::{plan, WriteKind};
+use crate::plan::{plan_within, WriteKind};
 use crate::write::{delete_cql, execute_all, insert_cql, key_values, row_values, select_cql, Bound, Statements};
 
 /// A Cassandra sink: one keyspace per source database, one table per source table, one partition per
@@ -43,7 +46,12 @@ pub struct CassandraSink {
     statements: Statements,
     checkpoint_table_ready: bool,
     lease_table_ready: bool,
+    dead_letter_table_ready: bool,
     last_checkpoint_timestamp: i64,
+    /// What the server refuses, read at connect.
+    limits: ServerLimits,
+    /// What to do with a row Cassandra cannot hold (`--on-unmappable`).
+    policy: RowPolicy,
 }
 
 impl CassandraSink {
@@ -55,6 +63,7 @@ impl CassandraSink {
     pub async fn connect(url: &str, pipeline: &str, options: CassandraOptions) -> Result<CassandraSink, SinkError> {
         let options = url_options(url, options).map_err(|m| SinkError::definite(&sink_name(url), m))?;
         let (session, name) = connect(url, &options).await?;
+        let limits = crate::limits::read(&session, &name).await;
         Ok(CassandraSink {
             session,
             name,
@@ -66,8 +75,31 @@ impl CassandraSink {
             statements: Statements::default(),
             checkpoint_table_ready: false,
             lease_table_ready: false,
+            dead_letter_table_ready: false,
             last_checkpoint_timestamp: 0,
+            limits,
+            policy: RowPolicy::default(),
         })
+    }
+
+    /// This sink, treating rows Cassandra cannot hold ([`crate::limits`]) as `policy` says
+    /// ([`polyrepl_core::unmappable`]; dead letters go to `polyrepl.polyrepl_dead_letters`).
+    pub fn with_row_policy(mut self, policy: RowPolicy) -> CassandraSink {
+        self.policy = policy;
+        self
+    }
+
+    /// The server's limits read at connect.
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
+    }
+
+    async fn ensure_dead_letter_table(&mut self) -> Result<(), SinkError> {
+        if !self.dead_letter_table_ready {
+            crate::dead_letter::ensure(&self.session, &self.name, &self.replication).await?;
+            self.dead_letter_table_ready = true;
+        }
+        Ok(())
     }
 
     /// The pipeline name checkpoints are stored under.
@@ -152,7 +184,8 @@ impl Sink for CassandraSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let writes = plan(batch).map_err(|m| SinkError::definite(&self.name, m))?;
+        let (writes, unmappable) = plan_within(batch, &self.limits).map_err(|m| SinkError::definite(&self.name, m))?;
+        self.policy.check(&self.name, &unmappable, crate::dead_letter::PLACE)?;
         // Every schema of the batch (compared by pointer first, then by column list in the catalog).
         let mut seen: HashSet<usize> = HashSet::new();
         for change in &batch.changes {
@@ -199,11 +232,17 @@ impl Sink for CassandraSink {
             format!("{verb} key {:?} of {}", write.key, write.table.id)
         };
         execute_all(&self.session, &self.name, bound, self.options.max_in_flight, &describe).await?;
+        let letters = self.policy.dead_letters(&self.name, &self.pipeline, &unmappable);
+        if !letters.is_empty() {
+            self.ensure_dead_letter_table().await?;
+            crate::dead_letter::store(&self.session, &self.name, &letters).await?;
+        }
         self.ensure_checkpoint_table().await?;
         let timestamp = now_micros().max(self.last_checkpoint_timestamp + 1);
         let statement = self.statements.get(&self.session, &self.name, &checkpoint::store_cql()).await?;
         checkpoint::store(&self.session, &self.name, &statement, &self.pipeline, &batch.checkpoint, timestamp).await?;
         self.last_checkpoint_timestamp = timestamp;
+        self.policy.record(&self.name, &unmappable);
         Ok(())
     }
 
@@ -310,5 +349,14 @@ impl Sink for CassandraSink {
     async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
         self.prepare_leases(tables).await?;
         crate::lease::read(&self.session, &self.name, tables).await
+    }
+
+    fn row_policy(&self) -> &RowPolicy {
+        &self.policy
+    }
+
+    async fn read_dead_letters(&mut self, pipeline: &str) -> Result<Vec<DeadLetter>, SinkError> {
+        self.ensure_dead_letter_table().await?;
+        crate::dead_letter::load(&self.session, &self.name, pipeline).await
     }
 }

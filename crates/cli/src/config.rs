@@ -26,7 +26,7 @@ pub struct PipelineArgs {
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
     /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, keep_dropped_tables,
-    /// take_over, lease_seconds), and `[[sink]]` sections, each with a
+    /// take_over, lease_seconds, on_unmappable), and `[[sink]]` sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
     pub config: Option<PathBuf>,
@@ -85,6 +85,15 @@ pub struct RunArgs {
     /// the same --name always gets its own leases back [default: 30].
     #[arg(long, env = "POLYREPL_LEASE_SECONDS")]
     pub lease_seconds: Option<u64>,
+    /// What a sink does with a row it cannot hold (a MongoDB document over 16 MiB, a Redis value over
+    /// proto-max-bulk-len, a Cassandra key over 64 KiB or row over its write size…): `stop` the sink
+    /// with an error naming the row and this flag; `skip` it in that sink (a WARN line, counted in
+    /// polyrepl_rows_skipped_total); or `dead-letter` it (also recorded in the sink: MongoDB
+    /// polyrepl._polyrepl_dead_letters, Redis polyrepl:dead_letters:<name>, Cassandra
+    /// polyrepl.polyrepl_dead_letters; counted in polyrepl_dead_letters_total). Either way the other
+    /// rows and the other sinks keep flowing, and the sink holds no row for that key [default: stop].
+    #[arg(long, env = "POLYREPL_ON_UNMAPPABLE", value_parser = ["stop", "skip", "dead-letter"])]
+    pub on_unmappable: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -114,6 +123,7 @@ struct FileConfig {
     #[serde(default)]
     take_over: bool,
     lease_seconds: Option<u64>,
+    on_unmappable: Option<String>,
 }
 
 /// A `[[sink]]` section: the sink's URL and, under `[sink.options]`, the options its URL query string
@@ -214,6 +224,12 @@ impl RunArgs {
             resnapshot: self.resnapshot,
             keep_dropped_tables: self.keep_dropped_tables || file.keep_dropped_tables,
             take_over: self.take_over || file.take_over,
+            on_unmappable: match self.on_unmappable.clone().or(file.on_unmappable) {
+                Some(text) => text.parse().map_err(|e: String| {
+                    anyhow::anyhow!("{e} (from --on-unmappable or `on_unmappable` in --config)")
+                })?,
+                None => polyrepl_core::OnUnmappable::Stop,
+            },
             lease_ttl: std::time::Duration::from_secs(
                 self.lease_seconds.or(file.lease_seconds).unwrap_or(settings::DEFAULT_LEASE_SECONDS).max(1),
             ),
@@ -280,6 +296,39 @@ mod tests {
             let section = section.split("\n\n").next().unwrap_or(section);
             assert!(section.contains(&format!("[default: {default}]")), "{flag}: {section}");
         }
+    }
+
+    #[test]
+    fn ownership_and_unmappable_rows_come_from_flags_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("run.toml");
+        let base = "source = \"mysql://a@h:1\"\ntables = [\"x.*\"]\nsinks = [\"mongodb://h:2\"]\n";
+        std::fs::write(&f, format!("{base}take_over = true\nlease_seconds = 7\non_unmappable = \"dead-letter\"\n"))
+            .unwrap();
+        let from_file =
+            RunArgs { pipeline: PipelineArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() };
+        let c = from_file.resolve().unwrap().run;
+        assert!(c.take_over);
+        assert_eq!(c.lease_ttl, std::time::Duration::from_secs(7));
+        assert_eq!(c.on_unmappable, polyrepl_core::OnUnmappable::DeadLetter);
+        let flag = RunArgs { on_unmappable: Some("skip".into()), ..from_file };
+        assert_eq!(flag.resolve().unwrap().run.on_unmappable, polyrepl_core::OnUnmappable::Skip);
+        std::fs::write(&f, base).unwrap();
+        let c =
+            RunArgs { pipeline: PipelineArgs { config: Some(f.clone()), ..Default::default() }, ..Default::default() }
+                .resolve()
+                .unwrap()
+                .run;
+        assert_eq!((c.take_over, c.on_unmappable), (false, polyrepl_core::OnUnmappable::Stop));
+        assert_eq!(c.lease_ttl, std::time::Duration::from_secs(settings::DEFAULT_LEASE_SECONDS));
+        std::fs::write(&f, format!("{base}on_unmappable = \"later\"\n")).unwrap();
+        let err = format!(
+            "{:#}",
+            RunArgs { pipeline: PipelineArgs { config: Some(f), ..Default::default() }, ..Default::default() }
+                .resolve()
+                .unwrap_err()
+        );
+        assert!(err.contains("--on-unmappable") && err.contains("stop, skip or dead-letter"), "{err}");
     }
 
     #[test]

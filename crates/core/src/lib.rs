@@ -17,6 +17,7 @@ pub mod sink;
 pub mod tables;
 #[cfg(feature = "test-utils")]
 pub mod testkit;
+pub mod unmappable;
 pub mod value;
 
 pub use change::{Batch, Change, Op, Row, TableOp};
@@ -27,4 +28,5 @@ pub use position::Position;
 pub use schema::{Column, ColumnKind, TableId, TableSchema};
 pub use sink::{Sink, SinkError};
 pub use tables::TableFilter;
+pub use unmappable::{DeadLetter, OnUnmappable, RowPolicy, Unmappable};
 pub use value::{Date, DateTime, Time, Value};

@@ -2,10 +2,13 @@
 //!
 //! Every method is required (no no-op defaults: a sink that forgets one must not compile).
 //!
-//! Besides rows and checkpoints, a sink keeps the leases saying which pipeline owns each sink table
-//! ([`crate::lease`]), next to its checkpoints.
+//! Besides rows and checkpoints, a sink keeps two more things of polyrepl's own, next to its
+//! checkpoints: the leases saying which pipeline owns each sink table ([`crate::lease`]), and the
+//! records of the rows it could not hold under the `dead-letter` policy ([`crate::unmappable`]). Which
+//! rows it cannot hold it finds itself, while planning a batch, and treats them as the
+//! [`crate::RowPolicy`] it was opened with says.
 
-use crate::{Batch, Checkpoint, Lease, LeaseRequest, Row, TableSchema, Value};
+use crate::{Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, TableSchema, Value};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -47,7 +50,10 @@ pub trait Sink: Send {
     async fn prepare(&mut self, tables: &[Arc<TableSchema>]) -> Result<(), SinkError>;
 
     /// Applies every change of the batch, in order per key, and stores the batch's checkpoint.
-    /// Applying a batch twice has the effect of applying it once.
+    /// Applying a batch twice has the effect of applying it once. A row the sink cannot hold is treated
+    /// as its [`crate::RowPolicy`] says, found before anything is written: the batch fails definitely
+    /// (`stop`), or the row is left out (its key deleted where the sink can address it) and the rest
+    /// applied (`skip`), and recorded with the batch (`dead-letter`, see [`Sink::read_dead_letters`]).
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
 
     /// Whether the pipeline may hand this sink, when it is behind, the batches waiting in its queue as
@@ -103,4 +109,12 @@ pub trait Sink: Send {
 
     /// The leases on `tables` that have not expired, in any order.
     async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError>;
+
+    /// The policy the sink was opened with for rows it cannot hold, and its counts (which the pipeline
+    /// reports as metrics).
+    fn row_policy(&self) -> &RowPolicy;
+
+    /// The records of the rows `pipeline` left out of this sink under the `dead-letter` policy
+    /// ([`crate::unmappable`]), in any order.
+    async fn read_dead_letters(&mut self, pipeline: &str) -> Result<Vec<DeadLetter>, SinkError>;
 }

@@ -1,6 +1,7 @@
 //! Every metric a run keeps, in one place: counters kept with atomics. The binary renders them
 //! (Prometheus text on `/metrics`, JSON on `/status`).
 
+use polyrepl_core::unmappable::UnmappableCounts;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ pub struct SinkStats {
     pub position: Mutex<Option<String>>,
     /// Changes applied per source table.
     pub per_table: Mutex<BTreeMap<String, u64>>,
+    /// Rows the sink could not hold, skipped or dead-lettered per source table (`--on-unmappable`),
+    /// counted by the sink itself.
+    pub unmappable: Arc<UnmappableCounts>,
 }
 
 /// Counters of the source side.
@@ -55,7 +59,13 @@ pub fn now_millis() -> u64 {
 impl Metrics {
     /// Registers a sink and returns its counters.
     pub fn sink(&self, name: &str) -> Arc<SinkStats> {
-        let stats = Arc::new(SinkStats::default());
+        self.sink_with_counts(name, Arc::default())
+    }
+
+    /// Registers a sink whose counts of rows it could not hold are `unmappable`, and returns its
+    /// counters.
+    pub fn sink_with_counts(&self, name: &str, unmappable: Arc<UnmappableCounts>) -> Arc<SinkStats> {
+        let stats = Arc::new(SinkStats { unmappable, ..SinkStats::default() });
         *stats.state.lock().unwrap() = "starting".into();
         self.sinks.lock().unwrap().push((name.to_string(), stats.clone()));
         stats

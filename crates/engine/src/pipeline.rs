@@ -139,7 +139,7 @@ pub async fn run(
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = cfg.queue_changes.clamp(1, Semaphore::MAX_PERMITS);
         let capacity_kib = (cfg.queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        let stats = metrics.sink(slot.sink.name());
+        let stats = metrics.sink_with_counts(slot.sink.name(), slot.sink.row_policy().counts.clone());
         workers.spawn(sink_worker(slot, rx, stats, cfg.clone()));
         queues.push(Queue {
             tx,

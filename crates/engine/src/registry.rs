@@ -3,12 +3,17 @@
 
 use crate::error::{EngineError, Result};
 use polyrepl_core::redact::{redact_url, url_scheme};
-use polyrepl_core::{Sink, SinkError};
+use polyrepl_core::{RowPolicy, Sink, SinkError};
 use std::future::Future;
 use std::pin::Pin;
 
-/// Opens a sink from its URL for the pipeline named by the second argument.
-type Open = for<'a> fn(&'a str, &'a str) -> Pin<Box<dyn Future<Output = Result<Box<dyn Sink>, SinkError>> + Send + 'a>>;
+/// Opens a sink from its URL for the pipeline named by the second argument, treating rows it cannot hold
+/// as the policy says.
+type Open = for<'a> fn(
+    &'a str,
+    &'a str,
+    RowPolicy,
+) -> Pin<Box<dyn Future<Output = Result<Box<dyn Sink>, SinkError>> + Send + 'a>>;
 
 /// One kind of sink: the URL schemes that name it, an example for error messages, its constructor.
 pub struct SinkKind {
@@ -22,21 +27,33 @@ pub const SINKS: &[SinkKind] = &[
     SinkKind {
         schemes: &["mongodb", "mongodb+srv"],
         example: "mongodb://HOST:PORT",
-        open: |url, name| Box::pin(async move { Ok(boxed(polyrepl_mongo::MongoSink::connect(url, name).await?)) }),
+        open: |url, name, policy| {
+            Box::pin(
+                async move { Ok(boxed(polyrepl_mongo::MongoSink::connect(url, name).await?.with_row_policy(policy))) },
+            )
+        },
     },
     SinkKind {
         schemes: &["redis", "rediss", "redis+cluster", "valkey+cluster"],
         example: "redis://HOST:PORT or redis+cluster://HOST:PORT[,HOST:PORT]",
-        open: |url, name| {
-            Box::pin(async move { Ok(boxed(polyrepl_redis::RedisSink::connect(url, name, Default::default()).await?)) })
+        open: |url, name, policy| {
+            Box::pin(async move {
+                Ok(boxed(
+                    polyrepl_redis::RedisSink::connect(url, name, Default::default()).await?.with_row_policy(policy),
+                ))
+            })
         },
     },
     SinkKind {
         schemes: &["cassandra"],
         example: "cassandra://HOST:PORT[/KEYSPACE]",
-        open: |url, name| {
+        open: |url, name, policy| {
             Box::pin(async move {
-                Ok(boxed(polyrepl_cassandra::CassandraSink::connect(url, name, Default::default()).await?))
+                Ok(boxed(
+                    polyrepl_cassandra::CassandraSink::connect(url, name, Default::default())
+                        .await?
+                        .with_row_policy(policy),
+                ))
             })
         },
     },
@@ -52,8 +69,13 @@ pub fn kind_of(url: &str) -> Option<&'static SinkKind> {
     SINKS.iter().find(|k| k.schemes.contains(&scheme))
 }
 
-/// Opens the sink a URL names, for the pipeline `pipeline_name`.
+/// Opens the sink a URL names, for the pipeline `pipeline_name` (a row the sink cannot hold stops it).
 pub async fn open_sink(url: &str, pipeline_name: &str) -> Result<Box<dyn Sink>> {
+    open_sink_with(url, pipeline_name, RowPolicy::default()).await
+}
+
+/// [`open_sink`], treating rows the sink cannot hold as `policy` says (`--on-unmappable`).
+pub async fn open_sink_with(url: &str, pipeline_name: &str, policy: RowPolicy) -> Result<Box<dyn Sink>> {
     let Some(kind) = kind_of(url) else {
         let known: Vec<&str> = SINKS.iter().map(|k| k.example).collect();
         return Err(EngineError::Settings(format!(
@@ -62,7 +84,7 @@ pub async fn open_sink(url: &str, pipeline_name: &str) -> Result<Box<dyn Sink>> 
             known.join(", ")
         )));
     };
-    Ok((kind.open)(url, pipeline_name).await?)
+    Ok((kind.open)(url, pipeline_name, policy).await?)
 }
 
 #[cfg(test)]

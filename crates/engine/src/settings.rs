@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub lease_ttl: Duration,
     /// Take the sink tables' leases even from another pipeline that holds them.
     pub take_over: bool,
+    /// What a sink does with a row it cannot hold (`--on-unmappable`).
+    pub on_unmappable: polyrepl_core::OnUnmappable,
     /// An open transaction's changes beyond which they are applied in parts (bounded memory).
     pub transaction_part_changes: usize,
 }
@@ -77,6 +79,7 @@ impl RunConfig {
             keep_dropped_tables: false,
             lease_ttl: Duration::from_secs(DEFAULT_LEASE_SECONDS),
             take_over: false,
+            on_unmappable: polyrepl_core::OnUnmappable::Stop,
             transaction_part_changes: DEFAULT_TRANSACTION_PART_CHANGES,
         }
     }

@@ -9,10 +9,10 @@ use crate::error::{EngineError, Result};
 use crate::history;
 use crate::leases::LeaseKeeper;
 use crate::pipeline::SinkSlot;
-use crate::registry::open_sink;
+use crate::registry::open_sink_with;
 use crate::settings::RunConfig;
 use polyrepl_core::redact::redact_url;
-use polyrepl_core::{Position, Sink, TableFilter, TableSchema};
+use polyrepl_core::{Position, RowPolicy, Sink, TableFilter, TableSchema};
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::Arc;
 
@@ -37,7 +37,7 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     let report = polyrepl_mysql::checks::run_startup_checks(&url, &filter).await?;
     let mut sinks = Vec::new();
     for sink_url in &cfg.sinks {
-        sinks.push(open_sink(sink_url, &cfg.name).await?);
+        sinks.push(open_sink_with(sink_url, &cfg.name, RowPolicy::new(cfg.on_unmappable)).await?);
     }
     let leases = LeaseKeeper::acquire(cfg, &report.tables).await?;
     let source_end = polyrepl_mysql::current_position(&url).await?;

@@ -8,11 +8,13 @@
 //!
 //! Modules, one job each: [`connection`] (URL, handshake, server features), [`probe`] (is it MongoDB at
 //! all?), [`mapping`] + [`decimal`] (values ⇄ BSON), [`naming`] (where a row lives), [`plan`] (collapse a
-//! batch per key), [`write`] (bulk writes with chunking), [`checkpoint`] (resume point), [`error`]
-//! (transient vs definite).
+//! batch per key, setting aside documents over the server's size limit), [`write`] (bulk writes with
+//! chunking), [`checkpoint`] (resume point), [`lease`] (who owns a collection), [`dead_letter`] (rows
+//! left out under `--on-unmappable dead-letter`), [`error`] (transient vs definite).
 
 pub mod checkpoint;
 pub mod connection;
+pub mod dead_letter;
 pub mod decimal;
 pub mod error;
 pub mod fence;

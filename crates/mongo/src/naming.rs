@@ -11,11 +11,12 @@ use mongodb::bson::{Bson, Document, RawBson, RawDocumentBuf};
 use polyrepl_core::{TableSchema, Value};
 
 use crate::checkpoint::{CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
+use crate::dead_letter::DEAD_LETTER_COLLECTION;
 use crate::lease::LEASE_COLLECTION;
 
 /// The collections of database `polyrepl` where polyrepl keeps its own state: a source table that
 /// would be stored in one of them is refused.
-pub const OWN_COLLECTIONS: &[&str] = &[CHECKPOINT_COLLECTION, LEASE_COLLECTION];
+pub const OWN_COLLECTIONS: &[&str] = &[CHECKPOINT_COLLECTION, LEASE_COLLECTION, DEAD_LETTER_COLLECTION];
 use crate::mapping::Mapping;
 
 /// The field holding the primary key in every document.
@@ -66,7 +67,7 @@ pub fn check_names(table: &TableSchema) -> Result<(), String> {
     if db == CHECKPOINT_DATABASE && OWN_COLLECTIONS.contains(&coll.as_str()) {
         return Err(format!(
             "table {} would be stored in {CHECKPOINT_DATABASE}.{coll}, where polyrepl keeps its own state \
-             (checkpoints, leases): exclude the table",
+             (checkpoints, leases, dead letters): exclude the table",
             table.id
         ));
     }

@@ -8,12 +8,16 @@
 //!   Both are idempotent, so replaying a batch has the effect of applying it once.
 //! - Collapsing and the shape checks are core's ([`polyrepl_core::collapse`]); a table MongoDB cannot
 //!   name is an error too, never skipped. Documents are built for the last change of each key only.
+//! - A document larger than one write may carry (`max_write_bytes`: the server's document limit less
+//!   command overhead) is a row MongoDB cannot hold: it is returned in [`Planned::unmappable`] and its
+//!   key becomes a delete, so no older image of it stays (the sink's [`polyrepl_core::RowPolicy`]
+//!   decides whether the batch may go on at all).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use mongodb::bson::{Bson, RawDocumentBuf};
-use polyrepl_core::{collapse, Batch, TableId};
+use polyrepl_core::{collapse, Batch, TableId, Unmappable};
 
 use crate::mapping::Mapping;
 use crate::naming::{check_table, document_id, id_bytes, row_raw_document};
@@ -46,13 +50,27 @@ pub struct CollectionWrites {
     pub ops: Vec<WriteOp>,
 }
 
-/// Collapses and groups the batch's changes. Collections appear in the order of their first change.
-pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, String> {
+/// What a batch writes, and the rows MongoDB cannot hold.
+#[derive(Debug)]
+pub struct Planned<'a> {
+    /// Per collection, in the order of their first change.
+    pub groups: Vec<CollectionWrites>,
+    /// Rows whose document is over `max_write_bytes` (their keys are deleted in `groups`).
+    pub unmappable: Vec<Unmappable<'a>>,
+}
+
+/// Room a document leaves in one write statement for the rest of it (`q: {_id}`, `upsert`, …).
+const STATEMENT_OVERHEAD: usize = 64;
+
+/// Collapses and groups the batch's changes, setting aside documents over `max_write_bytes`.
+/// Collections appear in the order of their first change.
+pub fn plan<'a>(mapping: &Mapping, batch: &'a Batch, max_write_bytes: usize) -> Result<Planned<'a>, String> {
     let keys = collapse(&batch.changes, check_table, |change| {
         let id = document_id(mapping, &change.table, &change.key)?;
         Ok(DocumentKey { collection: &change.table.id, bytes: id_bytes(&id), id })
     })?;
     let mut groups: Vec<CollectionWrites> = Vec::new();
+    let mut unmappable = Vec::new();
     let mut group_of: HashMap<&TableId, usize> = HashMap::new();
     for key in keys {
         let table = &*key.last.table;
@@ -62,9 +80,24 @@ pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, S
             None => WriteOp::Delete { id },
             Some(row) => {
                 let document = row_raw_document(mapping, table, &id, row)?;
-                // A key whose first change in the batch is an insert was absent when the batch began (but
-                // on a replay), whatever came after: its final image can be inserted without a delete.
-                WriteOp::Upsert { id, document, fresh }
+                let bytes = document.as_bytes().len() + id_bytes(&id).len() + STATEMENT_OVERHEAD;
+                if bytes > max_write_bytes {
+                    unmappable.push(Unmappable {
+                        change: key.last,
+                        reason: format!(
+                            "its MongoDB document is {} bytes, more than the {max_write_bytes} bytes one write can \
+                             carry (the server's document size limit, maxBsonObjectSize, less command overhead)",
+                            document.as_bytes().len()
+                        ),
+                        remove_key: true,
+                    });
+                    WriteOp::Delete { id }
+                } else {
+                    // A key whose first change in the batch is an insert was absent when the batch began
+                    // (but on a replay), whatever came after: its final image can be inserted without a
+                    // delete.
+                    WriteOp::Upsert { id, document, fresh }
+                }
             }
         };
         let group = *group_of.entry(collection).or_insert_with(|| {
@@ -77,7 +110,7 @@ pub fn plan(mapping: &Mapping, batch: &Batch) -> Result<Vec<CollectionWrites>, S
         });
         groups[group].ops.push(op);
     }
-    Ok(groups)
+    Ok(Planned { groups, unmappable })
 }
 
 /// A document's identity within a batch: its collection and the exact bytes of its `_id` (the `_id`
@@ -155,7 +188,7 @@ mod tests {
             .collect();
         let batch = Batch::new(changes, Checkpoint::streaming(Position::new("b.000001", 4)));
         let mapping = Mapping::new(crate::mapping::ServerFeatures::FERRETDB_1, Default::default());
-        plan(&mapping, &batch).unwrap().remove(0).ops
+        plan(&mapping, &batch, 16 << 20).unwrap().groups.remove(0).ops
     }
 
     fn fresh(op: &WriteOp) -> Option<bool> {

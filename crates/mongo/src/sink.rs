@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
-use polyrepl_core::{Batch, Change, Checkpoint, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_core::{
+    Batch, Change, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, Sink, SinkError, TableSchema, Value,
+};
 
 use crate::checkpoint::{self, CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
 use crate::connection::{connect, ServerInfo};
@@ -46,6 +48,8 @@ pub struct MongoSink {
     doc_counts: DocCounts,
     collections: Vec<(String, String)>,
     fenced: bool,
+    /// What to do with a row MongoDB cannot hold (`--on-unmappable`).
+    policy: RowPolicy,
 }
 
 impl MongoSink {
@@ -67,7 +71,16 @@ impl MongoSink {
             doc_counts: DocCounts::default(),
             collections: Vec::new(),
             fenced: false,
+            policy: RowPolicy::default(),
         })
+    }
+
+    /// This sink, treating rows MongoDB cannot hold (a document over the server's size limit) as
+    /// `policy` says ([`polyrepl_core::unmappable`]; dead letters go to
+    /// `polyrepl._polyrepl_dead_letters`, [`crate::dead_letter`]).
+    pub fn with_row_policy(mut self, policy: RowPolicy) -> MongoSink {
+        self.policy = policy;
+        self
     }
 
     /// Lowers the per-command bounds of `update`/`delete` commands (never above the server's own
@@ -150,7 +163,10 @@ impl Sink for MongoSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let writes = plan(&self.mapping, batch).map_err(|m| SinkError::definite(&self.name, m))?;
+        let planned = plan(&self.mapping, batch, self.limits.max_command_bytes)
+            .map_err(|m| SinkError::definite(&self.name, m))?;
+        self.policy.check(&self.name, &planned.unmappable, crate::dead_letter::PLACE)?;
+        let writes = planned.groups;
         let mut delete_caps = Vec::new();
         if self.server.ferretdb_version.is_some() {
             if !self.fenced {
@@ -176,7 +192,11 @@ impl Sink for MongoSink {
             let upserts = group.ops.iter().filter(|op| matches!(op, WriteOp::Upsert { .. })).count();
             self.doc_counts.add(&group.database, &group.collection, upserts as u64);
         }
-        checkpoint::store(&self.client, &self.name, &self.pipeline, &batch.checkpoint).await
+        let letters = self.policy.dead_letters(&self.name, &self.pipeline, &planned.unmappable);
+        crate::dead_letter::store(&self.client, &self.name, &letters).await?;
+        checkpoint::store(&self.client, &self.name, &self.pipeline, &batch.checkpoint).await?;
+        self.policy.record(&self.name, &planned.unmappable);
+        Ok(())
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
@@ -267,6 +287,14 @@ impl Sink for MongoSink {
     async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
         self.check_lease_names(tables)?;
         crate::lease::read(&self.client, &self.name, tables).await
+    }
+
+    fn row_policy(&self) -> &RowPolicy {
+        &self.policy
+    }
+
+    async fn read_dead_letters(&mut self, pipeline: &str) -> Result<Vec<DeadLetter>, SinkError> {
+        crate::dead_letter::load(&self.client, &self.name, pipeline).await
     }
 }
 

@@ -9,6 +9,8 @@
 //! - checkpoint `polyrepl:checkpoint:<pipeline>` → STRING, the checkpoint JSON ([`checkpoint`]).
 //! - change stream `polyrepl:stream:DB:TABLE` → STREAM, when enabled ([`stream`] documents the entries).
 //! - lease `polyrepl:lease:[prefix]DB:TABLE` → HASH `owner`, `holder`, expiring ([`lease`]).
+//! - dead letters `polyrepl:dead_letters:<pipeline>` → HASH record id → record JSON, for rows the server
+//!   refuses under `--on-unmappable dead-letter` ([`limits`] says which).
 //!
 //! Writes: an insert or update is `DEL` + `HSET` of the whole row (so fields of columns that became NULL
 //! vanish), a delete is `DEL`; several changes to one key in a batch collapse to the last ([`plan`]). The
@@ -39,13 +41,15 @@
 //! Modules, one job each: [`connection`] (URL, probe, handshake), [`options`] (what to write besides
 //! rows), [`naming`] (where a row lives), [`mapping`] (values ⇄ field bytes), [`plan`] (collapse a batch
 //! per key), [`stream`] (change-stream entries), [`write`](mod@write) (MULTI/EXEC chunks), [`checkpoint`] (resume
-//! point), [`error`] (transient vs definite), [`layout`] (removing a table's keys).
+//! point), [`error`] (transient vs definite), [`layout`] (removing a table's keys), [`lease`] (who owns
+//! a table's keys), [`limits`] (what the server refuses, `--on-unmappable`).
 
 pub mod checkpoint;
 pub mod connection;
 pub mod error;
 pub mod layout;
 pub mod lease;
+pub mod limits;
 pub mod mapping;
 pub mod naming;
 pub mod options;

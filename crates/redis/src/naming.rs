@@ -9,6 +9,8 @@
 //! - Checkpoint: `polyrepl:checkpoint:<pipeline>` (a STRING holding the checkpoint JSON).
 //! - Change stream (optional): `polyrepl:stream:DB:TABLE`.
 //! - Lease of a table's rows: `polyrepl:lease:[prefix]DB:TABLE` ([`crate::lease`]).
+//! - Dead letters of a pipeline (`--on-unmappable dead-letter`): `polyrepl:dead_letters:<pipeline>`, a
+//!   HASH with one field per row left out (the record's id → its JSON).
 //!
 //! Invariants:
 //! - The same key always gives the same bytes: writes, deletes and `read_rows` agree.
@@ -27,10 +29,13 @@ pub const CHECKPOINT_KEY_PREFIX: &str = "polyrepl:checkpoint:";
 pub const STREAM_KEY_PREFIX: &str = "polyrepl:stream:";
 /// Prefix of every lease key.
 pub const LEASE_KEY_PREFIX: &str = "polyrepl:lease:";
+/// Prefix of every dead-letter key.
+pub const DEAD_LETTER_KEY_PREFIX: &str = "polyrepl:dead_letters:";
 
 /// The key prefixes where polyrepl keeps its own state: a table whose rows would start the same way
 /// (a source table `polyrepl.checkpoint`, … without a row-key prefix) is refused.
-pub const OWN_KEY_PREFIXES: &[&str] = &[CHECKPOINT_KEY_PREFIX, STREAM_KEY_PREFIX, LEASE_KEY_PREFIX];
+pub const OWN_KEY_PREFIXES: &[&str] =
+    &[CHECKPOINT_KEY_PREFIX, STREAM_KEY_PREFIX, LEASE_KEY_PREFIX, DEAD_LETTER_KEY_PREFIX];
 
 /// Why a table cannot be stored in Redis under the row-key prefix `prefix`, if it cannot.
 pub fn check_table(prefix: Option<&str>, table: &TableSchema) -> Result<(), String> {
@@ -51,7 +56,7 @@ pub fn check_names(prefix: Option<&str>, table: &TableSchema) -> Result<(), Stri
     if prefix.is_none() && OWN_KEY_PREFIXES.contains(&rows_at.as_str()) {
         return Err(format!(
             "the Redis keys of table {} ({rows_at}…) are where polyrepl keeps its own state (checkpoints, change \
-             streams, leases): give the Redis sink a key prefix (redis://HOST:PORT?prefix=app:) or exclude the table",
+             streams, leases, dead letters): give the Redis sink a key prefix (redis://HOST:PORT?prefix=app:) or exclude the table",
             table.id
         ));
     }
@@ -143,6 +148,11 @@ pub fn checkpoint_key(pipeline: &str) -> String {
     format!("{CHECKPOINT_KEY_PREFIX}{pipeline}")
 }
 
+/// The dead-letter key of `pipeline`.
+pub fn dead_letter_key(pipeline: &str) -> String {
+    format!("{DEAD_LETTER_KEY_PREFIX}{pipeline}")
+}
+
 /// The change-stream key of `table`.
 pub fn stream_key(table: &TableSchema) -> String {
     format!("{STREAM_KEY_PREFIX}{}:{}", table.id.database, table.id.table)
@@ -199,7 +209,7 @@ mod tests {
         t.id.database = "a:b".into();
         assert!(check_table(None, &t).is_err());
         // polyrepl's own keys: refused without a prefix, fine with one.
-        for own in ["checkpoint", "stream", "lease"] {
+        for own in ["checkpoint", "stream", "lease", "dead_letters"] {
             let mut t = table(vec![0]);
             t.id = polyrepl_core::TableId::new("polyrepl", own);
             let err = check_table(None, &t).unwrap_err();

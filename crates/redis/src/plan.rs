@@ -14,9 +14,18 @@
 //! - Stream entries are not collapsed: one per change, in batch order.
 //! - Collapsing and the shape checks (key of the wrong length or NULL, row of the wrong length, no row
 //!   image: an error, never skipped) are core's ([`polyrepl_core::collapse`]).
+//! - A row the server would refuse ([`crate::limits`]: a key or value over `proto-max-bulk-len`, an
+//!   `HSET` over `client-query-buffer-limit`) is set aside as unmappable before anything is written
+//!   ([`plan_within`]): its key is deleted instead (nothing, when the key itself is too long: such a key
+//!   cannot exist), and so is a stream entry over the bulk limit. The sink's
+//!   [`polyrepl_core::RowPolicy`] decides whether the batch may go on at all.
+//! - Dead-letter records are written last, after the rows and stream entries ([`Plan::dead_letters`]).
 
-use polyrepl_core::{collapse, Batch, Column, Value};
+use std::collections::HashSet;
 
+use polyrepl_core::{collapse, Batch, Column, Unmappable, Value};
+
+use crate::limits::{field_len, ServerLimits};
 use crate::naming::{check_table, row_key, stream_key};
 use crate::stream::envelope;
 
@@ -94,6 +103,14 @@ pub struct StreamAppend {
     pub event: String,
 }
 
+/// One dead-letter record: `HSET key field json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterWrite {
+    pub key: String,
+    pub field: String,
+    pub json: String,
+}
+
 /// What one batch writes, before chunking.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan<'a> {
@@ -101,26 +118,106 @@ pub struct Plan<'a> {
     pub rows: Vec<RowWrite<'a>>,
     /// Stream entries in batch order (empty without the stream option).
     pub appends: Vec<StreamAppend>,
+    /// Records of rows left out (`--on-unmappable dead-letter`), written after the rest.
+    pub dead_letters: Vec<DeadLetterWrite>,
 }
 
-/// Collapses the batch's changes per key and builds the stream entries when `with_stream`.
+/// Collapses the batch's changes per key and builds the stream entries when `with_stream`, assuming
+/// Redis's default limits.
 pub fn plan<'a>(batch: &'a Batch, prefix: Option<&str>, with_stream: bool) -> Result<Plan<'a>, String> {
+    plan_within(batch, prefix, with_stream, &ServerLimits::default()).map(|(plan, _)| plan)
+}
+
+/// [`plan`], setting aside the rows (and stream entries) the server's `limits` refuse: returned
+/// apart, their keys deleted in the plan (see the module notes).
+pub fn plan_within<'a>(
+    batch: &'a Batch,
+    prefix: Option<&str>,
+    with_stream: bool,
+    limits: &ServerLimits,
+) -> Result<(Plan<'a>, Vec<Unmappable<'a>>), String> {
     let keys =
         collapse(&batch.changes, |t| check_table(prefix, t), |change| row_key(prefix, &change.table, &change.key))?;
-    let rows = keys
-        .into_iter()
-        .map(|k| match k.row() {
-            Some(row) => RowWrite::Upsert { born: k.born(), key: k.identity, columns: &k.last.table.columns, row },
-            None => RowWrite::Delete { key: k.identity },
-        })
-        .collect();
+    let mut unmappable = Vec::new();
+    let mut set_aside: HashSet<Vec<u8>> = HashSet::new();
+    let mut rows = Vec::with_capacity(keys.len());
+    for k in keys {
+        if k.identity.len() > limits.bulk {
+            // Such a key cannot be in Redis: nothing to delete.
+            if k.row().is_some() {
+                unmappable.push(Unmappable {
+                    change: k.last,
+                    reason: format!(
+                        "its Redis key is {} bytes, more than the server's proto-max-bulk-len of {} bytes",
+                        k.identity.len(),
+                        limits.bulk
+                    ),
+                    remove_key: false,
+                });
+            }
+            set_aside.insert(k.identity);
+            continue;
+        }
+        let Some(row) = k.row() else {
+            rows.push(RowWrite::Delete { key: k.identity });
+            continue;
+        };
+        let columns = &k.last.table.columns;
+        match refused_row(&k.identity, columns, row, limits) {
+            Some(reason) => {
+                unmappable.push(Unmappable { change: k.last, reason, remove_key: true });
+                set_aside.insert(k.identity.clone());
+                rows.push(RowWrite::Delete { key: k.identity });
+            }
+            None => rows.push(RowWrite::Upsert { born: k.born(), key: k.identity, columns, row }),
+        }
+    }
     let snapshot = batch.checkpoint.snapshot.is_some();
-    let appends = if with_stream {
-        batch.changes.iter().map(|c| StreamAppend { key: stream_key(&c.table), event: envelope(c, snapshot) }).collect()
-    } else {
-        Vec::new()
-    };
-    Ok(Plan { rows, appends })
+    let mut appends = Vec::new();
+    if with_stream {
+        for c in &batch.changes {
+            let event = envelope(c, snapshot);
+            if event.len() > limits.bulk {
+                let key = row_key(prefix, &c.table, &c.key)?;
+                if set_aside.insert(key) {
+                    unmappable.push(Unmappable {
+                        change: c,
+                        reason: format!(
+                            "its change-stream entry is {} bytes, more than the server's proto-max-bulk-len of {} \
+                             bytes (the entry is left out of the stream)",
+                            event.len(),
+                            limits.bulk
+                        ),
+                        remove_key: false,
+                    });
+                }
+                continue;
+            }
+            appends.push(StreamAppend { key: stream_key(&c.table), event });
+        }
+    }
+    Ok((Plan { rows, appends, dead_letters: Vec::new() }, unmappable))
+}
+
+/// Why Redis would refuse the `HSET` of `row` at `key`, if it would.
+fn refused_row(key: &[u8], columns: &[Column], row: &[Value], limits: &ServerLimits) -> Option<String> {
+    let mut total = key.len() + 16;
+    for (column, value) in columns.iter().zip(row).filter(|(_, v)| !v.is_null()) {
+        let len = field_len(value);
+        if len > limits.bulk || column.name.len() > limits.bulk {
+            return Some(format!(
+                "column '{}' holds {len} bytes, more than the server's proto-max-bulk-len of {} bytes",
+                column.name, limits.bulk
+            ));
+        }
+        total += column.name.len() + len + 32;
+    }
+    (total > limits.query_buffer).then(|| {
+        format!(
+            "its HSET is {total} bytes, more than the server's client-query-buffer-limit of {} bytes",
+            limits.query_buffer
+        )
+    })
 }
 
 /// Splits items of the given (commands, bytes) sizes, in order, into consecutive ranges of at most
@@ -219,5 +316,35 @@ mod tests {
         assert_eq!(chunk_ranges(&[(1, 60), (1, 60), (1, 30)], 10, 100), vec![0..1, 1..3]);
         assert_eq!(chunk_ranges(&[(1, 500), (1, 1)], 10, 100), vec![0..1, 1..2]);
         assert!(chunk_ranges(&[], 10, 100).is_empty());
+    }
+
+    #[test]
+    fn rows_the_server_refuses_are_set_aside_and_their_keys_deleted() {
+        let limits = ServerLimits { bulk: 300, query_buffer: 1 << 20 };
+        let big = "x".repeat(301);
+        let batch = Batch::new(
+            vec![
+                change(Op::Insert, 1, Some("ok")),
+                change(Op::Update, 2, Some(&big)),
+                change(Op::Insert, 3, Some("ok")),
+            ],
+            Checkpoint::streaming(Position::new("b.000001", 4)),
+        );
+        let (p, unmappable) = plan_within(&batch, None, true, &limits).unwrap();
+        assert_eq!(unmappable.len(), 1);
+        assert!(
+            unmappable[0].remove_key && unmappable[0].reason.contains("proto-max-bulk-len of 300"),
+            "{:?}",
+            unmappable[0]
+        );
+        assert_eq!(unmappable[0].change.key, vec![Value::Int(2)]);
+        assert!(matches!(&p.rows[1], RowWrite::Delete { key } if key == b"d:t:2"));
+        assert!(matches!(p.rows[0], RowWrite::Upsert { .. }) && matches!(p.rows[2], RowWrite::Upsert { .. }));
+        // Its stream entry (over the bulk limit too) is left out; the others stay.
+        assert_eq!(p.appends.len(), 2);
+        // A key longer than the bulk limit cannot exist: no write at all.
+        let tiny = ServerLimits { bulk: 4, query_buffer: 1 << 20 };
+        let (p, unmappable) = plan_within(&batch, None, false, &tiny).unwrap();
+        assert!(p.rows.is_empty() && unmappable.len() == 3 && unmappable.iter().all(|u| !u.remove_key));
     }
 }

@@ -16,15 +16,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use polyrepl_core::{Batch, Checkpoint, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
+use polyrepl_core::{
+    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, Sink, SinkError, TableSchema, Value,
+};
 
 use crate::checkpoint;
 use crate::connection::{connect, RedisConnection};
 use crate::error::classify;
+use crate::limits::ServerLimits;
 use crate::mapping::from_field;
-use crate::naming::{check_names, check_table, row_key, stream_key};
+use crate::naming::{check_names, check_table, dead_letter_key, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
-use crate::plan::plan;
+use crate::plan::{plan_within, DeadLetterWrite};
 use crate::write::{cluster_writes, send, send_cluster, transactions};
 
 /// Keys per pipelined round trip in `read_rows`.
@@ -40,6 +43,10 @@ pub struct RedisSink {
     name: String,
     pipeline: String,
     options: RedisOptions,
+    /// What the server refuses, read at connect.
+    limits: ServerLimits,
+    /// What to do with a row the server refuses (`--on-unmappable`).
+    policy: RowPolicy,
 }
 
 impl RedisSink {
@@ -59,8 +66,21 @@ impl RedisSink {
                 "the pipeline name is empty: it names the checkpoint key polyrepl:checkpoint:<pipeline>",
             ));
         }
-        let (conn, name) = connect(&url, &options).await?;
-        Ok(RedisSink { conn, name, pipeline: pipeline.to_string(), options })
+        let (mut conn, name) = connect(&url, &options).await?;
+        let limits = crate::limits::read(&mut conn, &name).await;
+        Ok(RedisSink { conn, name, pipeline: pipeline.to_string(), options, limits, policy: RowPolicy::default() })
+    }
+
+    /// This sink, treating rows the server refuses ([`crate::limits`]) as `policy` says
+    /// ([`polyrepl_core::unmappable`]; dead letters go to `polyrepl:dead_letters:<pipeline>`).
+    pub fn with_row_policy(mut self, policy: RowPolicy) -> RedisSink {
+        self.policy = policy;
+        self
+    }
+
+    /// The server's limits read at connect.
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
     }
 
     /// The pipeline name checkpoints are stored under.
@@ -128,8 +148,17 @@ impl Sink for RedisSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let planned = plan(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some())
-            .map_err(|m| SinkError::definite(&self.name, m))?;
+        let (mut planned, unmappable) =
+            plan_within(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some(), &self.limits)
+                .map_err(|m| SinkError::definite(&self.name, m))?;
+        let place = format!("the Redis hash {}", dead_letter_key(&self.pipeline));
+        self.policy.check(&self.name, &unmappable, &place)?;
+        planned.dead_letters = self
+            .policy
+            .dead_letters(&self.name, &self.pipeline, &unmappable)
+            .into_iter()
+            .map(|l| DeadLetterWrite { key: dead_letter_key(&self.pipeline), field: l.id(), json: l.to_json() })
+            .collect();
         let what = format!(
             "{} row key(s){} and the checkpoint {} of pipeline '{}'",
             planned.rows.len(),
@@ -143,16 +172,19 @@ impl Sink for RedisSink {
         );
         if self.conn.is_cluster() {
             let writes = cluster_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint);
-            return send_cluster(&self.conn, &self.name, &writes, &what).await;
+            send_cluster(&self.conn, &self.name, &writes, &what).await?;
+        } else {
+            let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
+            match send(&mut self.conn, &self.name, &txs, &what).await {
+                // After an outage the connection manager answers the first call with the error of its
+                // last failed reconnect, and only then reconnects: try again at once rather than a
+                // backoff later. Re-sending is safe: every transaction is idempotent.
+                Err(e) if e.is_transient() => send(&mut self.conn, &self.name, &txs, &what).await?,
+                done => done?,
+            }
         }
-        let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
-        match send(&mut self.conn, &self.name, &txs, &what).await {
-            // After an outage the connection manager answers the first call with the error of its last
-            // failed reconnect, and only then reconnects: try again at once rather than a backoff later.
-            // Re-sending is safe: every transaction is idempotent.
-            Err(e) if e.is_transient() => send(&mut self.conn, &self.name, &txs, &what).await,
-            done => done,
-        }
+        self.policy.record(&self.name, &unmappable);
+        Ok(())
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
@@ -243,6 +275,27 @@ impl Sink for RedisSink {
     async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {
         self.check_lease_names(tables)?;
         crate::lease::read(&mut self.conn, &self.name, self.options.key_prefix.as_deref(), tables).await
+    }
+
+    fn row_policy(&self) -> &RowPolicy {
+        &self.policy
+    }
+
+    /// `HGETALL polyrepl:dead_letters:<pipeline>`.
+    async fn read_dead_letters(&mut self, pipeline: &str) -> Result<Vec<DeadLetter>, SinkError> {
+        let key = dead_letter_key(pipeline);
+        let doing = format!("reading the dead letters of pipeline '{pipeline}' (HGETALL {key})");
+        let records: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| classify(&self.name, &doing, &e))?;
+        records
+            .values()
+            .map(|json| {
+                DeadLetter::from_json(json).map_err(|e| SinkError::definite(&self.name, format!("{doing}: {e}")))
+            })
+            .collect()
     }
 }
 

@@ -45,18 +45,22 @@ use crate::plan::{chunk_ranges, Plan, RowWrite};
 /// Slot groups in flight at once in cluster mode.
 const CLUSTER_CONCURRENCY: usize = 32;
 
-/// One item of a plan: a row write or a stream entry, by index.
+/// One item of a plan: a row write, a stream entry or a dead-letter record, by index.
 #[derive(Debug, Clone, Copy)]
 enum Item {
     Row(usize),
     Append(usize),
+    DeadLetter(usize),
 }
 
 /// Builds the transactions for `plan` on a single server: chunks in order, the checkpoint `SET` in
 /// the last.
 pub fn transactions(plan: &Plan, options: &RedisOptions, pipeline: &str, checkpoint: &Checkpoint) -> Vec<Pipeline> {
-    let items: Vec<Item> =
-        (0..plan.rows.len()).map(Item::Row).chain((0..plan.appends.len()).map(Item::Append)).collect();
+    let items: Vec<Item> = (0..plan.rows.len())
+        .map(Item::Row)
+        .chain((0..plan.appends.len()).map(Item::Append))
+        .chain((0..plan.dead_letters.len()).map(Item::DeadLetter))
+        .collect();
     let mut txs = chunked(plan, &items, options);
     if let Some(last) = txs.last_mut() {
         last.cmd("SET").arg(checkpoint_key(pipeline)).arg(checkpoint.to_json()).ignore();
@@ -82,6 +86,9 @@ pub fn cluster_writes(plan: &Plan, options: &RedisOptions, pipeline: &str, check
     for (i, append) in plan.appends.iter().enumerate() {
         groups.entry(hash_slot(append.key.as_bytes())).or_default().push(Item::Append(i));
     }
+    for (i, letter) in plan.dead_letters.iter().enumerate() {
+        groups.entry(hash_slot(letter.key.as_bytes())).or_default().push(Item::DeadLetter(i));
+    }
     let slots = groups.into_iter().map(|(slot, items)| (slot, chunked(plan, &items, options))).collect();
     let mut set = redis::cmd("SET");
     set.arg(checkpoint_key(pipeline)).arg(checkpoint.to_json());
@@ -97,6 +104,10 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline>
         .map(|item| match *item {
             Item::Row(i) => (plan.rows[i].commands(ttl_ms.is_some()), plan.rows[i].bytes()),
             Item::Append(i) => (1, plan.appends[i].key.len() + plan.appends[i].event.len() + 32),
+            Item::DeadLetter(i) => {
+                let letter = &plan.dead_letters[i];
+                (1, letter.key.len() + letter.field.len() + letter.json.len() + 32)
+            }
         })
         .collect();
     // Room for MULTI, EXEC and the checkpoint SET.
@@ -126,6 +137,10 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline>
                             .arg("event")
                             .arg(&append.event)
                             .ignore();
+                    }
+                    Item::DeadLetter(i) => {
+                        let letter = &plan.dead_letters[i];
+                        tx.cmd("HSET").arg(&letter.key).arg(&letter.field).arg(&letter.json).ignore();
                     }
                 }
             }
@@ -254,7 +269,8 @@ mod tests {
         let rows = (0..10)
             .map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, born: false })
             .collect();
-        let plan = Plan { rows, appends: vec![StreamAppend { key: "s".into(), event: "{}".into() }] };
+        let plan =
+            Plan { rows, appends: vec![StreamAppend { key: "s".into(), event: "{}".into() }], ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
         let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
         assert_eq!(txs.len(), 5);
@@ -296,7 +312,7 @@ mod tests {
         let appends = (0..30)
             .map(|i| StreamAppend { key: "polyrepl:stream:d:t".into(), event: format!("{{\"seq\":{i}}}") })
             .collect();
-        let plan = Plan { rows, appends };
+        let plan = Plan { rows, appends, ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
         let writes = cluster_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
         let mut seen_rows = 0;
@@ -332,6 +348,7 @@ mod tests {
                 RowWrite::Upsert { key: b"e".to_vec(), columns: &columns, row: &NULL, born: false },
             ],
             appends: vec![],
+            ..Default::default()
         };
         let options = RedisOptions { ttl: Some(std::time::Duration::from_secs(2)), ..Default::default() };
         let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
@@ -343,6 +360,7 @@ mod tests {
         let plan = Plan {
             rows: vec![RowWrite::Upsert { key: b"n".to_vec(), columns: &columns, row: &two, born: true }],
             appends: vec![],
+            ..Default::default()
         };
         let txs =
             transactions(&plan, &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{
     batch, column, datetime, delete, insert, position, simple_row, simple_table, table, unique, unsigned, upsert,
 };
-use polyrepl_core::testkit::conformance::{run_all, Capabilities, Subject};
+use polyrepl_core::testkit::conformance::{run_all, Capabilities, Oversize, Subject};
 use polyrepl_core::{Checkpoint, ColumnKind as K, Sink, Value};
 use polyrepl_redis::{RedisOptions, RedisSink};
 use redis::cluster::ClusterClient;
@@ -103,6 +103,8 @@ async fn start_cluster() -> Result<LocalCluster, String> {
             .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--dir"])
             .arg(&dir)
             .args(["--save", "", "--appendonly", "no"])
+            // A limit the conformance kit's unmappable row (1.5 MiB) really passes.
+            .args(["--proto-max-bulk-len", "1mb"])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -361,8 +363,10 @@ async fn the_sink_works_on_a_real_redis_cluster() {
     // The conformance kit, but for scan_keys (not supported on a cluster: a definite error).
     let kit_pipeline = unique("pipe");
     let mut kit_sink = RedisSink::connect(&url, &kit_pipeline, RedisOptions::default()).await.unwrap();
+    assert_eq!(kit_sink.limits().bulk, 1 << 20, "the sink read the cluster's proto-max-bulk-len");
     let reopen_url = url.clone();
     let reopen_pipeline = kit_pipeline.clone();
+    let (policy_url, policy_pipeline) = (url.clone(), kit_pipeline.clone());
     let subject = Subject {
         label: format!("redis cluster {url}"),
         pipeline: kit_pipeline.clone(),
@@ -373,6 +377,15 @@ async fn the_sink_works_on_a_real_redis_cluster() {
                 Box::new(RedisSink::connect(&url, &pipeline, RedisOptions::default()).await.unwrap()) as Box<dyn Sink>
             })
         }),
+        open_with_policy: Box::new(move |policy| {
+            let (url, pipeline) = (policy_url.clone(), policy_pipeline.clone());
+            Box::pin(async move {
+                Box::new(
+                    RedisSink::connect(&url, &pipeline, RedisOptions::default()).await.unwrap().with_row_policy(policy),
+                ) as Box<dyn Sink>
+            })
+        }),
+        oversize: Some(Oversize::Value((3 << 20) / 2)),
     };
     run_all(&mut kit_sink, &subject, &unique("prt")).await;
 

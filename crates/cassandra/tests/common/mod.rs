@@ -55,6 +55,7 @@ where
     let session = cleanup.session();
     let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS \"{keyspace}\""), &[]).await;
     let _ = session.query_unpaged("DELETE FROM polyrepl.polyrepl_checkpoints WHERE pipeline = ?", (&pipeline,)).await;
+    let _ = session.query_unpaged("DELETE FROM polyrepl.polyrepl_dead_letters WHERE pipeline = ?", (&pipeline,)).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

@@ -124,6 +124,14 @@ impl Sink for LagProbe {
     async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<polyrepl_core::Lease>, SinkError> {
         self.inner.read_leases(tables).await
     }
+
+    fn row_policy(&self) -> &polyrepl_core::RowPolicy {
+        self.inner.row_policy()
+    }
+
+    async fn read_dead_letters(&mut self, pipeline: &str) -> Result<Vec<polyrepl_core::DeadLetter>, SinkError> {
+        self.inner.read_dead_letters(pipeline).await
+    }
 }
 
 /// The value at quantile `q` (0..=1) of sorted `values` (nearest rank).

@@ -110,6 +110,27 @@ pub fn prometheus(metrics: &Metrics) -> String {
         "counter",
         table_samples,
     );
+    let (mut skipped, mut dead) = (Vec::new(), Vec::new());
+    for (n, st) in sinks.iter() {
+        for (t, c) in st.unmappable.skipped() {
+            skipped.push((format!("{{sink=\"{n}\",table=\"{t}\"}}"), c as f64));
+        }
+        for (t, c) in st.unmappable.dead_lettered() {
+            dead.push((format!("{{sink=\"{n}\",table=\"{t}\"}}"), c as f64));
+        }
+    }
+    line(
+        "polyrepl_rows_skipped_total",
+        "Rows a sink could not hold and left out (--on-unmappable skip), per sink and table.",
+        "counter",
+        skipped,
+    );
+    line(
+        "polyrepl_dead_letters_total",
+        "Rows a sink could not hold, left out and recorded in its dead-letter place (--on-unmappable dead-letter), per sink and table.",
+        "counter",
+        dead,
+    );
     out
 }
 
@@ -124,6 +145,8 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
         batches_applied: u64,
         errors: u64,
         lag_seconds: f64,
+        rows_skipped: u64,
+        dead_letters: u64,
     }
     let sinks: Vec<SinkStatus> = metrics
         .sinks
@@ -138,6 +161,8 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
             batches_applied: st.batches_applied.load(Relaxed),
             errors: st.errors.load(Relaxed),
             lag_seconds: metrics.lag_seconds(st),
+            rows_skipped: st.unmappable.skipped().values().sum(),
+            dead_letters: st.unmappable.dead_lettered().values().sum(),
         })
         .collect();
     serde_json::json!({
@@ -179,5 +204,12 @@ mod tests {
         assert_eq!(super::status(&metrics)["source"]["online_copies"][0]["rows_copied"], 5000);
         metrics.copy_done("d.t");
         assert!(prometheus(&metrics).contains("polyrepl_online_copies_completed_total 1\n"));
+        a.unmappable.add_dead_lettered(&polyrepl_core::TableId::new("d", "big"));
+        a.unmappable.add_dead_lettered(&polyrepl_core::TableId::new("d", "big"));
+        a.unmappable.add_skipped(&polyrepl_core::TableId::new("d", "t"));
+        let text = prometheus(&metrics);
+        assert!(text.contains("polyrepl_dead_letters_total{sink=\"redis://h:1\",table=\"d.big\"} 2\n"), "{text}");
+        assert!(text.contains("polyrepl_rows_skipped_total{sink=\"redis://h:1\",table=\"d.t\"} 1\n"), "{text}");
+        assert_eq!(super::status(&metrics)["sinks"][0]["dead_letters"], 2);
     }
 }

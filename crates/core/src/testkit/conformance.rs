@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::builders::*;
-use crate::{Batch, Change, Column, ColumnKind, Lease, LeaseRequest, Row, Sink, SinkError, TableSchema, Value};
+use crate::unmappable::key_json;
+use crate::{
+    Batch, Change, Column, ColumnKind, Lease, LeaseRequest, OnUnmappable, Row, RowPolicy, Sink, SinkError, TableSchema,
+    Value,
+};
 
 /// What a sink stores differently from the source, as its documented mapping says. The default is a sink
 /// that gives every value back exactly.
@@ -62,6 +66,20 @@ impl Capabilities {
 /// must see what another connection sees (a restart).
 pub type Reopen = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Box<dyn Sink>> + Send>> + Send + Sync>;
 
+/// Opens a new connection to the sink under test (same URL, options and pipeline) with the given row
+/// policy, for the `--on-unmappable` checks.
+pub type OpenWithPolicy = Box<dyn Fn(RowPolicy) -> Pin<Box<dyn Future<Output = Box<dyn Sink>> + Send>> + Send + Sync>;
+
+/// A row the sink under test really cannot hold (its server refuses it), for the `--on-unmappable`
+/// checks, in the table `id VARCHAR` (key) + `v TEXT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// A `v` value of this many bytes (the key is short).
+    Value(usize),
+    /// A key value of this many bytes (`v` is short).
+    Key(usize),
+}
+
 /// The sink under test, as the checks need to know it.
 pub struct Subject {
     /// Names the sink in assertion messages, e.g. `redis (prefix app:)`.
@@ -72,6 +90,11 @@ pub struct Subject {
     pub capabilities: Capabilities,
     /// A second connection, opened on demand.
     pub reopen: Reopen,
+    /// A second connection with a given row policy, opened on demand.
+    pub open_with_policy: OpenWithPolicy,
+    /// A row the sink's server really refuses; `None` skips the `--on-unmappable` checks (the test
+    /// running the kit must then check them elsewhere and say where).
+    pub oversize: Option<Oversize>,
 }
 
 impl Subject {
@@ -96,6 +119,7 @@ pub async fn run_all(sink: &mut dyn Sink, subject: &Subject, database: &str) {
     drop_table_then_prepare_gives_an_empty_table(sink, subject, database).await;
     truncate_and_drop_need_only_the_name(sink, subject, database).await;
     leases_keep_other_pipelines_out(sink, subject, database).await;
+    unmappable_rows_follow_the_policy(subject, database).await;
 }
 
 async fn ok<T>(result: Result<T, SinkError>, what: impl FnOnce() -> String) -> T {
@@ -859,4 +883,136 @@ pub async fn leases_keep_other_pipelines_out(sink: &mut dyn Sink, subject: &Subj
         "{}: leases left after every owner released",
         subject.says(check)
     );
+}
+
+/// `id VARCHAR` (key) + `v TEXT`: where the oversize row goes.
+fn unmappable_table(database: &str, name: &str) -> Arc<TableSchema> {
+    table(database, name, vec![column("id", ColumnKind::VarChar), column("v", ColumnKind::Text)], vec![0])
+}
+
+fn text_row(id: &str, v: &str) -> Row {
+    vec![Value::String(id.into()), Value::String(v.into())]
+}
+
+/// `--on-unmappable`: a batch holding a row the server refuses ([`Subject::oversize`]) between two good
+/// ones. `stop` fails it definitely, naming the flag, and writes nothing of it; `skip` writes the good
+/// rows, leaves the bad one out (an older image of its key removed) and counts it; `dead-letter` does
+/// the same and records it (key, table, position, sink, reason) once, also when the batch is replayed.
+/// Later batches flow in every case.
+pub async fn unmappable_rows_follow_the_policy(subject: &Subject, database: &str) {
+    let Some(oversize) = subject.oversize else { return };
+    for (n, policy) in [OnUnmappable::Stop, OnUnmappable::Skip, OnUnmappable::DeadLetter].into_iter().enumerate() {
+        let check = format!("on_unmappable {policy}");
+        let check = check.as_str();
+        let row_policy = RowPolicy::new(policy);
+        let mut sink = (subject.open_with_policy)(row_policy.clone()).await;
+        let sink = &mut *sink;
+        let t = unmappable_table(database, &format!("kit_unmappable_{n}"));
+        prepare(sink, subject, check, std::slice::from_ref(&t)).await;
+        let base = 14_000 + 10 * n as u64;
+        apply(
+            sink,
+            subject,
+            check,
+            &batch(vec![insert(&t, text_row("k1", "one")), insert(&t, text_row("k2", "old"))], base),
+        )
+        .await;
+        let (bad, bad_key_readable) = match oversize {
+            Oversize::Value(bytes) => (text_row("k2", &"x".repeat(bytes)), true),
+            Oversize::Key(bytes) => (text_row(&"k".repeat(bytes), "small"), false),
+        };
+        let b = batch(
+            vec![insert(&t, text_row("k3", "three")), upsert(&t, bad.clone()), insert(&t, text_row("k4", "four"))],
+            base + 1,
+        );
+        let key = |id: &str| vec![Value::String(id.into())];
+        let good_keys = [key("k1"), key("k3"), key("k4")];
+        let stored = |s: Option<crate::Checkpoint>| s.map(|c| c.position);
+        match policy {
+            OnUnmappable::Stop => {
+                let err =
+                    sink.apply(&b).await.expect_err(&format!("{}: the oversize row was accepted", subject.says(check)));
+                assert!(!err.is_transient(), "{}: must be a definite error: {err}", subject.says(check));
+                let text = err.to_string();
+                assert!(
+                    text.contains("--on-unmappable") && text.contains(&t.id.to_string()),
+                    "{}: the error names neither the table nor the fix: {text}",
+                    subject.says(check)
+                );
+                let got = read(sink, subject, check, &t, &[key("k3"), key("k4"), key("k2")]).await;
+                assert_rows(subject, check, &t, &got, &[None, None, Some(text_row("k2", "old"))]);
+                let cp = ok(sink.load_checkpoint(&subject.pipeline).await, || subject.says(check)).await;
+                assert_eq!(
+                    stored(cp),
+                    Some(position(base)),
+                    "{}: the refused batch moved the checkpoint",
+                    subject.says(check)
+                );
+            }
+            OnUnmappable::Skip | OnUnmappable::DeadLetter => {
+                apply(sink, subject, check, &b).await;
+                let got = read(sink, subject, check, &t, &good_keys).await;
+                assert_rows(
+                    subject,
+                    check,
+                    &t,
+                    &got,
+                    &[Some(text_row("k1", "one")), Some(text_row("k3", "three")), Some(text_row("k4", "four"))],
+                );
+                if bad_key_readable {
+                    let got = read(sink, subject, check, &t, &[key("k2")]).await;
+                    assert_eq!(
+                        got,
+                        vec![None],
+                        "{}: the older image of the row left out is still there",
+                        subject.says(check)
+                    );
+                }
+                let cp = ok(sink.load_checkpoint(&subject.pipeline).await, || subject.says(check)).await;
+                assert_eq!(stored(cp), Some(position(base + 1)), "{}: checkpoint after the batch", subject.says(check));
+                let (counted, other) = if policy == OnUnmappable::Skip {
+                    (row_policy.counts.skipped(), row_policy.counts.dead_lettered())
+                } else {
+                    (row_policy.counts.dead_lettered(), row_policy.counts.skipped())
+                };
+                assert_eq!(counted.get(&t.id.to_string()), Some(&1), "{}: counts {counted:?}", subject.says(check));
+                assert!(other.is_empty(), "{}: counted under the other policy too: {other:?}", subject.says(check));
+                // Replayed (a crash before the pipeline heard of it): one record still.
+                apply(sink, subject, check, &b).await;
+                let letters = ok(sink.read_dead_letters(&subject.pipeline).await, || subject.says(check)).await;
+                let letters: Vec<_> = letters.into_iter().filter(|l| l.table == t.id).collect();
+                if policy == OnUnmappable::Skip {
+                    assert!(letters.is_empty(), "{}: skip wrote dead letters: {letters:?}", subject.says(check));
+                } else {
+                    assert_eq!(letters.len(), 1, "{}: dead letters {letters:?}", subject.says(check));
+                    let l = &letters[0];
+                    assert_eq!(
+                        l.key,
+                        key_json(&t, &Change::key_of(&t, &bad)),
+                        "{}: dead letter key",
+                        subject.says(check)
+                    );
+                    assert_eq!(
+                        (&l.position, l.seq),
+                        (&position(base + 1), 1),
+                        "{}: dead letter position",
+                        subject.says(check)
+                    );
+                    assert_eq!(l.pipeline, subject.pipeline, "{}: dead letter pipeline", subject.says(check));
+                    assert_eq!(l.sink, sink.name(), "{}: dead letter sink", subject.says(check));
+                    assert!(!l.reason.is_empty(), "{}: dead letter without a reason", subject.says(check));
+                }
+            }
+        }
+        // The sink keeps flowing: a later batch writes the key again, small.
+        apply(
+            sink,
+            subject,
+            check,
+            &batch(vec![upsert(&t, text_row("k2", "back")), insert(&t, text_row("k5", "five"))], base + 2),
+        )
+        .await;
+        let got = read(sink, subject, check, &t, &[key("k2"), key("k5")]).await;
+        assert_rows(subject, check, &t, &got, &[Some(text_row("k2", "back")), Some(text_row("k5", "five"))]);
+    }
 }

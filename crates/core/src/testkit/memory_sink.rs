@@ -8,11 +8,14 @@
 //! - The state lives behind a [`MemoryHandle`] that outlives the sink: a test reopens a sink on the same
 //!   state ([`MemoryHandle::reopen`]) to play a restart, and reads rows, checkpoints and the log of
 //!   applies while the pipeline owns the sink.
+//! - A text or binary value longer than [`MemoryHandle::set_max_value_bytes`] (default: no limit) is a
+//!   row the sink cannot hold, treated as the sink's [`RowPolicy`] says, like a real sink's limit.
 
 use crate::collapse::check_change;
 use crate::lease::{Lease, LeaseRequest};
 use crate::rowhash::row_bytes;
-use crate::{Batch, Checkpoint, Op, Row, Sink, SinkError, TableId, TableSchema, Value};
+use crate::unmappable::{DeadLetter, RowPolicy, Unmappable};
+use crate::{Batch, Change, Checkpoint, Op, Row, Sink, SinkError, TableId, TableSchema, Value};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -57,6 +60,10 @@ struct State {
     merges: bool,
     /// Leases by table: (owner, holder, expiry).
     leases: HashMap<TableId, (String, String, Instant)>,
+    /// Dead letters by (pipeline, id).
+    dead_letters: BTreeMap<(String, String), DeadLetter>,
+    /// Longest text or binary value the sink holds.
+    max_value_bytes: Option<usize>,
 }
 
 /// The shared state of a memory sink, its faults and its records.
@@ -73,6 +80,7 @@ pub struct MemoryHandle {
 pub struct MemorySink {
     handle: MemoryHandle,
     paused: watch::Receiver<bool>,
+    policy: RowPolicy,
 }
 
 impl MemorySink {
@@ -94,7 +102,17 @@ impl MemoryHandle {
 
     /// A new sink on the same state: what a restarted process would open.
     pub fn reopen(&self) -> MemorySink {
-        MemorySink { handle: self.clone(), paused: self.paused.subscribe() }
+        self.reopen_with(RowPolicy::default())
+    }
+
+    /// [`MemoryHandle::reopen`] with a row policy.
+    pub fn reopen_with(&self, policy: RowPolicy) -> MemorySink {
+        MemorySink { handle: self.clone(), paused: self.paused.subscribe(), policy }
+    }
+
+    /// Text and binary values longer than `bytes` cannot be held (see the module notes).
+    pub fn set_max_value_bytes(&self, bytes: usize) {
+        self.state().max_value_bytes = Some(bytes);
     }
 
     /// Makes apply call number `n` (1-based, counting every call so far) fail with `fault`.
@@ -161,9 +179,45 @@ impl MemoryHandle {
     }
 }
 
+/// The changes of `batch` whose row image (the last of its key in the batch) holds a value longer
+/// than `max`.
+fn unmappable(batch: &Batch, max: Option<usize>) -> Vec<Unmappable<'_>> {
+    let Some(max) = max else { return Vec::new() };
+    let mut last: HashMap<(&TableId, Vec<u8>), &Change> = HashMap::new();
+    let mut order = Vec::new();
+    for change in &batch.changes {
+        let id = (&change.table.id, row_bytes(&change.key));
+        if last.insert(id.clone(), change).is_none() {
+            order.push(id);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| {
+            let change = last[&id];
+            let longest = change
+                .after
+                .iter()
+                .flatten()
+                .map(|v| match v {
+                    Value::String(s) => s.len(),
+                    Value::Bytes(b) => b.len(),
+                    _ => 0,
+                })
+                .max()?;
+            (change.op != Op::Delete && longest > max).then(|| Unmappable {
+                change,
+                reason: format!("a value of {longest} bytes, over this memory sink's {max}-byte limit"),
+                remove_key: true,
+            })
+        })
+        .collect()
+}
+
 /// Writes the batch's changes in order, after checking every change's shape (nothing is written when
-/// one is malformed, as a real sink refuses the whole batch).
-fn write_changes(state: &mut State, batch: &Batch) -> Result<(), String> {
+/// one is malformed, as a real sink refuses the whole batch); the keys of `left_out` are deleted
+/// instead of written.
+fn write_changes(state: &mut State, batch: &Batch, left_out: &[Unmappable]) -> Result<(), String> {
     batch.changes.iter().try_for_each(check_change)?;
     for change in &batch.changes {
         let rows = state.tables.entry(change.table.id.clone()).or_default();
@@ -176,6 +230,11 @@ fn write_changes(state: &mut State, batch: &Batch) -> Result<(), String> {
                 rows.insert(key, (change.key.clone(), row.clone()));
             }
             (op, None) => return Err(format!("table {}: a {op:?} change carries no row image", change.table.id)),
+        }
+    }
+    for row in left_out {
+        if let Some(rows) = state.tables.get_mut(&row.change.table.id) {
+            rows.remove(&row_bytes(&row.change.key));
         }
     }
     Ok(())
@@ -210,6 +269,8 @@ impl Sink for MemorySink {
         }
         let sink = self.handle.name.clone();
         let mut s = self.handle.state();
+        let left_out = unmappable(batch, s.max_value_bytes);
+        self.policy.check(&sink, &left_out, "the memory sink's dead letters")?;
         match fault {
             Some(Fault::Transient) => {
                 return Err(SinkError::Transient { sink, message: "injected transient fault".into() })
@@ -218,7 +279,8 @@ impl Sink for MemorySink {
                 return Err(SinkError::Definite { sink, message: "injected definite fault".into() })
             }
             Some(Fault::DieAfterData) => {
-                write_changes(&mut s, batch).map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
+                write_changes(&mut s, batch, &left_out)
+                    .map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
                 return Err(SinkError::Transient {
                     sink,
                     message: "injected death after the data, before the checkpoint".into(),
@@ -226,9 +288,15 @@ impl Sink for MemorySink {
             }
             None => {}
         }
-        write_changes(&mut s, batch).map_err(|message| SinkError::Definite { sink, message })?;
+        write_changes(&mut s, batch, &left_out)
+            .map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
+        for letter in self.policy.dead_letters(&sink, &self.handle.pipeline, &left_out) {
+            s.dead_letters.insert((letter.pipeline.clone(), letter.id()), letter);
+        }
         s.checkpoints.insert(self.handle.pipeline.clone(), batch.checkpoint.clone());
         s.applied.push(Applied { checkpoint: batch.checkpoint.clone(), changes: batch.changes.len() });
+        drop(s);
+        self.policy.record(&sink, &left_out);
         Ok(())
     }
 
@@ -328,5 +396,14 @@ impl Sink for MemorySink {
                 })
             })
             .collect())
+    }
+
+    fn row_policy(&self) -> &RowPolicy {
+        &self.policy
+    }
+
+    async fn read_dead_letters(&mut self, pipeline: &str) -> Result<Vec<DeadLetter>, SinkError> {
+        let s = self.handle.state();
+        Ok(s.dead_letters.iter().filter(|((p, _), _)| p == pipeline).map(|(_, l)| l.clone()).collect())
     }
 }

@@ -4,7 +4,8 @@
 //! - [`builders`]: tables, rows with every type's edge values, changes, batches and checkpoints — the one
 //!   copy the sinks' integration tests use.
 //! - [`conformance`]: the behaviour the [`crate::Sink`] trait promises, checked through the trait only
-//!   (`apply`, `read_rows`, `scan_keys`, checkpoints, `truncate_table`, `drop_table`, leases), so a new sink gets
+//!   (`apply`, `read_rows`, `scan_keys`, checkpoints, `truncate_table`, `drop_table`, leases, rows the
+//!   server refuses under each `--on-unmappable` policy), so a new sink gets
 //!   the whole suite by calling [`conformance::run_all`].
 //! - [`memory_sink`]: a sink in memory with fault injection, for testing what drives sinks (the engine's
 //!   pipeline) without a database; it passes the conformance suite too.

@@ -40,6 +40,11 @@ where
         .collection::<Document>("_polyrepl_checkpoints")
         .delete_one(doc! { "_id": &pipeline })
         .await;
+    let _ = client
+        .database("polyrepl")
+        .collection::<Document>("_polyrepl_dead_letters")
+        .delete_many(doc! { "pipeline": &pipeline })
+        .await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }

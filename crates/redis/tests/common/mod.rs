@@ -55,6 +55,7 @@ pub async fn cleanup(database: &str, prefix: Option<&str>, pipeline: &str) {
     let mut doomed = keys(&mut conn, &format!("{}{database}:*", prefix.unwrap_or(""))).await;
     doomed.extend(keys(&mut conn, &format!("polyrepl:stream:{database}:*")).await);
     doomed.push(format!("polyrepl:checkpoint:{pipeline}").into_bytes());
+    doomed.push(format!("polyrepl:dead_letters:{pipeline}").into_bytes());
     let _: () = redis::cmd("DEL").arg(&doomed).query_async(&mut conn).await.unwrap();
 }
 
