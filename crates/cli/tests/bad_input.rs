@@ -11,8 +11,6 @@ use common::*;
 use mysql_async::prelude::*;
 use std::time::Duration;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-
 /// A password no output may ever contain.
 fn secret() -> String {
     format!("Pw-{}-x", &uuid::Uuid::new_v4().simple().to_string()[..12])

@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::{cassandra_has_keyspace, redis_keys, MYSQL};
+use common::{cassandra_has_keyspace, redis_keys, MYSQL, REDIS};
 use mysql_async::prelude::*;
 use std::process::Command;
 
 const MONGO: &str = "mongodb://127.0.0.1:1800";
-const REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A rate or duration figure: finite and above zero.
 fn positive(report: &serde_json::Value, pointer: &str) -> f64 {

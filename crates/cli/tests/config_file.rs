@@ -5,8 +5,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-
 #[tokio::test]
 async fn a_sink_section_s_options_reach_the_sink() {
     let db = TestDb::create("cfgfile").await;

@@ -34,8 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
 const CASSANDRA_NODE: &str = "127.0.0.1:9042";
 const SINK_NAMES: [&str; 3] = ["mongodb", "redis", "cassandra"];
 
@@ -72,26 +70,7 @@ impl Fanout {
     /// `polyrepl run` arguments: every table of the database into MongoDB, Redis and Cassandra.
     fn run_args(&self, pipeline: &str, extra: &[&str]) -> Vec<String> {
         let tables = format!("{}.*", self.name());
-        let mut args: Vec<String> = [
-            "run",
-            "--source",
-            MYSQL,
-            "--tables",
-            &tables,
-            "--sink",
-            MONGO,
-            "--sink",
-            &self.redis_url,
-            "--sink",
-            CASSANDRA,
-            "--name",
-            pipeline,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        polyrepl_args("run", MYSQL, &tables, &[MONGO, &self.redis_url, CASSANDRA], Some(pipeline), extra)
     }
 
     async fn schema(&self, table: &str) -> TableSchema {
@@ -840,13 +819,7 @@ async fn kill_9_at_random_moments_with_three_sinks_loses_nothing() {
     assert!(!log.contains("no checkpoint: starting with a snapshot"), "the final run should resume every sink:\n{log}");
 
     let tables = format!("{}.*", f.name());
-    let verify: Vec<String> = [
-        "verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA,
-        "--name", &pipeline, "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let verify = polyrepl_args("verify", MYSQL, &tables, &SINKS, Some(&pipeline), &["--json"]);
     let (status, out) = run_to_end(&verify, Duration::from_secs(120)).await;
     assert_eq!(status.code(), Some(0), "verify found differences after {kills} kills (seed {seed}):\n{out}");
     let rows = f.source_rows(&f.schema("churn").await).await.len();
@@ -938,24 +911,8 @@ async fn a_burst_of_200k_changes_keeps_memory_bounded_and_arrives_whole() {
     );
     assert!(rss < 512.0, "polyrepl's peak RSS was {rss:.0} MiB under a 200k-change burst: memory is not bounded");
 
-    let verify: Vec<String> = [
-        "verify",
-        "--source",
-        MYSQL,
-        "--tables",
-        &tables,
-        "--sink",
-        REDIS,
-        "--sink",
-        CASSANDRA,
-        "--name",
-        &pipeline,
-        "--chunk-rows",
-        "5000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let verify =
+        polyrepl_args("verify", MYSQL, &tables, &[REDIS, CASSANDRA], Some(&pipeline), &["--chunk-rows", "5000"]);
     let verify_started = Instant::now();
     let (status, out) = run_to_end(&verify, Duration::from_secs(240)).await;
     assert_eq!(status.code(), Some(0), "verify found differences after the burst:\n{out}");

@@ -7,7 +7,6 @@
 
 mod common;
 
-use common::three_sinks::*;
 use common::*;
 use mysql_async::prelude::*;
 use std::time::Duration;
@@ -47,16 +46,9 @@ async fn after_reset_master_the_run_refuses_and_resnapshot_converges_in_every_si
     .unwrap();
     let source = format!("{}/", maria.url());
     let tables = format!("{name}.*");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["run", "--source", &source, "--tables", &tables, "--name", &name, "--stop-at-end"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for sink in SINKS {
-            a.extend(["--sink".to_string(), sink.to_string()]);
-        }
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+    let args = |extra: &[&str]| {
+        let extra: Vec<&str> = ["--stop-at-end"].into_iter().chain(extra.iter().copied()).collect();
+        polyrepl_args("run", &source, &tables, &SINKS, Some(&name), &extra)
     };
     // Many transactions, so that the checkpoint's GTID sequence is well ahead of a new history's.
     for i in 0..60 {
@@ -86,11 +78,7 @@ async fn after_reset_master_the_run_refuses_and_resnapshot_converges_in_every_si
     let (status, log) = run_to_end(&args(&[]), Duration::from_secs(180)).await;
     assert!(status.success(), "the run after the re-snapshot failed:\n{log}");
 
-    let mut verify: Vec<String> =
-        ["verify", "--source", &source, "--tables", &tables].iter().map(|s| s.to_string()).collect();
-    for sink in SINKS {
-        verify.extend(["--sink".to_string(), sink.to_string()]);
-    }
+    let verify = polyrepl_args("verify", &source, &tables, &SINKS, None, &[]);
     let (status, out) = run_to_end(&verify, Duration::from_secs(180)).await;
     assert_eq!(status.code(), Some(0), "verify found differences after the re-snapshot:\n{out}");
     assert!(out.contains("verify: consistent"), "{out}");

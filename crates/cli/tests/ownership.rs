@@ -12,9 +12,6 @@ use common::*;
 use mongodb::bson::{doc, Document};
 use std::time::{Duration, Instant};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
-
 /// A test database and its pipelines; removes what they left in every sink (leases included).
 struct Harness {
     db: TestDb,
@@ -44,14 +41,7 @@ impl Drop for Harness {
 impl Harness {
     fn args(&self, pipeline: &str, extra: &[&str]) -> Vec<String> {
         let tables = format!("{}.*", self.db.name);
-        let mut args: Vec<String> =
-            ["run", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        args.extend(["--name".to_string(), pipeline.to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        polyrepl_args("run", MYSQL, &tables, &SINKS, Some(pipeline), extra)
     }
 
     /// Waits until `p`'s MongoDB checkpoint says every table is copied.

@@ -9,9 +9,6 @@ use common::*;
 use mongodb::bson::Bson;
 use std::time::Duration;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
-
 /// Deletes the Redis keys and the Cassandra keyspace of the test database when dropped.
 struct OtherSinksCleanup<'a>(&'a TestDb, Vec<String>);
 
@@ -55,25 +52,7 @@ async fn latin1_and_wide_charsets_replicate_exactly_into_every_sink_and_verify()
     }
 
     let tables = format!("{}.*", db.name);
-    let run: Vec<String> = [
-        "run",
-        "--source",
-        MYSQL,
-        "--tables",
-        &tables,
-        "--sink",
-        MONGO,
-        "--sink",
-        REDIS,
-        "--sink",
-        CASSANDRA,
-        "--name",
-        &pipeline,
-        "--stop-at-end",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let run = polyrepl_args("run", MYSQL, &tables, &SINKS, Some(&pipeline), &["--stop-at-end"]);
     let (status, log) = run_to_end(&run, Duration::from_secs(180)).await;
     assert!(status.success(), "the snapshot run failed ({status}):\n{log}");
 
@@ -127,13 +106,7 @@ async fn latin1_and_wide_charsets_replicate_exactly_into_every_sink_and_verify()
         }
     }
 
-    let verify: Vec<String> = [
-        "verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA,
-        "--name", &pipeline, "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let verify = polyrepl_args("verify", MYSQL, &tables, &SINKS, Some(&pipeline), &["--json"]);
     let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_polyrepl")).args(&verify).output();
     let output = tokio::time::timeout(Duration::from_secs(120), verify).await.expect("verify ends").unwrap();
     let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -370,9 +370,6 @@ impl Drop for OtherSinksCleanup<'_> {
     }
 }
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
-
 /// 3. JSON numbers keep every digit end to end: rows copied by the snapshot and the same rows streamed
 ///    from the binlog reach MongoDB (FerretDB: native BSON where it holds the value exactly, else the JSON
 ///    text), Redis and Cassandra (the JSON text), read back equal through each sink's own reader, and
@@ -390,25 +387,7 @@ async fn json_numbers_replicate_exactly_into_every_sink_and_verify() {
     }
 
     let tables = format!("{}.*", db.name);
-    let run: Vec<String> = [
-        "run",
-        "--source",
-        MYSQL,
-        "--tables",
-        &tables,
-        "--sink",
-        MONGO,
-        "--sink",
-        REDIS,
-        "--sink",
-        CASSANDRA,
-        "--name",
-        &pipeline,
-        "--stop-at-end",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let run = polyrepl_args("run", MYSQL, &tables, &SINKS, Some(&pipeline), &["--stop-at-end"]);
     let (status, log) = run_to_end(&run, Duration::from_secs(180)).await;
     assert!(status.success(), "the snapshot run failed ({status}):\n{log}");
 
@@ -496,13 +475,7 @@ async fn json_numbers_replicate_exactly_into_every_sink_and_verify() {
     );
     assert_eq!(mongo[&108]["j"], json_text(&docs[7].1), "u64::MAX has no exact int64/double");
 
-    let verify: Vec<String> = [
-        "verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA,
-        "--name", &pipeline, "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let verify = polyrepl_args("verify", MYSQL, &tables, &SINKS, Some(&pipeline), &["--json"]);
     let verify = tokio::process::Command::new(env!("CARGO_BIN_EXE_polyrepl")).args(&verify).output();
     let output = tokio::time::timeout(Duration::from_secs(120), verify).await.expect("verify ends").unwrap();
     let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

@@ -13,8 +13,6 @@ use mongodb::bson::{doc, Document};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
 /// Elements of the JSON array of the big row: 3 MB of text, about 18.4 MB of BSON.
 const ELEMENTS: usize = 1_500_000;
 
@@ -61,28 +59,9 @@ async fn a_row_mongodb_cannot_hold_is_dead_lettered_there_and_flows_everywhere_e
     db.exec("CREATE TABLE docs (id BIGINT PRIMARY KEY, v VARCHAR(40), j JSON); INSERT INTO docs VALUES (1, 'a', '[1]'), (2, 'b', NULL)").await;
     let port = free_port();
     let tables = format!("{}.*", db.name);
-    let args: Vec<String> = [
-        "run",
-        "--source",
-        MYSQL,
-        "--tables",
-        &tables,
-        "--sink",
-        MONGO,
-        "--sink",
-        REDIS,
-        "--sink",
-        CASSANDRA,
-        "--name",
-        &pipeline,
-        "--on-unmappable",
-        "dead-letter",
-        "--metrics-addr",
-        &format!("127.0.0.1:{port}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let extra = ["--on-unmappable", "dead-letter", "--metrics-addr", &metrics_addr];
+    let args = polyrepl_args("run", MYSQL, &tables, &SINKS, Some(&pipeline), &extra);
     let mut p = Polyrepl::spawn(&args);
     wait_for("the snapshot", Duration::from_secs(120), || {
         p.assert_running();
@@ -152,13 +131,7 @@ async fn a_row_mongodb_cannot_hold_is_dead_lettered_there_and_flows_everywhere_e
     // verify reports the one known difference: row 10 missing in MongoDB, nothing else.
     p.sigterm();
     assert!(p.wait_exit(Duration::from_secs(60)).await.success(), "{}", p.log());
-    let verify: Vec<String> = [
-        "verify", "--source", MYSQL, "--tables", &tables, "--sink", MONGO, "--sink", REDIS, "--sink", CASSANDRA,
-        "--json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let verify = polyrepl_args("verify", MYSQL, &tables, &SINKS, None, &["--json"]);
     let (status, out) = run_to_end(&verify, Duration::from_secs(180)).await;
     assert_eq!(status.code(), Some(1), "verify must report the dead-lettered row:\n{out}");
     // The pretty-printed report: from a line `{` to the next line `}` (log lines go around it).

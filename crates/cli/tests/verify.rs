@@ -21,9 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
-const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
-
 /// A test database replicated into all three sinks; drops what it created in Redis and Cassandra (the
 /// TestDb drops the source and Mongo databases).
 struct Setup {
@@ -51,26 +48,7 @@ impl Setup {
     /// `--source … --tables DB.* --sink (all three) --name PIPELINE`, after `command`.
     fn args(&self, command: &str, extra: &[&str]) -> Vec<String> {
         let tables = format!("{}.*", self.name());
-        let mut args: Vec<String> = [
-            command,
-            "--source",
-            MYSQL,
-            "--tables",
-            &tables,
-            "--sink",
-            MONGO,
-            "--sink",
-            REDIS,
-            "--sink",
-            CASSANDRA,
-            "--name",
-            &self.pipeline,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        polyrepl_args(command, MYSQL, &tables, &SINKS, Some(&self.pipeline), extra)
     }
 
     /// Runs `polyrepl verify` with `extra` flags; returns (exit code, stdout, stderr).

@@ -21,6 +21,31 @@ pub mod three_sinks;
 
 pub const MYSQL: &str = "mysql://root@127.0.0.1:5600";
 pub const MONGO: &str = "mongodb://127.0.0.1:1800";
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+pub const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
+/// The three sinks every full end-to-end test writes to.
+pub const SINKS: [&str; 3] = [MONGO, REDIS, CASSANDRA];
+
+/// The arguments of `polyrepl COMMAND --source SOURCE --tables TABLES --sink S… [--name PIPELINE] EXTRA…`.
+pub fn polyrepl_args(
+    command: &str,
+    source: &str,
+    tables: &str,
+    sinks: &[&str],
+    pipeline: Option<&str>,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> =
+        [command, "--source", source, "--tables", tables].iter().map(|s| s.to_string()).collect();
+    for sink in sinks {
+        args.extend(["--sink".to_string(), sink.to_string()]);
+    }
+    if let Some(pipeline) = pipeline {
+        args.extend(["--name".to_string(), pipeline.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
 
 /// `e2e_<tag>_<10 random hex digits>`: a name no other test (or run) uses.
 pub fn unique(tag: &str) -> String {

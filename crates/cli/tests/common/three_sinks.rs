@@ -6,9 +6,6 @@ use super::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub const REDIS: &str = "redis://127.0.0.1:6379";
-pub const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
-
 /// A test database replicated into all three sinks; drops what it created in every sink.
 pub struct Harness {
     pub db: TestDb,
@@ -42,16 +39,12 @@ impl Harness {
         extra: &[&str],
     ) -> Vec<String> {
         let all = format!("{}.*", self.db.name);
-        let mut args = vec![command.to_string(), "--source".into(), MYSQL.into()];
-        args.extend(["--tables".to_string(), tables.unwrap_or(&all).to_string()]);
-        for sink in sinks {
-            args.extend(["--sink".to_string(), sink.to_string()]);
+        let tables = tables.unwrap_or(&all);
+        if command != "run" {
+            return polyrepl_args(command, MYSQL, tables, sinks, None, extra);
         }
-        if command == "run" {
-            args.extend(["--name".to_string(), pipeline.to_string(), "--chunk-rows".into(), "50".into()]);
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        let run_extra: Vec<&str> = ["--chunk-rows", "50"].into_iter().chain(extra.iter().copied()).collect();
+        polyrepl_args(command, MYSQL, tables, sinks, Some(pipeline), &run_extra)
     }
 
     /// Waits until the MongoDB checkpoint says every table is copied (no snapshot, no online copy).
@@ -136,8 +129,6 @@ impl Writer {
         self.ops.load(Ordering::Relaxed)
     }
 }
-
-pub const SINKS: [&str; 3] = [MONGO, REDIS, CASSANDRA];
 
 pub async fn rows(db: &TestDb, table: &str, n: u64, values: &str) {
     let rows: Vec<String> = (1..=n).map(|i| values.replace("{i}", &i.to_string())).collect();
