@@ -60,21 +60,41 @@ impl TestDb {
     }
 }
 
-/// Reads from `from` to the end of the binlog (non-blocking dump), within `limit`.
+/// Reads from `from` to the end of the binlog (non-blocking dump), within 30 s.
 pub async fn read_to_end(from: &Position, filter: TableFilter) -> Vec<SourceEvent> {
-    let mut reader = BinlogReader::start(&url(), from, filter, BinlogOptions::new(server_id()).stop_at_end())
-        .await
-        .expect("binlog stream starts");
+    read_with_holds(from, filter, BinlogOptions::new(server_id())).await.into_iter().map(|(ev, _)| ev).collect()
+}
+
+/// Every event from `from` to the end of the binlog (`options` with `stop_at_end`), each with the
+/// reader's hold after it, within 30 s.
+pub async fn read_with_holds(
+    from: &Position,
+    filter: TableFilter,
+    options: BinlogOptions,
+) -> Vec<(SourceEvent, Option<Position>)> {
+    let mut reader =
+        BinlogReader::start(&url(), from, filter, options.stop_at_end()).await.expect("binlog stream starts");
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let next = tokio::time::timeout_at(deadline, reader.next_event()).await.expect("binlog read timed out");
         match next.expect("binlog event decodes") {
-            Some(ev) => out.push(ev),
+            Some(ev) => out.push((ev, reader.hold().cloned())),
             None => break,
         }
     }
     out
+}
+
+/// (op, key) of changes to a table with one INT key, for compact assertions.
+pub fn op_keys(changes: &[polyrepl_core::Change]) -> Vec<(polyrepl_core::Op, i64)> {
+    changes
+        .iter()
+        .map(|c| match c.key.as_slice() {
+            [polyrepl_core::Value::Int(k)] => (c.op, *k),
+            other => panic!("unexpected key {other:?}"),
+        })
+        .collect()
 }
 
 /// Only the transactions.
