@@ -18,4 +18,5 @@
 
 pub mod builders;
 pub mod conformance;
+pub mod json_cases;
 pub mod memory_sink;
