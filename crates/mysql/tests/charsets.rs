@@ -240,16 +240,11 @@ fn stored(value: &str, sql_type: &str) -> String {
 
 /// The rows of `table` as the snapshot reads them, by key.
 async fn snapshot_rows(schema: &Arc<TableSchema>) -> BTreeMap<i64, Vec<Value>> {
-    let mut snap = Snapshot::begin(&url(), 7).await.unwrap();
     let mut rows = BTreeMap::new();
-    let mut chunks = snap.table_chunks(schema.clone(), None);
-    while let Some(chunk) = chunks.next_chunk().await.unwrap() {
-        for c in chunk {
-            let Value::Int(k) = c.key[0] else { panic!("key {:?}", c.key) };
-            rows.insert(k, c.after.unwrap());
-        }
+    for c in snapshot_changes(schema, 7).await {
+        let Value::Int(k) = c.key[0] else { panic!("key {:?}", c.key) };
+        rows.insert(k, c.after.unwrap());
     }
-    snap.finish().await.unwrap();
     rows
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use polyrepl_core::{Date, DateTime, Op, Value};
-use polyrepl_mysql::{current_position, discover_tables, Snapshot};
+use polyrepl_mysql::{current_position, discover_tables};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -137,13 +137,7 @@ async fn snapshot_and_binlog_decode_every_type_identically() {
     assert_eq!(schema.columns.iter().find(|c| c.name == "js").unwrap().kind, polyrepl_core::ColumnKind::Json);
 
     // Snapshot values.
-    let mut snap = Snapshot::begin(&url(), 2).await.unwrap();
-    let mut snap_rows = Vec::new();
-    let mut chunks = snap.table_chunks(schema.clone(), None);
-    while let Some(chunk) = chunks.next_chunk().await.unwrap() {
-        snap_rows.extend(chunk.into_iter().map(|c| c.after.unwrap()));
-    }
-    snap.finish().await.unwrap();
+    let snap_rows: Vec<Vec<Value>> = snapshot_changes(&schema, 2).await.into_iter().map(|c| c.after.unwrap()).collect();
 
     // Binlog values.
     let events = read_to_end(&from, db.filter("types")).await;
@@ -234,13 +228,7 @@ async fn json_numbers_are_exact_on_both_paths_and_equal_as_mariadb_compares_them
     let schema = Arc::new(tables.into_iter().next().expect("table found"));
     assert_eq!(schema.columns[1].kind, polyrepl_core::ColumnKind::Json);
 
-    let mut snap = Snapshot::begin(&url(), 2).await.unwrap();
-    let mut snap_rows = Vec::new();
-    let mut chunks = snap.table_chunks(schema.clone(), None);
-    while let Some(chunk) = chunks.next_chunk().await.unwrap() {
-        snap_rows.extend(chunk.into_iter().map(|c| c.after.unwrap()));
-    }
-    snap.finish().await.unwrap();
+    let snap_rows: Vec<Vec<Value>> = snapshot_changes(&schema, 2).await.into_iter().map(|c| c.after.unwrap()).collect();
     let events = read_to_end(&from, db.filter("jn")).await;
     let binlog_rows: Vec<Vec<Value>> =
         transactions(&events).into_iter().flat_map(|(_, changes)| changes).map(|c| c.after.unwrap()).collect();

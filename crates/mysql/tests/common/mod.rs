@@ -107,3 +107,18 @@ pub fn transactions(events: &[SourceEvent]) -> Vec<(Position, Vec<polyrepl_core:
         })
         .collect()
 }
+
+/// Every row of `schema`'s table as the snapshot reads it, in chunks of `chunk_rows`, in key order.
+pub async fn snapshot_changes(
+    schema: &std::sync::Arc<polyrepl_core::TableSchema>,
+    chunk_rows: usize,
+) -> Vec<polyrepl_core::Change> {
+    let mut snap = polyrepl_mysql::Snapshot::begin(&url(), chunk_rows).await.unwrap();
+    let mut out = Vec::new();
+    let mut chunks = snap.table_chunks(schema.clone(), None);
+    while let Some(chunk) = chunks.next_chunk().await.unwrap() {
+        out.extend(chunk);
+    }
+    snap.finish().await.unwrap();
+    out
+}
