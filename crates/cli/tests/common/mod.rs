@@ -544,6 +544,21 @@ pub async fn sink_differences(
     ))
 }
 
+/// Reads every key of `expected` back from each of the three sinks ([`SINKS`]) with the sink's own
+/// `read_rows`, and panics with the differences of the first sink that does not hold exactly those rows.
+pub async fn assert_every_sink_holds(
+    expected: &BTreeMap<i64, polyrepl_core::Row>,
+    schema: &polyrepl_core::TableSchema,
+) {
+    let keys: std::collections::BTreeSet<i64> = expected.keys().copied().collect();
+    for url in SINKS {
+        let mut reader = polyrepl_engine::open_sink(url, "test-reader").await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        if let Some(d) = sink_differences(reader.as_mut(), url, Some(keys.clone()), expected, schema).await {
+            panic!("{d}");
+        }
+    }
+}
+
 /// One step of a steady writer on a `flow (id, v, n)` table: an insert, an update or (sometimes) a delete.
 pub fn flow_writer_step(rng: &mut Rng, next_id: &mut u64, op: u64) -> String {
     match rng.below(10) {
