@@ -47,7 +47,7 @@ impl BinlogDecoder {
             return Ok(None);
         }
         if let Some(name) = after_words(&statement, &["ROLLBACK", "TO"]) {
-            let name = identifier(name.strip_prefix_ci("SAVEPOINT ").unwrap_or(name));
+            let name = identifier(after_words(name, &["SAVEPOINT"]).unwrap_or(name));
             let Some(at) = self.savepoints.iter().position(|(n, _)| *n == name) else {
                 return Err(self.stream_error(ev, format!("ROLLBACK TO a savepoint the binlog never set: {name}")));
             };
@@ -140,18 +140,6 @@ fn identifier(name: &str) -> String {
     match name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
         Some(quoted) => quoted.replace("``", "`"),
         None => name.to_string(),
-    }
-}
-
-/// `str::strip_prefix`, ignoring ASCII case.
-trait StripPrefixCi {
-    fn strip_prefix_ci(&self, prefix: &str) -> Option<&str>;
-}
-
-impl StripPrefixCi for str {
-    fn strip_prefix_ci(&self, prefix: &str) -> Option<&str> {
-        let head = self.get(..prefix.len())?;
-        head.eq_ignore_ascii_case(prefix).then(|| &self[prefix.len()..])
     }
 }
 
