@@ -14,7 +14,9 @@
 //! - any other statement is DDL (or a statement-logged DML, or another statement with no rows): it
 //!   ends a standalone group or stands alone outside a group, and is emitted as [`SourceEvent::Ddl`] at
 //!   the committed position. Inside a group (DDL commits implicitly, so this is a statement-logged DML
-//!   of a STATEMENT or MIXED session) the group's row changes stay pending: they commit with the group.
+//!   of a STATEMENT or MIXED session) it is emitted at its own event's position (after the last commit,
+//!   so a stream that skips what it handed over never mistakes it for a re-read), and the group's row
+//!   changes stay pending: they commit with the group.
 
 use super::decoder::PreparedXa;
 use super::mariadb::{normalize_xid, xid_text};
@@ -90,11 +92,13 @@ impl BinlogDecoder {
             // A logged ROLLBACK only follows changes of non-transactional tables: they happened.
             return Ok(self.commit(log_pos, ts));
         }
-        // DDL and other statements: standalone groups end here.
+        // DDL and other statements: standalone groups end here. A statement inside a group (a
+        // statement-logged DML) sits at its own event, after the group's start, like a part.
         if self.standalone || !self.in_group {
             let _ = self.commit(log_pos, ts);
+            return Ok(Some(SourceEvent::Ddl { position: self.committed.clone(), database, statement }));
         }
-        Ok(Some(SourceEvent::Ddl { position: self.committed.clone(), database, statement }))
+        Ok(Some(SourceEvent::Ddl { position: self.here(log_pos), database, statement }))
     }
 
     /// An XA prepare: the open XA transaction's changes are held until its commit or rollback; its
