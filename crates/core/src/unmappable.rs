@@ -279,7 +279,7 @@ pub fn json_text_len(json: &serde_json::Value) -> usize {
     count.0
 }
 
-/// A primary key as a JSON object `{column: value}` (columns by name, as JSON objects are kept):
+/// A primary key as a JSON object `{column: value}` (columns in key order):
 /// integers as numbers, binary values as `0x…` hex, everything else as MySQL prints it.
 pub fn key_json(table: &TableSchema, key: &[Value]) -> serde_json::Value {
     let mut object = serde_json::Map::new();
@@ -335,7 +335,7 @@ mod tests {
         let text = err.to_string();
         for needle in [
             "shop.orders",
-            "{\"b\":\"0x00ff\",\"id\":-7}",
+            "{\"id\":-7,\"b\":\"0x00ff\"}",
             "binlog.000002:77",
             "too big",
             "--on-unmappable skip",
