@@ -24,7 +24,7 @@ pub use change::{Batch, Change, Op, Row, TableOp};
 pub use checkpoint::{Checkpoint, SnapshotProgress, TableCopy};
 pub use collapse::{collapse, CollapsedKey};
 pub use lease::{Lease, LeaseRequest};
-pub use position::Position;
+pub use position::{parse_gtid_state, Position};
 pub use schema::{Column, ColumnKind, TableId, TableSchema};
 pub use sink::{Sink, SinkError};
 pub use tables::TableFilter;

@@ -94,7 +94,7 @@ async fn checkpoint_is_stored_after_the_data_and_loads_back() {
         let t = people(&db);
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
         let snapshotting = Checkpoint::snapshotting(
-            Position { file: "binlog.000042".into(), offset: 1234, gtid: Some("0-1-77".into()) },
+            Position { file: "binlog.000042".into(), offset: 1234, gtid: Some("0-1-77".into()), part: None },
             SnapshotProgress {
                 done: vec![TableId::new(&db, "done_table")],
                 current: Some((t.id.clone(), vec![Value::Int(7)])),

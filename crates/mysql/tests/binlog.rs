@@ -76,7 +76,7 @@ async fn streams_committed_transactions_in_order_and_resumes_exactly() {
     // Resume from a saved position, by file+offset and by GTID: exactly the later transactions.
     let saved = txs[3].0.clone();
     let by_file = Position { gtid: None, ..saved.clone() };
-    let by_gtid = Position { file: String::new(), offset: 4, gtid: saved.gtid.clone() };
+    let by_gtid = Position { file: String::new(), offset: 4, gtid: saved.gtid.clone(), part: None };
     for resume_from in [by_file, by_gtid] {
         let again = transactions(&read_to_end(&resume_from, db.filter("items")).await);
         let again_ops: Vec<Vec<(Op, i64)>> = again.iter().map(|(_, c)| op_keys(c)).collect();

@@ -133,7 +133,7 @@ pub fn batch(changes: Vec<Change>, offset: u64) -> Batch {
 pub fn snapshot_batch(changes: Vec<Change>, offset: u64, current: &TableSchema, last_key: Vec<Value>) -> Batch {
     let mut b = batch(changes, offset);
     b.checkpoint = Checkpoint::snapshotting(
-        Position { file: "binlog.000001".into(), offset, gtid: Some(format!("0-1-{offset}")) },
+        Position { file: "binlog.000001".into(), offset, gtid: Some(format!("0-1-{offset}")), part: None },
         SnapshotProgress {
             done: vec![TableId::new(&current.id.database, "done_before")],
             current: Some((current.id.clone(), last_key)),

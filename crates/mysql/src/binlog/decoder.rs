@@ -111,7 +111,7 @@ impl BinlogDecoder {
         // Artificial events (log_pos 0) and server heartbeats say nothing about what was read.
         let log_pos = ev.header().log_pos() as u64;
         let read_to = (log_pos > 0 && ev.header().event_type_raw() != EventType::HEARTBEAT_EVENT as u8)
-            .then(|| Position { file: self.file.clone(), offset: log_pos, gtid: None });
+            .then(|| Position { file: self.file.clone(), offset: log_pos, gtid: None, part: None });
         let out = self.handle_inner(ev)?;
         if let Some(read_to) = read_to {
             self.read_to = read_to;
@@ -170,7 +170,7 @@ impl BinlogDecoder {
 
     /// The position of `log_pos` in the current file, with the GTID state of the last commit.
     pub(super) fn here(&self, log_pos: u64) -> Position {
-        Position { file: self.file.clone(), offset: log_pos, gtid: self.committed.gtid.clone() }
+        Position { file: self.file.clone(), offset: log_pos, gtid: self.committed.gtid.clone(), part: None }
     }
 
     /// The error for an event of a type polyrepl refuses, with the fix in `hint`.

@@ -42,7 +42,7 @@ mod table_map;
 mod transaction;
 
 pub use decoder::BinlogDecoder;
-pub use mariadb::parse_gtid_state;
+pub use polyrepl_core::parse_gtid_state;
 pub use recording::RecordedBinlog;
 
 use crate::error::{Result, SourceError};
@@ -220,7 +220,7 @@ impl BinlogReader {
             heartbeat: options.heartbeat,
             file: from.file.clone(),
             gtid_state,
-            committed: Position { gtid: start_gtid, ..from.clone() },
+            committed: Position { gtid: start_gtid, part: None, ..from.clone() },
             table_ids: HashMap::new(),
             shapes: HashMap::new(),
             pending: Vec::new(),
@@ -453,5 +453,5 @@ pub async fn current_position(url: &SourceUrl) -> Result<Position> {
             Err(_) => row.get::<Option<String>, _>(4).flatten(),
         };
     let _ = conn.disconnect().await;
-    Ok(Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()) })
+    Ok(Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()), part: None })
 }

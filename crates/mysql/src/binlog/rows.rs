@@ -121,7 +121,7 @@ fn not_full(schema: &TableSchema, image: &str, present: usize) -> String {
 /// A change without its position (set at commit).
 pub(super) fn blank(schema: &Arc<TableSchema>, op: Op, key: Vec<Value>, after: Option<Vec<Value>>) -> Change {
     Change {
-        position: Position { file: String::new(), offset: 0, gtid: None },
+        position: Position { file: String::new(), offset: 0, gtid: None, part: None },
         seq: 0,
         table: schema.clone(),
         op,

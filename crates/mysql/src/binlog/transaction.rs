@@ -5,14 +5,15 @@
 //! - a transaction's changes are emitted at its commit (XID, `COMMIT`, or the end of a standalone
 //!   MariaDB GTID group) — except a large one: once `part_changes` are pending (and none of them can
 //!   still be rolled back to a savepoint, and it is no XA transaction), they are emitted as a
-//!   [`SourceEvent::Part`] at the position of the rows event that completed them (after the last
-//!   commit, before the transaction's own), and [`BinlogDecoder::hold`] keeps the group's start as the
-//!   resume point until the commit;
+//!   [`SourceEvent::Part`] at the position of the rows event that completed them, with the GTID state
+//!   of the last commit and [`Position::part`] = the changes emitted so far (after the last commit,
+//!   before the transaction's own, on any server that has the transaction), and
+//!   [`BinlogDecoder::hold`] keeps the group's start as the resume point until the commit;
 //! - a new group that starts while part of the open one was emitted (its commit never came) is an
 //!   error: the emitted part never happened on the source;
 //! - at a commit the group's GTID joins the state, and every change gets the position just after
 //!   the commit event (current file, its `log_pos`, the GTID state including the transaction),
-//!   `seq` = its index in the transaction and the commit's timestamp;
+//!   `seq` = its index in the whole transaction (parts included) and the commit's timestamp;
 //! - a commit with nothing selected yields a heartbeat at most once per heartbeat interval, so the
 //!   checkpoint advances; a server heartbeat yields one only outside a group.
 
@@ -60,14 +61,15 @@ impl BinlogDecoder {
         if final_count < self.part_changes {
             return None;
         }
-        let position = self.here(log_pos);
+        let emitted_before = self.emitted_in_group;
+        self.emitted_in_group += final_count;
+        let position = Position { part: Some(self.emitted_in_group as u64), ..self.here(log_pos) };
         let mut changes: Vec<Change> = self.pending.drain(..final_count).collect();
         for (i, c) in changes.iter_mut().enumerate() {
             c.position = position.clone();
-            c.seq = i as u32;
+            c.seq = (emitted_before + i) as u32;
             c.source_ts = ts;
         }
-        self.emitted_in_group += changes.len();
         Some(SourceEvent::Part { position, changes })
     }
 
@@ -81,10 +83,11 @@ impl BinlogDecoder {
         } else {
             Some(format_gtid_state(&self.gtid_state))
         };
-        self.committed = Position { file: self.file.clone(), offset: log_pos, gtid };
+        self.committed = Position { file: self.file.clone(), offset: log_pos, gtid, part: None };
         self.in_group = false;
         self.standalone = false;
-        let emitted_parts = std::mem::take(&mut self.emitted_in_group) > 0;
+        let emitted_before = std::mem::take(&mut self.emitted_in_group);
+        let emitted_parts = emitted_before > 0;
         self.savepoints.clear();
         self.xa_open = None;
         if self.pending.is_empty() && emitted_parts {
@@ -102,7 +105,7 @@ impl BinlogDecoder {
         self.last_len = changes.len();
         for (i, c) in changes.iter_mut().enumerate() {
             c.position = self.committed.clone();
-            c.seq = i as u32;
+            c.seq = (emitted_before + i) as u32;
             c.source_ts = ts;
         }
         Some(SourceEvent::Transaction { position: self.committed.clone(), changes })
