@@ -51,7 +51,12 @@ pub async fn run_snapshot(
     metrics: &Metrics,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<Position>> {
-    let mut snapshot = Snapshot::begin(url, cfg.chunk_rows).await?;
+    // Opening waits while XA transactions are prepared (see `Snapshot::begin`): shutdown ends the wait.
+    let mut stop = shutdown.clone();
+    let mut snapshot = tokio::select! {
+        opened = Snapshot::begin(url, cfg.chunk_rows) => opened?,
+        Ok(_) = stop.wait_for(|stop| *stop) => return Ok(None),
+    };
     let (position, mut progress) = match start.resume {
         Some(Checkpoint { position, snapshot: Some(p), .. }) => {
             tracing::info!(%position, done = p.done.len(), "resuming the snapshot after its last applied chunk");

@@ -6,6 +6,10 @@
 //! - [`Snapshot::position`] is the binlog position of exactly that instant (MariaDB:
 //!   `binlog_snapshot_file/position` status, which needs no global lock, and the GTID state of that
 //!   file/offset via `BINLOG_GTID_POS`); streaming from it yields every later change and no earlier one;
+//! - the snapshot streaming starts from ([`Snapshot::begin`]) is opened at an instant when `XA RECOVER`
+//!   lists no prepared XA transaction ([`start_with_no_xa_prepared`]): such a transaction's rows are
+//!   logged before the position (at its XA PREPARE) but are not in the snapshot, so a stream from there
+//!   could not apply its later `XA COMMIT`;
 //! - a chunk is `WHERE (pk...) > (last...) ORDER BY pk... LIMIT n`: at most `n` rows are in memory,
 //!   and a chunk can resume after any key (a crash resumes after the last applied key);
 //! - values are read with the binary protocol on a `time_zone='+00:00'` session and decoded by
@@ -22,6 +26,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Params};
 use polyrepl_core::{Change, Op, Position, TableSchema, Value};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// An open consistent snapshot: a connection inside a `WITH CONSISTENT SNAPSHOT` transaction.
 pub struct Snapshot {
@@ -34,22 +39,27 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Connects, starts the consistent-snapshot transaction and reads the binlog position it matches;
-    /// chunks will hold up to `chunk_rows` rows.
+    /// chunks will hold up to `chunk_rows` rows. Waits while XA transactions are prepared
+    /// ([`start_with_no_xa_prepared`]); drop the future to stop waiting.
     pub async fn begin(url: &SourceUrl, chunk_rows: usize) -> Result<Snapshot> {
         Snapshot::open(url, chunk_rows, true).await
     }
 
     /// A connection for an online copy, which reads each chunk in a snapshot of its own
     /// ([`Snapshot::renew`]); no transaction is left open, and no GTID state is read (see `renew`).
+    /// Nor does it wait for prepared XA transactions: the stream is already reading the binlog from
+    /// before each chunk's position, so it has read the XA PREPARE (with the rows) of any transaction
+    /// prepared before it, and applies it at its XA COMMIT, after the chunk.
     pub async fn for_chunks(url: &SourceUrl, chunk_rows: usize) -> Result<Snapshot> {
         let mut snapshot = Snapshot::open(url, chunk_rows, false).await?;
         snapshot.end_transaction().await?;
         Ok(snapshot)
     }
 
-    /// Connects, sets the session up and starts a snapshot transaction (`with_gtid`: see
-    /// [`start_transaction`]).
-    async fn open(url: &SourceUrl, chunk_rows: usize, with_gtid: bool) -> Result<Snapshot> {
+    /// Connects, sets the session up and starts a snapshot transaction; `stream_start`: streaming will
+    /// start from its position, so it also has the GTID state (see [`start_transaction`]) and no XA
+    /// transaction is prepared when it opens ([`start_with_no_xa_prepared`]).
+    async fn open(url: &SourceUrl, chunk_rows: usize, stream_start: bool) -> Result<Snapshot> {
         let server = url.address();
         let mut conn = Conn::new(url.opts(false))
             .await
@@ -68,7 +78,11 @@ impl Snapshot {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
             .map_err(q("setting REPEATABLE READ"))?;
-        let position = start_transaction(&mut conn, &server, mariadb, with_gtid).await?;
+        let position = if stream_start {
+            start_with_no_xa_prepared(&mut conn, &server, mariadb).await?
+        } else {
+            start_transaction(&mut conn, &server, mariadb, false).await?
+        };
         Ok(Snapshot { conn, position, server, mariadb, chunk_rows: chunk_rows.max(1) })
     }
 
@@ -178,9 +192,80 @@ async fn start_transaction(conn: &mut Conn, server: &str, mariadb: bool, with_gt
         let file: String = row.get(0).unwrap_or_default();
         let offset: u64 = row.get(1).unwrap_or(4);
         let gtid: Option<String> = row.get::<Option<String>, _>(4).flatten().filter(|g| !g.is_empty());
-        Position { file, offset, gtid }
+        Position { file, offset, gtid, part: None }
     };
     Ok(position)
+}
+
+/// How often a snapshot waiting for prepared XA transactions asks again, and warns.
+const XA_POLL: Duration = Duration::from_millis(500);
+const XA_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Starts the consistent-snapshot transaction (with its GTID state) at an instant when no XA
+/// transaction is prepared, and returns its position. A transaction prepared before the position and
+/// committed after it is in neither the snapshot nor the binlog after the position (MariaDB logs its
+/// rows at XA PREPARE), so a stream from there would stop at its XA COMMIT. While `XA RECOVER` lists
+/// any, the snapshot is rolled back and tried again every [`XA_POLL`], with a warning every
+/// [`XA_WARN_EVERY`]; the caller ends the wait on shutdown by dropping this future.
+///
+/// `XA RECOVER` is asked before and after the snapshot opens: after, for transactions prepared before
+/// it and still prepared; before, for one prepared earlier that commits just as the snapshot opens. A
+/// transaction both prepared and committed within those few round trips is not seen (the stream
+/// then stops at its XA COMMIT, with the `--resnapshot` fix). MySQL works the same way.
+/// `XA RECOVER` needs no privilege on MariaDB for the user's own XA transactions; MySQL 8 wants
+/// XA_RECOVER_ADMIN. Refused for lack of a privilege, it is warned about once and the snapshot
+/// goes on unchecked, as before this check existed: a run must not stop for it.
+async fn start_with_no_xa_prepared(conn: &mut Conn, server: &str, mariadb: bool) -> Result<Position> {
+    // The xids `XA RECOVER` lists (its `data` column), `None` when refused for lack of a privilege.
+    async fn prepared(conn: &mut Conn, server: &str) -> Result<Option<Vec<String>>> {
+        match conn.query::<mysql_async::Row, _>("XA RECOVER").await {
+            Ok(rows) => Ok(Some(
+                rows.iter()
+                    .map(|r| String::from_utf8_lossy(&r.get::<Vec<u8>, _>("data").unwrap_or_default()).into_owned())
+                    .collect(),
+            )),
+            // ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_TABLEACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED
+            Err(mysql_async::Error::Server(e)) if matches!(e.code, 1044 | 1045 | 1142 | 1227) => {
+                tracing::warn!(
+                    %server, error = %e.message,
+                    "XA RECOVER refused: the snapshot goes on without waiting for prepared XA \
+                     transactions; if one is prepared now and committed later, streaming stops at its \
+                     XA COMMIT (grant XA_RECOVER_ADMIN on MySQL 8)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(SourceError::query("XA RECOVER", server, e)),
+        }
+    }
+    let mut warned: Option<Instant> = None;
+    loop {
+        let mut xids = match prepared(conn, server).await? {
+            None => return start_transaction(conn, server, mariadb, true).await,
+            Some(xids) => xids,
+        };
+        if xids.is_empty() {
+            // Asked again right after the snapshot opens; MariaDB's GTID state (slow to read on a large
+            // binlog file) once it is known to be kept.
+            let position = start_transaction(conn, server, mariadb, false).await?;
+            match prepared(conn, server).await? {
+                Some(after) if !after.is_empty() => xids = after,
+                _ if mariadb => return mariadb_snapshot_position(conn, server, true).await,
+                _ => return Ok(position),
+            }
+            conn.query_drop("ROLLBACK").await.map_err(|e| SourceError::query("ROLLBACK of the snapshot", server, e))?;
+        }
+        if warned.is_none_or(|at| at.elapsed() >= XA_WARN_EVERY) {
+            warned = Some(Instant::now());
+            tracing::warn!(
+                %server, prepared = xids.len(), xids = ?xids,
+                "the snapshot waits: {} XA transaction(s) prepared, whose rows a snapshot opened now \
+                 would miss (they are logged at XA PREPARE, before its position). Commit or roll them \
+                 back: XA COMMIT/XA ROLLBACK <xid>; polyrepl waits",
+                xids.len()
+            );
+        }
+        tokio::time::sleep(XA_POLL).await;
+    }
 }
 
 /// MariaDB: the binlog position (with its GTID state) of the consistent-snapshot transaction open on
@@ -196,14 +281,14 @@ pub(crate) async fn mariadb_snapshot_position(conn: &mut Conn, server: &str, wit
         .ok_or_else(|| SourceError::Usage(format!("{server} reports no binlog_snapshot_file: is log_bin on?")))?;
     let offset: u64 = get("binlog_snapshot_position").and_then(|p| p.parse().ok()).unwrap_or(4);
     if !with_gtid {
-        return Ok(Position { file, offset, gtid: None });
+        return Ok(Position { file, offset, gtid: None, part: None });
     }
     let gtid: Option<String> = conn
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), offset))
         .await
         .map_err(|e| SourceError::query("SELECT BINLOG_GTID_POS", server, e))?
         .flatten();
-    Ok(Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()) })
+    Ok(Position { file, offset, gtid: gtid.filter(|g| !g.is_empty()), part: None })
 }
 
 /// The SELECT of one chunk of `table` and its parameters: every column, rows with a key greater than

@@ -1,13 +1,14 @@
 //! Transactions as the server means them: savepoints rolled back exactly, XA transactions applied at
 //! their commit and dropped at their rollback (across a resume), large transactions emitted in parts
-//! with their start held.
+//! with their start held; a snapshot that waits while an XA transaction is prepared.
 mod common;
 
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use polyrepl_core::{Op, Position, Value};
-use polyrepl_mysql::{current_position, BinlogOptions, BinlogReader, SourceEvent};
+use polyrepl_mysql::{current_position, discover_tables, BinlogOptions, BinlogReader, SourceEvent};
+use std::sync::Arc;
 
 /// Every event of table `t` to the end of the binlog, with the reader's hold after each, decoded with
 /// parts of `part_changes`.
@@ -182,5 +183,58 @@ async fn a_large_transaction_comes_in_parts_with_its_start_held() {
     }
     assert!(parts >= 4, "5,000 changes in parts of 1,000: {parts} parts");
     assert_eq!(seen, (1..=5000).collect::<Vec<i64>>(), "every change once, in order");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_waits_while_an_xa_transaction_is_prepared_and_streams_on_after_its_commit() {
+    let _alone = XA_WINDOW.lock().await;
+    let mut db = TestDb::create("xasnap").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await;
+    db.exec("INSERT INTO t VALUES (1, 1)").await;
+    let mut conn = polyrepl_mysql::checks::connect(&url()).await.unwrap();
+    let schema = Arc::new(discover_tables(&mut conn, &db.filter("t"), "test").await.unwrap().remove(0));
+    // Prepared on a connection that then goes: MariaDB lets another connection commit a prepared XA
+    // transaction only once the one that prepared it is gone.
+    let xid = format!("'s{}'", random_u32());
+    let mut xa = second_connection(&db).await;
+    for sql in [
+        format!("XA START {xid}"),
+        "INSERT INTO t VALUES (2, 2)".to_string(),
+        format!("XA END {xid}"),
+        format!("XA PREPARE {xid}"),
+    ] {
+        xa.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    xa.disconnect().await.unwrap();
+
+    let snapshot = tokio::spawn(async move { snapshot_changes(&schema, 100).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let waited = !snapshot.is_finished();
+    let before_commit = current_position(&url()).await.unwrap();
+    // Committed before any assertion, so a failure leaves no prepared transaction on the server.
+    second_connection(&db).await.query_drop(format!("XA COMMIT {xid}")).await.unwrap();
+    assert!(waited, "the snapshot must not open while an XA transaction is prepared");
+
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(30), snapshot)
+        .await
+        .expect("the snapshot opens once the XA transaction is committed")
+        .unwrap();
+    assert_eq!(op_keys(&rows), vec![(Op::Insert, 1), (Op::Insert, 2)], "the snapshot holds the committed XA row");
+    let position = rows[0].position.clone();
+    assert!(position > before_commit, "snapshot at {position}, XA COMMIT after {before_commit}");
+
+    // Streaming from the snapshot's position: no unknown XA COMMIT, and the XA row not again.
+    db.exec("INSERT INTO t VALUES (3, 3)").await;
+    let events = read_t_with_holds(&position, &db, 1000).await;
+    let txs: Vec<Vec<(Op, i64)>> = events
+        .iter()
+        .filter_map(|(e, _)| match e {
+            SourceEvent::Transaction { changes, .. } => Some(op_keys(changes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(txs, vec![vec![(Op::Insert, 3)]], "{events:?}");
+    assert!(events.last().unwrap().1.is_none(), "nothing held at the end: {:?}", events.last());
     db.drop_db().await;
 }
