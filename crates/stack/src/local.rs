@@ -426,6 +426,9 @@ pub fn mysql_spec(program: &Path, flavor: MysqlFlavor, dir: &Path, port: u16) ->
     let initialise = match flavor {
         MysqlFlavor::MariaDb => {
             args.push("--gtid-strict-mode=ON".into());
+            // Made a replica (`CHANGE MASTER TO … MASTER_USE_GTID=slave_pos`), it logs what it applies
+            // with the primary's GTIDs, so polyrepl can follow it once it is promoted (not dynamic).
+            args.push("--log-slave-updates=ON".into());
             let install = program.with_file_name("mariadb-install-db");
             let install =
                 if install.is_file() { install } else { find_program("mariadb-install-db").unwrap_or(install) };
@@ -721,6 +724,7 @@ mod tests {
             "--binlog-row-image=FULL",
             "--binlog-row-metadata=FULL",
             "--server-id=1",
+            "--log-slave-updates=ON",
             "--port=5600",
             "--bind-address=127.0.0.1",
         ] {

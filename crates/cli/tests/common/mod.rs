@@ -609,6 +609,19 @@ impl OwnMariaDb {
     pub fn url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}", self.port)
     }
+
+    /// Kills the server with SIGKILL (a crash: nothing flushed) and waits until it is gone.
+    pub fn kill_9(&self) {
+        let pid_file = self.state.path().join("mysql").join("server.pid");
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let pid = pid.lines().next().unwrap_or_default().trim().to_string();
+        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success(), "kill -KILL {pid}");
+        let gone = std::path::Path::new("/proc").join(&pid);
+        let start = Instant::now();
+        while gone.exists() && start.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for OwnMariaDb {
