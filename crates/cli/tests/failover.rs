@@ -8,6 +8,10 @@
 //! position-derived write timestamps must keep increasing) — and `verify` against the new primary
 //! finds 0 differences in the three sinks.
 //!
+//! A second test: the replica had not received the last transactions the sinks hold (lost in the
+//! failover) and wrote as many of its own; the run stops with the fix, `--resnapshot` empties the sink
+//! tables and converges them to the new primary.
+//!
 //! Servers: two MariaDBs of the test's own, FerretDB 127.0.0.1:1800, Redis 127.0.0.1:6379, Cassandra
 //! 127.0.0.1:9042.
 
@@ -115,14 +119,12 @@ async fn gtid_binlog_pos(conn: &mut mysql_async::Conn) -> String {
     conn.query_first::<String, _>("SELECT @@gtid_binlog_pos").await.unwrap().unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failover_to_a_replica_carries_on_by_gtid_in_every_sink() {
+/// A primary and a replica of it (GTID replication): the binlogs start empty on both, the primary's
+/// files number higher; database `name` with `flow (id, v, n)` of 300 rows created on the primary.
+async fn replicated_pair(name: &str) -> (OwnMariaDb, OwnMariaDb, mysql_async::Conn, mysql_async::Conn) {
     let (primary, replica) = (OwnMariaDb::up(), OwnMariaDb::up());
-    let name = unique("failover");
-    let _cleanup = SinkCleanup { db: name.clone() };
     let mut old = mysql_async::Conn::from_url(primary.url()).await.expect("connect to the primary");
     let mut new = mysql_async::Conn::from_url(replica.url()).await.expect("connect to the replica");
-    // One GTID history from here on; the primary's binlog files number higher than the replica's.
     old.query_drop("RESET MASTER; FLUSH BINARY LOGS; FLUSH BINARY LOGS; FLUSH BINARY LOGS; FLUSH BINARY LOGS")
         .await
         .unwrap();
@@ -141,6 +143,21 @@ async fn a_failover_to_a_replica_carries_on_by_gtid_in_every_sink() {
     ))
     .await
     .unwrap();
+    (primary, replica, old, new)
+}
+
+/// Waits until the replica has applied everything the primary logged.
+async fn caught_up(old: &mut mysql_async::Conn, new: &mut mysql_async::Conn) {
+    let end = gtid_binlog_pos(old).await;
+    let waited: Option<i64> = new.exec_first("SELECT MASTER_GTID_WAIT(?, 60)", (end.clone(),)).await.unwrap().flatten();
+    assert_eq!(waited, Some(0), "the replica did not reach {end}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_replica_carries_on_by_gtid_in_every_sink() {
+    let name = unique("failover");
+    let _cleanup = SinkCleanup { db: name.clone() };
+    let (primary, replica, mut old, mut new) = replicated_pair(&name).await;
 
     let tables = format!("{name}.*");
     let args = |source: &str, extra: &[&str]| {
@@ -160,10 +177,7 @@ async fn a_failover_to_a_replica_carries_on_by_gtid_in_every_sink() {
     // The switch-over: no write in flight, the replica has everything, the primary dies.
     {
         let mut gate = writer.gate.lock().await;
-        let end = gtid_binlog_pos(&mut old).await;
-        let waited: Option<i64> =
-            new.exec_first("SELECT MASTER_GTID_WAIT(?, 60)", (end.clone(),)).await.unwrap().flatten();
-        assert_eq!(waited, Some(0), "the replica did not reach {end}");
+        caught_up(&mut old, &mut new).await;
         drop(old);
         primary.kill_9();
         new.query_drop("STOP SLAVE; RESET SLAVE ALL").await.unwrap();
@@ -204,4 +218,45 @@ async fn a_failover_to_a_replica_carries_on_by_gtid_in_every_sink() {
     let (status, out) = run_to_end(&verify, Duration::from_secs(300)).await;
     assert_eq!(status.code(), Some(0), "verify found differences after the failover:\n{out}");
     assert!(out.contains("verify: consistent"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_lost_transactions_the_sinks_hold_stops_with_the_fix() {
+    let name = unique("lostfail");
+    let _cleanup = SinkCleanup { db: name.clone() };
+    let (primary, replica, mut old, mut new) = replicated_pair(&name).await;
+    caught_up(&mut old, &mut new).await;
+    let tables = format!("{name}.*");
+    let args = |source: &str, extra: &[&str]| {
+        let extra: Vec<&str> = ["--stop-at-end"].into_iter().chain(extra.iter().copied()).collect();
+        polyrepl_args("run", &format!("{source}/"), &tables, &SINKS, Some(&name), &extra)
+    };
+    // The replica falls behind; the sinks take transactions it never gets.
+    new.query_drop("STOP SLAVE").await.unwrap();
+    for i in 0..10 {
+        old.query_drop(format!("UPDATE `{name}`.flow SET v = 'lost {i}' WHERE id = {}", i + 1)).await.unwrap();
+    }
+    let (status, log) = run_to_end(&args(&primary.url(), &[]), Duration::from_secs(180)).await;
+    assert!(status.success(), "the run on the primary failed:\n{log}");
+    // The primary dies; the replica is promoted and writes as many transactions as were lost: the same
+    // GTID sequence numbers name other transactions (and Cassandra timestamps would tie).
+    drop(old);
+    primary.kill_9();
+    new.query_drop("RESET SLAVE ALL").await.unwrap();
+    for i in 0..10 {
+        new.query_drop(format!("UPDATE `{name}`.flow SET v = 'new primary {i}' WHERE id = {}", 100 + i)).await.unwrap();
+    }
+    let (status, log) = run_to_end(&args(&replica.url(), &[]), Duration::from_secs(180)).await;
+    assert!(!status.success(), "the sinks hold transactions the new primary never had: the run must stop:\n{log}");
+    assert!(
+        log.contains("lacks transactions the checkpoint holds") && log.contains("--resnapshot"),
+        "the error says what happened and names the fix:\n{log}"
+    );
+    // The fix converges every sink to the new primary.
+    let (status, log) = run_to_end(&args(&replica.url(), &["--resnapshot"]), Duration::from_secs(180)).await;
+    assert!(status.success(), "the --resnapshot run failed:\n{log}");
+    assert!(log.contains("emptied"), "the sink tables are emptied before the copy:\n{log}");
+    let verify = polyrepl_args("verify", &format!("{}/", replica.url()), &tables, &SINKS, None, &[]);
+    let (status, out) = run_to_end(&verify, Duration::from_secs(300)).await;
+    assert_eq!(status.code(), Some(0), "verify found differences after the re-snapshot:\n{out}");
 }

@@ -14,8 +14,27 @@
 //! files of its own: positions with MariaDB GTIDs order by GTID ([`Position`]), so its files may number
 //! lower than the checkpoint's.
 
-use polyrepl_core::Position;
-use polyrepl_core::parse_gtid_state;
+use polyrepl_core::{parse_gtid_state, Position};
+use polyrepl_mysql::source_url::SourceUrl;
+use polyrepl_mysql::SourceError;
+
+/// Why the source's binlog does not hold the transactions up to `held`, a MariaDB GTID position that
+/// [`foreign_to`] accepts: the same sequence numbers can name other transactions (a failover to a
+/// replica that had not received the last ones, then wrote its own). The server knows: it refuses a
+/// replica asking to start after a GTID its binlog lacks. `None` when it has them (or `held` has no
+/// MariaDB GTIDs).
+pub async fn lost_on_source(url: &SourceUrl, held: &Position, server_id: u32) -> Result<Option<String>, SourceError> {
+    if held.gtid_ordinal().is_none() {
+        return Ok(None);
+    }
+    match polyrepl_mysql::binlog::check_in_history(url, held, server_id).await {
+        Ok(()) => Ok(None),
+        Err(SourceError::NotInHistory { message, .. }) => {
+            Ok(Some(format!("the source's binlog lacks transactions the checkpoint holds ({message})")))
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Why `held` cannot be a point of the binlog history that ends at `now`; `None` when it can be.
 pub fn foreign_to(held: &Position, now: &Position) -> Option<String> {

@@ -41,7 +41,7 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
     }
     let leases = LeaseKeeper::acquire(cfg, &report.tables).await?;
     let source_end = polyrepl_mysql::current_position(&url).await?;
-    match open_slots(cfg, sinks, &report.tables, &source_end).await {
+    match open_slots(cfg, &url, sinks, &report.tables, &source_end).await {
         Ok((slots, history_changed)) => {
             Ok(Prepared { url, filter, tables: report.tables, slots, leases, history_changed })
         }
@@ -56,11 +56,14 @@ pub async fn prepare(cfg: &RunConfig) -> Result<Prepared> {
 /// source's (which ends at `source_end`) unless `--resnapshot`; says whether there was such a one.
 async fn open_slots(
     cfg: &RunConfig,
+    url: &SourceUrl,
     mut sinks: Vec<Box<dyn Sink>>,
     tables: &[Arc<TableSchema>],
     source_end: &Position,
 ) -> Result<(Vec<SinkSlot>, bool)> {
     let mut history_changed = false;
+    // Why each checkpoint position seen is not of the source's history (one look-up per position).
+    let mut judged: Vec<(Position, Option<String>)> = Vec::new();
     for sink in sinks.iter_mut() {
         let step = format!("preparing the sink {}", sink.name());
         sink.prepare(tables).await.map_err(EngineError::sink_step(step))?;
@@ -69,12 +72,26 @@ async fn open_slots(
     for mut sink in sinks {
         let step = format!("reading the checkpoint of {}", sink.name());
         let held = sink.load_checkpoint(&cfg.name).await.map_err(EngineError::sink_step(step))?;
-        if let Some(why) = held.as_ref().and_then(|c| history::foreign_to(&c.position, source_end)) {
+        let foreign = match held.as_ref().map(|c| &c.position) {
+            None => None,
+            Some(p) => match judged.iter().find(|(q, _)| q == p) {
+                Some((_, why)) => why.clone(),
+                None => {
+                    let why = match history::foreign_to(p, source_end) {
+                        Some(why) => Some(why),
+                        None => history::lost_on_source(url, p, cfg.server_id).await?,
+                    };
+                    judged.push((p.clone(), why.clone()));
+                    why
+                }
+            },
+        };
+        if let Some(why) = foreign {
             if !cfg.resnapshot {
                 return Err(EngineError::Settings(format!(
                     "{}: the checkpoint of pipeline '{}' is not from the source's binlog history: {why}. The source \
-                     was reset (RESET MASTER) or is another server, so streaming from the checkpoint would skip or \
-                     misread changes. Fix: polyrepl run --resnapshot with the same flags (the sink tables are \
+                     was reset (RESET MASTER), lost transactions in a failover, or is another server, so streaming \
+                     from the checkpoint would skip or misread changes. Fix: polyrepl run --resnapshot with the same flags (the sink tables are \
                      emptied and copied again)",
                     sink.name(),
                     cfg.name

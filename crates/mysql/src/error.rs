@@ -47,6 +47,19 @@ pub enum SourceError {
          has, then streams from the new snapshot. Nothing was written to the sinks."
     )]
     BinlogPurged { server: String, position: Position, message: String },
+    /// The server's binlog history does not hold the transactions the sinks hold: a failover to a
+    /// replica that had not received all of them (lost on the source, kept in the sinks), or another
+    /// server.
+    #[error(
+        "the sinks hold changes up to {position}, and {server} does not have those transactions: {message}. \
+         This happens after a failover to a replica that had not received every transaction the old primary \
+         committed (they are lost on the source, but the sinks hold them), or when the source is another \
+         server. Streaming on would leave rows in the sinks the source never had. Copy the tables again with \
+         `polyrepl run --resnapshot` and the same flags: it re-snapshots every table into every sink from \
+         this server, removes rows it does not have, then streams on. Nothing was written to the sinks from \
+         this server."
+    )]
+    NotInHistory { server: String, position: Position, message: String },
     /// The caller asked for something that cannot work (bad position, table not in the snapshot...).
     #[error("{0}")]
     Usage(String),
@@ -74,8 +87,9 @@ impl SourceError {
         SourceError::Query { what: what.into(), server: server.to_string(), source }
     }
 
-    /// The error of a binlog stream from `position`: [`SourceError::BinlogPurged`] when the server
-    /// says it no longer has that binlog (error 1236, ER_MASTER_FATAL_ERROR_READING_BINLOG).
+    /// The error of a binlog stream from `position`: [`SourceError::NotInHistory`] when the server has
+    /// no such GTID, [`SourceError::BinlogPurged`] when it says it no longer has that binlog (both error
+    /// 1236, ER_MASTER_FATAL_ERROR_READING_BINLOG).
     pub(crate) fn binlog_read(
         what: impl Into<String>,
         server: &str,
@@ -83,6 +97,14 @@ impl SourceError {
         source: mysql_async::Error,
     ) -> Self {
         match &source {
+            // MariaDB: "…requested to start from GTID d-s-n, which is not in the master's binlog".
+            mysql_async::Error::Server(s) if s.code == 1236 && s.message.contains("not in the master's binlog") => {
+                SourceError::NotInHistory {
+                    server: server.to_string(),
+                    position: position.clone(),
+                    message: format!("the server answered \"{}\"", s.message.trim()),
+                }
+            }
             mysql_async::Error::Server(s) if s.code == 1236 => SourceError::BinlogPurged {
                 server: server.to_string(),
                 position: position.clone(),

@@ -428,6 +428,23 @@ impl BinlogReader {
     }
 }
 
+/// Checks that the server's binlog holds the transactions up to `position` (a MariaDB GTID position):
+/// one the server has no such GTID for — a failover to a replica that had not received them, another
+/// server — is [`SourceError::NotInHistory`]. Reads the first event of a stream from there, no more,
+/// as replica `server_id` (the stream that follows, with the same id, replaces this one).
+pub async fn check_in_history(url: &SourceUrl, position: &Position, server_id: u32) -> Result<()> {
+    let nothing = TableFilter::new(&[], &[]).map_err(SourceError::Usage)?;
+    let options = BinlogOptions::new(server_id).stop_at_end();
+    let mut reader = BinlogReader::start(url, position, nothing, options).await?;
+    let first = reader.stream.next().await;
+    let server = reader.server.clone();
+    let _ = reader.stream.close().await;
+    match first {
+        Some(Err(e)) => Err(SourceError::binlog_read("reading the binlog", &server, position, e)),
+        _ => Ok(()),
+    }
+}
+
 /// The server's current binlog position (end of the last committed transaction), with the MariaDB
 /// GTID state at that point.
 pub async fn current_position(url: &SourceUrl) -> Result<Position> {

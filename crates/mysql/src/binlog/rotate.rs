@@ -33,8 +33,12 @@ impl BinlogDecoder {
         }
         self.file = name;
         if !self.in_group && self.committed.file != self.file {
-            self.committed =
-                Position { file: self.file.clone(), offset: re.position().max(4), gtid: self.committed.gtid.clone(), part: None };
+            self.committed = Position {
+                file: self.file.clone(),
+                offset: re.position().max(4),
+                gtid: self.committed.gtid.clone(),
+                part: None,
+            };
         }
         Ok(())
     }
