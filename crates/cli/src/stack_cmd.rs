@@ -18,7 +18,8 @@ pub struct StackArgs {
 
 #[derive(Subcommand)]
 enum StackAction {
-    /// Start every service that is not running and wait until each answers a real query.
+    /// Start every service that is not running and wait until each answers a real query
+    /// (the default four; Kafka when named with --service kafka or --service all).
     Up,
     /// Create the demo schema: MySQL polyrepl_demo.events, the MongoDB collection with an index on ts,
     /// the Cassandra keyspace and table. Safe to run again.
@@ -59,9 +60,10 @@ pub struct StackOpts {
     /// Where scripts/install-deps put FerretDB and Cassandra's jars [default: ~/.local/share/polyrepl].
     #[arg(long, global = true, env = "POLYREPL_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
-    /// Only these services (repeatable or comma-separated): mysql, mongodb, redis, cassandra [default: all].
+    /// Only these services (repeatable or comma-separated): mysql, mongodb, redis, cassandra, kafka, or all
+    /// [default: mysql, mongodb, redis and cassandra; status and down also take a Kafka this state dir started].
     #[arg(long = "service", global = true, env = "POLYREPL_SERVICES", value_delimiter = ',', value_parser = parse_service)]
-    services: Vec<Service>,
+    services: Vec<ServiceArg>,
     /// MySQL/MariaDB port.
     #[arg(long, global = true, env = "POLYREPL_MYSQL_PORT", default_value_t = 5600)]
     mysql_port: u16,
@@ -77,6 +79,12 @@ pub struct StackOpts {
     /// Cassandra inter-node (storage) port, bound on 127.0.0.1.
     #[arg(long, global = true, env = "POLYREPL_CASSANDRA_STORAGE_PORT", default_value_t = 7000)]
     cassandra_storage_port: u16,
+    /// Kafka client port (opt-in service).
+    #[arg(long, global = true, env = "POLYREPL_KAFKA_PORT", default_value_t = 9092)]
+    kafka_port: u16,
+    /// Kafka KRaft controller port, bound on 127.0.0.1.
+    #[arg(long, global = true, env = "POLYREPL_KAFKA_CONTROLLER_PORT", default_value_t = 9093)]
+    kafka_controller_port: u16,
     /// MySQL user polyrepl connects as (the local stack creates it when it is not root).
     #[arg(long, global = true, env = "POLYREPL_MYSQL_USER", default_value = "root")]
     mysql_user: String,
@@ -99,7 +107,7 @@ pub struct StackOpts {
     /// The Redis server program [default: redis-server from PATH].
     #[arg(long, global = true, env = "POLYREPL_REDIS_BIN")]
     redis_bin: Option<PathBuf>,
-    /// The Java 17 program that runs Cassandra [default: java from PATH].
+    /// The Java 17 program that runs Cassandra and Kafka [default: java from PATH].
     #[arg(long, global = true, env = "POLYREPL_JAVA_BIN")]
     java_bin: Option<PathBuf>,
     /// Directory holding Cassandra's lib/*.jar [default: <tools dir>/cassandra-5.0.6].
@@ -108,15 +116,30 @@ pub struct StackOpts {
     /// Java heap for Cassandra.
     #[arg(long, global = true, env = "POLYREPL_CASSANDRA_HEAP", default_value = "512m")]
     cassandra_heap: String,
+    /// Directory holding Kafka's lib/*.jar [default: <tools dir>/kafka-4.4.0].
+    #[arg(long, global = true, env = "POLYREPL_KAFKA_HOME")]
+    kafka_home: Option<PathBuf>,
+    /// Java heap for Kafka.
+    #[arg(long, global = true, env = "POLYREPL_KAFKA_HEAP", default_value = "256m")]
+    kafka_heap: String,
 }
 
-fn parse_service(s: &str) -> Result<Service, String> {
+/// One `--service` value: a service, or `all` of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServiceArg {
+    One(Service),
+    All,
+}
+
+fn parse_service(s: &str) -> Result<ServiceArg, String> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "mysql" | "mariadb" => Ok(Service::Mysql),
-        "mongo" | "mongodb" => Ok(Service::Mongo),
-        "redis" => Ok(Service::Redis),
-        "cassandra" => Ok(Service::Cassandra),
-        other => Err(format!("unknown service '{other}' (expected mysql, mongodb, redis or cassandra)")),
+        "mysql" | "mariadb" => Ok(ServiceArg::One(Service::Mysql)),
+        "mongo" | "mongodb" => Ok(ServiceArg::One(Service::Mongo)),
+        "redis" => Ok(ServiceArg::One(Service::Redis)),
+        "cassandra" => Ok(ServiceArg::One(Service::Cassandra)),
+        "kafka" => Ok(ServiceArg::One(Service::Kafka)),
+        "all" => Ok(ServiceArg::All),
+        other => Err(format!("unknown service '{other}' (expected mysql, mongodb, redis, cassandra, kafka or all)")),
     }
 }
 
@@ -130,6 +153,8 @@ impl StackOpts {
             redis_port: self.redis_port,
             cassandra_port: self.cassandra_port,
             cassandra_storage_port: self.cassandra_storage_port,
+            kafka_port: self.kafka_port,
+            kafka_controller_port: self.kafka_controller_port,
             mysql_user: self.mysql_user.clone(),
             mysql_password: self.mysql_password.clone(),
             mysqld_bin: self.mysqld_bin.clone(),
@@ -138,15 +163,25 @@ impl StackOpts {
             java_bin: self.java_bin.clone(),
             cassandra_home: self.cassandra_home.clone(),
             cassandra_heap: self.cassandra_heap.clone(),
+            kafka_home: self.kafka_home.clone(),
+            kafka_heap: self.kafka_heap.clone(),
             ..StackConfig::default()
         };
         if let Some(t) = &self.tools_dir {
             cfg.tools_dir = t.clone();
         }
-        if !self.services.is_empty() {
-            cfg.services = Service::ALL.into_iter().filter(|s| self.services.contains(s)).collect();
+        if self.services.contains(&ServiceArg::All) {
+            cfg.services = Service::KNOWN.to_vec();
+        } else if !self.services.is_empty() {
+            cfg.services =
+                Service::KNOWN.into_iter().filter(|&s| self.services.contains(&ServiceArg::One(s))).collect();
         }
         cfg
+    }
+
+    /// True when no `--service` was given.
+    fn default_services(&self) -> bool {
+        self.services.is_empty()
     }
 
     /// The backend to use: as asked; for `auto`, the one `up` recorded, else Docker if an engine answers.
@@ -171,7 +206,15 @@ fn say(line: String) {
 }
 
 pub async fn run(args: StackArgs) -> Result<ExitCode> {
-    let cfg = args.opts.config();
+    let mut cfg = args.opts.config();
+    // Without --service, status and down also cover an opt-in service (Kafka) this state dir started.
+    if args.opts.default_services() {
+        match args.action {
+            StackAction::Status { .. } => cfg.add_started_opt_ins(false),
+            StackAction::Down { purge } => cfg.add_started_opt_ins(purge),
+            StackAction::Up | StackAction::Init => {}
+        }
+    }
     let backend = args.opts.backend().await;
     match args.action {
         StackAction::Up => {

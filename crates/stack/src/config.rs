@@ -37,6 +37,10 @@ pub struct StackConfig {
     pub cassandra_port: u16,
     /// Cassandra's inter-node (storage) port; only bound on 127.0.0.1.
     pub cassandra_storage_port: u16,
+    /// Kafka's client (PLAINTEXT) port.
+    pub kafka_port: u16,
+    /// Kafka's KRaft controller port; only bound on 127.0.0.1.
+    pub kafka_controller_port: u16,
     pub mysql_user: String,
     pub mysql_password: String,
     /// Server program overrides; `None` = look up the default.
@@ -48,11 +52,16 @@ pub struct StackConfig {
     pub cassandra_home: Option<PathBuf>,
     /// Java heap for Cassandra, e.g. `512m`.
     pub cassandra_heap: String,
-    /// Services to act on (all four by default).
+    /// Directory holding Kafka's `lib/*.jar`.
+    pub kafka_home: Option<PathBuf>,
+    /// Java heap for Kafka, e.g. `256m`.
+    pub kafka_heap: String,
+    /// Services to act on (the default four, [`Service::ALL`], unless chosen).
     pub services: Vec<Service>,
 }
 
 pub const CASSANDRA_VERSION: &str = "5.0.6";
+pub const KAFKA_VERSION: &str = "4.4.0";
 
 impl Default for StackConfig {
     fn default() -> Self {
@@ -65,6 +74,8 @@ impl Default for StackConfig {
             redis_port: 6379,
             cassandra_port: 9042,
             cassandra_storage_port: 7000,
+            kafka_port: 9092,
+            kafka_controller_port: 9093,
             mysql_user: "root".into(),
             mysql_password: String::new(),
             mysqld_bin: None,
@@ -73,6 +84,8 @@ impl Default for StackConfig {
             java_bin: None,
             cassandra_home: None,
             cassandra_heap: "512m".into(),
+            kafka_home: None,
+            kafka_heap: "256m".into(),
             services: Service::ALL.to_vec(),
         }
     }
@@ -85,6 +98,7 @@ impl StackConfig {
             Service::Mongo => self.mongo_port,
             Service::Redis => self.redis_port,
             Service::Cassandra => self.cassandra_port,
+            Service::Kafka => self.kafka_port,
         }
     }
 
@@ -95,6 +109,7 @@ impl StackConfig {
             Service::Mongo => format!("mongodb://127.0.0.1:{}", self.mongo_port),
             Service::Redis => format!("redis://127.0.0.1:{}", self.redis_port),
             Service::Cassandra => format!("cassandra://127.0.0.1:{}", self.cassandra_port),
+            Service::Kafka => format!("kafka://127.0.0.1:{}", self.kafka_port),
         }
     }
 
@@ -110,5 +125,45 @@ impl StackConfig {
 
     pub fn cassandra_home(&self) -> PathBuf {
         self.cassandra_home.clone().unwrap_or_else(|| self.tools_dir.join(format!("cassandra-{CASSANDRA_VERSION}")))
+    }
+
+    pub fn kafka_home(&self) -> PathBuf {
+        self.kafka_home.clone().unwrap_or_else(|| self.tools_dir.join(format!("kafka-{KAFKA_VERSION}")))
+    }
+
+    /// Adds each opt-in service (Kafka) that this state directory has started and not stopped (its pid
+    /// file is there), and with `purge` also each one whose data is there: what `status` and `down`
+    /// act on when no service is named, so that `down` stops everything `up` started.
+    pub fn add_started_opt_ins(&mut self, purge: bool) {
+        for s in Service::OPT_IN {
+            let dir = self.state_dir.join(s.name());
+            if !self.services.contains(&s) && (dir.join("server.pid").exists() || (purge && dir.exists())) {
+                self.services.push(s);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_is_opt_in_but_status_and_down_take_a_started_one() {
+        let state = tempfile::tempdir().unwrap();
+        let mut cfg = StackConfig { state_dir: state.path().to_path_buf(), ..StackConfig::default() };
+        assert!(!cfg.services.contains(&Service::Kafka), "not in the default set");
+        cfg.add_started_opt_ins(true);
+        assert_eq!(cfg.services, Service::ALL, "nothing of Kafka's here yet");
+        std::fs::create_dir_all(state.path().join("kafka/data")).unwrap();
+        cfg.add_started_opt_ins(false);
+        assert_eq!(cfg.services, Service::ALL, "stopped: status and down leave it out");
+        let mut purge = cfg.clone();
+        purge.add_started_opt_ins(true);
+        assert_eq!(purge.services.last(), Some(&Service::Kafka), "its data: down --purge deletes it");
+        std::fs::write(state.path().join("kafka/server.pid"), "1\njava\n").unwrap();
+        cfg.add_started_opt_ins(false);
+        cfg.add_started_opt_ins(false);
+        assert_eq!(cfg.services, Service::KNOWN, "started: taken once");
     }
 }

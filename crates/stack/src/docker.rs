@@ -1,5 +1,5 @@
-//! The docker backend: the same four services as containers (mysql:8.0, mongo:7, redis:7, cassandra:5)
-//! through the Docker Engine API. Containers carry the label `dev.polyrepl.stack=<state dir>`, and `down`
+//! The docker backend: the same services as containers (mysql:8.0, mongo:7, redis:7, cassandra:5, and
+//! apache/kafka:4.4.0 when asked for) through the Docker Engine API. Containers carry the label `dev.polyrepl.stack=<state dir>`, and `down`
 //! removes exactly the containers with that label. No engine runs on polyrepl's CI machine: the container
 //! specs are unit-tested, the engine calls are not exercised there.
 
@@ -56,6 +56,37 @@ pub fn container_spec(cfg: &StackConfig, s: Service) -> ContainerSpec {
             vec!["MAX_HEAP_SIZE=512M".into(), "HEAP_NEWSIZE=128M".into()],
             vec![],
             vec!["CMD-SHELL".into(), "cqlsh -e 'SELECT release_version FROM system.local'".into()],
+        ),
+        // Written by analogy with the local backend's settings and the image's documented KAFKA_*
+        // variables (each becomes a server.properties line); not run here: no Docker engine on the
+        // machine polyrepl is tested on. Clients on the host reach PLAINTEXT (advertised as the host
+        // port); the health check and the broker itself use INTERNAL, advertised inside the container.
+        Service::Kafka => (
+            "apache/kafka:4.4.0",
+            9092,
+            vec![
+                "KAFKA_NODE_ID=1".into(),
+                "KAFKA_PROCESS_ROLES=broker,controller".into(),
+                "KAFKA_CONTROLLER_QUORUM_VOTERS=1@localhost:9093".into(),
+                "KAFKA_LISTENERS=PLAINTEXT://:9092,CONTROLLER://localhost:9093,INTERNAL://localhost:19092".into(),
+                format!(
+                    "KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://127.0.0.1:{},INTERNAL://localhost:19092",
+                    cfg.kafka_port
+                ),
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT"
+                    .into(),
+                "KAFKA_CONTROLLER_LISTENER_NAMES=CONTROLLER".into(),
+                "KAFKA_INTER_BROKER_LISTENER_NAME=INTERNAL".into(),
+                "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1".into(),
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR=1".into(),
+                "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=1".into(),
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR=1".into(),
+                "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR=1".into(),
+                "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS=0".into(),
+                format!("KAFKA_HEAP_OPTS=-Xms{0} -Xmx{0}", cfg.kafka_heap),
+            ],
+            vec![],
+            vec!["CMD-SHELL".into(), "/opt/kafka/bin/kafka-topics.sh --bootstrap-server localhost:19092 --list".into()],
         ),
     };
     let host_port = cfg.port(s);
@@ -214,10 +245,30 @@ mod tests {
     #[test]
     fn every_service_has_an_image_and_a_healthcheck() {
         let cfg = StackConfig::default();
-        let images: Vec<String> = Service::ALL.iter().map(|&s| container_spec(&cfg, s).image).collect();
-        assert_eq!(images, ["mysql:8.0", "mongo:7", "redis:7", "cassandra:5"]);
-        for s in Service::ALL {
+        let images: Vec<String> = Service::KNOWN.iter().map(|&s| container_spec(&cfg, s).image).collect();
+        assert_eq!(images, ["mysql:8.0", "mongo:7", "redis:7", "cassandra:5", "apache/kafka:4.4.0"]);
+        for s in Service::KNOWN {
             assert!(container_spec(&cfg, s).body.healthcheck.unwrap().test.unwrap().len() >= 2);
         }
+    }
+
+    #[test]
+    fn kafka_container_is_one_kraft_node_advertised_on_the_host_port() {
+        let cfg = StackConfig { kafka_port: 19092, ..StackConfig::default() };
+        let spec = container_spec(&cfg, Service::Kafka);
+        let env = spec.body.env.unwrap();
+        for e in [
+            "KAFKA_PROCESS_ROLES=broker,controller",
+            "KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://127.0.0.1:19092,INTERNAL://localhost:19092",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=1",
+            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS=0",
+        ] {
+            assert!(env.iter().any(|x| x == e), "missing {e}: {env:?}");
+        }
+        let b = spec.body.host_config.unwrap().port_bindings.unwrap();
+        let bound = b["9092/tcp"].as_ref().unwrap()[0].clone();
+        assert_eq!((bound.host_ip.as_deref(), bound.host_port.as_deref()), (Some("127.0.0.1"), Some("19092")));
+        assert_eq!(spec.name, "polyrepl-kafka-19092");
     }
 }

@@ -20,6 +20,7 @@ pub async fn init(cfg: &StackConfig) -> Result<Vec<String>, StackError> {
             Service::Mongo => init_mongo(cfg).await?,
             Service::Redis => "redis: nothing to create (keys appear as rows replicate)".to_string(),
             Service::Cassandra => init_cassandra(cfg).await?,
+            Service::Kafka => "kafka: nothing to create (topics appear as the sink writes)".to_string(),
         };
         done.push(line);
     }

@@ -1,7 +1,8 @@
-//! `polyrepl stack`: stands up MariaDB/MySQL, a MongoDB-wire server, Redis and Cassandra for a developer.
+//! `polyrepl stack`: stands up MariaDB/MySQL, a MongoDB-wire server, Redis and Cassandra for a developer,
+//! and Apache Kafka when asked for (`--service kafka`).
 //!
 //! Two backends share one [`StackConfig`]: [`local`] starts each server as a process of its own under a
-//! state directory; [`docker`] runs the same four services as labelled containers. Readiness always means
+//! state directory; [`docker`] runs the same services as labelled containers. Readiness always means
 //! "answers a real query" ([`probe`]), never just "the port is open".
 
 pub mod config;

@@ -76,10 +76,12 @@ impl LocalBackend {
             let spec = self.launch_spec(s)?;
             for port in self.ports_of(s) {
                 if probe::port_in_use(port) {
-                    let (flag, env) = if port == self.cfg.cassandra_storage_port && s == Service::Cassandra {
+                    let (flag, env) = if port == self.cfg.port(s) {
+                        s.port_flag()
+                    } else if s == Service::Cassandra {
                         ("--cassandra-storage-port", "POLYREPL_CASSANDRA_STORAGE_PORT")
                     } else {
-                        s.port_flag()
+                        ("--kafka-controller-port", "POLYREPL_KAFKA_CONTROLLER_PORT")
                     };
                     return Err(StackError::PortTaken { service: s.name(), port, flag, env });
                 }
@@ -88,6 +90,9 @@ impl LocalBackend {
         }
         let mut started = Vec::new();
         for (s, spec) in to_start {
+            if spec.initialise.is_some() && !self.service_dir(s).join("data").exists() {
+                progress(format!("{s}: first start: initialising its data directory"));
+            }
             progress(format!("{s}: starting {} on 127.0.0.1:{}", spec.program.display(), self.cfg.port(s)));
             let child = self.start(s, &spec)?;
             started.push((s, child));
@@ -161,6 +166,7 @@ impl LocalBackend {
     fn ports_of(&self, s: Service) -> Vec<u16> {
         match s {
             Service::Cassandra => vec![self.cfg.cassandra_port, self.cfg.cassandra_storage_port],
+            Service::Kafka => vec![self.cfg.kafka_port, self.cfg.kafka_controller_port],
             _ => vec![self.cfg.port(s)],
         }
     }
@@ -202,6 +208,36 @@ impl LocalBackend {
                         }
                     })?;
                 Ok(redis_spec(&program, &dir, self.cfg.redis_port))
+            }
+            Service::Kafka => {
+                let java = resolve_program(&self.cfg.java_bin, || find_program("java")).ok_or_else(|| {
+                    StackError::MissingBinary {
+                        service: "kafka",
+                        program: wanted(&self.cfg.java_bin, "java"),
+                        hint: "Kafka 4 runs on Java 17: Debian's package openjdk-17-jre-headless.".into(),
+                        flag: "--java-bin",
+                        env: "POLYREPL_JAVA_BIN",
+                    }
+                })?;
+                let home = self.cfg.kafka_home();
+                if find_jar(&home.join("lib"), "kafka_2.13-").is_none() {
+                    return Err(StackError::MissingBinary {
+                        service: "kafka",
+                        program: format!("{}/lib/kafka_2.13-*.jar", home.display()),
+                        hint: "Run scripts/install-deps: it fetches Kafka's jars from Maven Central.".into(),
+                        flag: "--kafka-home",
+                        env: "POLYREPL_KAFKA_HOME",
+                    });
+                }
+                Ok(kafka_spec(
+                    &java,
+                    &home,
+                    &dir,
+                    self.cfg.kafka_port,
+                    self.cfg.kafka_controller_port,
+                    &self.cfg.kafka_heap,
+                    &new_kafka_cluster_id(),
+                ))
             }
             Service::Cassandra => {
                 let java = resolve_program(&self.cfg.java_bin, || find_program("java")).ok_or_else(|| {
@@ -624,6 +660,141 @@ batch_size_fail_threshold: 640KiB\n",
     }
 }
 
+/// Kafka as one KRaft node that is both broker and controller, bound to 127.0.0.1: a static
+/// controller quorum of itself (`controller.quorum.voters`, so a changed controller port needs no
+/// re-format), replication factor 1 and min ISR 1 for the internal topics, no rebalance delay, small
+/// heap, logs on stdout (the stack's `server.log`), temporary files (native libraries the compression
+/// codecs unpack) in its own `tmp`. The storage is formatted once, before the first start
+/// (`kafka.tools.StorageTool format` with a fresh cluster id), when `data` does not exist yet.
+pub fn kafka_spec(
+    java: &Path,
+    home: &Path,
+    dir: &Path,
+    port: u16,
+    controller_port: u16,
+    heap: &str,
+    cluster_id: &str,
+) -> LaunchSpec {
+    let conf = dir.join("conf");
+    let data = dir.join("data");
+    let tmp = dir.join("tmp");
+    let properties = conf.join("server.properties");
+    let log4j = conf.join("log4j2.properties");
+    let classpath = format!("{}/*", home.join("lib").display());
+    let jvm = |heap_args: bool| {
+        let mut a: Vec<String> = Vec::new();
+        if heap_args {
+            a.extend([
+                format!("-Xms{heap}"),
+                format!("-Xmx{heap}"),
+                // As Kafka's own kafka-run-class.sh starts it.
+                "-XX:+UseG1GC".into(),
+                "-XX:MaxGCPauseMillis=20".into(),
+                "-XX:InitiatingHeapOccupancyPercent=35".into(),
+                "-XX:+ExplicitGCInvokesConcurrent".into(),
+            ]);
+        }
+        a.extend([
+            "-Djava.awt.headless=true".into(),
+            "-Djava.net.preferIPv4Stack=true".into(),
+            format!("-Djava.io.tmpdir={}", tmp.display()),
+            format!("-Dlog4j2.configurationFile={}", log4j.display()),
+            format!("-Dkafka.logs.dir={}", dir.display()),
+            "-cp".into(),
+            classpath.clone(),
+        ]);
+        a
+    };
+    let mut args = jvm(true);
+    args.extend(["kafka.Kafka".into(), properties.display().to_string()]);
+    let mut format = jvm(false);
+    format.extend([
+        "kafka.tools.StorageTool".into(),
+        "format".into(),
+        "--config".into(),
+        properties.display().to_string(),
+        "--cluster-id".into(),
+        cluster_id.into(),
+    ]);
+    let server_properties = format!(
+        "# Generated by polyrepl stack up; rewritten at each start.\n\
+process.roles=broker,controller\n\
+node.id=1\n\
+controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+controller.listener.names=CONTROLLER\n\
+inter.broker.listener.name=PLAINTEXT\n\
+log.dirs={data}\n\
+num.partitions=1\n\
+default.replication.factor=1\n\
+offsets.topic.replication.factor=1\n\
+transaction.state.log.replication.factor=1\n\
+transaction.state.log.min.isr=1\n\
+share.coordinator.state.topic.replication.factor=1\n\
+share.coordinator.state.topic.min.isr=1\n\
+group.initial.rebalance.delay.ms=0\n",
+        data = data.display(),
+    );
+    // INFO on stdout, without the configuration dumps (hundreds of lines at every start and for every
+    // internal client); the request and state-change loggers only from WARN.
+    let log4j_properties = "# Generated by polyrepl stack up; rewritten at each start.\n\
+status = warn\n\
+appender.out.type = Console\n\
+appender.out.name = STDOUT\n\
+appender.out.layout.type = PatternLayout\n\
+appender.out.layout.pattern = [%d] %p %m (%c)%n\n\
+rootLogger.level = INFO\n\
+rootLogger.appenderRef.out.ref = STDOUT\n\
+logger.config.name = org.apache.kafka.common.config.AbstractConfig\n\
+logger.config.level = WARN\n\
+logger.request.name = kafka.request.logger\n\
+logger.request.level = WARN\n\
+logger.state.name = state.change.logger\n\
+logger.state.level = WARN\n"
+        .to_string();
+    LaunchSpec {
+        program: java.to_path_buf(),
+        args,
+        files: vec![
+            (properties, server_properties),
+            (log4j, log4j_properties),
+            // Writing this file creates the temporary directory before the server starts.
+            (tmp.join("README"), "Kafka's temporary files (-Djava.io.tmpdir)\n".to_string()),
+        ],
+        initialise: Some((java.to_path_buf(), format)),
+    }
+}
+
+/// A fresh Kafka cluster id: 16 random bytes in URL-safe base64 without padding (22 characters), as
+/// `kafka-storage random-uuid` makes them; the first bit is cleared so that it never starts with '-'.
+pub fn new_kafka_cluster_id() -> String {
+    let mut bytes = [0u8; 16];
+    if fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            ^ (u128::from(std::process::id()) << 64);
+        bytes = seed.to_be_bytes();
+    }
+    bytes[0] &= 0x7f;
+    kafka_cluster_id(&bytes)
+}
+
+fn kafka_cluster_id(bytes: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let mut n = 0u32;
+        for (i, b) in chunk.iter().enumerate() {
+            n |= u32::from(*b) << (16 - 8 * i);
+        }
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 fn has_cassandra_jar(home: &Path) -> bool {
     find_jar(&home.join("lib"), "cassandra-all-").is_some()
 }
@@ -752,6 +923,74 @@ mod tests {
         assert!(yaml.contains("native_transport_port: 9043") && yaml.contains("storage_port: 7001"));
         assert!(yaml.contains("listen_address: 127.0.0.1") && yaml.contains("rpc_address: 127.0.0.1"));
         assert!(spec.args.contains(&"-Xmx256m".to_string()));
+    }
+
+    #[test]
+    fn kafka_is_one_kraft_node_on_loopback() {
+        let spec = kafka_spec(
+            Path::new("/usr/bin/java"),
+            Path::new("/t/kafka-4.4.0"),
+            Path::new("/s/kafka"),
+            19092,
+            19093,
+            "256m",
+            "AbCdEfGhIjKlMnOpQrStUw",
+        );
+        let props = &spec.files.iter().find(|(p, _)| p.ends_with("conf/server.properties")).unwrap().1;
+        for line in [
+            "process.roles=broker,controller",
+            "node.id=1",
+            "controller.quorum.voters=1@127.0.0.1:19093",
+            "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093",
+            "advertised.listeners=PLAINTEXT://127.0.0.1:19092",
+            "controller.listener.names=CONTROLLER",
+            "log.dirs=/s/kafka/data",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "group.initial.rebalance.delay.ms=0",
+        ] {
+            assert!(props.lines().any(|l| l == line), "missing {line} in:\n{props}");
+        }
+        assert_eq!(spec.program, Path::new("/usr/bin/java"));
+        let has = |args: &[String], a: &str| args.iter().any(|x| x == a);
+        for a in
+            ["-Xmx256m", "-Djava.io.tmpdir=/s/kafka/tmp", "-Dlog4j2.configurationFile=/s/kafka/conf/log4j2.properties"]
+        {
+            assert!(has(&spec.args, a), "missing {a}: {:?}", spec.args);
+        }
+        assert_eq!(
+            &spec.args[spec.args.len() - 4..],
+            ["-cp", "/t/kafka-4.4.0/lib/*", "kafka.Kafka", "/s/kafka/conf/server.properties"]
+        );
+        let (program, format) = spec.initialise.unwrap();
+        assert_eq!(program, Path::new("/usr/bin/java"));
+        assert_eq!(
+            &format[format.len() - 6..],
+            [
+                "kafka.tools.StorageTool",
+                "format",
+                "--config",
+                "/s/kafka/conf/server.properties",
+                "--cluster-id",
+                "AbCdEfGhIjKlMnOpQrStUw"
+            ]
+        );
+        assert!(has(&format, "-Djava.io.tmpdir=/s/kafka/tmp") && !format.iter().any(|a| a.starts_with("-Xm")));
+        assert!(spec.files.iter().any(|(p, _)| p == Path::new("/s/kafka/tmp/README")));
+    }
+
+    #[test]
+    fn kafka_cluster_ids_are_22_url_safe_characters() {
+        // 16 bytes of 0xfb.. as Java's Base64.getUrlEncoder().withoutPadding() encodes them.
+        assert_eq!(kafka_cluster_id(&[0xfb; 16]), "-_v7-_v7-_v7-_v7-_v7-w");
+        assert_eq!(kafka_cluster_id(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        for _ in 0..50 {
+            let id = new_kafka_cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(!id.starts_with('-') && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The four services of the stack and their fixed facts.
+//! The services of the stack and their fixed facts: the default four, and Kafka, started only when asked for.
 
 use serde::Serialize;
 
@@ -10,10 +10,18 @@ pub enum Service {
     Mongo,
     Redis,
     Cassandra,
+    /// Apache Kafka (KRaft, one node): opt-in, not part of the default set.
+    Kafka,
 }
 
 impl Service {
+    /// The default set: what `stack up` starts without `--service` (the demo's servers).
     pub const ALL: [Service; 4] = [Service::Mysql, Service::Mongo, Service::Redis, Service::Cassandra];
+    /// Services started only when named (`--service kafka`, or `--service all`).
+    pub const OPT_IN: [Service; 1] = [Service::Kafka];
+    /// Every service polyrepl knows, in start order (`--service all`).
+    pub const KNOWN: [Service; 5] =
+        [Service::Mysql, Service::Mongo, Service::Redis, Service::Cassandra, Service::Kafka];
 
     /// Short name used in file names, labels and messages.
     pub fn name(self) -> &'static str {
@@ -22,6 +30,7 @@ impl Service {
             Service::Mongo => "mongodb",
             Service::Redis => "redis",
             Service::Cassandra => "cassandra",
+            Service::Kafka => "kafka",
         }
     }
 
@@ -32,6 +41,7 @@ impl Service {
             Service::Mongo => ("--mongo-port", "POLYREPL_MONGO_PORT"),
             Service::Redis => ("--redis-port", "POLYREPL_REDIS_PORT"),
             Service::Cassandra => ("--cassandra-port", "POLYREPL_CASSANDRA_PORT"),
+            Service::Kafka => ("--kafka-port", "POLYREPL_KAFKA_PORT"),
         }
     }
 
@@ -39,6 +49,7 @@ impl Service {
     pub fn start_timeout_secs(self) -> u64 {
         match self {
             Service::Cassandra => 180,
+            Service::Kafka => 90,
             _ => 60,
         }
     }
