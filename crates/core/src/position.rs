@@ -98,16 +98,17 @@ impl PartialOrd for Position {
     }
 }
 
+/// Two positions at the same point compare equal even when only one carries the GTID state there (a
+/// chunk read at a position has none until the stream reaches it): the order is the binlog's, not
+/// `==`'s, which also compares the GTID text.
 impl Ord for Position {
     fn cmp(&self, other: &Self) -> Ordering {
         let by_file = || self.file_order().cmp(&other.file_order()).then_with(|| self.part.cmp(&other.part));
         match (self.gtid_ordinal(), other.gtid_ordinal()) {
-            (Some(a), Some(b)) => a
-                .cmp(&b)
-                .then_with(|| self.part.unwrap_or(0).cmp(&other.part.unwrap_or(0)))
-                .then_with(by_file)
-                .then_with(|| self.gtid.cmp(&other.gtid)),
-            _ => by_file().then_with(|| self.gtid.cmp(&other.gtid)),
+            (Some(a), Some(b)) => {
+                a.cmp(&b).then_with(|| self.part.unwrap_or(0).cmp(&other.part.unwrap_or(0))).then_with(by_file)
+            }
+            _ => by_file(),
         }
     }
 }
@@ -164,6 +165,14 @@ mod tests {
         // The same parts read from another server (other offsets) compare by how many changes they end at.
         let elsewhere = at("r.000001", 1_000, "0-1-41", Some(20_000));
         assert!(elsewhere < second_part && before < elsewhere);
+    }
+
+    #[test]
+    fn the_same_point_with_and_without_its_gtid_state_is_equal_in_order() {
+        let bare = Position::new("b.000003", 500);
+        let known = at("b.000003", 500, "0-1-41", None);
+        assert_eq!(bare.cmp(&known), Ordering::Equal);
+        assert!(bare <= known && known <= bare);
     }
 
     #[test]

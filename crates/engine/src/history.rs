@@ -23,16 +23,21 @@ use polyrepl_mysql::SourceError;
 /// replica that had not received the last ones, then wrote its own). The server knows: it refuses a
 /// replica asking to start after a GTID its binlog lacks. `None` when it has them (or `held` has no
 /// MariaDB GTIDs).
-pub async fn lost_on_source(url: &SourceUrl, held: &Position, server_id: u32) -> Result<Option<String>, SourceError> {
+pub async fn lost_on_source(url: &SourceUrl, held: &Position, server_id: u32) -> Option<String> {
     if held.gtid_ordinal().is_none() {
-        return Ok(None);
+        return None;
     }
     match polyrepl_mysql::binlog::check_in_history(url, held, server_id).await {
-        Ok(()) => Ok(None),
+        Ok(()) => None,
         Err(SourceError::NotInHistory { message, .. }) => {
-            Ok(Some(format!("the source's binlog lacks transactions the checkpoint holds ({message})")))
+            Some(format!("the source's binlog lacks transactions the checkpoint holds ({message})"))
         }
-        Err(e) => Err(e),
+        // Anything else (a purged binlog, a lost connection) is not this question's answer: streaming
+        // from the checkpoint meets it again and says so (and `--resnapshot` does not need that binlog).
+        Err(e) => {
+            tracing::debug!(error = %e, position = %held, "could not ask the source whether it holds the checkpoint's transactions");
+            None
+        }
     }
 }
 

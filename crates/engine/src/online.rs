@@ -163,29 +163,41 @@ impl OnlineCopies {
     }
 
     /// The waiting chunk, when something at `next` is about to be handed over and the chunk comes first
-    /// (its position is before `next`).
-    pub fn due_before(&mut self, next: &Position, metrics: &Metrics) -> Option<Batch> {
+    /// (its position is before `next`); `handed` is the last position handed over.
+    pub fn due_before(&mut self, next: &Position, handed: &Position, metrics: &Metrics) -> Option<Batch> {
         if self.pending.as_ref().is_some_and(|c| c.position < *next) {
-            return self.hand_over(None, metrics);
+            return self.hand_over(None, handed, metrics);
         }
         None
     }
 
-    /// The waiting chunk, once everything up to `streamed` is handed over and the chunk is not later.
-    pub fn due_at(&mut self, streamed: &Position, metrics: &Metrics) -> Option<Batch> {
+    /// The waiting chunk, once everything up to `streamed` is handed over and the chunk is not later;
+    /// `handed` is the last position handed over.
+    pub fn due_at(&mut self, streamed: &Position, handed: &Position, metrics: &Metrics) -> Option<Batch> {
         if self.pending.as_ref().is_some_and(|c| c.position <= *streamed) {
-            return self.hand_over(Some(streamed), metrics);
+            return self.hand_over(Some(streamed), handed, metrics);
         }
         None
     }
 
-    /// The waiting chunk as a batch at its position, its progress now in the checkpoints. The chunk's
-    /// position has no GTID state ([`Snapshot::renew`]); the stream's position, when it is the same
-    /// point, gives it one.
-    fn hand_over(&mut self, streamed: Option<&Position>, metrics: &Metrics) -> Option<Batch> {
+    /// The waiting chunk as a batch at its position, its progress now in the checkpoints.
+    ///
+    /// The chunk's position has no GTID state ([`Snapshot::renew`]). The stream's position, when it is
+    /// the same point, gives it one; else the last position handed over (`handed`) does: every
+    /// transaction on a replicated table before the chunk was handed over before it, so that state
+    /// orders the chunk after all of them and before every later one — positions order by GTID, and
+    /// Cassandra's write timestamps come from it, so a chunk without one would sort below every
+    /// streamed write. Its rows get the same position.
+    fn hand_over(&mut self, streamed: Option<&Position>, handed: &Position, metrics: &Metrics) -> Option<Batch> {
         let mut chunk = self.pending.take()?;
         if let Some(at) = streamed.filter(|at| at.file == chunk.position.file && at.offset == chunk.position.offset) {
             chunk.position = at.clone();
+        }
+        if chunk.position.gtid.is_none() && handed.gtid_ordinal().is_some() {
+            chunk.position.gtid = handed.gtid.clone();
+        }
+        for change in &mut chunk.changes {
+            change.position = chunk.position.clone();
         }
         if let ChunkKind::Copy { after } = chunk.kind {
             let copy = self.copies.iter_mut().find(|c| c.table == chunk.table)?;

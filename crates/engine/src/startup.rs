@@ -79,7 +79,7 @@ async fn open_slots(
                 None => {
                     let why = match history::foreign_to(p, source_end) {
                         Some(why) => Some(why),
-                        None => history::lost_on_source(url, p, cfg.server_id).await?,
+                        None => history::lost_on_source(url, p, cfg.server_id).await,
                     };
                     judged.push((p.clone(), why.clone()));
                     why

@@ -89,7 +89,7 @@ pub async fn stream(
             // Between transactions: the next chunk of an online copy, handed over at once when nothing
             // was committed since, else when the stream reaches the position it was read at.
             if let Some(at) = online.read_next(&from).await? {
-                match online.due_at(&from, metrics) {
+                match online.due_at(&from, &from, metrics) {
                     Some(chunk) => {
                         send!(chunk);
                         continue;
@@ -134,7 +134,7 @@ pub async fn stream(
                 continue;
             }
             // A chunk read before this event was committed goes first.
-            if let Some(chunk) = online.due_before(&at, metrics) {
+            if let Some(chunk) = online.due_before(&at, &from, metrics) {
                 send!(chunk);
             }
             match event {
@@ -172,7 +172,7 @@ pub async fn stream(
                 // Every transaction up to `position` is handed over: a chunk read there may go.
                 SourceEvent::Reached { position } => from = from.max(position),
             }
-            if let Some(chunk) = online.due_at(&from.clone().max(at), metrics) {
+            if let Some(chunk) = online.due_at(&from.clone().max(at), &from, metrics) {
                 from = from.max(chunk.checkpoint.position.clone());
                 send!(chunk);
             }
