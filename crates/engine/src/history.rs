@@ -24,9 +24,7 @@ use polyrepl_mysql::SourceError;
 /// replica asking to start after a GTID its binlog lacks. `None` when it has them (or `held` has no
 /// MariaDB GTIDs).
 pub async fn lost_on_source(url: &SourceUrl, held: &Position, server_id: u32) -> Option<String> {
-    if held.gtid_ordinal().is_none() {
-        return None;
-    }
+    held.gtid_ordinal()?;
     match polyrepl_mysql::binlog::check_in_history(url, held, server_id).await {
         Ok(()) => None,
         Err(SourceError::NotInHistory { message, .. }) => {

@@ -57,6 +57,15 @@ pub const SINKS: &[SinkKind] = &[
             })
         },
     },
+    SinkKind {
+        schemes: &["kafka"],
+        example: "kafka://HOST:PORT[,HOST:PORT][?topic_prefix=P&format=debezium-json|debezium-json-schema]",
+        open: |url, name, policy| {
+            Box::pin(
+                async move { Ok(boxed(polyrepl_kafka::KafkaSink::connect(url, name).await?.with_row_policy(policy))) },
+            )
+        },
+    },
 ];
 
 fn boxed(sink: impl Sink + 'static) -> Box<dyn Sink> {

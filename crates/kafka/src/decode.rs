@@ -1,0 +1,136 @@
+//! Debezium change events (JSON) → polyrepl values: the inverse of [`crate::envelope::encode`], for
+//! reading a topic back (`verify`) with the table's schema.
+
+use base64::Engine;
+use polyrepl_core::{ColumnKind, Date, DateTime, Row, TableSchema, Time, Value};
+use serde_json::Value as J;
+
+/// The payload of a key or value message: the object itself, or its `payload` when it carries its
+/// schema (`{"schema", "payload"}`).
+pub fn payload(message: &J) -> &J {
+    match message {
+        J::Object(m) if m.contains_key("schema") && m.contains_key("payload") => &m["payload"],
+        other => other,
+    }
+}
+
+/// A row object (`after`) → the row in the table's column order.
+pub fn row(table: &TableSchema, object: &J) -> Result<Row, String> {
+    let J::Object(fields) = object else { return Err(format!("{}: a row is not a JSON object: {object}", table.id)) };
+    table
+        .columns
+        .iter()
+        .map(|c| {
+            let v = fields.get(&c.name).unwrap_or(&J::Null);
+            value(&c.kind, c.unsigned, v).map_err(|e| format!("{}.{}: {e}", table.id, c.name))
+        })
+        .collect()
+}
+
+/// A key object → the key values, in key order.
+pub fn key(table: &TableSchema, object: &J) -> Result<Vec<Value>, String> {
+    let J::Object(fields) = object else { return Err(format!("{}: a key is not a JSON object: {object}", table.id)) };
+    table
+        .primary_key
+        .iter()
+        .map(|&i| {
+            let c = &table.columns[i];
+            value(&c.kind, c.unsigned, fields.get(&c.name).unwrap_or(&J::Null))
+                .map_err(|e| format!("{}.{}: {e}", table.id, c.name))
+        })
+        .collect()
+}
+
+/// One JSON value of a column of `kind` → a polyrepl value.
+pub fn value(kind: &ColumnKind, unsigned: bool, v: &J) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(Value::Null);
+    }
+    let bad = || format!("{v} is not a value of a {kind:?} column");
+    let int = || v.as_i64().ok_or_else(bad);
+    let text = || v.as_str().map(str::to_string).ok_or_else(bad);
+    let bytes = || {
+        base64::engine::general_purpose::STANDARD.decode(v.as_str().ok_or_else(bad)?).map_err(|e| format!("{v}: {e}"))
+    };
+    Ok(match kind {
+        ColumnKind::TinyInt | ColumnKind::SmallInt | ColumnKind::MediumInt | ColumnKind::Int | ColumnKind::BigInt => {
+            if unsigned {
+                Value::UInt(v.as_u64().ok_or_else(bad)?)
+            } else {
+                Value::Int(int()?)
+            }
+        }
+        ColumnKind::Float => Value::Float(v.as_f64().ok_or_else(bad)? as f32),
+        ColumnKind::Double => Value::Double(v.as_f64().ok_or_else(bad)?),
+        ColumnKind::Decimal { .. } => match v {
+            J::String(s) => Value::Decimal(s.clone()),
+            J::Number(n) => Value::Decimal(n.to_string()),
+            _ => return Err(bad()),
+        },
+        ColumnKind::Char | ColumnKind::VarChar | ColumnKind::Text | ColumnKind::Unsupported(_) => {
+            Value::String(text()?)
+        }
+        ColumnKind::Enum { .. } => Value::Enum(text()?),
+        ColumnKind::Set { .. } => {
+            let s = text()?;
+            Value::Set(if s.is_empty() { vec![] } else { s.split(',').map(str::to_string).collect() })
+        }
+        ColumnKind::Binary | ColumnKind::VarBinary | ColumnKind::Blob => Value::Bytes(bytes()?),
+        ColumnKind::Bit { .. } => match v {
+            J::Bool(b) => Value::Bit(u64::from(*b)),
+            _ => {
+                let b = bytes()?;
+                let mut le = [0u8; 8];
+                le[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+                Value::Bit(u64::from_le_bytes(le))
+            }
+        },
+        ColumnKind::Date => Value::Date(DateTime::from_epoch(int()? * 86_400, 0, 0).date),
+        ColumnKind::Time { fsp } => {
+            let us = int()?;
+            let a = us.unsigned_abs();
+            Value::Time(Time {
+                negative: us < 0,
+                hours: (a / 3_600_000_000) as u32,
+                minutes: (a / 60_000_000 % 60) as u8,
+                seconds: (a / 1_000_000 % 60) as u8,
+                micros: (a % 1_000_000) as u32,
+                fsp: *fsp,
+            })
+        }
+        ColumnKind::DateTime { fsp } => {
+            let us = if *fsp <= 3 { int()? * 1000 } else { int()? };
+            Value::DateTime(DateTime::from_epoch(us.div_euclid(1_000_000), us.rem_euclid(1_000_000) as u32, *fsp))
+        }
+        ColumnKind::Timestamp { fsp } => Value::Timestamp(iso_utc(&text()?, *fsp).ok_or_else(bad)?),
+        ColumnKind::Year => Value::Year(u16::try_from(int()?).map_err(|_| bad())?),
+        ColumnKind::Json => {
+            Value::Json(polyrepl_core::json::parse(text()?.as_bytes()).map_err(|e| format!("{v}: {e}"))?)
+        }
+    })
+}
+
+/// `2024-05-06T07:08:09[.ffffff]Z` → a UTC date-time with `fsp` digits.
+fn iso_utc(s: &str, fsp: u8) -> Option<DateTime> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<u32>().ok());
+    let (year, month, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':').map(|p| p.parse::<u8>().ok());
+    let (hour, minute, second) = (t.next()??, t.next()??, t.next()??);
+    let micros = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().chain(std::iter::repeat('0')).take(6).collect();
+        digits.parse().ok()?
+    };
+    Some(DateTime {
+        date: Date { year: u16::try_from(year).ok()?, month: u8::try_from(month).ok()?, day: u8::try_from(day).ok()? },
+        hour,
+        minute,
+        second,
+        micros,
+        fsp,
+    })
+}

@@ -1,0 +1,109 @@
+//! Topics: creating them, and reading one whole (read_committed) to its end — for checkpoints, leases,
+//! dead letters and `verify`, never on the write path.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// polyrepl's own topics: compacted, one partition, keyed by what they hold.
+pub const CHECKPOINTS: &str = "__polyrepl_checkpoints";
+pub const LEASES: &str = "__polyrepl_leases";
+pub const DEAD_LETTERS: &str = "__polyrepl_dead_letters";
+
+/// A topic to create if absent.
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// `None`: the broker's default replication factor.
+    pub replication: Option<i32>,
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet (an existing one is left as it is).
+pub async fn ensure(admin: &AdminClient<DefaultClientContext>, specs: &[TopicSpec]) -> Result<(), KafkaError> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|s| {
+            let replication = TopicReplication::Fixed(s.replication.unwrap_or(-1));
+            let t = NewTopic::new(&s.name, s.partitions, replication);
+            if s.compacted {
+                t.set("cleanup.policy", "compact")
+            } else {
+                t
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::warn!(%topic, "topic not created"))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One record of a topic read whole.
+pub struct Record {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    /// `None`: a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Every committed record of `topic`, partition by partition in offset order (blocking: run it on a
+/// blocking thread). A topic that does not exist has none.
+pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<Record>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "polyrepl-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        // At the end of a partition the broker would otherwise hold each fetch 500 ms.
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(vec![]) };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Ok(vec![]);
+    }
+    let mut assignment = TopicPartitionList::new();
+    for p in t.partitions() {
+        assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut open: HashSet<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !open.is_empty() {
+        if Instant::now() > deadline {
+            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => return Err(e),
+            Some(Ok(m)) => records.push(Record {
+                partition: m.partition(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+            }),
+        }
+    }
+    Ok(records)
+}
