@@ -2,8 +2,8 @@
 //! batch in one Kafka transaction together with its checkpoint.
 //!
 //! Layout in Kafka:
-//! - table `db.t` → topic `<prefix>.db.t` (prefix: the URL's `topic_prefix`, default the pipeline's
-//!   name), created with the URL's `partitions` if absent; message key = the primary key, so a key's
+//! - table `db.t` → topic `<prefix>.db.t` (prefix: the URL's `topic_prefix`, default `polyrepl`),
+//!   created with the URL's `partitions` if absent; message key = the primary key, so a key's
 //!   changes stay in order in one partition; value = the Debezium envelope ([`envelope`]); after a
 //!   delete, a tombstone (`null` value) unless `tombstones=false`.
 //! - checkpoint → compacted topic `__polyrepl_checkpoints`, key = pipeline name, value = checkpoint JSON.

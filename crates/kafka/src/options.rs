@@ -1,7 +1,7 @@
 //! The sink's URL: `kafka://HOST:PORT[,HOST:PORT…][?topic_prefix=P&format=F&partitions=N&replication=R&tombstones=B]`.
 //!
-//! - `topic_prefix`: topics are `<prefix>.<db>.<table>` (Debezium's `topic.prefix`); default: the
-//!   pipeline's name.
+//! - `topic_prefix`: topics are `<prefix>.<db>.<table>` (Debezium's `topic.prefix`); default
+//!   `polyrepl`.
 //! - `format`: `debezium-json` (default: payload only, the JSON converter's `schemas.enable=false`) or
 //!   `debezium-json-schema` (`{"schema", "payload"}`, `schemas.enable=true`).
 //! - `partitions`: of each table topic polyrepl creates (default 1; a key always goes to the same
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 pub struct KafkaOptions {
     /// `host:port,host:port` for `bootstrap.servers`.
     pub brokers: String,
-    /// Topic prefix; `None`: the pipeline's name.
+    /// Topic prefix; `None`: `polyrepl`.
     pub topic_prefix: Option<String>,
     /// Key and value with their schemas.
     pub schemas: bool,

@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A message the broker takes at most (the producer's default `message.max.bytes`); a larger row is
 /// one this sink cannot hold (`--on-unmappable`).
 const MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// The topic prefix when the URL names none (Debezium's `topic.prefix`).
+pub const DEFAULT_PREFIX: &str = "polyrepl";
 /// How long a transaction step may take before the batch is retried.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,7 +66,7 @@ impl KafkaSink {
         if pipeline.is_empty() {
             return Err(SinkError::definite(&name, "the pipeline name is empty: it names the transactional id"));
         }
-        let prefix = options.topic_prefix.clone().unwrap_or_else(|| pipeline.to_string());
+        let prefix = options.topic_prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.to_string());
         let format = EventFormat { prefix, schemas: options.schemas };
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &options.brokers)

@@ -2,9 +2,9 @@
 //! dead letters and `verify`, never on the write path.
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -62,10 +62,24 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
 }
 
+/// Logs librdkafka's errors as the default context does, except the end of a partition, which
+/// [`read_all`] asks for (`enable.partition.eof`) and which librdkafka also reports as an error.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
 /// Every committed record of `topic`, partition by partition in offset order (blocking: run it on a
 /// blocking thread). A topic that does not exist has none.
 pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<Record>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<ReaderContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "polyrepl-reader")
         .set("enable.auto.commit", "false")
@@ -74,7 +88,7 @@ pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<Record>, KafkaError> {
         .set("auto.offset.reset", "earliest")
         // At the end of a partition the broker would otherwise hold each fetch 500 ms.
         .set("fetch.wait.max.ms", "10")
-        .create()?;
+        .create_with_context(ReaderContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(vec![]) };
     if t.error().is_some() || t.partitions().is_empty() {
