@@ -1,5 +1,6 @@
 //! `polyrepl`: the one binary. Parses the command line and hands each command to its module.
 
+mod apply_cmd;
 mod bench;
 mod config;
 mod demo;
@@ -52,6 +53,11 @@ enum Command {
     /// streaming: each table's rows are re-read in primary-key chunks and rewritten in place, in order
     /// with the stream, in every sink. Exit code 0 when the copies started, 1 when refused, 2 on error.
     Snapshot(snapshot_cmd::SnapshotArgs),
+    /// Apply change events from Kafka (topics `polyrepl run --sink kafka://…` or Debezium writes) to
+    /// every --sink, as one worker of a consumer group: start several with the same --group to share the
+    /// partitions. Each sink stores the offsets it applied with the data, so a worker killed at any
+    /// moment loses nothing and applies nothing twice. Ctrl-C stops cleanly.
+    Apply(apply_cmd::ApplyArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Verify(args) => verify::run(args).await,
             Command::Snapshot(args) => snapshot_cmd::run(args).await,
+            Command::Apply(args) => apply_cmd::run(args, shutdown_signal()).await,
         }
     });
     // Leave the runtime to the process exit instead of shutting it down: the MongoDB driver's background

@@ -59,3 +59,88 @@ async fn kafka_holds_every_change_once_across_kill_9() {
     assert!(events >= 300 + ops as usize / 2, "{events} events for 300 rows and {ops} statements");
     eprintln!("kafka: {events} events, none repeated, after 3 SIGKILLs");
 }
+
+/// `polyrepl apply` as worker `group` for the database's topics into `sinks`.
+fn apply_args(db: &str, group: &str, sinks: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "apply",
+        "--source",
+        KAFKA,
+        "--topics",
+        &format!("polyrepl.{db}.*"),
+        "--group",
+        group,
+        "--schema-source",
+        MYSQL,
+        "--tables",
+        &format!("{db}.*"),
+    ]
+    .map(String::from)
+    .to_vec();
+    for s in sinks {
+        args.extend(["--sink".to_string(), s.to_string()]);
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_into_kafka_and_two_apply_workers_converge_across_kill_9() {
+    let h = Harness::create("kapply").await;
+    let db = &h.db;
+    db.exec("CREATE TABLE flow (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)").await;
+    rows(db, "flow", 300, "({i}, 'f{i}', {i})").await;
+    let pipeline = h.pipeline("kcap");
+    // Two partitions per table topic, so two workers share them.
+    let capture_sink = format!("{KAFKA}?partitions=2");
+    let capture = h.args("run", &pipeline, None, &[&capture_sink], &["--batch-changes", "50"]);
+    let group = unique("group");
+    let workers_sinks = [REDIS, CASSANDRA, MONGO];
+    let apply = apply_args(&db.name, &group, &workers_sinks);
+    let mut run = Polyrepl::spawn(&capture);
+    let mut first = Polyrepl::spawn(&apply);
+    let mut second = Polyrepl::spawn(&apply);
+    let writer = Writer::start(db, flow_writer_step, 300).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A worker dies; another takes its place. The capture dies twice.
+    first.assert_running();
+    first.sigkill();
+    let mut third = Polyrepl::spawn(&apply);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        run.assert_running();
+        run.sigkill();
+        run = Polyrepl::spawn(&capture);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    second.assert_running();
+    second.sigkill();
+    let ops = writer.finish().await;
+    eprintln!("writer: {ops} statements");
+    run.sigterm();
+    run.wait_exit(Duration::from_secs(60)).await;
+    let (status, log) =
+        run_to_end(&h.args("run", &pipeline, None, &[&capture_sink], &["--stop-at-end"]), Duration::from_secs(120))
+            .await;
+    assert!(status.success(), "the capture's catch-up run failed:\n{log}");
+
+    // The remaining worker takes every partition and catches up: verify against the source.
+    let verify = h.args("verify", &pipeline, None, &[REDIS, CASSANDRA, MONGO, &capture_sink], &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        third.assert_running();
+        let (status, out) = run_to_end(&verify, Duration::from_secs(180)).await;
+        if status.code() == Some(0) {
+            eprintln!("{}", out.lines().filter(|l| l.contains('→')).collect::<Vec<_>>().join("\n"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sinks did not converge:\n{out}\n--- worker log:\n{}",
+            third.log()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    third.sigterm();
+    let status = third.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "the worker did not stop cleanly:\n{}", third.log());
+}

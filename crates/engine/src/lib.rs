@@ -10,6 +10,7 @@
 //! - [`metrics`]: the counters a run keeps; the binary renders them (Prometheus text, JSON).
 //! - [`settings`]: a run's resolved settings and their defaults, in one place.
 
+pub mod apply;
 pub mod checkpoints;
 pub mod control;
 pub mod error;

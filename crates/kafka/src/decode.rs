@@ -2,8 +2,9 @@
 //! reading a topic back (`verify`) with the table's schema.
 
 use base64::Engine;
-use polyrepl_core::{ColumnKind, Date, DateTime, Row, TableSchema, Time, Value};
+use polyrepl_core::{Change, ColumnKind, Date, DateTime, Op, Position, Row, TableId, TableSchema, Time, Value};
 use serde_json::Value as J;
+use std::sync::Arc;
 
 /// The payload of a key or value message: the object itself, or its `payload` when it carries its
 /// schema (`{"schema", "payload"}`).
@@ -12,6 +13,62 @@ pub fn payload(message: &J) -> &J {
         J::Object(m) if m.contains_key("schema") && m.contains_key("payload") => &m["payload"],
         other => other,
     }
+}
+
+/// What one event asks of a sink.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A row change (`c`, `r`, `u`, `d`).
+    Change(Change),
+    /// Every row of the table goes (`t`).
+    Truncate,
+    /// Nothing for the rows (a tombstone, or an event of another kind).
+    Nothing,
+}
+
+/// The source table an event's value names (`source.db`, `source.table`).
+pub fn table_of(value: &J) -> Option<TableId> {
+    let source = &payload(value)["source"];
+    Some(TableId::new(source["db"].as_str()?, source["table"].as_str()?))
+}
+
+/// An event (its key and value, both parsed JSON) of `table` → what it asks. The change's position is
+/// the event's source position (file, pos, GTID state, and the part of a large transaction polyrepl
+/// adds), so a sink orders it as `polyrepl run` would have; `seq` is `source.row`.
+pub fn event(table: &Arc<TableSchema>, key: Option<&J>, value: &J) -> Result<Decoded, String> {
+    let p = payload(value);
+    let op = match p["op"].as_str() {
+        Some("c") | Some("r") => Op::Insert,
+        Some("u") => Op::Update,
+        Some("d") => Op::Delete,
+        Some("t") => return Ok(Decoded::Truncate),
+        _ => return Ok(Decoded::Nothing),
+    };
+    let source = &p["source"];
+    let position = Position {
+        file: source["file"].as_str().unwrap_or_default().to_string(),
+        offset: source["pos"].as_u64().unwrap_or(0),
+        gtid: source["gtid"].as_str().map(str::to_string),
+        part: source["polyrepl_part"].as_u64(),
+    };
+    let after = match op {
+        Op::Delete => None,
+        _ => Some(row(table, &p["after"])?),
+    };
+    let key = match (key, &after) {
+        (Some(k), _) => self::key(table, payload(k))?,
+        (None, Some(row)) => Change::key_of(table, row),
+        (None, None) => return Err(format!("{}: a delete event without a key", table.id)),
+    };
+    Ok(Decoded::Change(Change {
+        position,
+        seq: source["row"].as_u64().unwrap_or(0) as u32,
+        table: table.clone(),
+        op,
+        key,
+        after,
+        source_ts: (source["ts_ms"].as_i64().unwrap_or(0) / 1000).max(0) as u32,
+    }))
 }
 
 /// A row object (`after`) → the row in the table's column order.

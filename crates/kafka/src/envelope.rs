@@ -119,6 +119,11 @@ impl EventFormat {
             "thread": null,
             "query": null,
         });
+        let mut source = source;
+        if let Some(part) = position.part {
+            // Not Debezium's: where a part of a large transaction sits (see `Position::part`).
+            source["polyrepl_part"] = J::from(part);
+        }
         let payload = json!({
             "before": null,
             "after": after,

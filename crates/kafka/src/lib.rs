@@ -30,6 +30,7 @@
 //! Modules: [`options`] (the URL), [`envelope`] (changes → events), [`decode`] (events → values),
 //! [`topics`] (creating and reading topics), [`sink`] (the [`polyrepl_core::Sink`] methods).
 
+pub mod consume;
 pub mod decode;
 pub mod envelope;
 pub mod options;

@@ -1,0 +1,222 @@
+//! `polyrepl apply`: change events from Kafka into the sinks, as one worker of a consumer group.
+//!
+//! Kafka spreads the topics' partitions over the group's workers (start one on each machine) and
+//! moves a dead worker's partitions to the others within the session timeout. A key's events are in one
+//! partition, read by one worker at a time, in order.
+//!
+//! Exactly-once effect: each sink holds, per topic-partition, the offset after the last event it
+//! applied — stored with the data as the checkpoint of pipeline `<group>:<topic>:<partition>` (position
+//! `kafka:<topic>:<partition>`, offset = the next event's). A worker that takes a partition over reads
+//! from the group's committed offset (committed only once every sink applied, so never ahead of any
+//! sink) and each sink skips the events it already holds. Events of partitions a rebalance takes away
+//! are dropped unapplied: their new owner reads them again.
+//!
+//! Each change keeps its source position (file, offset, GTID state) from the event, so sinks order
+//! writes as `polyrepl run` would (Cassandra's write timestamps). Table schemas come from the MySQL
+//! source (`--schema-source`), read at start-up.
+//!
+//! Not built yet: /metrics and /status for apply, schemas from the events themselves (a worker without
+//! access to the source), and a fence against a worker that lost its partitions while paused longer than
+//! the session timeout and then writes once more.
+
+use crate::error::{EngineError, Result};
+use crate::registry::open_sink_with;
+use polyrepl_core::{
+    Batch, Change, Checkpoint, OnUnmappable, Position, RowPolicy, Sink, TableFilter, TableId, TableSchema,
+};
+use polyrepl_kafka::consume::{Event, GroupReader};
+use polyrepl_kafka::decode::{self, Decoded};
+use polyrepl_mysql::source_url::SourceUrl;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What `polyrepl apply` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    /// `host:port[,host:port]` of the Kafka brokers.
+    pub brokers: String,
+    /// Topics to read, a glob (`polyrepl.shop.*`).
+    pub topics: String,
+    /// The consumer group: workers with the same group share the partitions.
+    pub group: String,
+    /// The MySQL source the events came from, for the tables' schemas.
+    pub schema_source: String,
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+    pub sinks: Vec<String>,
+    /// Events of one partition applied together at most.
+    pub batch_events: usize,
+    /// How long an event may wait for more before its batch is applied.
+    pub batch_delay: Duration,
+    pub on_unmappable: OnUnmappable,
+}
+
+/// One partition this worker holds: its sinks with the offset each holds, and the events read since the
+/// last apply.
+struct Partition {
+    sinks: Vec<(Box<dyn Sink>, i64)>,
+    pending: Vec<(i64, Option<Arc<TableSchema>>, Decoded)>,
+    oldest: Instant,
+}
+
+/// The checkpoint position of a topic-partition at `next_offset`.
+fn kafka_position(topic: &str, partition: i32, next_offset: i64) -> Position {
+    Position::new(format!("kafka:{topic}:{partition}"), next_offset.max(0) as u64)
+}
+
+/// Runs the worker until `shutdown` (the batches read are applied first) or a definite error.
+pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let url = SourceUrl::parse(&cfg.schema_source)?;
+    let filter = TableFilter::new(&cfg.tables, &cfg.exclude).map_err(EngineError::Settings)?;
+    let report = polyrepl_mysql::checks::run_startup_checks(&url, &filter).await?;
+    let tables = report.tables;
+    let schemas: HashMap<TableId, Arc<TableSchema>> = tables.iter().map(|t| (t.id.clone(), t.clone())).collect();
+    let policy = RowPolicy::new(cfg.on_unmappable);
+    for sink_url in &cfg.sinks {
+        let mut sink = open_sink_with(sink_url, &format!("{}:prepare", cfg.group), policy.clone()).await?;
+        sink.prepare(&tables).await.map_err(EngineError::sink_step(format!("preparing the sink {}", sink.name())))?;
+    }
+    let reader = GroupReader::join(&cfg.brokers, &cfg.group, &cfg.topics).map_err(|e| {
+        EngineError::Settings(format!("joining consumer group '{}' at {}: {e}", cfg.group, cfg.brokers))
+    })?;
+    tracing::info!(group = %cfg.group, topics = %cfg.topics, tables = tables.len(), "apply: reading change events");
+    let mut held: HashMap<(String, i32), Partition> = HashMap::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let event = tokio::select! {
+            e = reader.next(Duration::from_millis(50)) => e.map_err(|e| EngineError::Settings(format!("reading from Kafka: {e}")))?,
+            _ = shutdown.changed() => None,
+        };
+        for (topic, partition) in reader.take_revoked() {
+            if let Some(p) = held.remove(&(topic.clone(), partition)) {
+                tracing::info!(%topic, partition, dropped = p.pending.len(), "partition taken away: its unapplied events are its new owner's");
+            }
+        }
+        if let Some(event) = event {
+            let id = (event.topic.clone(), event.partition);
+            if !held.contains_key(&id) {
+                let p = open_partition(&cfg, &policy, &tables, &event.topic, event.partition).await?;
+                held.insert(id.clone(), p);
+            }
+            let p = held.get_mut(&id).expect("inserted above");
+            if p.pending.is_empty() {
+                p.oldest = Instant::now();
+            }
+            let (table, decoded) = decode_event(&schemas, &event).map_err(EngineError::Settings)?;
+            p.pending.push((event.offset, table, decoded));
+            if p.pending.len() >= cfg.batch_events {
+                flush(&reader, &id, p, &shutdown).await?;
+            }
+        }
+        for (id, p) in held.iter_mut() {
+            if !p.pending.is_empty() && p.oldest.elapsed() >= cfg.batch_delay {
+                flush(&reader, id, p, &shutdown).await?;
+            }
+        }
+    }
+    for (id, p) in held.iter_mut() {
+        flush(&reader, id, p, &shutdown).await?;
+    }
+    Ok(())
+}
+
+/// Opens every sink for a partition newly read, with the offset each holds.
+async fn open_partition(
+    cfg: &ApplyConfig,
+    policy: &RowPolicy,
+    tables: &[Arc<TableSchema>],
+    topic: &str,
+    partition: i32,
+) -> Result<Partition> {
+    let pipeline = format!("{}:{topic}:{partition}", cfg.group);
+    let file = kafka_position(topic, partition, 0).file;
+    let mut sinks = Vec::new();
+    for sink_url in &cfg.sinks {
+        let mut sink = open_sink_with(sink_url, &pipeline, policy.clone()).await?;
+        let step = |what: &str| EngineError::sink_step(format!("{what} of {} for {topic}/{partition}", sink_url));
+        sink.prepare(tables).await.map_err(step("preparing"))?;
+        let stored = sink.load_checkpoint(&pipeline).await.map_err(step("reading the offset"))?;
+        let offset = stored.filter(|c| c.position.file == file).map_or(0, |c| c.position.offset as i64);
+        tracing::info!(sink = sink.name(), %topic, partition, offset, "partition taken: the sink resumes at its own offset");
+        sinks.push((sink, offset));
+    }
+    Ok(Partition { sinks, pending: Vec::new(), oldest: Instant::now() })
+}
+
+/// An event → its table (if selected) and what it asks.
+fn decode_event(
+    schemas: &HashMap<TableId, Arc<TableSchema>>,
+    event: &Event,
+) -> std::result::Result<(Option<Arc<TableSchema>>, Decoded), String> {
+    let Some(value) = &event.value else { return Ok((None, Decoded::Nothing)) };
+    let bad = |e: String| format!("{} partition {} offset {}: {e}", event.topic, event.partition, event.offset);
+    let value: serde_json::Value = serde_json::from_slice(value).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(table) = decode::table_of(&value).and_then(|id| schemas.get(&id).cloned()) else {
+        return Ok((None, Decoded::Nothing));
+    };
+    let key = match &event.key {
+        Some(k) => Some(serde_json::from_slice::<serde_json::Value>(k).map_err(|e| bad(format!("key not JSON: {e}")))?),
+        None => None,
+    };
+    let decoded = decode::event(&table, key.as_ref(), &value).map_err(bad)?;
+    Ok((Some(table), decoded))
+}
+
+/// Applies the partition's pending events to every sink (each from the offset it holds, a truncate as
+/// its own step), then commits the group's offset.
+async fn flush(
+    reader: &GroupReader,
+    (topic, partition): &(String, i32),
+    p: &mut Partition,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<()> {
+    let Some(last) = p.pending.last().map(|(o, _, _)| *o) else { return Ok(()) };
+    let next = last + 1;
+    for (sink, held) in p.sinks.iter_mut() {
+        let mut changes: Vec<Change> = Vec::new();
+        for (offset, table, decoded) in p.pending.iter().filter(|(o, _, _)| *o >= *held) {
+            match (decoded, table) {
+                (Decoded::Change(c), _) => changes.push(c.clone()),
+                (Decoded::Truncate, Some(table)) => {
+                    let before = Batch::new(
+                        std::mem::take(&mut changes),
+                        Checkpoint::streaming(kafka_position(topic, *partition, *offset)),
+                    );
+                    apply_with_retry(sink.as_mut(), &before, shutdown).await?;
+                    sink.truncate_table(table)
+                        .await
+                        .map_err(EngineError::sink_step(format!("truncating {}", table.id)))?;
+                }
+                _ => {}
+            }
+        }
+        let batch = Batch::new(changes, Checkpoint::streaming(kafka_position(topic, *partition, next)));
+        apply_with_retry(sink.as_mut(), &batch, shutdown).await?;
+        *held = next;
+    }
+    p.pending.clear();
+    if let Err(e) = reader.commit(topic, *partition, next) {
+        tracing::warn!(%topic, partition, error = %e, "committing the group's offset failed (the sinks hold theirs)");
+    }
+    Ok(())
+}
+
+/// Applies `batch`, retrying transient failures with backoff until shutdown.
+async fn apply_with_retry(sink: &mut dyn Sink, batch: &Batch, shutdown: &watch::Receiver<bool>) -> Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match sink.apply(batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                tracing::warn!(error = %e, "applying failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(EngineError::sink_step(format!("applying to {}", sink.name()))(e)),
+        }
+    }
+}
