@@ -144,3 +144,98 @@ async fn capture_into_kafka_and_two_apply_workers_converge_across_kill_9() {
     let status = third.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "the worker did not stop cleanly:\n{}", third.log());
 }
+
+/// A change event as Debezium's MySQL connector writes it with the JSON converter (`schemas.enable` off),
+/// for `inventory.customers (id INT, first_name, last_name, email VARCHAR)` of database `db`.
+fn debezium_event(db: &str, op: &str, pos: u64, before: serde_json::Value, after: serde_json::Value) -> String {
+    serde_json::json!({
+        "before": before,
+        "after": after,
+        "source": {
+            "version": "2.7.3.Final", "connector": "mysql", "name": "dbserver1", "ts_ms": 1_700_000_000_000i64,
+            "snapshot": if op == "r" { "true" } else { "false" }, "db": db, "sequence": null, "table": "customers",
+            "server_id": 223344, "gtid": null, "file": "mysql-bin.000003", "pos": pos, "row": 0, "thread": 7,
+            "query": null
+        },
+        "op": op,
+        "ts_ms": 1_700_000_000_123i64,
+        "transaction": null
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_reads_debeziums_own_change_events() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let h = Harness::create("dbz").await;
+    let db = &h.db;
+    // The source as it ends: apply takes the schema from it, and verify compares with it.
+    db.exec(
+        "CREATE TABLE customers (id INT PRIMARY KEY, first_name VARCHAR(255), last_name VARCHAR(255), email VARCHAR(255));
+         INSERT INTO customers VALUES (1001, 'Sally', 'Thomas', 'sally.thomas@example.com'),
+                                      (1003, 'Edward', 'Walker', 'ed@walker.com')",
+    )
+    .await;
+    let row = |id: i64, first: &str, last: &str, email: &str| serde_json::json!({"id": id, "first_name": first, "last_name": last, "email": email});
+    let null = serde_json::Value::Null;
+    let topic = format!("dbserver1.{}.customers", db.name);
+    // A snapshot read, an insert, an update, a delete and its tombstone, another insert.
+    let events: Vec<(i64, Option<String>)> = vec![
+        (1001, Some(debezium_event(&db.name, "r", 154, null.clone(), row(1001, "Sally", "Thomas", "sally@old.com")))),
+        (
+            1002,
+            Some(debezium_event(&db.name, "c", 400, null.clone(), row(1002, "George", "Bailey", "gbailey@foobar.com"))),
+        ),
+        (
+            1001,
+            Some(debezium_event(
+                &db.name,
+                "u",
+                700,
+                row(1001, "Sally", "Thomas", "sally@old.com"),
+                row(1001, "Sally", "Thomas", "sally.thomas@example.com"),
+            )),
+        ),
+        (
+            1002,
+            Some(debezium_event(&db.name, "d", 900, row(1002, "George", "Bailey", "gbailey@foobar.com"), null.clone())),
+        ),
+        (1002, None),
+        (1003, Some(debezium_event(&db.name, "c", 1100, null.clone(), row(1003, "Edward", "Walker", "ed@walker.com")))),
+    ];
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:9092")
+        .set("allow.auto.create.topics", "true")
+        .create()
+        .unwrap();
+    for (id, value) in &events {
+        let key = serde_json::json!({"id": id}).to_string();
+        let mut record: FutureRecord<'_, str, str> = FutureRecord::to(&topic).key(&key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce a Debezium event");
+    }
+    let sinks = [REDIS, CASSANDRA, MONGO];
+    let mut args: Vec<String> = apply_args(&db.name, &unique("dbz"), &sinks);
+    let at = args.iter().position(|a| a == "--topics").unwrap() + 1;
+    args[at] = format!("dbserver1.{}.*", db.name);
+    let mut worker = Polyrepl::spawn(&args);
+    let verify = h.args("verify", "unused", None, &sinks, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        worker.assert_running();
+        let (status, out) = run_to_end(&verify, Duration::from_secs(120)).await;
+        if status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sinks did not converge:\n{out}\n--- worker:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    worker.sigterm();
+    assert!(worker.wait_exit(Duration::from_secs(60)).await.success(), "{}", worker.log());
+}
