@@ -23,32 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Drops what the test wrote in the three sinks, also after a failure.
-struct SinkCleanup {
-    db: String,
-}
-
-impl Drop for SinkCleanup {
-    fn drop(&mut self) {
-        drop_redis_and_cassandra_data(REDIS, &self.db, std::slice::from_ref(&self.db), true);
-        let db = self.db.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
-                    let _ = client.database(&db).drop().await;
-                    let _ = client
-                        .database("polyrepl")
-                        .collection::<mongodb::bson::Document>("_polyrepl_checkpoints")
-                        .delete_one(mongodb::bson::doc! { "_id": &db })
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
 /// A writer on `flow (id, v, n)` of database `db`, at the server the gate names: the test holds the
 /// gate to pause it (no statement in flight) and changes the server under it.
 struct SwitchableWriter {

@@ -11,27 +11,6 @@ use common::*;
 use mysql_async::prelude::*;
 use std::time::Duration;
 
-/// Drops what the test wrote in the three sinks, also after a failure.
-struct SinkCleanup {
-    db: String,
-}
-
-impl Drop for SinkCleanup {
-    fn drop(&mut self) {
-        drop_redis_and_cassandra_data(REDIS, &self.db, std::slice::from_ref(&self.db), true);
-        let db = self.db.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
-                    let _ = client.database(&db).drop().await;
-                }
-            })
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_reset_master_the_run_refuses_and_resnapshot_converges_in_every_sink() {
     let maria = OwnMariaDb::up();

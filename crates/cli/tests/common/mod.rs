@@ -630,6 +630,33 @@ impl Drop for OwnMariaDb {
     }
 }
 
+/// Drops database `db` in the three sinks, and the checkpoints of the pipeline of the same name, also
+/// after a failure (for tests whose source is a MariaDB of their own, so no [`TestDb`] cleans up).
+pub struct SinkCleanup {
+    pub db: String,
+}
+
+impl Drop for SinkCleanup {
+    fn drop(&mut self) {
+        drop_redis_and_cassandra_data(REDIS, &self.db, std::slice::from_ref(&self.db), true);
+        let db = self.db.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
+                    let _ = client.database(&db).drop().await;
+                    let _ = client
+                        .database("polyrepl")
+                        .collection::<Document>("_polyrepl_checkpoints")
+                        .delete_one(doc! { "_id": &db })
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
 // ---- Cleaning up what a test left in Redis and Cassandra -------------------------------------------
 
 /// Deletes the Redis keys `DB:*` (at `redis_url`), the Cassandra keyspace `DB` (at 127.0.0.1:9042, when
