@@ -83,6 +83,26 @@ fn apply_args(db: &str, group: &str, sinks: &[&str]) -> Vec<String> {
     args
 }
 
+/// Runs `verify` until it finds every sink equal to the source (the apply `worker` catching up), for at
+/// most `timeout`; panics with the last report and the worker's log.
+async fn verify_until_consistent(verify: &[String], worker: &mut Polyrepl, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        worker.assert_running();
+        let (status, out) = run_to_end(verify, Duration::from_secs(180)).await;
+        if status.code() == Some(0) {
+            eprintln!("{}", out.lines().filter(|l| l.contains('→')).collect::<Vec<_>>().join("\n"));
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sinks did not converge:\n{out}\n--- worker log:\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_into_kafka_and_two_apply_workers_converge_across_kill_9() {
     let h = Harness::create("kapply").await;
@@ -125,21 +145,7 @@ async fn capture_into_kafka_and_two_apply_workers_converge_across_kill_9() {
 
     // The remaining worker takes every partition and catches up: verify against the source.
     let verify = h.args("verify", &pipeline, None, &[REDIS, CASSANDRA, MONGO, &capture_sink], &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        third.assert_running();
-        let (status, out) = run_to_end(&verify, Duration::from_secs(180)).await;
-        if status.code() == Some(0) {
-            eprintln!("{}", out.lines().filter(|l| l.contains('→')).collect::<Vec<_>>().join("\n"));
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sinks did not converge:\n{out}\n--- worker log:\n{}",
-            third.log()
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    verify_until_consistent(&verify, &mut third, Duration::from_secs(180)).await;
     third.sigterm();
     let status = third.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "the worker did not stop cleanly:\n{}", third.log());
@@ -222,20 +228,7 @@ async fn apply_reads_debeziums_own_change_events() {
     args[at] = format!("dbserver1.{}.*", db.name);
     let mut worker = Polyrepl::spawn(&args);
     let verify = h.args("verify", "unused", None, &sinks, &[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        worker.assert_running();
-        let (status, out) = run_to_end(&verify, Duration::from_secs(120)).await;
-        if status.code() == Some(0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sinks did not converge:\n{out}\n--- worker:\n{}",
-            worker.log()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    verify_until_consistent(&verify, &mut worker, Duration::from_secs(120)).await;
     worker.sigterm();
     assert!(worker.wait_exit(Duration::from_secs(60)).await.success(), "{}", worker.log());
 }

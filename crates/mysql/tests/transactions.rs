@@ -101,13 +101,7 @@ async fn xa_transactions_apply_at_their_commit_and_vanish_at_their_rollback() {
         db.exec(&sql).await;
     }
     let events = read_t_with_holds(&from, &db, 1000).await;
-    let txs: Vec<Vec<(Op, i64)>> = events
-        .iter()
-        .filter_map(|(e, _)| match e {
-            SourceEvent::Transaction { changes, .. } => Some(op_keys(changes)),
-            _ => None,
-        })
-        .collect();
+    let txs = committed_op_keys(&events);
     assert_eq!(txs, vec![vec![(Op::Insert, 10)], vec![(Op::Insert, 1), (Op::Insert, 2)], vec![(Op::Insert, 4)]]);
     // While x1 was prepared, the reader held its start; once it committed, nothing.
     let ten = events
@@ -227,14 +221,19 @@ async fn a_snapshot_waits_while_an_xa_transaction_is_prepared_and_streams_on_aft
     // Streaming from the snapshot's position: no unknown XA COMMIT, and the XA row not again.
     db.exec("INSERT INTO t VALUES (3, 3)").await;
     let events = read_t_with_holds(&position, &db, 1000).await;
-    let txs: Vec<Vec<(Op, i64)>> = events
+    let txs = committed_op_keys(&events);
+    assert_eq!(txs, vec![vec![(Op::Insert, 3)]], "{events:?}");
+    assert!(events.last().unwrap().1.is_none(), "nothing held at the end: {:?}", events.last());
+    db.drop_db().await;
+}
+
+/// The `(op, key)`s of each committed transaction among events read with their holds.
+fn committed_op_keys(events: &[(SourceEvent, Option<Position>)]) -> Vec<Vec<(Op, i64)>> {
+    events
         .iter()
         .filter_map(|(e, _)| match e {
             SourceEvent::Transaction { changes, .. } => Some(op_keys(changes)),
             _ => None,
         })
-        .collect();
-    assert_eq!(txs, vec![vec![(Op::Insert, 3)]], "{events:?}");
-    assert!(events.last().unwrap().1.is_none(), "nothing held at the end: {:?}", events.last());
-    db.drop_db().await;
+        .collect()
 }
