@@ -46,15 +46,11 @@ pub struct ApplyArgs {
 }
 
 pub async fn run(args: ApplyArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<ExitCode> {
-    let Some(brokers) = args.source.strip_prefix("kafka://") else {
-        bail!("--source must be a kafka:// URL (kafka://HOST:PORT[,HOST:PORT]), not '{}'", args.source);
-    };
-    let brokers = brokers.split('?').next().unwrap_or_default().trim_end_matches('/').to_string();
     if args.batch_events == 0 {
         bail!("--batch-events must be 1 or more");
     }
     let cfg = polyrepl_engine::apply::ApplyConfig {
-        brokers,
+        source: args.source,
         topics: args.topics,
         group: args.group,
         schema_source: args.schema_source,

@@ -21,21 +21,7 @@ struct MongoCleanup {
 
 impl Drop for MongoCleanup {
     fn drop(&mut self) {
-        let (db, pipeline) = (self.db.clone(), self.pipeline.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
-                    let _ = client.database(&db).drop().await;
-                    let _ = client
-                        .database("polyrepl")
-                        .collection::<Document>("_polyrepl_checkpoints")
-                        .delete_one(doc! { "_id": pipeline })
-                        .await;
-                }
-            })
-        })
-        .join();
+        drop_mongo_data(&self.db, &self.pipeline);
     }
 }
 

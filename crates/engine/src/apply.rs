@@ -35,8 +35,8 @@ use tokio::sync::watch;
 /// What `polyrepl apply` is asked to do.
 #[derive(Debug, Clone)]
 pub struct ApplyConfig {
-    /// `host:port[,host:port]` of the Kafka brokers.
-    pub brokers: String,
+    /// The Kafka brokers, `kafka://HOST:PORT[,HOST:PORT]` (options after `?` are the sink's, ignored).
+    pub source: String,
     /// Topics to read, a glob (`polyrepl.shop.*`).
     pub topics: String,
     /// The consumer group: workers with the same group share the partitions.
@@ -68,6 +68,7 @@ fn kafka_position(topic: &str, partition: i32, next_offset: i64) -> Position {
 
 /// Runs the worker until `shutdown` (the batches read are applied first) or a definite error.
 pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let brokers = polyrepl_kafka::options::parse(&cfg.source).map_err(EngineError::Settings)?.brokers;
     let url = SourceUrl::parse(&cfg.schema_source)?;
     let filter = TableFilter::new(&cfg.tables, &cfg.exclude).map_err(EngineError::Settings)?;
     let report = polyrepl_mysql::checks::run_startup_checks(&url, &filter).await?;
@@ -78,9 +79,8 @@ pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Res
         let mut sink = open_sink_with(sink_url, &format!("{}:prepare", cfg.group), policy.clone()).await?;
         sink.prepare(&tables).await.map_err(EngineError::sink_step(format!("preparing the sink {}", sink.name())))?;
     }
-    let reader = GroupReader::join(&cfg.brokers, &cfg.group, &cfg.topics).map_err(|e| {
-        EngineError::Settings(format!("joining consumer group '{}' at {}: {e}", cfg.group, cfg.brokers))
-    })?;
+    let reader = GroupReader::join(&brokers, &cfg.group, &cfg.topics)
+        .map_err(|e| EngineError::Settings(format!("joining consumer group '{}' at {brokers}: {e}", cfg.group)))?;
     tracing::info!(group = %cfg.group, topics = %cfg.topics, tables = tables.len(), "apply: reading change events");
     let mut held: HashMap<(String, i32), Partition> = HashMap::new();
     loop {

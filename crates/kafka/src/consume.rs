@@ -30,9 +30,7 @@ pub struct GroupContext {
 
 impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::error!(%error, reason, "Kafka client error");
-        }
+        crate::topics::log_client_error(error, reason);
     }
 }
 

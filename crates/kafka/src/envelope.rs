@@ -65,12 +65,7 @@ impl EventFormat {
     /// The message key of a change: its primary key.
     pub fn key(&self, change: &Change) -> Vec<u8> {
         let table = &change.table;
-        let mut payload = Map::new();
-        for (&i, value) in table.primary_key.iter().zip(&change.key) {
-            let column = &table.columns[i];
-            payload.insert(column.name.clone(), encode(&column.kind, column.unsigned, value));
-        }
-        let payload = J::Object(payload);
+        let payload = key_payload(table, &change.key);
         let out = if self.schemas {
             let fields: Vec<J> = table.primary_key.iter().map(|&i| field_schema(table, i, false)).collect();
             json!({
@@ -167,6 +162,16 @@ impl EventFormat {
                            s("data_collection_order", "int64", false)]})],
         })
     }
+}
+
+/// A primary key as the key's payload: `{"id": 7}` (key columns in key order).
+pub fn key_payload(table: &TableSchema, key: &[Value]) -> J {
+    let mut payload = Map::new();
+    for (&i, value) in table.primary_key.iter().zip(key) {
+        let column = &table.columns[i];
+        payload.insert(column.name.clone(), encode(&column.kind, column.unsigned, value));
+    }
+    J::Object(payload)
 }
 
 /// The Kafka Connect schema of column `i` of `table`.

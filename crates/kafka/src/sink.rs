@@ -459,16 +459,9 @@ impl Sink for KafkaSink {
     async fn read_rows(&mut self, table: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>, SinkError> {
         let state = self.table_state(table).await?;
         keys.iter()
-            .map(|key| {
-                let mut payload = serde_json::Map::new();
-                for (&i, v) in table.primary_key.iter().zip(key) {
-                    let c = &table.columns[i];
-                    payload.insert(c.name.clone(), crate::envelope::encode(&c.kind, c.unsigned, v));
-                }
-                match state.get(&J::Object(payload).to_string()) {
-                    None => Ok(None),
-                    Some((_, row)) => decode::row(table, row).map(Some).map_err(|e| self.definite(e)),
-                }
+            .map(|key| match state.get(&crate::envelope::key_payload(table, key).to_string()) {
+                None => Ok(None),
+                Some((_, row)) => decode::row(table, row).map(Some).map_err(|e| self.definite(e)),
             })
             .collect()
     }

@@ -68,9 +68,15 @@ pub struct ReaderContext;
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::error!(%error, reason, "Kafka client error");
-        }
+        log_client_error(error, reason);
+    }
+}
+
+/// librdkafka's client errors, logged as the default context does, except a partition's end (which
+/// `enable.partition.eof` asks for, and librdkafka also reports as an error).
+pub fn log_client_error(error: KafkaError, reason: &str) {
+    if !matches!(error, KafkaError::PartitionEOF(_)) {
+        tracing::error!(%error, reason, "Kafka client error");
     }
 }
 

@@ -639,22 +639,28 @@ pub struct SinkCleanup {
 impl Drop for SinkCleanup {
     fn drop(&mut self) {
         drop_redis_and_cassandra_data(REDIS, &self.db, std::slice::from_ref(&self.db), true);
-        let db = self.db.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
-                    let _ = client.database(&db).drop().await;
-                    let _ = client
-                        .database("polyrepl")
-                        .collection::<Document>("_polyrepl_checkpoints")
-                        .delete_one(doc! { "_id": &db })
-                        .await;
-                }
-            })
-        })
-        .join();
+        drop_mongo_data(&self.db, &self.db);
     }
+}
+
+/// Drops the MongoDB database `db` and the checkpoint of `pipeline`; for `Drop`s, so it runs on its own
+/// thread and runtime and ignores every error.
+pub fn drop_mongo_data(db: &str, pipeline: &str) {
+    let (db, pipeline) = (db.to_string(), pipeline.to_string());
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            if let Ok(client) = mongodb::Client::with_uri_str(MONGO).await {
+                let _ = client.database(&db).drop().await;
+                let _ = client
+                    .database("polyrepl")
+                    .collection::<Document>("_polyrepl_checkpoints")
+                    .delete_one(doc! { "_id": pipeline })
+                    .await;
+            }
+        })
+    })
+    .join();
 }
 
 // ---- Cleaning up what a test left in Redis and Cassandra -------------------------------------------
