@@ -110,7 +110,16 @@ async fn run_command(args: config::RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = &metrics_addr {
         http::serve(addr, metrics.clone(), Some(controller)).await?;
     }
-    let prepared = polyrepl_engine::prepare(&run).await?;
-    polyrepl_engine::run(run, prepared, metrics, shutdown_signal(), inbox).await?;
+    // Listening from the start: start-up can take seconds (a Kafka sink waits for the broker to finish
+    // what a killed process left open), and a SIGTERM meanwhile must stop cleanly too.
+    let mut shutdown = shutdown_signal();
+    let prepared = tokio::select! {
+        prepared = polyrepl_engine::prepare(&run) => prepared?,
+        _ = shutdown.wait_for(|stop| *stop) => {
+            tracing::info!("stopped during start-up, before applying any change");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    polyrepl_engine::run(run, prepared, metrics, shutdown, inbox).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -56,7 +56,11 @@ async fn kafka_holds_every_change_once_across_kill_9() {
     }
     let repeated: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).take(5).collect();
     assert!(repeated.is_empty(), "events repeated in the topic: {repeated:?}");
-    assert!(events >= 300 + ops as usize / 2, "{events} events for 300 rows and {ops} statements");
+    // Not vacuous: every row the table holds now came through the topic. (How many events a sink got
+    // depends on where it joined: one whose first commit came after a kill gets the table copied
+    // online, not its history.)
+    let live = db.source_docs("flow").await.len();
+    assert!(events >= live && live >= 300, "{events} events for {live} rows ({ops} statements)");
     eprintln!("kafka: {events} events, none repeated, after 3 SIGKILLs");
 }
 

@@ -129,8 +129,8 @@ pub struct StartPlan {
     pub resume_snapshot: Option<Checkpoint>,
     /// A re-snapshot's sweep may have been cut short: sweep again before copying.
     pub sweep_again: bool,
-    /// The smallest streaming checkpoint: where streaming starts, unless a snapshot's position is
-    /// earlier (see [`StartPlan::stream_from`]).
+    /// The smallest position a sink needs streamed ([`streams_from`]): where streaming starts, unless a
+    /// snapshot's position is earlier (see [`StartPlan::stream_from`]).
     pub smallest_streaming: Option<Position>,
     /// The earliest point a streaming sink must read from again ([`Checkpoint::read_from`]): before
     /// `smallest_streaming` while some sink holds part of a large transaction, or an XA transaction is
@@ -138,6 +138,14 @@ pub struct StartPlan {
     pub smallest_read_from: Option<Position>,
     /// The online copies streaming starts with (rule 6).
     pub copies: Vec<TableCopy>,
+}
+
+/// The checkpoints streaming must start early enough for: the streaming ones, and — once some sink
+/// streams, so that the others get online copies (rule 6) — those of snapshots in progress. Such a sink
+/// holds rows as of its snapshot's position; a copy only writes rows that still exist, so a row deleted
+/// since then leaves it only by the stream's delete.
+fn streams_from(checkpoints: &[Option<Checkpoint>], anyone_streams: bool) -> impl Iterator<Item = &Checkpoint> {
+    checkpoints.iter().flatten().filter(move |c| c.snapshot.is_none() || anyone_streams)
 }
 
 impl StartPlan {
@@ -151,18 +159,8 @@ impl StartPlan {
                 && checkpoints.iter().any(|c| c.as_ref().is_none_or(|c| c.snapshot.is_some())),
             resume_snapshot: snapshot_resume_point(checkpoints),
             sweep_again: checkpoints.iter().flatten().any(|c| c.snapshot.as_ref().is_some_and(is_nothing_copied)),
-            smallest_streaming: checkpoints
-                .iter()
-                .flatten()
-                .filter(|c| c.snapshot.is_none())
-                .map(|c| c.position.clone())
-                .min(),
-            smallest_read_from: checkpoints
-                .iter()
-                .flatten()
-                .filter(|c| c.snapshot.is_none())
-                .map(|c| c.read_from().clone())
-                .min(),
+            smallest_streaming: streams_from(checkpoints, anyone_streams).map(|c| c.position.clone()).min(),
+            smallest_read_from: streams_from(checkpoints, anyone_streams).map(|c| c.read_from().clone()).min(),
             copies: vec![],
         }
     }
@@ -370,10 +368,14 @@ mod tests {
         let p = StartPlan::from_checkpoints(&cps);
         assert!(!p.needs_snapshot, "no initial snapshot once a sink streams");
         assert_eq!(plan(&cps, &["a", "b"]), vec![("a".into(), None), ("b".into(), None)]);
-        // A sink in the middle of the initial snapshot joins the same way.
+        // A sink in the middle of the initial snapshot joins the same way…
         let cps = [streaming("b.000002", 4), at(100, &["a"], Some(("b", 5)))];
         assert!(!StartPlan::from_checkpoints(&cps).needs_snapshot);
         assert_eq!(plan(&cps, &["a", "b"]), vec![("a".into(), None), ("b".into(), None)]);
+        // …and streaming starts at its snapshot's position: the rows it holds are as of then, and the
+        // copy cannot delete one deleted since.
+        assert_eq!(StartPlan::from_checkpoints(&cps).stream_from(None), Some(Position::new("binlog.000001", 100)));
+        assert_eq!(StartPlan::from_checkpoints(&cps).read_from(None), Some(Position::new("binlog.000001", 100)));
         // Nobody streams yet: the initial snapshot copies, no online copy.
         assert_eq!(plan(&[None, at(100, &["a"], None)], &["a"]), vec![]);
         assert!(StartPlan::from_checkpoints(&[None]).needs_snapshot);

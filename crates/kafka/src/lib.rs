@@ -6,7 +6,8 @@
 //!   created with the URL's `partitions` if absent; message key = the primary key, so a key's
 //!   changes stay in order in one partition; value = the Debezium envelope ([`envelope`]); after a
 //!   delete, a tombstone (`null` value) unless `tombstones=false`.
-//! - checkpoint → compacted topic `__polyrepl_checkpoints`, key = pipeline name, value = checkpoint JSON.
+//! - checkpoint → compacted topic `__polyrepl_checkpoints.<pipeline>` (one per pipeline: see
+//!   [`topics::checkpoint_topic`]), key = pipeline name, value = checkpoint JSON.
 //! - leases → compacted topic `__polyrepl_leases`, key = the table's topic; dead letters →
 //!   compacted topic `__polyrepl_dead_letters`, key = the record's id.
 //!

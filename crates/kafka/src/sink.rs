@@ -3,7 +3,7 @@
 use crate::decode;
 use crate::envelope::{EventFormat, Origin};
 use crate::options::{self, KafkaOptions};
-use crate::topics::{self, Record, TopicSpec, CHECKPOINTS, DEAD_LETTERS, LEASES};
+use crate::topics::{self, Record, TopicSpec, DEAD_LETTERS, LEASES, SHARED_CHECKPOINTS};
 use async_trait::async_trait;
 use polyrepl_core::{
     Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Op, Row, RowPolicy, Sink, SinkError, TableId, TableSchema,
@@ -32,6 +32,8 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct KafkaSink {
     name: String,
     pipeline: String,
+    /// This pipeline's checkpoint topic ([`topics::checkpoint_topic`]).
+    checkpoints: String,
     options: KafkaOptions,
     format: EventFormat,
     producer: FutureProducer,
@@ -42,8 +44,8 @@ pub struct KafkaSink {
     /// Topics known to exist, with their partition counts where looked up.
     partitions: HashMap<String, i32>,
     policy: RowPolicy,
-    /// Transactions are initialised (at the first write: a connection that only reads, such as
-    /// `verify`'s, must not fence the running pipeline's producer).
+    /// Transactions are initialised (by `prepare` or the first write, never by a connection that only
+    /// reads, such as `verify`'s: it must not fence the running pipeline's producer).
     transactional: bool,
 }
 
@@ -57,8 +59,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl KafkaSink {
-    /// Connects to the brokers of `url` for pipeline `pipeline`. Its first write initialises the
-    /// transactional id `polyrepl-<pipeline>`, which fences any other producer of the same pipeline (a
+    /// Connects to the brokers of `url` for pipeline `pipeline`. `prepare` (or the first write)
+    /// initialises the transactional id `polyrepl-<pipeline>`, which fences any other producer of the same pipeline (a
     /// zombie run) and aborts its unfinished transaction.
     pub async fn connect(url: &str, pipeline: &str) -> Result<KafkaSink, SinkError> {
         let name = options::sink_name(url);
@@ -105,6 +107,7 @@ impl KafkaSink {
         let mut sink = KafkaSink {
             name,
             pipeline: pipeline.to_string(),
+            checkpoints: topics::checkpoint_topic(pipeline),
             options,
             format,
             producer,
@@ -114,14 +117,14 @@ impl KafkaSink {
             policy: RowPolicy::default(),
             transactional: false,
         };
-        let own = [CHECKPOINTS, LEASES, DEAD_LETTERS].map(|t| TopicSpec {
+        let own = [sink.checkpoints.as_str(), LEASES, DEAD_LETTERS].map(|t| TopicSpec {
             name: t.to_string(),
             partitions: 1,
             replication: sink.options.replication,
             compacted: true,
         });
         topics::ensure(&sink.admin, &own).await.map_err(|e| sink.error("creating polyrepl's topics", e))?;
-        for t in [CHECKPOINTS, LEASES, DEAD_LETTERS] {
+        for t in [sink.checkpoints.clone().as_str(), LEASES, DEAD_LETTERS] {
             sink.partitions.insert(t.to_string(), 1);
         }
         Ok(sink)
@@ -144,14 +147,7 @@ impl KafkaSink {
 
     /// Runs `messages` (topic, partition, key, value) as one transaction; on failure, aborts it.
     async fn transaction(&mut self, messages: Vec<Message>) -> Result<(), SinkError> {
-        if !self.transactional {
-            // Aborts what a killed producer of this pipeline left open, and fences one still running.
-            let p = self.producer.clone();
-            blocking(move || p.init_transactions(TRANSACTION_TIMEOUT))
-                .await
-                .map_err(|e| self.error("starting transactions", e))?;
-            self.transactional = true;
-        }
+        self.start_transactions().await?;
         let p = self.producer.clone();
         blocking(move || p.begin_transaction()).await.map_err(|e| self.error("beginning a transaction", e))?;
         match send_all(&self.producer, messages).await {
@@ -164,6 +160,21 @@ impl KafkaSink {
             }
             Err(e) => Err(self.abort("sending the batch", e).await),
         }
+    }
+
+    /// Initialises the transactional id once: the broker first finishes what a killed producer of this
+    /// pipeline left (commits a transaction it was committing, aborts an open one) and fences one still
+    /// running. Until then a read_committed reader stops before that transaction, so the checkpoint is
+    /// read only after this ([`Sink::prepare`] runs it).
+    async fn start_transactions(&mut self) -> Result<(), SinkError> {
+        if !self.transactional {
+            let p = self.producer.clone();
+            blocking(move || p.init_transactions(TRANSACTION_TIMEOUT))
+                .await
+                .map_err(|e| self.error("starting transactions", e))?;
+            self.transactional = true;
+        }
+        Ok(())
     }
 
     /// Aborts the open transaction after `e` (a fatal error leaves nothing to abort) and says why.
@@ -180,7 +191,7 @@ impl KafkaSink {
 
     /// The checkpoint record of this pipeline.
     fn checkpoint_message(&self, checkpoint: &Checkpoint) -> Message {
-        Message::keyed(CHECKPOINTS, self.pipeline.as_bytes().to_vec(), Some(checkpoint.to_json().into_bytes()))
+        Message::keyed(&self.checkpoints, self.pipeline.as_bytes().to_vec(), Some(checkpoint.to_json().into_bytes()))
     }
 
     /// Partition count of `topic` (looked up once).
@@ -380,7 +391,8 @@ impl Sink for KafkaSink {
         for s in &specs {
             self.partition_count(&s.name).await?;
         }
-        Ok(())
+        // Only a writer prepares (a run, an apply worker; never verify): it owns the transactional id.
+        self.start_transactions().await
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
@@ -442,15 +454,22 @@ impl Sink for KafkaSink {
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
         let mut last = None;
-        for r in self.read_topic(CHECKPOINTS).await? {
-            if r.key.as_deref() == Some(pipeline.as_bytes()) {
-                last = r.value;
+        let mut topic = self.checkpoints.clone();
+        for from in [self.checkpoints.clone(), SHARED_CHECKPOINTS.to_string()] {
+            for r in self.read_topic(&from).await? {
+                if r.key.as_deref() == Some(pipeline.as_bytes()) {
+                    last = r.value;
+                }
+            }
+            topic = from;
+            if last.is_some() {
+                break;
             }
         }
         last.map(|v| {
             let text = String::from_utf8_lossy(&v);
             Checkpoint::from_json(&text).map_err(|e| {
-                self.definite(format!("checkpoint of pipeline '{pipeline}' in {CHECKPOINTS} is not readable: {e}"))
+                self.definite(format!("checkpoint of pipeline '{pipeline}' in {topic} is not readable: {e}"))
             })
         })
         .transpose()

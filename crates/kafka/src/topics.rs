@@ -12,9 +12,26 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// polyrepl's own topics: compacted, one partition, keyed by what they hold.
-pub const CHECKPOINTS: &str = "__polyrepl_checkpoints";
+/// Checkpoints of versions that kept every pipeline's in one topic (read when a pipeline's own has none).
+pub const SHARED_CHECKPOINTS: &str = "__polyrepl_checkpoints";
 pub const LEASES: &str = "__polyrepl_leases";
 pub const DEAD_LETTERS: &str = "__polyrepl_dead_letters";
+
+/// The checkpoint topic of `pipeline`: one per pipeline, because a read_committed reader stops at the
+/// first transaction still open in a partition — one left open by another pipeline's killed process
+/// (open until that pipeline restarts, or for the transaction timeout) would hide this pipeline's newer
+/// checkpoints and resume it from an older one. Characters a topic name cannot hold become `_`, and
+/// then a hash of the name keeps two names apart.
+pub fn checkpoint_topic(pipeline: &str) -> String {
+    let safe: String =
+        pipeline.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    if safe == pipeline && safe.len() <= 200 {
+        return format!("{SHARED_CHECKPOINTS}.{safe}");
+    }
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let hash = pipeline.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{SHARED_CHECKPOINTS}.{}-{hash:016x}", safe.chars().take(180).collect::<String>())
+}
 
 /// A topic to create if absent.
 pub struct TopicSpec {
@@ -57,6 +74,7 @@ pub async fn ensure(admin: &AdminClient<DefaultClientContext>, specs: &[TopicSpe
 /// One record of a topic read whole.
 pub struct Record {
     pub partition: i32,
+    pub offset: i64,
     pub key: Option<Vec<u8>>,
     /// `None`: a tombstone.
     pub value: Option<Vec<u8>>,
@@ -75,7 +93,9 @@ impl ClientContext for ReaderContext {
 /// librdkafka's client errors, logged as the default context does, except a partition's end (which
 /// `enable.partition.eof` asks for, and librdkafka also reports as an error).
 pub fn log_client_error(error: KafkaError, reason: &str) {
-    if !matches!(error, KafkaError::PartitionEOF(_)) {
+    let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
+        || matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+    if !end_of_partition {
         tracing::error!(%error, reason, "Kafka client error");
     }
 }
@@ -120,10 +140,26 @@ pub fn read_all(brokers: &str, topic: &str) -> Result<Vec<Record>, KafkaError> {
             Some(Err(e)) => return Err(e),
             Some(Ok(m)) => records.push(Record {
                 partition: m.partition(),
+                offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
             }),
         }
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checkpoint_topic;
+
+    #[test]
+    fn each_pipeline_has_a_checkpoint_topic_kafka_accepts() {
+        assert_eq!(checkpoint_topic("orders-v2.prod"), "__polyrepl_checkpoints.orders-v2.prod");
+        let odd = checkpoint_topic("group:topic:3");
+        assert!(odd.starts_with("__polyrepl_checkpoints.group_topic_3-"), "{odd}");
+        assert_ne!(odd, checkpoint_topic("group_topic:3"), "names that differ only in odd characters");
+        let long = checkpoint_topic(&"x".repeat(300));
+        assert!(long.len() <= 249 && long.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)), "{long}");
+    }
 }
