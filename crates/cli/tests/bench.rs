@@ -78,3 +78,66 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     assert!(checkpoints.is_empty(), "Redis checkpoints left: {checkpoints:?}");
     assert!(!cassandra_has_keyspace(&db).await, "Cassandra keyspace {db} still exists");
 }
+
+#[tokio::test]
+async fn bench_kafka_reports_every_path_and_deletes_its_topics() {
+    let output = Command::new(env!("CARGO_BIN_EXE_polyrepl"))
+        .args([
+            "bench",
+            "--kafka",
+            "--sinks",
+            "redis",
+            "--rows",
+            "100",
+            "--cdc-changes",
+            "3000",
+            "--rounds",
+            "1",
+            "--json",
+        ])
+        .env_remove("POLYREPL_SINKS")
+        .output()
+        .expect("run polyrepl bench --kafka");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "polyrepl bench --kafka failed: {}\n{stderr}", output.status);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not one JSON document ({e}):\n{}", String::from_utf8_lossy(&output.stdout))
+    });
+    assert_eq!(report["changes"], 3000);
+    assert!(report["messages"].as_u64().unwrap() >= 3000, "a message per change at least: {report:#}");
+    for figure in [
+        "/capture_changes_per_s/median",
+        "/raw_produce_messages_per_s/median",
+        "/raw_consume_messages_per_s/median",
+        "/capture_over_raw_produce",
+        "/apply/0/changes_per_s/median",
+        "/apply/1/changes_per_s/median",
+        "/run_changes_per_s/median",
+        "/message_bytes",
+    ] {
+        positive(&report, figure);
+    }
+    assert_eq!(report.pointer("/apply/1/workers"), Some(&serde_json::json!(2)));
+    // Every topic it made is deleted (the deletion may take the broker a moment).
+    let prefix = stderr.split("database ").nth(1).and_then(|s| s.split_whitespace().next()).expect("database name");
+    let prefix = prefix.to_string();
+    let left = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer =
+            rdkafka::config::ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9092").create().unwrap();
+        for _ in 0..50 {
+            let metadata = c.fetch_metadata(None, std::time::Duration::from_secs(10)).unwrap();
+            let left: Vec<String> =
+                metadata.topics().iter().map(|t| t.name().to_string()).filter(|t| t.contains(&prefix)).collect();
+            if left.is_empty() {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let metadata = c.fetch_metadata(None, std::time::Duration::from_secs(10)).unwrap();
+        metadata.topics().iter().map(|t| t.name().to_string()).filter(|t| t.contains(&prefix)).collect()
+    })
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "bench topics left: {left:?}");
+}

@@ -22,6 +22,7 @@
 //! change the work) after an untimed warm-up, and the median is reported ([`report`]).
 
 mod data;
+mod kafka;
 mod lag;
 mod phases;
 mod raw;
@@ -117,6 +118,15 @@ pub struct BenchArgs {
     /// done); reports the copy's duration and rows/s, the stream's lag meanwhile and the peak RSS.
     #[arg(long)]
     pub online_copy: bool,
+    /// Run only the Kafka path: capture (the cdc range into the Kafka sink), the broker's raw produce
+    /// and consume rates on the very same messages, `apply` into every --sinks sink with 1 and 2
+    /// workers, and `run` straight into the same sinks for comparison. Needs Kafka
+    /// (polyrepl stack up --service kafka).
+    #[arg(long, conflicts_with_all = ["decode_only", "online_copy"])]
+    pub kafka: bool,
+    /// Kafka URL for --kafka.
+    #[arg(long, env = "POLYREPL_KAFKA", hide_env_values = true, default_value = "kafka://127.0.0.1:9092")]
+    pub kafka_url: String,
 }
 
 /// Everything the phases share: URLs, names, sizes.
@@ -195,6 +205,12 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
         let figures = outcome?;
         return print_report(&bench, &figures, || lag::copy_table(&figures));
     }
+    if bench.args.kafka {
+        let outcome = kafka_path(&bench).await;
+        clean_up(&bench).await;
+        let figures = outcome?;
+        return print_report(&bench, &figures, || kafka::table(&figures));
+    }
     let outcome = measure(&bench).await;
     clean_up(&bench).await;
     let report = outcome?;
@@ -242,6 +258,12 @@ async fn online_copy(bench: &Bench) -> Result<Vec<(&'static str, lag::LagFigures
         out.push((kind.label(), lag, copy.context("the copy's figures")?));
     }
     Ok(out)
+}
+
+/// The data phase, then the Kafka path (`--kafka`).
+async fn kafka_path(bench: &Bench) -> Result<kafka::KafkaFigures> {
+    let generated = data::generate(bench).await.context("generating the bench data")?;
+    kafka::measure(bench, &generated).await
 }
 
 /// All phases, in order.

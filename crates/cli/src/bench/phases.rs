@@ -65,11 +65,23 @@ pub fn run_config(
     name: &str,
     stop_at_end: bool,
 ) -> Result<polyrepl_engine::RunConfig> {
+    let sinks = kinds.iter().map(|&k| bench.sink_url(k).to_string()).collect();
+    run_config_into(bench, table, sinks, name, stop_at_end)
+}
+
+/// [`run_config`] into the sinks at `sinks` (URLs).
+pub fn run_config_into(
+    bench: &Bench,
+    table: &str,
+    sinks: Vec<String>,
+    name: &str,
+    stop_at_end: bool,
+) -> Result<polyrepl_engine::RunConfig> {
     RunArgs {
         pipeline: PipelineArgs {
             source: Some(bench.args.source.clone()),
             tables: table.split(',').map(|t| format!("{}.{t}", bench.db)).collect(),
-            sinks: kinds.iter().map(|&k| bench.sink_url(k).to_string()).collect(),
+            sinks,
             name: Some(name.to_string()),
             ..Default::default()
         },
@@ -84,15 +96,21 @@ pub fn run_config(
 /// from there without a snapshot (an empty batch carries only the checkpoint).
 pub async fn prestore_checkpoint(bench: &Bench, kinds: &[SinkKind], name: &str, position: &Position) -> Result<()> {
     for &kind in kinds {
-        let mut sink = polyrepl_engine::open_sink(bench.sink_url(kind), name).await?;
-        sink.apply(&Batch::new(vec![], Checkpoint::streaming(position.clone()))).await?;
+        prestore_checkpoint_in(bench.sink_url(kind), name, position).await?;
     }
+    Ok(())
+}
+
+/// [`prestore_checkpoint`] in the sink at `url`.
+pub async fn prestore_checkpoint_in(url: &str, name: &str, position: &Position) -> Result<()> {
+    let mut sink = polyrepl_engine::open_sink(url, name).await?;
+    sink.apply(&Batch::new(vec![], Checkpoint::streaming(position.clone()))).await?;
     Ok(())
 }
 
 /// Runs `run` to the end of the binlog; returns the time of `run::run` (after checks and connections)
 /// and its metrics.
-async fn run_to_end(cfg: polyrepl_engine::RunConfig) -> Result<(Duration, Arc<Metrics>)> {
+pub async fn run_to_end(cfg: polyrepl_engine::RunConfig) -> Result<(Duration, Arc<Metrics>)> {
     let prepared = polyrepl_engine::prepare(&cfg).await?;
     let metrics = Arc::new(Metrics::default());
     let (_keep_open, never) = tokio::sync::watch::channel(false);
