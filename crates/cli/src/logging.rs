@@ -45,20 +45,22 @@ fn choose_filter(flag: Option<&str>, rust_log: Option<&str>) -> (String, Option<
 pub fn init(level: Option<&str>, format: LogFormat, file: Option<&Path>) -> Result<()> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let (filter, warning) = choose_filter(level, rust_log.as_deref());
-    let (writer, ansi) = match file {
+    let (writer, to_file) = match file {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let f =
                 std::fs::File::create(path).with_context(|| format!("cannot write the log file {}", path.display()))?;
-            (BoxMakeWriter::new(std::sync::Mutex::new(f)), false)
+            (BoxMakeWriter::new(std::sync::Mutex::new(f)), true)
         }
-        None => (BoxMakeWriter::new(std::io::stderr), true),
+        None => (BoxMakeWriter::new(std::io::stderr), false),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_writer(writer);
+    // No colour codes in a file; on stderr the default (colour unless NO_COLOR is set).
+    let builder = if to_file { builder.with_ansi(false) } else { builder };
     match format {
-        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Text => builder.init(),
         // Event fields at the top level, next to "level" and "message": what log shippers expect.
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
