@@ -220,6 +220,10 @@ async fn status_shows_every_sink_and_says_when_one_is_not_healthy() {
     assert!(stdout.contains("not healthy:") && stdout.contains("is retrying"), "{stdout}");
     let out = polyrepl(&["status", "--http-addr", &addr, "--json"], &[]);
     assert_eq!(out.status.code(), Some(1), "status --json with a retrying sink");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
+    let redis_status = json["sinks"].as_array().unwrap().iter().find(|s| s["state"] == "retrying").unwrap();
+    // It applied the snapshot only (no commit time): its lag is not "since 1970".
+    assert!(redis_status["lag_seconds"].as_f64().unwrap() < 3600.0, "{json}");
     p.sigkill();
 }
 
