@@ -48,7 +48,8 @@ pub fn init(level: Option<&str>, format: LogFormat, file: Option<&Path>) -> Resu
     let (writer, to_file) = match file {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}, the log file's directory", dir.display()))?;
             }
             let f =
                 std::fs::File::create(path).with_context(|| format!("cannot write the log file {}", path.display()))?;
