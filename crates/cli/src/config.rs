@@ -25,7 +25,7 @@ pub struct PipelineArgs {
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
-    /// metrics_addr, batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, keep_dropped_tables,
+    /// http_addr (or metrics_addr), batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, keep_dropped_tables,
     /// take_over, lease_seconds, on_unmappable), and `[[sink]]` sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
@@ -43,9 +43,11 @@ pub struct RunArgs {
     /// Server id the binlog reader presents to the source; unique per reader [default: derived from --name].
     #[arg(long, env = "POLYREPL_SERVER_ID")]
     pub server_id: Option<u32>,
-    /// Serve Prometheus /metrics and /status JSON on this address, e.g. 127.0.0.1:9187.
-    #[arg(long, env = "POLYREPL_METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
+    /// Serve HTTP on this address, e.g. 127.0.0.1:9187: Prometheus /metrics, /status JSON (what
+    /// `polyrepl status` shows), and the requests of `polyrepl snapshot` and `verify --repair --through`.
+    /// `--metrics-addr` (and POLYREPL_METRICS_ADDR) is the older name.
+    #[arg(long = "http-addr", visible_alias = "metrics-addr", value_name = "HOST:PORT", env = "POLYREPL_HTTP_ADDR")]
+    pub http_addr: Option<String>,
     /// A batch closes at this many changes [default: 5000].
     #[arg(long, env = "POLYREPL_BATCH_CHANGES")]
     pub batch_changes: Option<usize>,
@@ -115,7 +117,8 @@ struct FileConfig {
     sink: Vec<SinkSection>,
     name: Option<String>,
     server_id: Option<u32>,
-    metrics_addr: Option<String>,
+    #[serde(alias = "metrics_addr")]
+    http_addr: Option<String>,
     batch_changes: Option<usize>,
     batch_delay_ms: Option<u64>,
     chunk_rows: Option<usize>,
@@ -170,7 +173,12 @@ impl SinkSection {
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub run: RunConfig,
-    pub metrics_addr: Option<String>,
+    pub http_addr: Option<String>,
+}
+
+/// POLYREPL_METRICS_ADDR: the older name of POLYREPL_HTTP_ADDR, still read after it.
+pub fn legacy_http_addr_env() -> Option<String> {
+    std::env::var("POLYREPL_METRICS_ADDR").ok().filter(|v| !v.is_empty())
 }
 
 impl RunArgs {
@@ -235,7 +243,8 @@ impl RunArgs {
             ),
             ..RunConfig::new(source, tables, sinks)
         };
-        Ok(Resolved { run, metrics_addr: self.metrics_addr.clone().or(file.metrics_addr) })
+        let http_addr = self.http_addr.clone().or_else(legacy_http_addr_env).or(file.http_addr);
+        Ok(Resolved { run, http_addr })
     }
 }
 
@@ -321,6 +330,14 @@ mod tests {
                 .run;
         assert_eq!((c.take_over, c.on_unmappable), (false, polyrepl_core::OnUnmappable::Stop));
         assert_eq!(c.lease_ttl, std::time::Duration::from_secs(settings::DEFAULT_LEASE_SECONDS));
+        for key in ["http_addr", "metrics_addr"] {
+            std::fs::write(&f, format!("{base}{key} = \"127.0.0.1:9\"\n")).unwrap();
+            let args = RunArgs {
+                pipeline: PipelineArgs { config: Some(f.clone()), ..Default::default() },
+                ..Default::default()
+            };
+            assert_eq!(args.resolve().unwrap().http_addr.as_deref(), Some("127.0.0.1:9"), "{key}");
+        }
         std::fs::write(&f, format!("{base}on_unmappable = \"later\"\n")).unwrap();
         let err = format!(
             "{:#}",

@@ -13,6 +13,7 @@ use polyrepl_engine::{Metrics, RunConfig};
 use polyrepl_stack::init::{DEMO_DATABASE, DEMO_TABLE};
 use polyrepl_stack::local::LocalBackend;
 use polyrepl_stack::{probe, Service};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +35,19 @@ pub struct DemoArgs {
     /// Sinks to replicate into (comma-separated): mongo, redis, cassandra.
     #[arg(long, value_delimiter = ',', default_value = "mongo,redis,cassandra", value_parser = ["mongo", "redis", "cassandra"])]
     sinks: Vec<String>,
+    /// Print the log lines on stderr, between the loops, instead of into <state dir>/demo.log.
+    #[arg(long, short)]
+    verbose: bool,
     #[command(flatten)]
     stack: StackOpts,
+}
+
+impl DemoArgs {
+    /// Where the demo's log lines go: a file in the state directory, so that the terminal shows the
+    /// loops alone; `None` with --verbose (stderr, as every other command).
+    pub fn log_file(&self) -> Option<PathBuf> {
+        (!self.verbose).then(|| self.stack.config().state_dir.join("demo.log"))
+    }
 }
 
 /// One sink of the demo: its short name, URL and service.
@@ -49,6 +61,27 @@ fn demo_sinks(args: &DemoArgs, stack: &polyrepl_stack::StackConfig) -> Vec<(&'st
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+    let log_file = args.log_file();
+    if let Some(path) = &log_file {
+        eprintln!("demo: logs go to {} (--verbose prints them here)", path.display());
+    }
+    // The error itself always reaches the terminal (main prints it); the log has what led to it.
+    demo(args).await.map_err(|e| match &log_file {
+        Some(path) => e.context(format!("the demo stopped (its log: {})", path.display())),
+        None => e,
+    })
+}
+
+/// Progress of the set-up: on stderr with --verbose, else into the log with the rest.
+fn progress(verbose: bool, line: &str) {
+    if verbose {
+        eprintln!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+}
+
+async fn demo(args: DemoArgs) -> Result<ExitCode> {
     let mut stack = args.stack.config();
     let sinks = demo_sinks(&args, &stack);
     stack.services = std::iter::once(Service::Mysql).chain(sinks.iter().map(|s| s.2)).collect();
@@ -62,10 +95,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         eprintln!("starting the stack ({})", missing.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "));
         let mut up = stack.clone();
         up.services = missing;
-        LocalBackend::new(up).up(&|l| eprintln!("  {l}")).await?;
+        LocalBackend::new(up).up(&|l| progress(args.verbose, &format!("  {l}"))).await?;
     }
     for line in polyrepl_stack::init::init(&stack).await? {
-        eprintln!("init: {line}");
+        progress(args.verbose, &format!("init: {line}"));
     }
 
     let source = stack.mysql_connect_url().replacen("?", &format!("/{DEMO_DATABASE}?"), 1);

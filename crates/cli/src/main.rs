@@ -4,12 +4,15 @@ mod apply_cmd;
 mod bench;
 mod config;
 mod demo;
+mod generated;
 mod http;
+mod logging;
 mod snapshot_cmd;
 mod stack_cmd;
+mod status_cmd;
 mod verify;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Keeps MongoDB, Redis and Cassandra in step with MySQL/MariaDB tables, and stands up the whole
@@ -20,9 +23,16 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "polyrepl", version, about, long_about, propagate_version = true)]
 struct Cli {
-    /// Log level filter (error, warn, info, debug, trace, or a tracing filter such as polyrepl=debug).
-    #[arg(long, global = true, env = "POLYREPL_LOG", default_value = "info,scylla=off,mongodb=warn")]
-    log: String,
+    /// Which log lines to print: error, warn, info, debug, trace, or a tracing filter such as
+    /// `info,polyrepl_engine=debug`. Without it (or POLYREPL_LOG), RUST_LOG is used when set
+    /// [default: info,scylla=off,mongodb=warn]. `--log` is the older name.
+    #[arg(long = "log-level", visible_alias = "log", value_name = "LEVEL", global = true, env = "POLYREPL_LOG",
+          value_parser = logging::parse_filter)]
+    log_level: Option<String>,
+    /// Log lines as text, or as json: one JSON object per line (timestamp, level, target, message and
+    /// the event's fields), for log collectors. Logs go to stderr (for `demo`, to a file unless --verbose).
+    #[arg(long, value_name = "FORMAT", global = true, env = "POLYREPL_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -49,7 +59,7 @@ enum Command {
     /// once the sink has caught up; report missing, extra and different rows (--json for machines) and,
     /// with --repair, rewrite them from the source. Exit code 0 when consistent, 1 when not, 2 on error.
     Verify(verify::VerifyArgs),
-    /// Ask a running `polyrepl run` (through its --metrics-addr) to copy tables again while it keeps
+    /// Ask a running `polyrepl run` (through its --http-addr) to copy tables again while it keeps
     /// streaming: each table's rows are re-read in primary-key chunks and rewritten in place, in order
     /// with the stream, in every sink. Exit code 0 when the copies started, 1 when refused, 2 on error.
     Snapshot(snapshot_cmd::SnapshotArgs),
@@ -58,14 +68,38 @@ enum Command {
     /// partitions. Each sink stores the offsets it applied with the data, so a worker killed at any
     /// moment loses nothing and applies nothing twice. Ctrl-C stops cleanly.
     Apply(apply_cmd::ApplyArgs),
+    /// Show a running `polyrepl run` (through its --http-addr): each sink's state, position, lag and
+    /// changes per second, and the changes applied per table. Exit code 0 when every sink is ok, 1 when
+    /// any is not (starting, retrying, failed), 2 when the pipeline cannot be reached.
+    Status(status_cmd::StatusArgs),
+    /// Print a shell completion script on stdout, e.g. `polyrepl completions bash > /etc/bash_completion.d/polyrepl`,
+    /// or `polyrepl completions zsh > "${fpath[1]}/_polyrepl"`, or `polyrepl completions fish >
+    /// ~/.config/fish/completions/polyrepl.fish`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff, with every subcommand and its options) on stdout, e.g.
+    /// `polyrepl man > polyrepl.1 && man ./polyrepl.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // These two only print what clap knows: no logs, no runtime.
+    match &cli.command {
+        Command::Completions { shell } => return generated::completions(*shell, Cli::command()),
+        Command::Man => return generated::man(Cli::command()),
+        _ => {}
+    }
+    let log_file = match &cli.command {
+        Command::Demo(args) => args.log_file(),
+        _ => None,
+    };
+    if let Err(e) = logging::init(cli.log_level.as_deref(), cli.log_format, log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
@@ -76,6 +110,8 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(args).await,
             Command::Snapshot(args) => snapshot_cmd::run(args).await,
             Command::Apply(args) => apply_cmd::run(args, shutdown_signal()).await,
+            Command::Status(args) => status_cmd::run(args).await,
+            Command::Completions { .. } | Command::Man => unreachable!("handled before the runtime starts"),
         }
     });
     // Leave the runtime to the process exit instead of shutting it down: the MongoDB driver's background
@@ -104,10 +140,10 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 async fn run_command(args: config::RunArgs) -> anyhow::Result<ExitCode> {
-    let config::Resolved { run, metrics_addr } = args.resolve()?;
+    let config::Resolved { run, http_addr } = args.resolve()?;
     let metrics = std::sync::Arc::new(polyrepl_engine::Metrics::default());
     let (controller, inbox) = polyrepl_engine::control::channel();
-    if let Some(addr) = &metrics_addr {
+    if let Some(addr) = &http_addr {
         http::serve(addr, metrics.clone(), Some(controller)).await?;
     }
     // Listening from the start: start-up can take seconds (a Kafka sink waits for the broker to finish

@@ -86,6 +86,29 @@ impl Metrics {
     pub fn lag_seconds(&self, st: &SinkStats) -> f64 {
         let read = self.source.last_source_ts.load(Relaxed);
         let applied = st.last_source_ts.load(Relaxed);
+        if applied == 0 && read > 0 {
+            // Nothing streamed applied yet (snapshot rows carry no commit time): "read - 0" would be
+            // the age of the epoch. The age of the newest change read is a lower bound of the lag.
+            return (now_millis() / 1000).saturating_sub(read) as f64;
+        }
         read.saturating_sub(applied) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_that_applied_no_streamed_change_is_not_an_epoch_behind() {
+        let m = Metrics::default();
+        let st = m.sink("redis://h:1");
+        assert_eq!(m.lag_seconds(&st), 0.0);
+        let now = now_millis() / 1000;
+        m.source.last_source_ts.store(now - 5, Relaxed);
+        let lag = m.lag_seconds(&st);
+        assert!((5.0..60.0).contains(&lag), "{lag}");
+        st.last_source_ts.store(now - 7, Relaxed);
+        assert_eq!(m.lag_seconds(&st), 2.0);
     }
 }

@@ -1,4 +1,4 @@
-//! `--metrics-addr`: Prometheus text on `/metrics`, a JSON summary on `/status`, and `POST /snapshot`
+//! `run --http-addr`: Prometheus text on `/metrics`, a JSON summary on `/status`, and `POST /snapshot`
 //! (`{"tables": ["db.t"]}`) to copy tables again while the run streams (`polyrepl snapshot`).
 
 use anyhow::{Context, Result};
@@ -32,7 +32,7 @@ pub struct CopyRequest {
 pub async fn serve(addr: &str, metrics: Arc<Metrics>, controller: Option<Controller>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on --metrics-addr {addr}: is the address free and local?"))?;
+        .with_context(|| format!("cannot listen on --http-addr {addr}: is the address free and local?"))?;
     let m1 = metrics.clone();
     let app = Router::new()
         .route("/metrics", get(move || async move { render::prometheus(&m1) }))

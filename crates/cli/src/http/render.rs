@@ -147,6 +147,8 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
         lag_seconds: f64,
         rows_skipped: u64,
         dead_letters: u64,
+        /// Changes applied per source table.
+        tables: std::collections::BTreeMap<String, u64>,
     }
     let sinks: Vec<SinkStatus> = metrics
         .sinks
@@ -163,6 +165,7 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
             lag_seconds: metrics.lag_seconds(st),
             rows_skipped: st.unmappable.skipped().values().sum(),
             dead_letters: st.unmappable.dead_lettered().values().sum(),
+            tables: st.per_table.lock().unwrap().clone(),
         })
         .collect();
     serde_json::json!({
@@ -198,6 +201,8 @@ mod tests {
         let status = status(&metrics);
         assert_eq!(status["sinks"][0]["name"], "redis://h:1");
         assert_eq!(status["sinks"][0]["changes_applied"], 7);
+        a.per_table.lock().unwrap().insert("d.t".into(), 7);
+        assert_eq!(super::status(&metrics)["sinks"][0]["tables"]["d.t"], 7);
         assert_eq!(status["sinks"][1]["state"], "starting");
         metrics.copy_progress("d.t", 5000);
         assert!(prometheus(&metrics).contains("polyrepl_online_copy_rows{table=\"d.t\"} 5000\n"));

@@ -49,7 +49,7 @@ pub struct VerifyArgs {
     /// pipeline applied meanwhile (MongoDB, Redis) and undo it.
     #[arg(long, env = "POLYREPL_VERIFY_REPAIR")]
     pub repair: bool,
-    /// With --repair: the running pipeline's HTTP address (its --metrics-addr). The repairs are sent to
+    /// With --repair: the running pipeline's HTTP address (its --http-addr). The repairs are sent to
     /// it: it reads the rows in a consistent snapshot and applies them in order with its stream, so a
     /// repair never overwrites a newer change.
     #[arg(long, env = "POLYREPL_VERIFY_THROUGH", requires = "repair")]
