@@ -43,12 +43,22 @@ pub struct ApplyArgs {
     /// What to do with a row a sink cannot hold: stop, skip or dead-letter (as `polyrepl run`).
     #[arg(long = "on-unmappable", default_value = "stop")]
     pub on_unmappable: String,
+    /// Serve /metrics (Prometheus) and /status (JSON) here, as `polyrepl run` does; read them with
+    /// `polyrepl status --http-addr HOST:PORT`.
+    #[arg(
+        long = "http-addr",
+        visible_alias = "metrics-addr",
+        value_name = "HOST:PORT",
+        env = "POLYREPL_APPLY_HTTP_ADDR"
+    )]
+    pub http_addr: Option<String>,
 }
 
 pub async fn run(args: ApplyArgs, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<ExitCode> {
     if args.batch_events == 0 {
         bail!("--batch-events must be 1 or more");
     }
+    let args_http_addr = args.http_addr.clone();
     let cfg = polyrepl_engine::apply::ApplyConfig {
         source: args.source,
         topics: args.topics,
@@ -61,6 +71,10 @@ pub async fn run(args: ApplyArgs, shutdown: tokio::sync::watch::Receiver<bool>) 
         batch_delay: Duration::from_millis(args.batch_delay_ms),
         on_unmappable: args.on_unmappable.parse().map_err(|e: String| anyhow::anyhow!(e))?,
     };
-    polyrepl_engine::apply::apply(cfg, shutdown).await?;
+    let metrics = std::sync::Arc::new(polyrepl_engine::Metrics::default());
+    if let Some(addr) = &args_http_addr {
+        crate::http::serve(addr, metrics.clone(), None).await?;
+    }
+    polyrepl_engine::apply::apply(cfg, metrics, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

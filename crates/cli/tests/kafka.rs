@@ -128,7 +128,10 @@ async fn capture_into_kafka_and_two_apply_workers_converge_across_kill_9() {
     // A worker dies; another takes its place. The capture dies twice.
     first.assert_running();
     first.sigkill();
-    let mut third = Polyrepl::spawn(&apply);
+    // The worker that stays serves /metrics and /status, as `run` does.
+    let http_port = free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let mut third = Polyrepl::spawn(&[apply.clone(), vec!["--http-addr".into(), http_addr.clone()]].concat());
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         run.assert_running();
@@ -150,6 +153,23 @@ async fn capture_into_kafka_and_two_apply_workers_converge_across_kill_9() {
     // The remaining worker takes every partition and catches up: verify against the source.
     let verify = h.args("verify", &pipeline, None, &[REDIS, CASSANDRA, MONGO, &capture_sink], &[]);
     verify_until_consistent(&verify, &mut third, Duration::from_secs(180)).await;
+    let (status, report) = run_to_end(
+        &["status", "--http-addr", &http_addr, "--interval", "0"].map(String::from),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(status.code(), Some(0), "status of the apply worker:\n{report}");
+    for sink in ["redis://", "cassandra://", "mongodb://"] {
+        assert!(report.contains(sink), "{sink} missing in the worker's status:\n{report}");
+    }
+    let (code, metrics) = http_get(http_port, "/metrics").expect("the worker's /metrics");
+    assert_eq!(code, 200);
+    let applied: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("polyrepl_sink_changes_applied_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(applied > 0.0, "the worker counted no applied change:\n{metrics}");
     third.sigterm();
     let status = third.wait_exit(Duration::from_secs(60)).await;
     assert!(status.success(), "the worker did not stop cleanly:\n{}", third.log());

@@ -15,11 +15,16 @@
 //! writes as `polyrepl run` would (Cassandra's write timestamps). Table schemas come from the MySQL
 //! source (`--schema-source`), read at start-up.
 //!
-//! Not built yet: /metrics and /status for apply, schemas from the events themselves (a worker without
-//! access to the source), and a fence against a worker that lost its partitions while paused longer than
-//! the session timeout and then writes once more.
+//! Metrics are `run`'s ([`Metrics`]): the source side counts the events read, each sink (one set of
+//! counters per --sink, whatever the partitions) what it applied, its state and last position.
+//!
+//! Not built yet: schemas from the events themselves (a worker without access to the source), and a
+//! fence against a worker that lost its partitions while paused longer than the session timeout and
+//! then writes once more.
 
 use crate::error::{EngineError, Result};
+use crate::metrics::{Metrics, SinkStats};
+use crate::pipeline::{record_applied, set_state};
 use crate::registry::open_sink_with;
 use polyrepl_core::{
     Batch, Change, Checkpoint, OnUnmappable, Position, RowPolicy, Sink, TableFilter, TableId, TableSchema,
@@ -28,6 +33,7 @@ use polyrepl_kafka::consume::{Event, GroupReader};
 use polyrepl_kafka::decode::{self, Decoded};
 use polyrepl_mysql::source_url::SourceUrl;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -56,7 +62,8 @@ pub struct ApplyConfig {
 /// One partition this worker holds: its sinks with the offset each holds, and the events read since the
 /// last apply.
 struct Partition {
-    sinks: Vec<(Box<dyn Sink>, i64)>,
+    /// Each sink with the offset it holds and its counters.
+    sinks: Vec<(Box<dyn Sink>, i64, Arc<SinkStats>)>,
     pending: Vec<(i64, Option<Arc<TableSchema>>, Decoded)>,
     oldest: Instant,
 }
@@ -66,8 +73,9 @@ fn kafka_position(topic: &str, partition: i32, next_offset: i64) -> Position {
     Position::new(format!("kafka:{topic}:{partition}"), next_offset.max(0) as u64)
 }
 
-/// Runs the worker until `shutdown` (the batches read are applied first) or a definite error.
-pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Runs the worker until `shutdown` (the batches read are applied first) or a definite error, counting
+/// in `metrics`.
+pub async fn apply(cfg: ApplyConfig, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let brokers = polyrepl_kafka::options::parse(&cfg.source).map_err(EngineError::Settings)?.brokers;
     let url = SourceUrl::parse(&cfg.schema_source)?;
     let filter = TableFilter::new(&cfg.tables, &cfg.exclude).map_err(EngineError::Settings)?;
@@ -75,9 +83,13 @@ pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Res
     let tables = report.tables;
     let schemas: HashMap<TableId, Arc<TableSchema>> = tables.iter().map(|t| (t.id.clone(), t.clone())).collect();
     let policy = RowPolicy::new(cfg.on_unmappable);
+    let mut stats = Vec::new();
     for sink_url in &cfg.sinks {
         let mut sink = open_sink_with(sink_url, &format!("{}:prepare", cfg.group), policy.clone()).await?;
         sink.prepare(&tables).await.map_err(EngineError::sink_step(format!("preparing the sink {}", sink.name())))?;
+        let st = metrics.sink(sink.name());
+        set_state(&st, "ok");
+        stats.push(st);
     }
     let reader = GroupReader::join(&brokers, &cfg.group, &cfg.topics)
         .map_err(|e| EngineError::Settings(format!("joining consumer group '{}' at {brokers}: {e}", cfg.group)))?;
@@ -99,7 +111,7 @@ pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Res
         if let Some(event) = event {
             let id = (event.topic.clone(), event.partition);
             if !held.contains_key(&id) {
-                let p = open_partition(&cfg, &policy, &tables, &event.topic, event.partition).await?;
+                let p = open_partition(&cfg, &policy, &tables, &stats, &event.topic, event.partition).await?;
                 held.insert(id.clone(), p);
             }
             let p = held.get_mut(&id).expect("inserted above");
@@ -107,6 +119,7 @@ pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Res
                 p.oldest = Instant::now();
             }
             let (table, decoded) = decode_event(&schemas, &event).map_err(EngineError::Settings)?;
+            count_read(&metrics, &event, &decoded);
             p.pending.push((event.offset, table, decoded));
             if p.pending.len() >= cfg.batch_events {
                 flush(&reader, &id, p, &shutdown).await?;
@@ -124,25 +137,38 @@ pub async fn apply(cfg: ApplyConfig, mut shutdown: watch::Receiver<bool>) -> Res
     Ok(())
 }
 
+/// Counts an event read in the source-side metrics.
+fn count_read(metrics: &Metrics, event: &Event, decoded: &Decoded) {
+    let source = &metrics.source;
+    if let Decoded::Change(c) = decoded {
+        source.changes_read.fetch_add(1, Relaxed);
+        source.last_source_ts.fetch_max(u64::from(c.source_ts), Relaxed);
+        *source.per_table.lock().unwrap().entry(c.table.id.to_string()).or_default() += 1;
+    }
+    *source.position.lock().unwrap() =
+        Some(kafka_position(&event.topic, event.partition, event.offset + 1).to_string());
+}
+
 /// Opens every sink for a partition newly read, with the offset each holds.
 async fn open_partition(
     cfg: &ApplyConfig,
     policy: &RowPolicy,
     tables: &[Arc<TableSchema>],
+    stats: &[Arc<SinkStats>],
     topic: &str,
     partition: i32,
 ) -> Result<Partition> {
     let pipeline = format!("{}:{topic}:{partition}", cfg.group);
     let file = kafka_position(topic, partition, 0).file;
     let mut sinks = Vec::new();
-    for sink_url in &cfg.sinks {
+    for (sink_url, st) in cfg.sinks.iter().zip(stats) {
         let mut sink = open_sink_with(sink_url, &pipeline, policy.clone()).await?;
         let step = |what: &str| EngineError::sink_step(format!("{what} of {} for {topic}/{partition}", sink_url));
         sink.prepare(tables).await.map_err(step("preparing"))?;
         let stored = sink.load_checkpoint(&pipeline).await.map_err(step("reading the offset"))?;
         let offset = stored.filter(|c| c.position.file == file).map_or(0, |c| c.position.offset as i64);
         tracing::info!(sink = sink.name(), %topic, partition, offset, "partition taken: the sink resumes at its own offset");
-        sinks.push((sink, offset));
+        sinks.push((sink, offset, st.clone()));
     }
     Ok(Partition { sinks, pending: Vec::new(), oldest: Instant::now() })
 }
@@ -176,7 +202,7 @@ async fn flush(
 ) -> Result<()> {
     let Some(last) = p.pending.last().map(|(o, _, _)| *o) else { return Ok(()) };
     let next = last + 1;
-    for (sink, held) in p.sinks.iter_mut() {
+    for (sink, held, stats) in p.sinks.iter_mut() {
         let mut changes: Vec<Change> = Vec::new();
         for (offset, table, decoded) in p.pending.iter().filter(|(o, _, _)| *o >= *held) {
             match (decoded, table) {
@@ -186,7 +212,7 @@ async fn flush(
                         std::mem::take(&mut changes),
                         Checkpoint::streaming(kafka_position(topic, *partition, *offset)),
                     );
-                    apply_with_retry(sink.as_mut(), &before, shutdown).await?;
+                    apply_with_retry(sink.as_mut(), &before, stats, shutdown).await?;
                     sink.truncate_table(table)
                         .await
                         .map_err(EngineError::sink_step(format!("truncating {}", table.id)))?;
@@ -195,7 +221,7 @@ async fn flush(
             }
         }
         let batch = Batch::new(changes, Checkpoint::streaming(kafka_position(topic, *partition, next)));
-        apply_with_retry(sink.as_mut(), &batch, shutdown).await?;
+        apply_with_retry(sink.as_mut(), &batch, stats, shutdown).await?;
         *held = next;
     }
     p.pending.clear();
@@ -205,18 +231,33 @@ async fn flush(
     Ok(())
 }
 
-/// Applies `batch`, retrying transient failures with backoff until shutdown.
-async fn apply_with_retry(sink: &mut dyn Sink, batch: &Batch, shutdown: &watch::Receiver<bool>) -> Result<()> {
+/// Applies `batch`, retrying transient failures with backoff until shutdown; counts it in `stats`.
+async fn apply_with_retry(
+    sink: &mut dyn Sink,
+    batch: &Batch,
+    stats: &SinkStats,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<()> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match sink.apply(batch).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                record_applied(stats, batch);
+                set_state(stats, "ok");
+                return Ok(());
+            }
             Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                stats.errors.fetch_add(1, Relaxed);
+                set_state(stats, "retrying");
                 tracing::warn!(error = %e, "applying failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(EngineError::sink_step(format!("applying to {}", sink.name()))(e)),
+            Err(e) => {
+                stats.errors.fetch_add(1, Relaxed);
+                set_state(stats, "failed");
+                return Err(EngineError::sink_step(format!("applying to {}", sink.name()))(e));
+            }
         }
     }
 }

@@ -357,11 +357,11 @@ fn merge_waiting(
     (Arc::new(Batch::new(merged, checkpoint)), rooms)
 }
 
-fn set_state(stats: &SinkStats, s: &str) {
+pub(crate) fn set_state(stats: &SinkStats, s: &str) {
     *stats.state.lock().unwrap() = s.to_string();
 }
 
-fn record_applied(stats: &SinkStats, batch: &Batch) {
+pub(crate) fn record_applied(stats: &SinkStats, batch: &Batch) {
     stats.changes_applied.fetch_add(batch.changes.len() as u64, Relaxed);
     stats.batches_applied.fetch_add(1, Relaxed);
     stats.last_batch_size.store(batch.changes.len() as u64, Relaxed);

@@ -236,8 +236,9 @@ async fn apply_round(
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let launched = Instant::now();
-    let tasks: Vec<_> =
-        (0..workers).map(|_| tokio::spawn(polyrepl_engine::apply::apply(cfg.clone(), stopped.clone()))).collect();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| tokio::spawn(polyrepl_engine::apply::apply(cfg.clone(), Default::default(), stopped.clone())))
+        .collect();
     let watcher: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
