@@ -12,6 +12,7 @@ use polyrepl_core::{
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use serde_json::Value as J;
@@ -43,11 +44,19 @@ pub struct KafkaSink {
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist, with their partition counts where looked up.
     partitions: HashMap<String, i32>,
+    /// The last [`KafkaSink::table_state`] of each topic read, with the partitions' high watermarks then:
+    /// unchanged watermarks mean nothing was written since (a commit or abort marker moves them too),
+    /// so `verify`'s chunk-by-chunk reads cost one look-up each, not a read of the whole topic.
+    states: HashMap<String, (Vec<i64>, Arc<TableState>)>,
+    watermarks: Option<Arc<BaseConsumer>>,
     policy: RowPolicy,
     /// Transactions are initialised (by `prepare` or the first write, never by a connection that only
     /// reads, such as `verify`'s: it must not fence the running pipeline's producer).
     transactional: bool,
 }
+
+/// A topic's rows: key payload text → (key payload, row payload).
+type TableState = BTreeMap<String, (J, J)>;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -114,6 +123,8 @@ impl KafkaSink {
             lease_producer,
             admin,
             partitions: HashMap::new(),
+            states: HashMap::new(),
+            watermarks: None,
             policy: RowPolicy::default(),
             transactional: false,
         };
@@ -222,9 +233,46 @@ impl KafkaSink {
             .map_err(|e| self.error(&format!("reading topic {topic}"), e))
     }
 
+    /// The client that looks up high watermarks, created on first use: read_uncommitted, because a
+    /// read_committed look-up answers the last stable offset, which moves only once the commit markers
+    /// are written — after `commit_transaction` has returned.
+    fn watermarks(&mut self) -> Result<Arc<BaseConsumer>, SinkError> {
+        if let Some(w) = &self.watermarks {
+            return Ok(w.clone());
+        }
+        let w: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.options.brokers)
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|e| self.definite(format!("creating the Kafka watermark client: {e}")))?;
+        Ok(self.watermarks.insert(Arc::new(w)).clone())
+    }
+
+    /// [`KafkaSink::read_table_state`], reused while the topic's high watermarks stay the same.
+    async fn table_state(&mut self, table: &TableSchema) -> Result<Arc<TableState>, SinkError> {
+        let topic = self.topic(table);
+        let partitions = self.partition_count(&topic).await?;
+        let (watcher, t) = (self.watermarks()?, topic.clone());
+        let marks = blocking(move || {
+            (0..partitions)
+                .map(|i| watcher.fetch_watermarks(&t, i, Duration::from_secs(10)).map(|(_, high)| high))
+                .collect::<Result<Vec<i64>, KafkaError>>()
+        })
+        .await
+        .map_err(|e| self.error(&format!("reading the watermarks of {topic}"), e))?;
+        if let Some((held, state)) = self.states.get(&topic) {
+            if *held == marks {
+                return Ok(state.clone());
+            }
+        }
+        let state = Arc::new(self.read_table_state(table).await?);
+        self.states.insert(topic, (marks, state.clone()));
+        Ok(state)
+    }
+
     /// What `table`'s topic holds now: key payload text → (key payload, row payload), the latest event
     /// of each key; deletes, tombstones and truncates applied.
-    async fn table_state(&self, table: &TableSchema) -> Result<BTreeMap<String, (J, J)>, SinkError> {
+    async fn read_table_state(&self, table: &TableSchema) -> Result<TableState, SinkError> {
         let topic = self.topic(table);
         let mut state: BTreeMap<String, (i32, J, J)> = BTreeMap::new();
         for r in self.read_topic(&topic).await? {
