@@ -98,6 +98,28 @@ pub fn key(table: &TableSchema, object: &J) -> Result<Vec<Value>, String> {
         .collect()
 }
 
+/// A decimal number as text (`-12.50`, `7`): what polyrepl and `decimal.handling.mode=string` write.
+fn is_decimal_text(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty() && !fraction.is_empty() && (whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit())
+}
+
+/// An unscaled two's-complement big-endian integer with `scale` decimal places → decimal text.
+fn unscaled_to_text(bytes: &[u8], scale: u8) -> String {
+    let unscaled = num_bigint::BigInt::from_signed_bytes_be(bytes);
+    let (negative, digits) = (unscaled.sign() == num_bigint::Sign::Minus, unscaled.magnitude().to_string());
+    let scale = usize::from(scale);
+    let digits = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = digits.split_at(digits.len() - scale);
+    let sign = if negative { "-" } else { "" };
+    if scale == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
 /// One JSON value of a column of `kind` → a polyrepl value.
 pub fn value(kind: &ColumnKind, unsigned: bool, v: &J) -> Result<Value, String> {
     if v.is_null() {
@@ -119,8 +141,14 @@ pub fn value(kind: &ColumnKind, unsigned: bool, v: &J) -> Result<Value, String> 
         }
         ColumnKind::Float => Value::Float(v.as_f64().ok_or_else(bad)? as f32),
         ColumnKind::Double => Value::Double(v.as_f64().ok_or_else(bad)?),
-        ColumnKind::Decimal { .. } => match v {
-            J::String(s) => Value::Decimal(s.clone()),
+        ColumnKind::Decimal { scale, .. } => match v {
+            // Text always shows a column's scale ("12.50"), and base64 has no '.': with a scale the
+            // two never mix up. Without one, only an all-digit base64 string could pass for text (see
+            // the README's Kafka section).
+            J::String(s) if is_decimal_text(s) && (*scale == 0 || s.contains('.')) => Value::Decimal(s.clone()),
+            // Debezium's default (`decimal.handling.mode=precise`): the unscaled value's two's-complement
+            // big-endian bytes in base64; the scale is the column's.
+            J::String(_) => Value::Decimal(unscaled_to_text(&bytes()?, *scale)),
             J::Number(n) => Value::Decimal(n.to_string()),
             _ => return Err(bad()),
         },
@@ -190,4 +218,29 @@ fn iso_utc(s: &str, fsp: u8) -> Option<DateTime> {
         micros,
         fsp,
     })
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    use super::*;
+
+    #[test]
+    fn debeziums_precise_decimals_decode_with_the_columns_scale() {
+        let kind = ColumnKind::Decimal { precision: 12, scale: 2 };
+        let b64 = |bytes: &[u8]| J::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+        // 1234.50 → unscaled 123450 = 0x01E23A; -0.05 → -5 = 0xFB; 0 → 0x00.
+        assert_eq!(value(&kind, false, &b64(&[0x01, 0xE2, 0x3A])), Ok(Value::Decimal("1234.50".into())));
+        assert_eq!(value(&kind, false, &b64(&[0xFB])), Ok(Value::Decimal("-0.05".into())));
+        assert_eq!(value(&kind, false, &b64(&[0x00])), Ok(Value::Decimal("0.00".into())));
+        // Text as polyrepl writes it stays text; with a scale, digits without '.' are base64 ("1234" = d7 6d f8).
+        assert_eq!(value(&kind, false, &J::String("-7.25".into())), Ok(Value::Decimal("-7.25".into())));
+        assert_eq!(value(&kind, false, &J::String("1234".into())), Ok(Value::Decimal("-26588.24".into())));
+        let integer = ColumnKind::Decimal { precision: 10, scale: 0 };
+        assert_eq!(value(&integer, false, &J::String("1234".into())), Ok(Value::Decimal("1234".into())));
+        // 65 digits, beyond any machine integer.
+        let big = ColumnKind::Decimal { precision: 65, scale: 0 };
+        let n: num_bigint::BigInt =
+            "-99999999999999999999999999999999999999999999999999999999999999999".parse().unwrap();
+        assert_eq!(value(&big, false, &b64(&n.to_signed_bytes_be())), Ok(Value::Decimal(n.to_string())));
+    }
 }
