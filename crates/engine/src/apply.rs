@@ -202,32 +202,50 @@ async fn flush(
 ) -> Result<()> {
     let Some(last) = p.pending.last().map(|(o, _, _)| *o) else { return Ok(()) };
     let next = last + 1;
-    for (sink, held, stats) in p.sinks.iter_mut() {
-        let mut changes: Vec<Change> = Vec::new();
-        for (offset, table, decoded) in p.pending.iter().filter(|(o, _, _)| *o >= *held) {
-            match (decoded, table) {
-                (Decoded::Change(c), _) => changes.push(c.clone()),
-                (Decoded::Truncate, Some(table)) => {
-                    let before = Batch::new(
-                        std::mem::take(&mut changes),
-                        Checkpoint::streaming(kafka_position(topic, *partition, *offset)),
-                    );
-                    apply_with_retry(sink.as_mut(), &before, stats, shutdown).await?;
-                    sink.truncate_table(table)
-                        .await
-                        .map_err(EngineError::sink_step(format!("truncating {}", table.id)))?;
-                }
-                _ => {}
-            }
-        }
-        let batch = Batch::new(changes, Checkpoint::streaming(kafka_position(topic, *partition, next)));
-        apply_with_retry(sink.as_mut(), &batch, stats, shutdown).await?;
-        *held = next;
-    }
+    // The sinks apply at once, each at its own pace: a batch waits for the slowest, not for the sum.
+    let pending = &p.pending;
+    futures::future::try_join_all(p.sinks.iter_mut().map(|(sink, held, stats)| {
+        apply_pending(sink.as_mut(), held, stats, pending, topic, *partition, next, shutdown)
+    }))
+    .await?;
     p.pending.clear();
     if let Err(e) = reader.commit(topic, *partition, next) {
         tracing::warn!(%topic, partition, error = %e, "committing the group's offset failed (the sinks hold theirs)");
     }
+    Ok(())
+}
+
+/// Applies to one sink the pending events after the offset it holds (a truncate as its own step), and
+/// moves that offset to `next`.
+#[allow(clippy::too_many_arguments)]
+async fn apply_pending(
+    sink: &mut dyn Sink,
+    held: &mut i64,
+    stats: &SinkStats,
+    pending: &[(i64, Option<Arc<TableSchema>>, Decoded)],
+    topic: &str,
+    partition: i32,
+    next: i64,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<()> {
+    let mut changes: Vec<Change> = Vec::new();
+    for (offset, table, decoded) in pending.iter().filter(|(o, _, _)| *o >= *held) {
+        match (decoded, table) {
+            (Decoded::Change(c), _) => changes.push(c.clone()),
+            (Decoded::Truncate, Some(table)) => {
+                let before = Batch::new(
+                    std::mem::take(&mut changes),
+                    Checkpoint::streaming(kafka_position(topic, partition, *offset)),
+                );
+                apply_with_retry(sink, &before, stats, shutdown).await?;
+                sink.truncate_table(table).await.map_err(EngineError::sink_step(format!("truncating {}", table.id)))?;
+            }
+            _ => {}
+        }
+    }
+    let batch = Batch::new(changes, Checkpoint::streaming(kafka_position(topic, partition, next)));
+    apply_with_retry(sink, &batch, stats, shutdown).await?;
+    *held = next;
     Ok(())
 }
 
