@@ -322,7 +322,7 @@ mod tests {
                 .resolve()
                 .unwrap_err()
         );
-        assert!(err.contains("tabels"), "{err}");
+        assert!(err.contains("unknown key `tabels` (did you mean `tables`?)"), "{err}");
         let err = format!("{:#}", RunArgs::default().resolve().unwrap_err());
         assert!(err.contains("--source"), "{err}");
     }
