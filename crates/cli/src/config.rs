@@ -98,10 +98,11 @@ pub struct RunArgs {
     pub on_unmappable: Option<String>,
 }
 
-/// The TOML file's shape.
+/// The TOML file's shape. Unknown keys are found before it is read ([`ConfigText::parse`]), so that
+/// all of them are reported with the key meant; `deny_unknown_fields` stays as the backstop.
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub struct FileConfig {
     source: Option<String>,
     #[serde(default)]
     keep_dropped_tables: bool,
@@ -134,7 +135,7 @@ struct FileConfig {
 /// per-sink option tables apply to both.
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct SinkSection {
+pub struct SinkSection {
     url: String,
     #[serde(default)]
     options: BTreeMap<String, toml::Value>,
@@ -169,6 +170,40 @@ impl SinkSection {
     }
 }
 
+/// A `--config` file as read, before parsing (empty when no file is given).
+#[derive(Debug, Default)]
+pub struct ConfigText {
+    pub path: PathBuf,
+    text: Option<String>,
+}
+
+/// A config file parsed: its settings, and the keys polyrepl does not know (left out of `config`).
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub path: PathBuf,
+    pub config: FileConfig,
+    pub unknown: Vec<crate::config_keys::UnknownKey>,
+}
+
+impl ConfigText {
+    /// Parses the file: a syntax error or a value of the wrong type is an error; unknown keys are
+    /// collected, each with the known key it is most likely a typo of.
+    pub fn parse(&self) -> Result<ParsedFile> {
+        let Some(text) = &self.text else { return Ok(ParsedFile::default()) };
+        let invalid = || format!("the config file {} is not valid", self.path.display());
+        let mut table: toml::Table = toml::from_str(text).with_context(invalid)?;
+        let unknown = crate::config_keys::take_unknown(&mut table);
+        // Read from the text when it is clean: toml's errors then carry the line and column.
+        let config = if unknown.is_empty() {
+            toml::from_str::<FileConfig>(text)
+        } else {
+            toml::Value::Table(table).try_into::<FileConfig>()
+        }
+        .with_context(invalid)?;
+        Ok(ParsedFile { path: self.path.clone(), config, unknown })
+    }
+}
+
 /// Resolved settings of a run: the engine's, and where the binary serves its HTTP endpoints.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -184,15 +219,24 @@ pub fn legacy_http_addr_env() -> Option<String> {
 impl RunArgs {
     /// Merges flags/env with the file and defaults; errors say which setting is missing or wrong.
     pub fn resolve(&self) -> Result<Resolved> {
-        let file = match &self.pipeline.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("the config file {} is not valid", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
+        let file = self.read_file()?.parse()?;
+        if !file.unknown.is_empty() {
+            let keys: Vec<String> = file.unknown.iter().map(|k| k.to_string()).collect();
+            bail!("the config file {} is not valid: {}", file.path.display(), keys.join("; "));
+        }
+        self.resolve_from(file.config)
+    }
+
+    /// The `--config` file's text, if one is given.
+    pub fn read_file(&self) -> Result<ConfigText> {
+        let Some(path) = &self.pipeline.config else { return Ok(ConfigText::default()) };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Ok(ConfigText { path: path.clone(), text: Some(text) })
+    }
+
+    /// [`RunArgs::resolve`] with the file already parsed (its unknown keys left out).
+    pub fn resolve_from(&self, file: FileConfig) -> Result<Resolved> {
         let pick = |flag: &Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag.clone() };
         let Some(source) = self.pipeline.source.clone().or(file.source) else {
             bail!("no source given: pass --source mysql://USER:PASS@HOST:PORT (or set POLYREPL_SOURCE, or `source` in --config)");
@@ -278,7 +322,7 @@ mod tests {
                 .resolve()
                 .unwrap_err()
         );
-        assert!(err.contains("tabels"), "{err}");
+        assert!(err.contains("unknown key `tabels` (did you mean `tables`?)"), "{err}");
         let err = format!("{:#}", RunArgs::default().resolve().unwrap_err());
         assert!(err.contains("--source"), "{err}");
     }

@@ -2,7 +2,9 @@
 
 mod apply_cmd;
 mod bench;
+mod check;
 mod config;
+mod config_keys;
 mod demo;
 mod generated;
 mod http;
@@ -46,6 +48,13 @@ enum Command {
     /// Replicate: start-up checks, an initial snapshot where a sink has none, then binlog streaming
     /// into every --sink, with checkpoints stored in each sink. Ctrl-C stops cleanly.
     Run(config::RunArgs),
+    /// Validate a configuration without writing anything: the same flags, environment and --config as
+    /// `run`. Prints the effective settings (passwords hidden), then checks the config file (unknown keys,
+    /// with the key meant), the source (reachable, credentials, binlog settings, privileges, every table
+    /// replicable), every sink (reachable, credentials) and the pipeline's checkpoint in it; every
+    /// problem is printed with its fix. Exit code 0 when all is well, 1 when problems were found, 2 when
+    /// the check could not run.
+    Check(config::RunArgs),
     /// The seed project's demo: stack up (if needed) + init + run into MongoDB + a writer inserting a
     /// timestamp + UUID row every --interval, printing both sides and whether they match.
     Demo(demo::DemoArgs),
@@ -105,6 +114,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Stack(args) => stack_cmd::run(args).await,
             Command::Run(args) => run_command(args).await,
+            Command::Check(args) => check::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Verify(args) => verify::run(args).await,

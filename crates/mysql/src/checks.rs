@@ -129,16 +129,27 @@ pub async fn read_settings(conn: &mut Conn, address: &str) -> Result<ServerSetti
     })
 }
 
+/// The first of [`settings_problems`].
+fn first(problems: Vec<CheckError>) -> Result<(), CheckError> {
+    problems.into_iter().next().map_or(Ok(()), Err)
+}
+
 /// Binlog on, ROW format, FULL row image, FULL row metadata.
 pub fn check_settings(s: &ServerSettings) -> Result<(), CheckError> {
+    first(settings_problems(s))
+}
+
+/// Everything [`check_settings`] would refuse, in the same order (for `polyrepl check`).
+pub fn settings_problems(s: &ServerSettings) -> Vec<CheckError> {
+    let mut problems = Vec::new();
     let on = s.log_bin.as_deref().map(|v| v.eq_ignore_ascii_case("ON") || v == "1").unwrap_or(false);
     if !on {
-        return Err(CheckError::BinlogDisabled { address: s.address.clone() });
+        problems.push(CheckError::BinlogDisabled { address: s.address.clone() });
     }
-    let need = |variable: &str, found: &Option<String>, needed: &str| -> Result<(), CheckError> {
+    let need = |variable: &str, found: &Option<String>, needed: &str| -> Option<CheckError> {
         match found {
-            Some(v) if v.eq_ignore_ascii_case(needed) => Ok(()),
-            other => Err(CheckError::BinlogSetting {
+            Some(v) if v.eq_ignore_ascii_case(needed) => None,
+            other => Some(CheckError::BinlogSetting {
                 address: s.address.clone(),
                 variable: variable.to_string(),
                 found: other
@@ -148,10 +159,10 @@ pub fn check_settings(s: &ServerSettings) -> Result<(), CheckError> {
             }),
         }
     };
-    need("binlog_format", &s.binlog_format, "ROW")?;
-    need("binlog_row_image", &s.binlog_row_image, "FULL")?;
-    need("binlog_row_metadata", &s.binlog_row_metadata, "FULL")?;
-    Ok(())
+    problems.extend(need("binlog_format", &s.binlog_format, "ROW"));
+    problems.extend(need("binlog_row_image", &s.binlog_row_image, "FULL"));
+    problems.extend(need("binlog_row_metadata", &s.binlog_row_metadata, "FULL"));
+    problems
 }
 
 /// Checks `SHOW GRANTS` lines for REPLICATION SLAVE, REPLICATION CLIENT (MariaDB: BINLOG MONITOR) and
@@ -163,6 +174,18 @@ pub fn check_grants(
     is_mariadb: bool,
     tables: &[TableId],
 ) -> Result<(), CheckError> {
+    first(grant_problems(grants, address, user, is_mariadb, tables))
+}
+
+/// Everything [`check_grants`] would refuse, in the same order; one SELECT problem per database.
+pub fn grant_problems(
+    grants: &[String],
+    address: &str,
+    user: &str,
+    is_mariadb: bool,
+    tables: &[TableId],
+) -> Vec<CheckError> {
+    let mut problems = Vec::new();
     let parsed: Vec<(Vec<String>, String)> = grants.iter().filter_map(|g| parse_grant(g)).collect();
     let has_global = |privs: &[&str]| {
         parsed.iter().any(|(p, on)| {
@@ -177,12 +200,13 @@ pub fn check_grants(
         why: why.to_string(),
     };
     if !has_global(&["REPLICATION SLAVE", "REPLICATION REPLICA"]) {
-        return Err(missing("REPLICATION SLAVE", "*.*", "read the binlog"));
+        problems.push(missing("REPLICATION SLAVE", "*.*", "read the binlog"));
     }
     if !has_global(&["REPLICATION CLIENT", "BINLOG MONITOR", "SUPER"]) {
         let p = if is_mariadb { "BINLOG MONITOR" } else { "REPLICATION CLIENT" };
-        return Err(missing(p, "*.*", "read binlog positions (SHOW MASTER STATUS)"));
+        problems.push(missing(p, "*.*", "read binlog positions (SHOW MASTER STATUS)"));
     }
+    let mut databases_without_select: Vec<&str> = Vec::new();
     for t in tables {
         let db_on = format!("`{}`.*", t.database);
         let table_on = format!("`{}`.`{}`", t.database, t.table);
@@ -190,11 +214,13 @@ pub fn check_grants(
             (on == "*.*" || on.eq_ignore_ascii_case(&db_on) || on.eq_ignore_ascii_case(&table_on))
                 && p.iter().any(|x| x == "SELECT" || x == "ALL PRIVILEGES" || x == "ALL")
         });
-        if !ok {
-            return Err(missing("SELECT", &db_on, &format!("snapshot table {t}")));
+        // One GRANT per database fixes every table in it: say it once.
+        if !ok && !databases_without_select.contains(&t.database.as_str()) {
+            databases_without_select.push(&t.database);
+            problems.push(missing("SELECT", &db_on, &format!("snapshot table {t}")));
         }
     }
-    Ok(())
+    problems
 }
 
 /// `GRANT a, b (col) ON x.y TO ...` → (["A", "B"], "x.y"); `None` for role grants.
@@ -225,35 +251,43 @@ fn parse_grant(line: &str) -> Option<(Vec<String>, String)> {
 
 /// Every include pattern matches a table; every table has a primary key and supported columns.
 pub fn check_tables(tables: &[TableSchema], include_patterns: &[String], address: &str) -> Result<(), CheckError> {
+    first(table_problems(tables, include_patterns, address))
+}
+
+/// Everything [`check_tables`] would refuse, in the same order: every pattern, every table, every
+/// column.
+pub fn table_problems(tables: &[TableSchema], include_patterns: &[String], address: &str) -> Vec<CheckError> {
+    let mut problems = Vec::new();
     for pattern in include_patterns {
         let Ok(one) = TableFilter::new(std::slice::from_ref(pattern), &[]) else { continue };
         if !tables.iter().any(|t| one.matches(&t.id)) {
-            return Err(CheckError::UnknownTables { pattern: pattern.clone(), address: address.to_string() });
+            problems.push(CheckError::UnknownTables { pattern: pattern.clone(), address: address.to_string() });
         }
     }
     for t in tables {
         if t.primary_key.is_empty() {
-            return Err(CheckError::NoPrimaryKey { table: t.id.to_string() });
+            problems.push(CheckError::NoPrimaryKey { table: t.id.to_string() });
         }
-        if let Some(c) = t.columns.iter().find(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
+        for c in t.columns.iter().filter(|c| matches!(c.kind, ColumnKind::Unsupported(_))) {
             if let Some((charset, why)) = crate::charset::refused_charset(&c.kind) {
-                return Err(CheckError::UnsupportedCharset {
+                problems.push(CheckError::UnsupportedCharset {
                     table: t.id.to_string(),
                     column: c.name.clone(),
                     charset,
                     why,
                     quoted: crate::schema::quote_table(&t.id),
                 });
+                continue;
             }
             let ColumnKind::Unsupported(sql_type) = &c.kind else { unreachable!() };
-            return Err(CheckError::UnsupportedColumn {
+            problems.push(CheckError::UnsupportedColumn {
                 table: t.id.to_string(),
                 column: c.name.clone(),
                 sql_type: sql_type.to_uppercase(),
             });
         }
     }
-    Ok(())
+    problems
 }
 
 /// Runs every check in order (connection, settings, privileges, tables) and returns the server
@@ -278,6 +312,57 @@ pub async fn run_startup_checks(url: &SourceUrl, filter: &TableFilter) -> Result
     check_tables(&tables, &filter.include_patterns(), &address)?;
     let _ = conn.disconnect().await;
     Ok(StartupReport { settings, tables: tables.into_iter().map(Arc::new).collect() })
+}
+
+/// What [`review_source`] found: what could be read, and every problem.
+#[derive(Debug, Clone, Default)]
+pub struct SourceReview {
+    /// `None` when the server could not be reached or its settings read.
+    pub settings: Option<ServerSettings>,
+    /// The selected tables that exist.
+    pub tables: Vec<TableSchema>,
+    pub problems: Vec<CheckError>,
+}
+
+/// The checks of [`run_startup_checks`] without stopping at the first problem (for `polyrepl check`):
+/// every check that can still run does. Read-only: only SELECT and SHOW statements.
+pub async fn review_source(url: &SourceUrl, filter: &TableFilter) -> SourceReview {
+    let address = url.address();
+    let mut review = SourceReview::default();
+    let mut conn = match connect(url).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            review.problems.push(e);
+            return review;
+        }
+    };
+    let query = |what: &str, e: &dyn std::fmt::Display| CheckError::Query {
+        address: address.clone(),
+        what: what.to_string(),
+        reason: e.to_string(),
+    };
+    match read_settings(&mut conn, &address).await {
+        Ok(settings) => {
+            review.problems.extend(settings_problems(&settings));
+            review.settings = Some(settings);
+        }
+        Err(e) => review.problems.push(e),
+    }
+    let is_mariadb = review.settings.as_ref().is_some_and(|s| s.is_mariadb);
+    match discover_tables(&mut conn, filter, &address).await {
+        Ok(tables) => review.tables = tables,
+        Err(e) => review.problems.push(query("reading information_schema", &e)),
+    }
+    match conn.query::<String, _>("SHOW GRANTS").await {
+        Ok(grants) => {
+            let ids: Vec<TableId> = review.tables.iter().map(|t| t.id.clone()).collect();
+            review.problems.extend(grant_problems(&grants, &address, &url.user, is_mariadb, &ids));
+        }
+        Err(e) => review.problems.push(query("SHOW GRANTS", &e)),
+    }
+    review.problems.extend(table_problems(&review.tables, &filter.include_patterns(), &address));
+    let _ = conn.disconnect().await;
+    review
 }
 
 #[cfg(test)]
@@ -311,6 +396,25 @@ mod tests {
         assert!(e.to_string().contains("binlog_row_image"));
         let e = check_settings(&ServerSettings { log_bin: Some("OFF".into()), ..good() }).unwrap_err();
         assert!(matches!(e, CheckError::BinlogDisabled { .. }));
+    }
+
+    #[test]
+    fn every_problem_is_collected_and_the_first_is_what_start_up_refuses() {
+        let bad = ServerSettings {
+            log_bin: Some("OFF".into()),
+            binlog_format: Some("MIXED".into()),
+            binlog_row_metadata: None,
+            ..good()
+        };
+        let all = settings_problems(&bad);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(check_settings(&bad), Err(all[0].clone()));
+        let t = [TableId::new("a", "x"), TableId::new("a", "y"), TableId::new("b", "z")];
+        let none = vec!["GRANT USAGE ON *.* TO `cdc`@`%`".to_string()];
+        let all = grant_problems(&none, "h:1", "cdc", false, &t);
+        let text: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+        assert_eq!(all.len(), 4, "REPLICATION SLAVE, REPLICATION CLIENT, SELECT on a.* and b.*: {text:?}");
+        assert!(text[2].contains("`a`.*") && text[3].contains("`b`.*"), "{text:?}");
     }
 
     #[test]
