@@ -228,6 +228,9 @@ mod tests {
         metrics.snapshot_progress("d.t", 10, 40);
         let status = super::status(&metrics);
         assert_eq!(status["sinks"][0]["error"], "connection refused");
-        assert_eq!(status["source"]["snapshot"][0], serde_json::json!({"table": "d.t", "rows_read": 10, "rows_estimated": 40, "done": false}));
+        assert_eq!(
+            status["source"]["snapshot"][0],
+            serde_json::json!({"table": "d.t", "rows_read": 10, "rows_estimated": 40, "done": false})
+        );
     }
 }
