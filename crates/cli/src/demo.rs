@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// Print the log lines on stderr, between the loops, instead of into <state dir>/demo.log.
     #[arg(long, short)]
     verbose: bool,
+    /// Serve the live web view (and /status, /metrics) on this address; `off` serves nothing
+    /// [default: 127.0.0.1:8080, or a free port when that one is taken].
+    #[arg(long = "http-addr", value_name = "HOST:PORT")]
+    http_addr: Option<String>,
     #[command(flatten)]
     stack: StackOpts,
 }
@@ -81,7 +85,34 @@ fn progress(verbose: bool, line: &str) {
     }
 }
 
+/// Where the demo serves its web view unless told otherwise.
+const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+/// Serves the web view of the demo's run: on `addr` when given, else on [`DEFAULT_HTTP_ADDR`] or, when
+/// that is taken (another demo, another program), on any free port. Returns the page's URL.
+async fn web_view(addr: Option<&str>, metrics: Arc<Metrics>) -> Result<Option<String>> {
+    let listener = match addr {
+        Some("off") => return Ok(None),
+        Some(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --http-addr {addr}: is the address free and local?"))?,
+        None => match tokio::net::TcpListener::bind(DEFAULT_HTTP_ADDR).await {
+            Ok(listener) => listener,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("cannot listen on any local port for the web view (--http-addr off serves none)")?,
+        },
+    };
+    let local = crate::http::serve_on(listener, metrics, None)?;
+    Ok(Some(format!("http://{local}/")))
+}
+
 async fn demo(args: DemoArgs) -> Result<ExitCode> {
+    // The page is up first: it shows the run as soon as the stack is, and stdout keeps the loops alone.
+    let metrics = Arc::new(Metrics::default());
+    if let Some(url) = web_view(args.http_addr.as_deref(), metrics.clone()).await? {
+        eprintln!("demo: live view at {url}");
+    }
     let mut stack = args.stack.config();
     let sinks = demo_sinks(&args, &stack);
     stack.services = std::iter::once(Service::Mysql).chain(sinks.iter().map(|s| s.2)).collect();
@@ -121,7 +152,6 @@ async fn demo(args: DemoArgs) -> Result<ExitCode> {
         .cloned()
         .context("the demo table")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
     let mut pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics, stop_rx, Inbox::none()));
 
     let mut readers = Vec::new();

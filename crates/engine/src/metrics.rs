@@ -20,6 +20,8 @@ pub struct SinkStats {
     /// Epoch milliseconds when the newest batch was applied.
     pub last_apply_ms: AtomicU64,
     pub state: Mutex<String>,
+    /// The error of the last failed apply while the sink is retrying or failed (cleared once it applies).
+    pub last_error: Mutex<Option<String>>,
     pub position: Mutex<Option<String>>,
     /// Changes applied per source table.
     pub per_table: Mutex<BTreeMap<String, u64>>,
@@ -43,6 +45,17 @@ pub struct SourceStats {
     pub copies: Mutex<BTreeMap<String, u64>>,
     /// Online copies completed since the run started.
     pub copies_completed: AtomicU64,
+    /// The initial snapshot's tables, as it reaches them (tables copied by an earlier run are absent).
+    pub snapshot_tables: Mutex<BTreeMap<String, TableSnapshot>>,
+}
+
+/// How far the initial snapshot has read one table.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct TableSnapshot {
+    pub rows_read: u64,
+    /// The server's estimate of the table's rows (0 when it gave none).
+    pub rows_estimated: u64,
+    pub done: bool,
 }
 
 /// All metrics of one `run`.
@@ -82,6 +95,19 @@ impl Metrics {
         self.source.copies_completed.fetch_add(1, Relaxed);
     }
 
+    /// The initial snapshot read `rows` more of `table`, whose size the server estimates at `estimate`.
+    pub fn snapshot_progress(&self, table: &str, rows: u64, estimate: u64) {
+        let mut tables = self.source.snapshot_tables.lock().unwrap();
+        let entry = tables.entry(table.to_string()).or_default();
+        entry.rows_read += rows;
+        entry.rows_estimated = estimate;
+    }
+
+    /// The initial snapshot has read all of `table`.
+    pub fn snapshot_done(&self, table: &str) {
+        self.source.snapshot_tables.lock().unwrap().entry(table.to_string()).or_default().done = true;
+    }
+
     /// Seconds the sink is behind what the source has delivered (0 when caught up).
     pub fn lag_seconds(&self, st: &SinkStats) -> f64 {
         let read = self.source.last_source_ts.load(Relaxed);
@@ -110,5 +136,16 @@ mod tests {
         assert!((5.0..60.0).contains(&lag), "{lag}");
         st.last_source_ts.store(now - 7, Relaxed);
         assert_eq!(m.lag_seconds(&st), 2.0);
+    }
+
+    #[test]
+    fn snapshot_progress_adds_up_per_table_until_done() {
+        let m = Metrics::default();
+        m.snapshot_progress("d.t", 0, 100);
+        m.snapshot_progress("d.t", 40, 100);
+        m.snapshot_progress("d.t", 40, 100);
+        m.snapshot_done("d.t");
+        let expected = TableSnapshot { rows_read: 80, rows_estimated: 100, done: true };
+        assert_eq!(m.source.snapshot_tables.lock().unwrap()["d.t"], expected);
     }
 }

@@ -267,6 +267,7 @@ async fn sink_worker(
                 Ok(()) => break,
                 Err(e) if e.is_transient() => {
                     stats.errors.fetch_add(1, Relaxed);
+                    *stats.last_error.lock().unwrap() = Some(e.to_string());
                     if !failing {
                         tracing::warn!(sink = %name, error = %e, "sink unavailable; retrying with backoff until it is back");
                         set_state(&stats, "retrying");
@@ -277,6 +278,7 @@ async fn sink_worker(
                 }
                 Err(e) => {
                     stats.errors.fetch_add(1, Relaxed);
+                    *stats.last_error.lock().unwrap() = Some(e.to_string());
                     set_state(&stats, "failed");
                     return Err(e);
                 }
@@ -284,6 +286,7 @@ async fn sink_worker(
         }
         if failing {
             tracing::info!(sink = %name, "sink is back; applying again");
+            *stats.last_error.lock().unwrap() = None;
             set_state(&stats, "ok");
         }
         record_applied(&stats, &batch);

@@ -89,6 +89,8 @@ pub async fn run_snapshot(
             _ => None,
         };
         let estimate = snapshot.estimated_rows(table).await.unwrap_or(0);
+        let name = table.id.to_string();
+        metrics.snapshot_progress(&name, 0, estimate);
         let mut chunks = snapshot.table_chunks(table.clone(), resume_key);
         let (mut rows, table_start, mut last_note) = (0u64, Instant::now(), Instant::now());
         loop {
@@ -98,6 +100,7 @@ pub async fn run_snapshot(
             let Some(changes) = chunks.next_chunk().await? else { break };
             rows += changes.len() as u64;
             metrics.source.snapshot_rows.fetch_add(changes.len() as u64, Relaxed);
+            metrics.snapshot_progress(&name, changes.len() as u64, estimate);
             let last_key = chunks.last_key().map(|k| k.to_vec()).unwrap_or_default();
             progress.current = Some((table.id.clone(), last_key));
             let checkpoint = Checkpoint::snapshotting(position.clone(), progress.clone());
@@ -106,10 +109,11 @@ pub async fn run_snapshot(
             }
             if last_note.elapsed() > PROGRESS_EVERY {
                 last_note = Instant::now();
-                tracing::info!("{}", progress_line(&table.id.to_string(), rows, estimate, table_start.elapsed()));
+                tracing::info!("{}", progress_line(&name, rows, estimate, table_start.elapsed()));
             }
         }
-        tracing::info!("{}", progress_line(&table.id.to_string(), rows, rows, table_start.elapsed()));
+        tracing::info!("{}", progress_line(&name, rows, rows, table_start.elapsed()));
+        metrics.snapshot_done(&name);
         progress.done.push(table.id.clone());
         progress.current = None;
     }

@@ -1,18 +1,22 @@
-//! `run --http-addr`: Prometheus text on `/metrics`, a JSON summary on `/status`, and `POST /snapshot`
+//! `run --http-addr`: the live web view on `/` (with `/history`, the last minutes sampled each second),
+//! Prometheus text on `/metrics`, a JSON summary on `/status`, and `POST /snapshot`
 //! (`{"tables": ["db.t"]}`) to copy tables again while the run streams (`polyrepl snapshot`).
 
 use anyhow::{Context, Result};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use polyrepl_core::TableId;
 use polyrepl_engine::control::Controller;
 use polyrepl_engine::Metrics;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub mod client;
+mod history;
+mod page;
 mod render;
 
 /// The body of `POST /repair`: keys (values in key order, as polyrepl serialises them) of one table.
@@ -29,12 +33,24 @@ pub struct CopyRequest {
 }
 
 /// Binds `addr` and serves until the process ends; `POST /snapshot` needs a `controller`.
-pub async fn serve(addr: &str, metrics: Arc<Metrics>, controller: Option<Controller>) -> Result<()> {
+pub async fn serve(addr: &str, metrics: Arc<Metrics>, controller: Option<Controller>) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --http-addr {addr}: is the address free and local?"))?;
+    serve_on(listener, metrics, controller)
+}
+
+/// Serves on a bound `listener` until the process ends; returns the address it listens on.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    controller: Option<Controller>,
+) -> Result<SocketAddr> {
+    let local = listener.local_addr().context("the address of the HTTP listener")?;
     let m1 = metrics.clone();
-    let app = Router::new()
+    let history = history::History::spawn(metrics.clone());
+    let app = page::routes()
+        .route("/history", get(move || async move { Json(history.json()) }))
         .route("/metrics", get(move || async move { render::prometheus(&m1) }))
         .route("/status", get(move || async move { Json(render::status(&metrics)) }))
         .route(
@@ -50,7 +66,7 @@ pub async fn serve(addr: &str, metrics: Arc<Metrics>, controller: Option<Control
             tracing::error!(error = %e, "metrics server stopped");
         }
     });
-    Ok(())
+    Ok(local)
 }
 
 /// `POST /snapshot`: 200 with the tables whose copy started, 400 for a malformed name, 409 when the

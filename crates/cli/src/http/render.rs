@@ -140,6 +140,8 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
     struct SinkStatus {
         name: String,
         state: String,
+        /// Why the sink is retrying or failed.
+        error: Option<String>,
         position: Option<String>,
         changes_applied: u64,
         batches_applied: u64,
@@ -158,6 +160,7 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
         .map(|(n, st)| SinkStatus {
             name: n.clone(),
             state: st.state.lock().unwrap().clone(),
+            error: st.last_error.lock().unwrap().clone(),
             position: st.position.lock().unwrap().clone(),
             changes_applied: st.changes_applied.load(Relaxed),
             batches_applied: st.batches_applied.load(Relaxed),
@@ -177,6 +180,11 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
                 .map(|(t, rows)| serde_json::json!({"table": t, "rows_copied": rows}))
                 .collect::<Vec<_>>(),
             "online_copies_completed": metrics.source.copies_completed.load(Relaxed),
+            "snapshot": metrics.source.snapshot_tables.lock().unwrap().iter()
+                .map(|(t, p)| serde_json::json!({
+                    "table": t, "rows_read": p.rows_read, "rows_estimated": p.rows_estimated, "done": p.done,
+                }))
+                .collect::<Vec<_>>(),
         },
         "sinks": sinks,
     })
@@ -216,5 +224,13 @@ mod tests {
         assert!(text.contains("polyrepl_dead_letters_total{sink=\"redis://h:1\",table=\"d.big\"} 2\n"), "{text}");
         assert!(text.contains("polyrepl_rows_skipped_total{sink=\"redis://h:1\",table=\"d.t\"} 1\n"), "{text}");
         assert_eq!(super::status(&metrics)["sinks"][0]["dead_letters"], 2);
+        *a.last_error.lock().unwrap() = Some("connection refused".into());
+        metrics.snapshot_progress("d.t", 10, 40);
+        let status = super::status(&metrics);
+        assert_eq!(status["sinks"][0]["error"], "connection refused");
+        assert_eq!(
+            status["source"]["snapshot"][0],
+            serde_json::json!({"table": "d.t", "rows_read": 10, "rows_estimated": 40, "done": false})
+        );
     }
 }
