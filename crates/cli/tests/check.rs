@@ -44,12 +44,8 @@ async fn a_good_configuration_passes_with_its_settings_printed_and_nothing_writt
          GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"
     ))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("polyrepl.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
+    let (_dir, file) = config_file(format!(
+        r#"
 source = "mysql://{user}:{pw}@127.0.0.1:5600"
 tables = ["{db}.*"]
 name = "{pipeline}"
@@ -59,10 +55,8 @@ sinks = ["{MONGO}", "{REDIS}", "kafka://127.0.0.1:9092"]
 [[sink]]
 url = "{CASSANDRA}"
 "#,
-            db = db.name
-        ),
-    )
-    .unwrap();
+        db = db.name
+    ));
 
     let (status, log) = run_to_end(&check_args(&file, &["--chunk-rows", "77"]), Duration::from_secs(120)).await;
     db.exec(&format!("DROP USER '{user}'@'%'")).await;
@@ -90,12 +84,8 @@ async fn every_problem_is_reported_with_its_fix_and_nothing_written() {
         .await;
     let pipeline = db.pipeline("chkbad");
     let (redis_port, cassandra_port) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("polyrepl.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
+    let (_dir, file) = config_file(format!(
+        r#"
 source = "{MYSQL}"
 tables = ["{db}.*", "{db}_missing.*"]
 name = "{pipeline}"
@@ -111,10 +101,8 @@ url = "redis://127.0.0.1:{redis_port}"
 url = "cassandra://127.0.0.1:{cassandra_port}"
 optoins = {{ replication_factor = 1 }}
 "#,
-            db = db.name
-        ),
-    )
-    .unwrap();
+        db = db.name
+    ));
 
     let (status, log) = run_to_end(&check_args(&file, &[]), Duration::from_secs(120)).await;
     assert_eq!(status.code(), Some(1), "problems found → exit 1:\n{log}");

@@ -11,12 +11,8 @@ async fn a_sink_section_s_options_reach_the_sink() {
     db.exec("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)); INSERT INTO t VALUES (1,'a'),(2,'b'),(3,'c')").await;
     let pipeline = db.pipeline("cfgfile");
     let prefix = format!("{}:", unique("pfx"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("polyrepl.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
+    let (_dir, file) = config_file(format!(
+        r#"
 source = "{MYSQL}"
 tables = ["{db}.*"]
 name = "{pipeline}"
@@ -27,10 +23,8 @@ url = "{REDIS}"
 prefix = "{prefix}"
 stream = 100
 "#,
-            db = db.name
-        ),
-    )
-    .unwrap();
+        db = db.name
+    ));
     let args: Vec<String> =
         ["run", "--config", file.to_str().unwrap(), "--stop-at-end"].iter().map(|s| s.to_string()).collect();
     let (status, log) = run_to_end(&args, Duration::from_secs(120)).await;

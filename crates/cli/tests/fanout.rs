@@ -28,8 +28,7 @@ use polyrepl_core::{Row, Sink, TableSchema};
 use scylla::client::session::Session;
 use scylla::value::{CqlValue, Row as CqlRow};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -249,85 +248,6 @@ impl Readers {
             ),
         ];
         Readers { sinks }
-    }
-}
-
-/// A `redis-server` of our own, with its append-only file (fsync'ed on every write) in a temporary
-/// directory so that a restart keeps the data. Killed when dropped.
-struct OwnRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("redis.log");
-        let mut r = OwnRedis { port: free_port(), dir, child: None, log };
-        r.restart().await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on the same port and directory; waits until it answers PING.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&self.log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (Debian's package redis-server)");
-        self.child = Some(child);
-        let url = self.url();
-        wait_for(&format!("redis-server on port {} to answer PING", self.port), Duration::from_secs(20), || {
-            let url = url.clone();
-            async move {
-                let client = redis::Client::open(url).ok()?;
-                let mut conn = tokio::time::timeout(Duration::from_secs(1), client.get_multiplexed_async_connection())
-                    .await
-                    .ok()?
-                    .ok()?;
-                let pong: String = redis::cmd("PING").query_async(&mut conn).await.ok()?;
-                (pong == "PONG").then_some(())
-            }
-        })
-        .await;
-    }
-
-    /// SIGKILL: the outage.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

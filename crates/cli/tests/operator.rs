@@ -14,7 +14,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_polyrepl");
@@ -99,48 +99,6 @@ async fn json_logs_and_which_log_level_wins() {
     let out = polyrepl(&with(&["--log-level", "polyrepl=lots"]), &[]);
     assert_eq!(out.status.code(), Some(2), "a bad --log-level must be refused:\n{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--log-level"), "{}", text(&out.stderr));
-}
-
-/// A `redis-server` of this test's own on a free port, without persistence; killed when dropped.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    async fn start() -> OwnRedis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (Debian's package redis-server)");
-        let r = OwnRedis { port, child: Some(child) };
-        wait_for("our redis-server to listen", Duration::from_secs(20), || async move {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        })
-        .await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// The state of the sink whose name contains `needle` in a `/status` reading on `port`.

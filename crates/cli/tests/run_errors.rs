@@ -96,13 +96,10 @@ async fn a_sink_that_is_not_mongodb_is_refused_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_config_file_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("polyrepl.toml");
-    std::fs::write(
-        &file,
-        format!("source = \"{MYSQL}\"\ntabels = [\"x.*\"]\nsinks = [\"{MONGO}\"]\nname = \"{}\"\n", unique("cfg")),
-    )
-    .unwrap();
+    let (_dir, file) = config_file(format!(
+        "source = \"{MYSQL}\"\ntabels = [\"x.*\"]\nsinks = [\"{MONGO}\"]\nname = \"{}\"\n",
+        unique("cfg")
+    ));
     let log = fails(vec!["run".into(), "--config".into(), file.display().to_string(), "--stop-at-end".into()]).await;
     assert!(log.contains("tabels"), "the error should name the unknown key:\n{log}");
     assert!(log.contains(&file.display().to_string()), "the error should name the file:\n{log}");
