@@ -161,7 +161,7 @@ impl KafkaSink {
         self.start_transactions().await?;
         let p = self.producer.clone();
         blocking(move || p.begin_transaction()).await.map_err(|e| self.error("beginning a transaction", e))?;
-        match send_all(&self.producer, messages).await {
+        match send_all(&self.producer, &messages).await {
             Ok(()) => {
                 let p = self.producer.clone();
                 match blocking(move || p.commit_transaction(TRANSACTION_TIMEOUT)).await {
@@ -323,11 +323,11 @@ impl KafkaSink {
     }
 }
 
-/// Enqueues every message, then waits for every delivery, so that the commit's own flush finds
-/// nothing in flight (it would otherwise wait in 100 ms slices).
-async fn send_all(producer: &FutureProducer, messages: Vec<Message>) -> Result<(), KafkaError> {
+/// Enqueues every message (waiting while librdkafka's queue is full), then waits for every delivery, so
+/// that a transaction's commit finds nothing in flight (its own flush would wait in 100 ms slices).
+pub async fn send_all(producer: &FutureProducer, messages: &[Message]) -> Result<(), KafkaError> {
     let mut deliveries: Vec<DeliveryFuture> = Vec::with_capacity(messages.len());
-    for m in &messages {
+    for m in messages {
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&m.topic);
             if let Some(k) = &m.key {
@@ -361,12 +361,12 @@ async fn send_all(producer: &FutureProducer, messages: Vec<Message>) -> Result<(
     Ok(())
 }
 
-/// A message to send in a transaction.
-struct Message {
-    topic: String,
-    partition: Option<i32>,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+/// A message to send ([`send_all`]); `partition` `None`: the producer's partitioner picks it from the key.
+pub struct Message {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
 }
 
 impl Message {
@@ -606,7 +606,7 @@ impl Sink for KafkaSink {
             messages.push(Message::keyed(LEASES, topic.into_bytes(), Some(serde_json::to_vec(&lease).expect("JSON"))));
         }
         if !messages.is_empty() {
-            send_all(&self.lease_producer, messages).await.map_err(|e| self.error("writing leases", e))?;
+            send_all(&self.lease_producer, &messages).await.map_err(|e| self.error("writing leases", e))?;
         }
         Ok(others)
     }
@@ -622,7 +622,7 @@ impl Sink for KafkaSink {
         if messages.is_empty() {
             return Ok(());
         }
-        send_all(&self.lease_producer, messages).await.map_err(|e| self.error("releasing leases", e))
+        send_all(&self.lease_producer, &messages).await.map_err(|e| self.error("releasing leases", e))
     }
 
     async fn read_leases(&mut self, tables: &[Arc<TableSchema>]) -> Result<Vec<Lease>, SinkError> {

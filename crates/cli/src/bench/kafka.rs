@@ -17,13 +17,13 @@ use super::phases::{self, prestore_checkpoint_in, run_config_into, run_to_end};
 use super::report::Measured;
 use super::Bench;
 use anyhow::{anyhow, bail, Context, Result};
+use polyrepl_kafka::sink::{send_all, Message};
 use polyrepl_kafka::topics::{self, Record, TopicSpec};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -184,29 +184,17 @@ async fn raw_produce(brokers: &str, topic: &str, records: &[Record]) -> Result<f
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("creating the raw producer")?;
+    let messages: Vec<Message> = records
+        .iter()
+        .map(|r| Message {
+            topic: topic.to_string(),
+            partition: Some(r.partition),
+            key: r.key.clone(),
+            value: r.value.clone(),
+        })
+        .collect();
     let started = Instant::now();
-    let mut deliveries = Vec::with_capacity(records.len());
-    for r in records {
-        loop {
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(r.partition);
-            if let Some(k) = &r.key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(v) = &r.value {
-                record = record.payload(v.as_slice());
-            }
-            match producer.send_result(record) {
-                Ok(d) => break deliveries.push(d),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(2)).await
-                }
-                Err((e, _)) => return Err(e).context("raw produce"),
-            }
-        }
-    }
-    for d in deliveries {
-        d.await.map_err(|_| anyhow!("raw produce: delivery cancelled"))?.map_err(|(e, _)| e).context("raw produce")?;
-    }
+    send_all(&producer, &messages).await.context("raw produce")?;
     Ok(records.len() as f64 / started.elapsed().as_secs_f64())
 }
 
