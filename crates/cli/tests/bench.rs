@@ -41,6 +41,7 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
         positive(&report, &at("raw_rows_per_s/median"));
         positive(&report, &at("snapshot_rows_per_s/median"));
         positive(&report, &at("cdc_changes_per_s/median"));
+        positive(&report, &at("raw_cdc_changes_per_s/median"));
         for ratio in ["snapshot_over_raw", "cdc_over_raw"] {
             let r = positive(&report, &at(ratio));
             assert!(r <= 10.0, "{} = {r}: a ratio above 10 means a broken measurement", at(ratio));
@@ -54,6 +55,9 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     positive(&report, "/decode_changes_per_s/median");
     positive(&report, "/decode_cpu_changes_per_s/median");
     positive(&report, "/snapshot_child/peak_rss_bytes");
+    let streaming = positive(&report, "/streaming_child/max_rss_bytes");
+    assert!(streaming <= positive(&report, "/streaming_child/peak_rss_bytes"), "RSS while streaming ≤ peak");
+    assert!(positive(&report, "/streaming_child/changes") >= 1000.0, "the writer ran");
     positive(&report, "/bench_peak_rss_bytes");
     assert_eq!(report["rows"], 1000);
     assert_eq!(report["cdc_changes"], 1000);

@@ -152,11 +152,7 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
         }
     }
     let client = redis::Client::open(info.clone()).map_err(|e| classify(&name, "reading the Redis URL", &e))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.response_timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
+    let config = manager_config(options);
     let mut conn = tokio::time::timeout(options.connect_timeout * 3, ConnectionManager::new_with_config(client, config))
         .await
         .map_err(|_| SinkError::transient(&name, format!("connecting timed out after {:?}", options.connect_timeout * 3)))?
@@ -181,6 +177,35 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
     }
     tracing::info!(sink = %name, version = info_field(&server, "redis_version").unwrap_or("unknown"), "connected to Redis");
     Ok((RedisConnection::Single(conn), name))
+}
+
+/// `count` more connections to the single server `conn` was opened on (`url` without polyrepl's
+/// options), each its own TCP stream, for writing lanes ([`crate::write`]); the first lane is `conn`.
+pub async fn more_connections(
+    url: &str,
+    name: &str,
+    options: &RedisOptions,
+    count: usize,
+) -> Result<Vec<RedisConnection>, SinkError> {
+    let info = url.into_connection_info().map_err(|e| classify(name, "reading the Redis URL", &e))?;
+    let mut more = Vec::with_capacity(count);
+    for _ in 0..count {
+        let client = redis::Client::open(info.clone()).map_err(|e| classify(name, "reading the Redis URL", &e))?;
+        let manager = tokio::time::timeout(options.connect_timeout * 3, ConnectionManager::new_with_config(client, manager_config(options)))
+            .await
+            .map_err(|_| SinkError::transient(name, format!("connecting timed out after {:?}", options.connect_timeout * 3)))?
+            .map_err(|e| classify(name, "opening a writing connection", &e))?;
+        more.push(RedisConnection::Single(manager));
+    }
+    Ok(more)
+}
+
+fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1))
 }
 
 /// The seed nodes of a `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…][/0][?…]` URL, each as the

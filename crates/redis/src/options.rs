@@ -11,11 +11,18 @@
 //! | `stream`           | `stream`              | approximate MAXLEN of each table's change stream; > 0     |
 //! | `connect_timeout`  | `connect_timeout`     | like `ttl`                                                |
 //! | `response_timeout` | `response_timeout`    | like `ttl`                                                |
+//! | `connections`      | `connections`         | connections a single server is written through, 1–64      |
 //!
 //! Every other query key (e.g. the redis crate's `protocol=resp3`) is passed through to the redis crate.
 //! Percent-encoded values are decoded (`prefix=a%3Ab` is `a:b`).
 
 use std::time::Duration;
+
+/// Connections to a single server: measured with `polyrepl bench` (snapshot and cdc into Redis), 4
+/// was the knee on 2 cores; more cost memory and server threads for nothing.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Most connections the `connections` option accepts.
+const MAX_CONNECTIONS: usize = 64;
 
 /// How the sink writes rows; `Default` writes plain hashes with no prefix, TTL or stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +40,9 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
     /// Bound on waiting for any reply (a whole MULTI/EXEC chunk included); default 30 s.
     pub response_timeout: Duration,
+    /// Connections a batch's writes are spread over on a single server (a key always on the same one,
+    /// see [`crate::write`]); default 4. A cluster uses its own connections, one per node.
+    pub connections: usize,
     /// Most commands in one MULTI/EXEC transaction; a larger batch is split into chunks. Default 20 000.
     pub max_chunk_commands: usize,
     /// Most payload bytes (keys, field names and values) in one MULTI/EXEC transaction. Default 32 MiB.
@@ -47,6 +57,7 @@ impl Default for RedisOptions {
             stream: None,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(30),
+            connections: DEFAULT_CONNECTIONS,
             max_chunk_commands: 20_000,
             max_chunk_bytes: 32 << 20,
         }
@@ -78,6 +89,11 @@ pub fn split_url_options(url: &str, mut options: RedisOptions) -> Result<(String
             }
             "connect_timeout" => options.connect_timeout = positive_duration("connect_timeout", &value)?,
             "response_timeout" => options.response_timeout = positive_duration("response_timeout", &value)?,
+            "connections" => {
+                options.connections = value.parse().ok().filter(|n| (1..=MAX_CONNECTIONS).contains(n)).ok_or_else(|| {
+                    format!("URL option connections={value}: expected how many connections to write through, 1 to {MAX_CONNECTIONS}")
+                })?;
+            }
             _ => kept.push(pair),
         }
     }
@@ -103,6 +119,9 @@ pub fn check(options: &RedisOptions) -> Result<(), String> {
     }
     if options.connect_timeout.is_zero() || options.response_timeout.is_zero() {
         return Err("connect_timeout and response_timeout must be > 0".into());
+    }
+    if !(1..=MAX_CONNECTIONS).contains(&options.connections) {
+        return Err(format!("connections must be 1 to {MAX_CONNECTIONS}"));
     }
     if options.max_chunk_commands < 8 || options.max_chunk_bytes < 1024 {
         return Err("max_chunk_commands must be ≥ 8 and max_chunk_bytes ≥ 1024".into());
@@ -170,6 +189,8 @@ mod tests {
         assert_eq!(o.key_prefix.as_deref(), Some("app:"));
         assert_eq!(o.ttl, Some(Duration::from_secs(60)));
         assert_eq!(o.stream, Some(10_000));
+        let (_, o) = split_url_options("redis://h?connections=8", RedisOptions::default()).unwrap();
+        assert_eq!(o.connections, 8);
         let (url, o) = split_url_options("redis://h/0?ttl=250ms", RedisOptions::default()).unwrap();
         assert_eq!(url, "redis://h/0");
         assert_eq!(o.ttl, Some(Duration::from_millis(250)));
@@ -180,7 +201,7 @@ mod tests {
     #[test]
     fn bad_url_options_are_refused() {
         for bad in
-            ["redis://h?ttl=0", "redis://h?ttl=abc", "redis://h?ttl=5y", "redis://h?stream=0", "redis://h?stream=-1"]
+            ["redis://h?ttl=0", "redis://h?ttl=abc", "redis://h?ttl=5y", "redis://h?stream=0", "redis://h?stream=-1", "redis://h?connections=0", "redis://h?connections=65"]
         {
             assert!(split_url_options(bad, RedisOptions::default()).is_err(), "{bad}");
         }

@@ -2,10 +2,10 @@
 //! checkpoints together.
 //!
 //! Invariants:
-//! - Single server: `apply` sends the batch's row writes, stream entries and checkpoint in one MULTI/EXEC
-//!   (several, in order, for a batch beyond the chunk bounds; the checkpoint in the last).
-//! - Redis Cluster: one MULTI/EXEC per hash slot the batch touches, then the checkpoint alone, only
-//!   after all of them succeeded (see [`crate::write`]).
+//! - `apply` spreads the batch's row writes and stream entries over lanes — on a single server one per
+//!   connection (`connections`, default 4), on a Redis Cluster one per hash slot — each lane a sequence
+//!   of MULTI/EXEC transactions, a key always in the same lane; then writes the checkpoint alone, only
+//!   after every lane succeeded (see [`crate::write`]).
 //! - Any failure returns an error, and the checkpoint is then the previous one, so the pipeline retries
 //!   the whole batch; every write is idempotent, so the retry converges.
 //! - `read_rows` decodes with the same mapping that wrote, so a row read back equals the source row
@@ -21,14 +21,14 @@ use polyrepl_core::{
 };
 
 use crate::checkpoint;
-use crate::connection::{connect, RedisConnection};
+use crate::connection::{connect, more_connections, RedisConnection};
 use crate::error::classify;
 use crate::limits::ServerLimits;
 use crate::mapping::from_field;
 use crate::naming::{check_names, check_table, dead_letter_key, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
 use crate::plan::{plan_within, DeadLetterWrite};
-use crate::write::{cluster_writes, send, send_cluster, transactions};
+use crate::write::{lane_writes, send_lanes, Lanes};
 
 /// Keys per pipelined round trip in `read_rows`.
 const READ_CHUNK: usize = 1000;
@@ -36,10 +36,11 @@ const READ_CHUNK: usize = 1000;
 const CLUSTER_READS_IN_FLIGHT: usize = 64;
 
 /// A Redis sink: one HASH per row at `[prefix]DB:TABLE:PK`, the checkpoint at
-/// `polyrepl:checkpoint:<pipeline>`, written together in MULTI/EXEC (on a Redis Cluster: one MULTI/EXEC
-/// per hash slot, the checkpoint after them).
+/// `polyrepl:checkpoint:<pipeline>`, written after the batch's lanes of MULTI/EXEC transactions.
 pub struct RedisSink {
     conn: RedisConnection,
+    /// The connections a single server is written through, `conn` first (empty on a cluster).
+    lanes: Vec<RedisConnection>,
     name: String,
     pipeline: String,
     options: RedisOptions,
@@ -68,7 +69,14 @@ impl RedisSink {
         }
         let (mut conn, name) = connect(&url, &options).await?;
         let limits = crate::limits::read(&mut conn, &name).await;
-        Ok(RedisSink { conn, name, pipeline: pipeline.to_string(), options, limits, policy: RowPolicy::default() })
+        let lanes = if conn.is_cluster() {
+            Vec::new()
+        } else {
+            let mut lanes = vec![conn.clone()];
+            lanes.extend(more_connections(&url, &name, &options, options.connections - 1).await?);
+            lanes
+        };
+        Ok(RedisSink { conn, lanes, name, pipeline: pipeline.to_string(), options, limits, policy: RowPolicy::default() })
     }
 
     /// This sink, treating rows the server refuses ([`crate::limits`]) as `policy` says
@@ -141,8 +149,8 @@ impl Sink for RedisSink {
         Ok(())
     }
 
-    /// Yes: a batch and its checkpoint go in one MULTI/EXEC (or, on a cluster, the checkpoint last), so a
-    /// larger apply is as safe as a small one, and it costs one checkpoint write instead of many.
+    /// Yes: the checkpoint is written after the whole batch, so a larger apply is as safe as a small
+    /// one, and it costs one checkpoint write instead of many.
     fn merges_waiting_batches(&self) -> bool {
         true
     }
@@ -170,18 +178,20 @@ impl Sink for RedisSink {
             batch.checkpoint.position,
             self.pipeline
         );
-        if self.conn.is_cluster() {
-            let writes = cluster_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint);
-            send_cluster(&self.conn, &self.name, &writes, &what).await?;
-        } else {
-            let txs = transactions(&planned, &self.options, &self.pipeline, &batch.checkpoint);
-            match send(&mut self.conn, &self.name, &txs, &what).await {
-                // After an outage the connection manager answers the first call with the error of its
-                // last failed reconnect, and only then reconnects: try again at once rather than a
-                // backoff later. Re-sending is safe: every transaction is idempotent.
-                Err(e) if e.is_transient() => send(&mut self.conn, &self.name, &txs, &what).await?,
-                done => done?,
+        let lanes = if self.conn.is_cluster() { Lanes::PerSlot } else { Lanes::Connections(self.lanes.len()) };
+        let writes = lane_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes);
+        let connection = |lane: u16| match lanes {
+            Lanes::PerSlot => self.conn.clone(),
+            Lanes::Connections(_) => self.lanes[lane as usize].clone(),
+        };
+        match send_lanes(connection, &self.name, &writes, &what).await {
+            // After an outage the connection manager answers the first call with the error of its
+            // last failed reconnect, and only then reconnects: try again at once rather than a
+            // backoff later. Re-sending is safe: every transaction is idempotent.
+            Err(e) if e.is_transient() && !self.conn.is_cluster() => {
+                send_lanes(connection, &self.name, &writes, &what).await?
             }
+            done => done?,
         }
         self.policy.record(&self.name, &unmappable);
         Ok(())

@@ -1,33 +1,31 @@
-//! Sending a planned batch as MULTI/EXEC transactions, the checkpoint last.
+//! Sending a planned batch: its writes spread over lanes sent concurrently, the checkpoint after all.
 //!
-//! Invariants, single server (standalone Redis):
-//! - A batch normally is one transaction: its row writes, its stream entries and the checkpoint `SET`
-//!   are applied together or not at all (Redis runs a transaction's commands back to back; a command
-//!   refused while queueing — permission, syntax, out of memory — aborts all of it with EXECABORT).
-//! - A batch bigger than the chunk bounds (`max_chunk_commands`, `max_chunk_bytes`) becomes several
-//!   transactions sent in order; only the last carries the checkpoint. Each chunk is idempotent on its
-//!   own (full-row DEL + HSET, DEL), so a failure between chunks leaves the old checkpoint and some of
-//!   the batch's rows already written; the pipeline retries the whole batch, which rewrites them with
-//!   the same values. Until then a reader may see part of the batch (never a partial row). Stream entries
-//!   of chunks that were applied are appended again on that retry (the stream is at least once).
+//! A *lane* is an ordered sequence of MULTI/EXEC transactions. Every key of a batch belongs to exactly
+//! one lane, chosen from the key alone, so a key's commands are always sent in order on one lane, and
+//! lanes touch disjoint keys and may run at the same time:
+//! - single server: [`RedisOptions::connections`] lanes, one connection each (the key's hash slot
+//!   modulo the number of connections) — one connection is one TCP stream served by one server
+//!   thread, and a single ordered stream left the server idle between replies (issue: snapshot/raw was
+//!   0.42 with one MULTI/EXEC per batch);
+//! - Redis Cluster: one lane per hash slot the batch touches (a cluster runs a transaction only when
+//!   all its keys are in one slot), sent through the cluster connection, which routes it to the slot's
+//!   node.
 //!
-//! Invariants, Redis Cluster ([`cluster_writes`]) — atomicity is relaxed to one hash slot:
-//! - A cluster runs a transaction only when all its keys are in one hash slot, and the keys of a batch
-//!   (`DB:TABLE:PK`, no hash tag) spread over all slots. So the batch's commands are grouped by the slot
-//!   of their key: one MULTI/EXEC per slot (several in order when a slot's group exceeds the chunk
-//!   bounds), each carrying that slot's row writes and the stream entries of the stream keys in that
-//!   slot, in batch order. Slot groups touch disjoint keys, so they are sent concurrently.
-//! - The checkpoint `SET` (its own key, its own slot) is sent alone, only after every slot transaction
-//!   succeeded. A failure or crash before it leaves the previous checkpoint: the pipeline replays the
-//!   whole batch, which rewrites the same full row images and deletes (idempotent) and appends the
-//!   stream entries again (at least once, as on a single server). So: per-slot atomic, checkpoint last,
-//!   replay-safe. Meanwhile a reader may see part of a batch (never a partial row).
-//!
-//! Both modes:
-//! - All commands of one row (DEL or HDEL, HSET, PEXPIRE) are always in the same transaction.
+//! Invariants (both modes):
+//! - The checkpoint `SET` is sent alone, only after every lane succeeded. A failure or crash before it
+//!   leaves the previous checkpoint: the pipeline replays the whole batch, which rewrites the same full
+//!   row images and deletes (idempotent) and appends the stream entries again (the stream is at least
+//!   once). So: atomic per transaction, checkpoint last, replay-safe. Meanwhile a reader may see part
+//!   of a batch, never a partial row: all commands of one row (DEL or HDEL, HSET, PEXPIRE) are in the
+//!   same transaction.
+//! - A lane's transactions stay within the chunk bounds (`max_chunk_commands`, `max_chunk_bytes`) and
+//!   are sent in order; a stream key's entries all go to one lane, in batch order.
 //! - Runtime errors inside EXEC (a key of the wrong type) do not undo the other commands — Redis has no
 //!   rollback; they are reported as definite errors that say so. polyrepl's own commands cannot hit one
 //!   unless another application writes a non-stream value at a stream key.
+//! - Before: on a single server a batch and its checkpoint were one MULTI/EXEC. Giving that up for
+//!   lanes was decided for speed (issue #15); it costs nothing in correctness, because a replay of
+//!   full row images converges (the born-key plan in [`crate::plan`] holds for a replay too).
 
 use std::collections::BTreeMap;
 
@@ -42,8 +40,8 @@ use crate::naming::{checkpoint_key, hash_slot};
 use crate::options::RedisOptions;
 use crate::plan::{chunk_ranges, Plan, RowWrite};
 
-/// Slot groups in flight at once in cluster mode.
-const CLUSTER_CONCURRENCY: usize = 32;
+/// Lanes in flight at once (on a cluster: slot groups; on a single server there are fewer lanes).
+const LANES_IN_FLIGHT: usize = 32;
 
 /// One item of a plan: a row write, a stream entry or a dead-letter record, by index.
 #[derive(Debug, Clone, Copy)]
@@ -53,46 +51,55 @@ enum Item {
     DeadLetter(usize),
 }
 
-/// Builds the transactions for `plan` on a single server: chunks in order, the checkpoint `SET` in
-/// the last.
-pub fn transactions(plan: &Plan, options: &RedisOptions, pipeline: &str, checkpoint: &Checkpoint) -> Vec<Pipeline> {
-    let items: Vec<Item> = (0..plan.rows.len())
-        .map(Item::Row)
-        .chain((0..plan.appends.len()).map(Item::Append))
-        .chain((0..plan.dead_letters.len()).map(Item::DeadLetter))
-        .collect();
-    let mut txs = chunked(plan, &items, options);
-    if let Some(last) = txs.last_mut() {
-        last.cmd("SET").arg(checkpoint_key(pipeline)).arg(checkpoint.to_json()).ignore();
-    }
-    txs
+/// How keys are assigned to lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lanes {
+    /// One lane per hash slot (Redis Cluster); a lane's number is its slot.
+    PerSlot,
+    /// This many lanes, one per connection to a single server; a lane's number is its connection.
+    Connections(usize),
 }
 
-/// What a batch sends to a Redis Cluster: per hash slot the transactions of that slot (in order), and
-/// the checkpoint `SET`, to send after all of them succeeded.
-pub struct ClusterWrites {
-    /// (slot, its transactions in order), by slot number.
-    pub slots: Vec<(u16, Vec<Pipeline>)>,
+impl Lanes {
+    fn of(self, key: &[u8]) -> u16 {
+        match self {
+            Lanes::PerSlot => hash_slot(key),
+            Lanes::Connections(n) => hash_slot(key) % n.max(1) as u16,
+        }
+    }
+}
+
+/// What a batch sends: per lane its transactions (in order), and the checkpoint `SET`, to send after
+/// all of them succeeded.
+pub struct LaneWrites {
+    /// (lane, its transactions in order), by lane number.
+    pub lanes: Vec<(u16, Vec<Pipeline>)>,
     /// The checkpoint write, a single command.
     pub checkpoint: redis::Cmd,
 }
 
-/// Groups `plan` by hash slot for a Redis Cluster (see the module notes).
-pub fn cluster_writes(plan: &Plan, options: &RedisOptions, pipeline: &str, checkpoint: &Checkpoint) -> ClusterWrites {
+/// Groups `plan` into lanes (see the module notes).
+pub fn lane_writes(
+    plan: &Plan,
+    options: &RedisOptions,
+    pipeline: &str,
+    checkpoint: &Checkpoint,
+    lanes: Lanes,
+) -> LaneWrites {
     let mut groups: BTreeMap<u16, Vec<Item>> = BTreeMap::new();
     for (i, write) in plan.rows.iter().enumerate() {
-        groups.entry(hash_slot(write.key())).or_default().push(Item::Row(i));
+        groups.entry(lanes.of(write.key())).or_default().push(Item::Row(i));
     }
     for (i, append) in plan.appends.iter().enumerate() {
-        groups.entry(hash_slot(append.key.as_bytes())).or_default().push(Item::Append(i));
+        groups.entry(lanes.of(append.key.as_bytes())).or_default().push(Item::Append(i));
     }
     for (i, letter) in plan.dead_letters.iter().enumerate() {
-        groups.entry(hash_slot(letter.key.as_bytes())).or_default().push(Item::DeadLetter(i));
+        groups.entry(lanes.of(letter.key.as_bytes())).or_default().push(Item::DeadLetter(i));
     }
-    let slots = groups.into_iter().map(|(slot, items)| (slot, chunked(plan, &items, options))).collect();
+    let lanes = groups.into_iter().map(|(lane, items)| (lane, chunked(plan, &items, options))).collect();
     let mut set = redis::cmd("SET");
     set.arg(checkpoint_key(pipeline)).arg(checkpoint.to_json());
-    ClusterWrites { slots, checkpoint: set }
+    LaneWrites { lanes, checkpoint: set }
 }
 
 /// `items` as MULTI/EXEC transactions within the chunk bounds (at least one, possibly empty, with
@@ -182,48 +189,32 @@ fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
     }
 }
 
-/// Sends the transactions in order; stops at the first failure.
-pub async fn send<C: ConnectionLike + Send>(
-    conn: &mut C,
+/// Sends a batch's lanes concurrently (each lane's transactions in order, on `connection(lane)`), then
+/// — only when all succeeded — the checkpoint on `connection(0)`. Stops at the first failure without
+/// writing the checkpoint.
+pub async fn send_lanes<C: ConnectionLike + Send>(
+    connection: impl Fn(u16) -> C,
     sink: &str,
-    transactions: &[Pipeline],
+    writes: &LaneWrites,
     what: &str,
 ) -> Result<(), SinkError> {
-    let total = transactions.len();
-    for (n, tx) in transactions.iter().enumerate() {
-        tx.query_async::<()>(conn).await.map_err(|e| {
-            let part = if total > 1 { format!(" (transaction {} of {total})", n + 1) } else { String::new() };
-            classify(sink, &format!("writing {what}{part}"), &e)
-        })?;
-    }
-    Ok(())
-}
-
-/// Sends a cluster batch: the slot groups concurrently (each group's transactions in order), then —
-/// only when all succeeded — the checkpoint. Stops at the first failure without writing the checkpoint.
-pub async fn send_cluster<C: ConnectionLike + Clone + Send + 'static>(
-    conn: &C,
-    sink: &str,
-    writes: &ClusterWrites,
-    what: &str,
-) -> Result<(), SinkError> {
-    let slots = writes.slots.len();
-    futures::stream::iter(writes.slots.iter().map(Ok))
-        .try_for_each_concurrent(CLUSTER_CONCURRENCY, |(slot, txs)| {
-            let mut conn = conn.clone();
+    let count = writes.lanes.len();
+    futures::stream::iter(writes.lanes.iter().map(Ok))
+        .try_for_each_concurrent(LANES_IN_FLIGHT, |(lane, txs)| {
+            let mut conn = connection(*lane);
             async move {
                 let total = txs.len();
                 for (n, tx) in txs.iter().enumerate() {
                     tx.query_async::<()>(&mut conn).await.map_err(|e| {
                         let part = if total > 1 { format!(", transaction {} of {total}", n + 1) } else { String::new() };
-                        classify(sink, &format!("writing {what} (hash slot {slot} of {slots} slot(s) touched{part}; checkpoint not written, the batch will be replayed)"), &e)
+                        classify(sink, &format!("writing {what} (lane {lane} of {count} touched{part}; checkpoint not written, the batch will be replayed)"), &e)
                     })?;
                 }
                 Ok::<(), SinkError>(())
             }
         })
         .await?;
-    let mut conn = conn.clone();
+    let mut conn = connection(0);
     writes.checkpoint.query_async::<()>(&mut conn).await.map_err(|e| {
         classify(
             sink,
@@ -264,28 +255,42 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_goes_in_the_last_transaction_only() {
+    fn single_server_lanes_split_by_key_with_the_checkpoint_apart() {
         let columns = column_a();
-        let rows = (0..10)
+        let rows = (0..40)
             .map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, born: false })
             .collect();
-        let plan =
-            Plan { rows, appends: vec![StreamAppend { key: "s".into(), event: "{}".into() }], ..Default::default() };
+        let appends = (0..10).map(|i| StreamAppend { key: "s".into(), event: format!("{{\"seq\":{i}}}") }).collect();
+        let plan = Plan { rows, appends, ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
-        let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
-        assert_eq!(txs.len(), 5);
-        for tx in &txs[..4] {
-            assert!(!commands(tx).contains(&"SET".to_string()));
+        let writes =
+            lane_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)), Lanes::Connections(4));
+        assert_eq!(writes.lanes.len(), 4, "40 keys reach every one of 4 lanes");
+        let mut seen = Vec::new();
+        for (lane, txs) in &writes.lanes {
+            assert!(*lane < 4);
+            for tx in txs {
+                assert!(!commands(tx).contains(&"SET".to_string()), "no checkpoint in a lane");
+                for key in keys(tx) {
+                    assert_eq!(Lanes::Connections(4).of(&key), *lane, "a key always goes to its own lane");
+                    seen.push(key);
+                }
+            }
         }
-        assert_eq!(commands(&txs[4]), ["DEL", "HSET", "DEL", "HSET", "XADD", "SET"]);
-        let empty = transactions(
+        assert_eq!(seen.iter().filter(|k| k.starts_with(b"k")).count(), 80, "DEL + HSET per row");
+        // The stream's entries stay in one lane, in order, chunked within the bounds.
+        let stream_lane = Lanes::Connections(4).of(b"s");
+        let events: Vec<_> = writes.lanes.iter().filter(|(l, _)| *l == stream_lane).flat_map(|(_, t)| t).collect();
+        assert!(events.len() > 1);
+        assert_eq!(writes.checkpoint.args_iter().count(), 3, "SET key value");
+        let empty = lane_writes(
             &Plan::default(),
             &RedisOptions::default(),
             "p",
             &Checkpoint::streaming(Position::new("b.000001", 4)),
+            Lanes::Connections(4),
         );
-        assert_eq!(empty.len(), 1);
-        assert_eq!(commands(&empty[0]), ["SET"]);
+        assert!(empty.lanes.is_empty(), "an empty batch writes only its checkpoint");
     }
 
     /// The key of every command of `tx` (its first argument after the command name).
@@ -314,10 +319,11 @@ mod tests {
             .collect();
         let plan = Plan { rows, appends, ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
-        let writes = cluster_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
+        let writes =
+            lane_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)), Lanes::PerSlot);
         let mut seen_rows = 0;
         let mut seen_appends = 0;
-        for (slot, txs) in &writes.slots {
+        for (slot, txs) in &writes.lanes {
             assert!(!txs.is_empty());
             for tx in txs {
                 assert!(!commands(tx).contains(&"SET".to_string()), "no checkpoint in slot transactions");
@@ -330,13 +336,18 @@ mod tests {
         }
         assert_eq!((seen_rows, seen_appends), (200, 30));
         let stream_slot = hash_slot(b"polyrepl:stream:d:t");
-        let stream_txs = &writes.slots.iter().find(|(s, _)| *s == stream_slot).unwrap().1;
+        let stream_txs = &writes.lanes.iter().find(|(s, _)| *s == stream_slot).unwrap().1;
         assert!(stream_txs.len() >= 6, "the stream's 30 entries are chunked within their slot");
         assert_eq!(writes.checkpoint.args_iter().count(), 3, "SET key value");
-        assert!(writes.slots.windows(2).all(|w| w[0].0 < w[1].0), "one group per slot, by slot number");
-        let empty =
-            cluster_writes(&Plan::default(), &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
-        assert!(empty.slots.is_empty());
+        assert!(writes.lanes.windows(2).all(|w| w[0].0 < w[1].0), "one group per slot, by slot number");
+        let empty = lane_writes(
+            &Plan::default(),
+            &options,
+            "p",
+            &Checkpoint::streaming(Position::new("b.000001", 4)),
+            Lanes::PerSlot,
+        );
+        assert!(empty.lanes.is_empty());
     }
 
     #[test]
@@ -351,8 +362,7 @@ mod tests {
             ..Default::default()
         };
         let options = RedisOptions { ttl: Some(std::time::Duration::from_secs(2)), ..Default::default() };
-        let txs = transactions(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
-        assert_eq!(commands(&txs[0]), ["DEL", "HSET", "PEXPIRE", "DEL", "SET"]);
+        assert_eq!(commands(&one_lane(&plan, &options)[0]), ["DEL", "HSET", "PEXPIRE", "DEL"]);
         // A born key: no DEL; its NULL columns are removed.
         let two = [Value::Int(2), Value::Null];
         let mut columns = column_a();
@@ -362,8 +372,14 @@ mod tests {
             appends: vec![],
             ..Default::default()
         };
-        let txs =
-            transactions(&plan, &RedisOptions::default(), "p", &Checkpoint::streaming(Position::new("b.000001", 4)));
-        assert_eq!(commands(&txs[0]), ["HSET", "HDEL", "SET"]);
+        assert_eq!(commands(&one_lane(&plan, &RedisOptions::default())[0]), ["HSET", "HDEL"]);
+    }
+
+    /// The transactions of `plan` on one connection.
+    fn one_lane(plan: &Plan, options: &RedisOptions) -> Vec<Pipeline> {
+        let checkpoint = Checkpoint::streaming(Position::new("b.000001", 4));
+        let mut writes = lane_writes(plan, options, "p", &checkpoint, Lanes::Connections(1));
+        assert_eq!(writes.lanes.len(), 1);
+        writes.lanes.pop().unwrap().1
     }
 }

@@ -297,7 +297,7 @@ pub fn copy_table(figures: &[(&str, LagFigures, CopyFigures)]) -> String {
 /// Commits `--lag-rate` row changes per second for `--lag-seconds` (and then on while `keep_going`
 /// says so, at most [`LONGEST_WRITER`]), in transactions of 1/100 s worth of rows on a fixed schedule;
 /// returns the rows written, the seconds it took and its start (µs).
-async fn write_steadily(bench: &Bench, keep_going: impl Fn() -> bool) -> Result<(u64, f64, i64)> {
+pub(super) async fn write_steadily(bench: &Bench, keep_going: impl Fn() -> bool) -> Result<(u64, f64, i64)> {
     let rate = bench.args.lag_rate as f64;
     let per_tx = ((rate / 100.0).round() as u64).max(1);
     let interval = Duration::from_secs_f64(per_tx as f64 / rate);

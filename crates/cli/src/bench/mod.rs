@@ -9,12 +9,15 @@
 //!    events decoded from memory by the same code, CPU only ([`phases::decode`]); `--decode-only` stops here;
 //! 3. raw: the `snap` rows, converted up front with each sink's own mapping, written with the sink's best
 //!    bulk path by a few concurrent writers, no pipeline in between ([`raw`]);
+//!    and the `cdc` range's own changes (same inserts, updates, deletes, same order) written the same
+//!    way, the raw rate cdc is compared with ([`raw_cdc`]);
 //! 4. snapshot: `run`'s own code (prepare + run, in this process, `--stop-at-end`) copying `snap` into
 //!    one sink; timed from after start-up checks and connections to the end ([`phases::snapshot`]);
 //! 5. cdc: `run` streaming the `cdc` range into one sink, then into all at once, each sink starting from
 //!    a pre-stored streaming checkpoint ([`phases::cdc`]);
 //! 6. rss: the real binary as a child, snapshotting `snap` into every selected sink at once; its peak
-//!    RSS is its own `VmHWM`, read while it runs ([`rss`]);
+//!    RSS is its own `VmHWM`, read while it runs; then a child streaming the lag writer's `--lag-rate`
+//!    changes/s into them, its `VmRSS` sampled meanwhile ([`rss`]);
 //! 7. lag: a writer at a steady `--lag-rate` while `run` streams into one sink, whose applies are
 //!    timed against the commit time each row carries ([`lag`]).
 //!
@@ -26,6 +29,7 @@ mod kafka;
 mod lag;
 mod phases;
 mod raw;
+mod raw_cdc;
 mod report;
 mod rss;
 
@@ -276,9 +280,12 @@ async fn measure(bench: &Bench) -> Result<report::Report> {
         let raw = raw::measure(bench, kind).await.with_context(|| format!("raw phase of {}", kind.label()))?;
         let snapshot =
             phases::snapshot(bench, kind).await.with_context(|| format!("snapshot phase of {}", kind.label()))?;
+        let raw_cdc = raw_cdc::measure(bench, kind, &generated)
+            .await
+            .with_context(|| format!("raw cdc phase of {}", kind.label()))?;
         let cdc =
             phases::cdc(bench, &[kind], &generated).await.with_context(|| format!("cdc phase of {}", kind.label()))?;
-        sinks.push(report::SinkFigures::new(kind, raw, snapshot, cdc));
+        sinks.push(report::SinkFigures::new(kind, raw, snapshot, raw_cdc, cdc));
     }
     let cdc_all = if args.sinks.len() > 1 {
         Some(phases::cdc(bench, &args.sinks, &generated).await.context("cdc phase into all sinks")?)
@@ -286,11 +293,12 @@ async fn measure(bench: &Bench) -> Result<report::Report> {
         None
     };
     let child = rss::snapshot_child(bench).await.context("peak-RSS phase")?;
+    let streaming = rss::streaming_child(bench).await.context("streaming-RSS phase")?;
     for figures in sinks.iter_mut() {
         let lag = lag::measure(bench, figures.sink)
             .await
             .with_context(|| format!("lag phase of {}", figures.sink.label()))?;
         figures.set_lag(lag);
     }
-    Ok(report::Report::new(bench, &generated, decode, sinks, cdc_all, child))
+    Ok(report::Report::new(bench, &generated, decode, sinks, cdc_all, child, streaming))
 }

@@ -4,7 +4,7 @@ use super::data::Generated;
 use super::lag::LagFigures;
 use super::phases::DecodeRounds;
 use super::raw::Rounds;
-use super::rss::{own_peak_rss, ChildRun};
+use super::rss::{own_peak_rss, ChildRun, StreamingRss};
 use super::{Bench, SinkKind};
 use serde::Serialize;
 use std::fmt::Write;
@@ -42,6 +42,8 @@ pub struct SinkFigures {
     /// Rows/s of `run`'s snapshot into this sink alone.
     pub snapshot_rows_per_s: Measured,
     pub snapshot_over_raw: f64,
+    /// Changes/s of the cdc range's own changes written straight to the sink with its best bulk path.
+    pub raw_cdc_changes_per_s: Measured,
     /// Changes/s of `run` streaming the pre-generated binlog into this sink alone.
     pub cdc_changes_per_s: Measured,
     pub cdc_over_raw: f64,
@@ -49,13 +51,15 @@ pub struct SinkFigures {
 }
 
 impl SinkFigures {
-    pub fn new(kind: SinkKind, raw: Rounds, snapshot: Rounds, cdc: Rounds) -> SinkFigures {
+    pub fn new(kind: SinkKind, raw: Rounds, snapshot: Rounds, raw_cdc: Rounds, cdc: Rounds) -> SinkFigures {
         let (raw, snapshot, cdc) = (Measured::from(raw), Measured::from(snapshot), Measured::from(cdc));
+        let raw_cdc = Measured::from(raw_cdc);
         SinkFigures {
             sink: kind,
             snapshot_over_raw: snapshot.median / raw.median,
-            cdc_over_raw: cdc.median / raw.median,
+            cdc_over_raw: cdc.median / raw_cdc.median,
             raw_rows_per_s: raw,
+            raw_cdc_changes_per_s: raw_cdc,
             snapshot_rows_per_s: snapshot,
             cdc_changes_per_s: cdc,
             lag: None,
@@ -148,6 +152,8 @@ pub struct Report {
     pub decode_cpu_changes_per_s: Measured,
     /// The `polyrepl run` child that snapshotted `snap` into every selected sink at once.
     pub snapshot_child: ChildRun,
+    /// The `polyrepl run` child that streamed the lag writer's changes into every selected sink.
+    pub streaming_child: StreamingRss,
     /// The bench process's own peak RSS (it holds pre-converted rows; not the pipeline's figure).
     pub bench_peak_rss_bytes: u64,
     pub targets: Vec<Target>,
@@ -162,6 +168,7 @@ impl Report {
         sinks: Vec<SinkFigures>,
         cdc_all: Option<Rounds>,
         child: ChildRun,
+        streaming: StreamingRss,
     ) -> Report {
         let decode = DecodeFigures::new(decode);
         let decode_changes = decode.end_to_end_changes_per_s.clone();
@@ -174,11 +181,13 @@ impl Report {
             target(format!("{l} snapshot/raw"), "≥ 0.8", s.snapshot_over_raw, s.snapshot_over_raw >= 0.8);
             target(format!("{l} cdc/raw"), "≥ 0.8", s.cdc_over_raw, s.cdc_over_raw >= 0.8);
             if let Some(lag) = &s.lag {
+                // FerretDB's writes scan its collection; the 100 ms goal is Redis's and Cassandra's.
+                let (goal, limit) = if s.sink == SinkKind::Mongodb { ("< 1 s", 1.0) } else { ("< 0.1 s", 0.1) };
                 target(
                     format!("{l} lag p99 at {} changes/s (s)", bench.args.lag_rate),
-                    "< 1 s",
+                    goal,
                     lag.p99_s,
-                    lag.p99_s < 1.0,
+                    lag.p99_s < limit,
                 );
             }
         }
@@ -193,9 +202,16 @@ impl Report {
         let mib = child.peak_rss_bytes as f64 / (1 << 20) as f64;
         target(
             format!("peak RSS of run, {}-row snapshot (MiB)", bench.args.rows),
-            "< 256 MiB (at 1M rows)",
+            "< 128 MiB (at 1M rows)",
             mib,
-            mib < 256.0,
+            mib < 128.0,
+        );
+        let streaming_mib = streaming.max_rss_bytes as f64 / (1 << 20) as f64;
+        target(
+            format!("RSS of run streaming {} changes/s into {} sink(s) (MiB)", bench.args.lag_rate, sinks.len()),
+            "≤ 64 MiB",
+            streaming_mib,
+            streaming_mib <= 64.0,
         );
         Report {
             database: bench.db.clone(),
@@ -212,6 +228,7 @@ impl Report {
             decode_transactions_per_s: decode.end_to_end_transactions_per_s.clone(),
             decode_cpu_changes_per_s: decode.cpu_only_changes_per_s.clone(),
             snapshot_child: child,
+            streaming_child: streaming,
             bench_peak_rss_bytes: own_peak_rss(),
             targets,
             seconds: bench.started.elapsed().as_secs_f64(),
@@ -229,8 +246,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<10} {:>12} {:>12} {:>7} {:>12} {:>7} {:>9} {:>9}",
-            "sink", "raw rows/s", "snapshot/s", "ratio", "cdc/s", "ratio", "lag p50", "lag p99"
+            "{:<10} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7} {:>9} {:>9}",
+            "sink", "raw rows/s", "snapshot/s", "ratio", "raw cdc/s", "cdc/s", "ratio", "lag p50", "lag p99"
         );
         for s in &self.sinks {
             let (p50, p99) = s
@@ -239,11 +256,12 @@ impl Report {
                 .map_or(("-".into(), "-".into()), |l| (format!("{:.3} s", l.p50_s), format!("{:.3} s", l.p99_s)));
             let _ = writeln!(
                 out,
-                "{:<10} {:>12.0} {:>12.0} {:>7.2} {:>12.0} {:>7.2} {:>9} {:>9}",
+                "{:<10} {:>12.0} {:>12.0} {:>7.2} {:>12.0} {:>12.0} {:>7.2} {:>9} {:>9}",
                 s.sink.label(),
                 s.raw_rows_per_s.median,
                 s.snapshot_rows_per_s.median,
                 s.snapshot_over_raw,
+                s.raw_cdc_changes_per_s.median,
                 s.cdc_changes_per_s.median,
                 s.cdc_over_raw,
                 p50,
@@ -269,6 +287,16 @@ impl Report {
             c.seconds,
             c.rows_per_s,
             c.peak_rss_bytes as f64 / (1 << 20) as f64
+        );
+        let m = &self.streaming_child;
+        let _ = writeln!(
+            out,
+            "`polyrepl run` child streaming {} changes in {:.1} s into all {} sinks: RSS at most {:.0} MiB while streaming (peak {:.0} MiB with start-up)",
+            m.changes,
+            m.seconds,
+            self.sinks.len(),
+            m.max_rss_bytes as f64 / (1 << 20) as f64,
+            m.peak_rss_bytes as f64 / (1 << 20) as f64
         );
         let _ = writeln!(
             out,
