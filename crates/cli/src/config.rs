@@ -25,7 +25,8 @@ pub struct PipelineArgs {
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
-    /// http_addr (or metrics_addr), batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, keep_dropped_tables,
+    /// http_addr (or metrics_addr), batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, queue_changes,
+    /// spill_mib, spill_dir, keep_dropped_tables,
     /// take_over, lease_seconds, on_unmappable), and `[[sink]]` sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
@@ -76,6 +77,18 @@ pub struct RunArgs {
     /// it, and a restart reads it again from its start [default: 20000].
     #[arg(long, env = "POLYREPL_TRANSACTION_PART_CHANGES")]
     pub transaction_part_changes: Option<usize>,
+    /// Changes queued in memory for each sink [default: 100000]. A sink further behind than this gets
+    /// its batches through its spill file on disk instead, so a slow sink never holds the others back.
+    #[arg(long, env = "POLYREPL_QUEUE_CHANGES")]
+    pub queue_changes: Option<usize>,
+    /// MiB of batches a lagging sink may keep in its spill file before the source waits for it (0: no
+    /// spill file: a sink a full queue behind holds every sink back) [default: 1024].
+    #[arg(long, env = "POLYREPL_SPILL_MIB")]
+    pub spill_mib: Option<u64>,
+    /// Directory of the spill files (created and unlinked at once, so nothing is left after a crash)
+    /// [default: the system's temporary directory].
+    #[arg(long, env = "POLYREPL_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// Take the sink tables over from another pipeline (another --name) holding their leases; that
     /// pipeline stops at its next lease renewal. Without it, a run whose tables another live pipeline
     /// writes is refused at start-up, naming the table and the owner. A flag (or `take_over = true` in
@@ -124,6 +137,9 @@ pub struct FileConfig {
     batch_delay_ms: Option<u64>,
     chunk_rows: Option<usize>,
     transaction_part_changes: Option<usize>,
+    queue_changes: Option<usize>,
+    spill_mib: Option<u64>,
+    spill_dir: Option<PathBuf>,
     #[serde(default)]
     take_over: bool,
     lease_seconds: Option<u64>,
@@ -272,6 +288,9 @@ impl RunArgs {
                 .or(file.transaction_part_changes)
                 .unwrap_or(settings::DEFAULT_TRANSACTION_PART_CHANGES)
                 .max(1),
+            queue_changes: self.queue_changes.or(file.queue_changes).unwrap_or(settings::DEFAULT_QUEUE_CHANGES).max(1),
+            spill_mib: self.spill_mib.or(file.spill_mib).unwrap_or(settings::DEFAULT_SPILL_MIB),
+            spill_dir: self.spill_dir.clone().or(file.spill_dir),
             stop_at_end: self.stop_at_end,
             resnapshot: self.resnapshot,
             keep_dropped_tables: self.keep_dropped_tables || file.keep_dropped_tables,

@@ -8,7 +8,10 @@
 //! 2. A Redis outage of 30 s (our own `redis-server`, killed and restarted on the same port with its
 //!    append-only file kept) under a steady writer: MongoDB and Cassandra keep applying while Redis is
 //!    down, Redis catches up after, nothing is lost, and the outage is logged once each way.
-//! 3. The crash suite: `kill -9` at 20 random moments (the first during the snapshot) under a mixed
+//! 3. A sink that hangs (our own `redis-server`, SIGSTOPped) while 10 times its queue is written: MongoDB
+//!    and Cassandra apply everything meanwhile (the hung sink's batches go to its spill file), and
+//!    Redis catches up from there once it answers again.
+//! 4. The crash suite: `kill -9` at 20 random moments (the first during the snapshot) under a mixed
 //!    writer with an ALTER halfway, then a `--stop-at-end` run: `polyrepl verify` finds every sink equal.
 //!
 //! Each test creates its own random source database; the same-named MongoDB database, Redis keys
@@ -139,6 +142,8 @@ impl Fanout {
                 redis::cmd("GET").arg(format!("polyrepl:checkpoint:{pipeline}")).query_async(&mut conn).await.ok()?;
             Some(serde_json::from_str(&text?).expect("the Redis checkpoint is JSON"))
         };
+        // A paused server accepts connections and never answers.
+        let redis = async { tokio::time::timeout(Duration::from_secs(2), redis).await.ok().flatten() };
         let cassandra = async {
             let result = self
                 .cql
@@ -615,7 +620,81 @@ fn crash_writer_step(rng: &mut Rng, next_id: &mut u64, ops: u64, altered: bool) 
     }
 }
 
-/// 3. The crash suite: a writer makes mixed changes on two tables (inserts, updates also multi-row and
+/// 3. A sink that hangs never holds the others back: our own `redis-server` is frozen (SIGSTOP: its
+///    connections stay open, nothing is answered) while 10 transactions of 1000 rows are written with
+///    `--queue-changes 1000`. MongoDB and Cassandra apply all of them while Redis is frozen — before the
+///    spill file, the reader waited as soon as Redis's queue was full, so they stopped at about 1000 —
+///    and /status shows Redis's batches spilled. Once thawed, Redis catches up from its spill file and
+///    all three equal the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sink_spills_to_disk_and_the_others_stream_on() {
+    let own = OwnRedis::start().await;
+    let f = Fanout::create("spill", &own.url()).await;
+    f.db.exec("CREATE TABLE flow (id INT PRIMARY KEY, v VARCHAR(40), n INT NOT NULL)").await;
+    f.db.exec("INSERT INTO flow SELECT seq, CONCAT('start-', seq), 0 FROM seq_1_to_200").await;
+    let pipeline = f.pipeline("spill");
+    let http_port = free_port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let mut p = Polyrepl::spawn(&f.run_args(&pipeline, &["--queue-changes", "1000", "--http-addr", &http_addr]));
+    f.wait_snapshots_complete(&mut p, &pipeline, Duration::from_secs(60)).await;
+
+    own.pause();
+    let frozen = Instant::now();
+    let mut conn = f.db.conn().await;
+    for i in 0..10 {
+        conn.query_drop(format!(
+            "INSERT INTO flow SELECT seq + {}, CONCAT('w-', seq), {i} FROM seq_1_to_1000",
+            1000 + i * 1000
+        ))
+        .await
+        .unwrap();
+    }
+    let (domain, seq) = last_gtid(&mut conn).await;
+    conn.disconnect().await.unwrap();
+    wait_for(
+        "MongoDB and Cassandra to apply all 10 transactions while Redis is frozen",
+        Duration::from_secs(120),
+        || {
+            p.assert_running();
+            let f = &f;
+            let pipeline = &pipeline;
+            async move {
+                let [m, _, c] = f.applied_seqs(pipeline, domain).await;
+                (m.is_some_and(|m| m >= seq) && c.is_some_and(|c| c >= seq)).then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "FIGURE MongoDB and Cassandra applied 10,000 changes {:.1} s after Redis froze",
+        frozen.elapsed().as_secs_f64()
+    );
+    let (_, body) = http_get(http_port, "/status").expect("/status answers");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let redis = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("redis://")))
+        .expect("the Redis sink in /status")
+        .clone();
+    assert!(redis["batches_spilled"].as_u64().unwrap() > 0, "Redis's batches went to its spill file: {redis}");
+    assert!(redis["spilled_bytes"].as_u64().unwrap() > 0, "{redis}");
+
+    own.resume();
+    let thawed = Instant::now();
+    f.wait_all_applied(&mut p, &pipeline, (domain, seq), Duration::from_secs(120)).await;
+    eprintln!("FIGURE Redis caught up {:.1} s after it was thawed", thawed.elapsed().as_secs_f64());
+    let rows = f.wait_all_equal("flow", Some(&mut p), Duration::from_secs(60)).await;
+    eprintln!("FIGURE all three equal the source {:.1} s after Redis was thawed", thawed.elapsed().as_secs_f64());
+    assert_eq!(rows, 10_200);
+    let log = p.log();
+    assert!(log.contains("its batches go to its spill file"), "the spill is logged:\n{log}");
+    assert!(log.contains("caught up with its spill file"), "the catch-up is logged:\n{log}");
+    p.sigterm();
+}
+
+/// 4. The crash suite: a writer makes mixed changes on two tables (inserts, updates also multi-row and
 ///    primary-key-changing, deletes, transactions, and an ALTER TABLE … ADD COLUMN halfway) while
 ///    polyrepl with three sinks is SIGKILLed at 20 random moments — the first ones while the initial
 ///    snapshot is being copied — and restarted each time. After a final `--stop-at-end` run, `polyrepl verify` finds

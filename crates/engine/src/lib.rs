@@ -24,6 +24,7 @@ pub mod replication;
 pub mod schema_changes;
 pub mod settings;
 pub mod snapshot;
+pub mod spill;
 pub mod startup;
 pub mod stream;
 pub mod sweep;

@@ -28,6 +28,10 @@ pub struct SinkStats {
     /// Rows the sink could not hold, skipped or dead-lettered per source table (`--on-unmappable`),
     /// counted by the sink itself.
     pub unmappable: Arc<UnmappableCounts>,
+    /// Batches written to the sink's spill file because its queue was full (see [`crate::spill`]).
+    pub batches_spilled: AtomicU64,
+    /// Bytes in the sink's spill file not yet read back.
+    pub spilled_bytes: AtomicU64,
 }
 
 /// Counters of the source side.

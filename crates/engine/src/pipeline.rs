@@ -5,9 +5,10 @@
 //!   that is true once it is applied; the batcher joins whole ones, so a batch's checkpoint never points
 //!   inside a transaction.
 //! - Every sink sees every batch in source order; each sink has a queue bounded by a number of changes
-//!   (`queue_changes`) and by an estimate of their bytes in memory (`queue_bytes`), and a full queue
-//!   makes the batcher (and so the source reader) wait: memory stays bounded whatever the row size, and
-//!   a slow or stopped sink holds the others back only once it is that far behind.
+//!   (`queue_changes`) and by an estimate of their bytes in memory (`queue_bytes`): memory stays
+//!   bounded whatever the row size. A sink whose queue is full gets the batches it has no room for
+//!   through its spill file on disk ([`crate::spill`], up to `spill_bytes`), so a slow sink never holds
+//!   the others back; only a sink that far behind makes the batcher (and so the source reader) wait.
 //! - A batch closes by count, by bytes or by time, whichever comes first (`max_batch_*`).
 //! - A sink that is behind may apply the batches waiting in its queue as one (`max_merged_*`), if the
 //!   sink allows it (`Sink::merges_waiting_batches`): same kind, in order, the last one's checkpoint.
@@ -20,35 +21,77 @@
 
 use crate::checkpoints::already_applied;
 use crate::metrics::{now_millis, Metrics, SinkStats};
+use crate::spill::Spill;
 use polyrepl_core::{Batch, Change, Checkpoint, Sink, SinkError, TableOp, Value};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Room a queued batch holds: permits of the change count and of the KiB semaphores.
 type Room = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
+/// What a sink's queue carries: a batch in memory with the room it holds, or the token of a batch
+/// written to the sink's spill file (read back when the sink reaches it, so the order holds).
+enum Queued {
+    Memory(Arc<Batch>, Room),
+    Spilled,
+}
+
 /// A sink's queue: unbounded channel, bounded by one semaphore counting the changes in it and one
-/// counting their estimated KiB.
+/// counting their estimated KiB; beyond them, the sink's spill file.
 struct Queue {
-    tx: mpsc::UnboundedSender<(Arc<Batch>, Room)>,
+    tx: mpsc::UnboundedSender<Queued>,
     room: Arc<Semaphore>,
     capacity: usize,
     room_kib: Arc<Semaphore>,
     capacity_kib: usize,
+    spill: Option<Arc<Mutex<Spill>>>,
+    sink: String,
+    stats: Arc<SinkStats>,
 }
 
 impl Queue {
-    /// Waits for room for the batch (`kib` its estimated size), then enqueues it; false when the sink
-    /// has stopped. A batch larger than the whole queue waits for an empty queue.
+    /// Enqueues the batch (`kib` its estimated size) when there is room in memory, else spills it when
+    /// the spill file has room, else waits for room in memory; false when the sink has stopped. A
+    /// batch larger than the whole queue waits for an empty queue.
     async fn send(&self, batch: Arc<Batch>, kib: usize) -> bool {
         let want = batch.changes.len().clamp(1, self.capacity) as u32;
+        let want_kib = kib.clamp(1, self.capacity_kib) as u32;
+        if let Some(spill) = &self.spill {
+            let in_memory = self.room.clone().try_acquire_many_owned(want).ok().and_then(|changes| {
+                self.room_kib.clone().try_acquire_many_owned(want_kib).ok().map(|bytes| (changes, bytes))
+            });
+            if let Some(room) = in_memory {
+                return self.tx.send(Queued::Memory(batch, room)).is_ok();
+            }
+            let pushed = {
+                let mut spill = spill.lock().unwrap();
+                let was_empty = spill.pending() == 0;
+                let pushed = spill.push(&batch);
+                self.stats.spilled_bytes.store(spill.bytes(), Relaxed);
+                if was_empty && matches!(pushed, Ok(true)) {
+                    tracing::info!(sink = %self.sink, "sink is a full queue behind: its batches go to its spill file on disk while it catches up, so the other sinks go on");
+                }
+                pushed
+            };
+            match pushed {
+                Ok(true) => {
+                    self.stats.batches_spilled.fetch_add(1, Relaxed);
+                    return self.tx.send(Queued::Spilled).is_ok();
+                }
+                Ok(false) => {} // the spill file is full: wait for room in memory
+                Err(e) => {
+                    tracing::warn!(sink = %self.sink, error = %e, "cannot write the spill file; waiting for room in memory instead")
+                }
+            }
+        }
         let Ok(changes) = self.room.clone().acquire_many_owned(want).await else { return false };
-        let Ok(bytes) = self.room_kib.clone().acquire_many_owned(kib.clamp(1, self.capacity_kib) as u32).await else {
+        let Ok(bytes) = self.room_kib.clone().acquire_many_owned(want_kib).await else {
             return false;
         };
-        self.tx.send((batch, (changes, bytes))).is_ok()
+        self.tx.send(Queued::Memory(batch, (changes, bytes))).is_ok()
     }
 }
 
@@ -103,6 +146,11 @@ pub struct PipelineConfig {
     pub max_merged_changes: usize,
     /// …and about this many bytes.
     pub max_merged_bytes: usize,
+    /// Most bytes of batches a sink with a full queue keeps in its spill file (0: no spill file; a full
+    /// queue makes the source wait).
+    pub spill_bytes: u64,
+    /// Where spill files are created (unlinked at once; `None`: the system's temporary directory).
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl Default for PipelineConfig {
@@ -111,11 +159,13 @@ impl Default for PipelineConfig {
             max_batch_changes: crate::settings::DEFAULT_BATCH_CHANGES,
             max_batch_bytes: 8 << 20,
             max_batch_delay: Duration::from_millis(crate::settings::DEFAULT_BATCH_DELAY_MS),
-            queue_changes: 100_000,
+            queue_changes: crate::settings::DEFAULT_QUEUE_CHANGES,
             queue_bytes: 32 << 20,
             max_backoff: Duration::from_secs(10),
             max_merged_changes: 20_000,
             max_merged_bytes: 16 << 20,
+            spill_bytes: crate::settings::DEFAULT_SPILL_MIB << 20,
+            spill_dir: None,
         }
     }
 }
@@ -139,14 +189,30 @@ pub async fn run(
         let (tx, rx) = mpsc::unbounded_channel();
         let capacity = cfg.queue_changes.clamp(1, Semaphore::MAX_PERMITS);
         let capacity_kib = (cfg.queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        let stats = metrics.sink_with_counts(slot.sink.name(), slot.sink.row_policy().counts.clone());
-        workers.spawn(sink_worker(slot, rx, stats, cfg.clone()));
+        let sink = slot.sink.name().to_string();
+        let stats = metrics.sink_with_counts(&sink, slot.sink.row_policy().counts.clone());
+        let spill = if cfg.spill_bytes == 0 {
+            None
+        } else {
+            let dir = cfg.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+            match Spill::create(&dir, cfg.spill_bytes) {
+                Ok(spill) => Some(Arc::new(Mutex::new(spill))),
+                Err(e) => {
+                    tracing::warn!(sink = %sink, dir = %dir.display(), error = %e, "cannot create a spill file: a slow sink will hold the others back once its queue is full (set --spill-dir)");
+                    None
+                }
+            }
+        };
+        workers.spawn(sink_worker(slot, rx, spill.clone(), stats.clone(), cfg.clone()));
         queues.push(Queue {
             tx,
             room: Arc::new(Semaphore::new(capacity)),
             capacity,
             room_kib: Arc::new(Semaphore::new(capacity_kib)),
             capacity_kib,
+            spill,
+            sink,
+            stats,
         });
     }
 
@@ -234,7 +300,8 @@ async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
 /// Applies batches to one sink in order, retrying transient failures.
 async fn sink_worker(
     mut slot: SinkSlot,
-    mut rx: mpsc::UnboundedReceiver<(Arc<Batch>, Room)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    spill: Option<Arc<Mutex<Spill>>>,
     stats: Arc<SinkStats>,
     cfg: PipelineConfig,
 ) -> Result<(), SinkError> {
@@ -244,14 +311,10 @@ async fn sink_worker(
     if !slot.sink.merges_waiting_batches() {
         cfg.max_merged_changes = 0;
     }
+    let mut source = QueueReader { rx: &mut rx, spill: spill.as_deref(), stats: &stats, sink: &name, next: None };
     set_state(&stats, "ok");
-    // A batch taken from the queue that could not join the previous merge.
-    let mut next: Option<(Arc<Batch>, Room)> = None;
     loop {
-        let Some((first, room)) = (match next.take() {
-            Some(waiting) => Some(waiting),
-            None => rx.recv().await,
-        }) else {
+        let Some((first, room)) = source.next().await? else {
             break;
         };
         if already_applied(&first.checkpoint, &slot.resume_from) {
@@ -259,7 +322,7 @@ async fn sink_worker(
             continue;
         }
         // The rooms (queue permits) are released once the merged batch is applied.
-        let (batch, _rooms) = merge_waiting(first, room, &mut rx, &mut next, &cfg);
+        let (batch, _rooms) = merge_waiting(first, room, &mut source, &cfg)?;
         let mut backoff = Duration::from_millis(100);
         let mut failing = false;
         loop {
@@ -296,6 +359,60 @@ async fn sink_worker(
     Ok(())
 }
 
+/// A sink's side of its queue: batches in order, from memory or read back from the spill file.
+struct QueueReader<'a> {
+    rx: &'a mut mpsc::UnboundedReceiver<Queued>,
+    spill: Option<&'a Mutex<Spill>>,
+    stats: &'a SinkStats,
+    sink: &'a str,
+    /// A batch taken from the queue that could not join the previous merge.
+    next: Option<(Arc<Batch>, Option<Room>)>,
+}
+
+impl QueueReader<'_> {
+    /// The next batch, waiting for one; `None` once the queue is closed and empty.
+    async fn next(&mut self) -> Result<Option<(Arc<Batch>, Option<Room>)>, SinkError> {
+        if let Some(waiting) = self.next.take() {
+            return Ok(Some(waiting));
+        }
+        match self.rx.recv().await {
+            Some(item) => self.resolve(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next batch already waiting, without waiting.
+    fn try_next(&mut self) -> Result<Option<(Arc<Batch>, Option<Room>)>, SinkError> {
+        if let Some(waiting) = self.next.take() {
+            return Ok(Some(waiting));
+        }
+        match self.rx.try_recv() {
+            Ok(item) => self.resolve(item).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn resolve(&mut self, item: Queued) -> Result<(Arc<Batch>, Option<Room>), SinkError> {
+        match item {
+            Queued::Memory(batch, room) => Ok((batch, Some(room))),
+            Queued::Spilled => {
+                let spill = self.spill.expect("a spilled token comes with a spill file");
+                let mut spill = spill.lock().unwrap();
+                let read = spill.pop();
+                self.stats.spilled_bytes.store(spill.bytes(), Relaxed);
+                if spill.pending() == 0 {
+                    tracing::info!(sink = %self.sink, "sink caught up with its spill file: back to the queue in memory");
+                }
+                match read {
+                    Ok(Some(batch)) => Ok((Arc::new(batch), None)),
+                    Ok(None) => Err(SinkError::definite(self.sink, "the spill file lost a batch (a token without a record): restart the run; it resumes from the sink's checkpoint")),
+                    Err(e) => Err(SinkError::definite(self.sink, format!("reading a batch back from the spill file failed ({e}): restart the run; it resumes from the sink's checkpoint"))),
+                }
+            }
+        }
+    }
+}
+
 /// Applies one batch: its layout operations in order, then its changes with its checkpoint. A retry
 /// runs the operations again; each is idempotent.
 async fn apply(sink: &mut dyn Sink, batch: &Batch) -> Result<(), SinkError> {
@@ -319,35 +436,39 @@ async fn apply(sink: &mut dyn Sink, batch: &Batch) -> Result<(), SinkError> {
 /// needs it, merges. `max_merged_changes == 0` turns merging off.
 fn merge_waiting(
     first: Arc<Batch>,
-    room: Room,
-    rx: &mut mpsc::UnboundedReceiver<(Arc<Batch>, Room)>,
-    next: &mut Option<(Arc<Batch>, Room)>,
+    room: Option<Room>,
+    source: &mut QueueReader<'_>,
     cfg: &PipelineConfig,
-) -> (Arc<Batch>, Vec<Room>) {
-    let kib = |room: &Room| room.1.num_permits() * 1024;
+) -> Result<(Arc<Batch>, Vec<Room>), SinkError> {
+    // A batch read back from the spill file holds no room; count its changes' size instead.
+    let kib = |batch: &Batch, room: &Option<Room>| match room {
+        Some(room) => room.1.num_permits() * 1024,
+        None => changes_bytes(&batch.changes),
+    };
     // Queued batches are never cloned again, so a count of one stays one.
     let unshared = |batch: &Arc<Batch>| Arc::strong_count(batch) == 1;
+    let rooms_of = |room: Option<Room>| room.into_iter().collect::<Vec<_>>();
     if !unshared(&first) || cfg.max_merged_changes == 0 || !first.table_ops.is_empty() {
-        return (first, vec![room]);
+        return Ok((first, rooms_of(room)));
     }
-    let (mut changes, mut bytes) = (first.changes.len(), kib(&room));
+    let (mut changes, mut bytes) = (first.changes.len(), kib(&first, &room));
     let mut parts = vec![first];
-    let mut rooms = vec![room];
-    while let Ok((batch, room)) = rx.try_recv() {
+    let mut rooms = rooms_of(room);
+    while let Some((batch, room)) = source.try_next()? {
         let same_kind = joinable(&parts[0], &batch);
-        let fits =
-            changes + batch.changes.len() <= cfg.max_merged_changes && bytes + kib(&room) <= cfg.max_merged_bytes;
+        let size = kib(&batch, &room);
+        let fits = changes + batch.changes.len() <= cfg.max_merged_changes && bytes + size <= cfg.max_merged_bytes;
         if !same_kind || !fits || !unshared(&batch) {
-            *next = Some((batch, room));
+            source.next = Some((batch, room));
             break;
         }
         changes += batch.changes.len();
-        bytes += kib(&room);
+        bytes += size;
         parts.push(batch);
-        rooms.push(room);
+        rooms.extend(room);
     }
     if parts.len() == 1 {
-        return (parts.pop().expect("one batch"), rooms);
+        return Ok((parts.pop().expect("one batch"), rooms));
     }
     let checkpoint = parts.last().expect("batches").checkpoint.clone();
     let mut merged = Vec::with_capacity(changes);
@@ -357,7 +478,7 @@ fn merge_waiting(
             Err(shared) => merged.extend(shared.changes.iter().cloned()),
         }
     }
-    (Arc::new(Batch::new(merged, checkpoint)), rooms)
+    Ok((Arc::new(Batch::new(merged, checkpoint)), rooms))
 }
 
 pub(crate) fn set_state(stats: &SinkStats, s: &str) {
@@ -440,44 +561,47 @@ mod tests {
     fn a_sink_behind_merges_waiting_batches_of_one_kind_in_order_within_bounds() {
         let cfg = PipelineConfig { max_merged_changes: 25, ..PipelineConfig::default() };
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let stats = SinkStats::default();
+        let memory = |(b, r): (Arc<Batch>, Room)| Queued::Memory(b, r);
         for b in [queued(20, 10, false), queued(30, 10, false), queued(40, 10, false), queued(50, 1, true)] {
-            tx.send(b).unwrap();
+            tx.send(memory(b)).unwrap();
         }
+        let mut source = QueueReader { rx: &mut rx, spill: None, stats: &stats, sink: "s", next: None };
         let (first, room) = queued(10, 5, false);
-        let mut next = None;
-        let (merged, rooms) = merge_waiting(first, room, &mut rx, &mut next, &cfg);
+        let (merged, rooms) = merge_waiting(first, Some(room), &mut source, &cfg).unwrap();
         // 5 + 10 + 10 = 25 fit; the third waiting batch would pass the bound and is kept for later.
         assert_eq!(merged.changes.len(), 25);
         assert_eq!(rooms.len(), 3);
         assert_eq!(merged.checkpoint, cp("b.000001", 30, false), "the merged checkpoint is the last batch's");
         let offsets: Vec<u64> = merged.changes.iter().map(|c| c.position.offset).collect();
         assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "order kept: {offsets:?}");
-        let (kept, kept_room) = next.take().expect("the batch that did not fit");
+        let (kept, kept_room) = source.next.take().expect("the batch that did not fit");
         assert_eq!(kept.checkpoint.position.offset, 40);
         // A snapshot batch never joins a streaming one.
-        let (merged, _) = merge_waiting(kept, kept_room, &mut rx, &mut next, &cfg);
+        let (merged, _) = merge_waiting(kept, kept_room, &mut source, &cfg).unwrap();
         assert_eq!(merged.changes.len(), 10);
-        assert!(next.as_ref().is_some_and(|(b, _)| b.checkpoint.snapshot.is_some()));
+        assert!(source.next.as_ref().is_some_and(|(b, _)| b.checkpoint.snapshot.is_some()));
         // A batch another sink still holds is not merged (merging would copy it).
-        next = None;
+        source.next = None;
         let (shared, room) = queued(70, 2, false);
         let _other_sink = shared.clone();
-        tx.send(queued(80, 2, false)).unwrap();
-        let (alone, _) = merge_waiting(shared, room, &mut rx, &mut next, &cfg);
+        tx.send(memory(queued(80, 2, false))).unwrap();
+        let (alone, _) = merge_waiting(shared, Some(room), &mut source, &cfg).unwrap();
         assert_eq!(alone.changes.len(), 2);
-        let (after, room) = rx.try_recv().expect("left in the queue");
-        let (merged, _) = merge_waiting(after, room, &mut rx, &mut next, &cfg);
+        let (after, room) = source.try_next().unwrap().expect("left in the queue");
+        let (merged, _) = merge_waiting(after, room, &mut source, &cfg).unwrap();
         assert_eq!(merged.changes.len(), 2);
         // A sink that does not allow merging (max_merged_changes 0) gets its batches one by one.
-        tx.send(queued(90, 2, false)).unwrap();
+        tx.send(memory(queued(90, 2, false))).unwrap();
         let off = PipelineConfig { max_merged_changes: 0, ..PipelineConfig::default() };
-        let (alone, _) = merge_waiting(queued(85, 2, false).0, queued(85, 2, false).1, &mut rx, &mut next, &off);
+        let (b, r) = queued(85, 2, false);
+        let (alone, _) = merge_waiting(b, Some(r), &mut source, &off).unwrap();
         assert_eq!(alone.changes.len(), 2);
-        assert!(rx.try_recv().is_ok(), "the waiting batch stays queued");
+        assert!(source.try_next().unwrap().is_some(), "the waiting batch stays queued");
         // Nothing waiting: the batch goes as it is, not copied.
         let (alone, room) = queued(60, 3, false);
         let ptr = Arc::as_ptr(&alone);
-        let (same, _) = merge_waiting(alone, room, &mut rx, &mut next, &cfg);
+        let (same, _) = merge_waiting(alone, Some(room), &mut source, &cfg).unwrap();
         assert_eq!(Arc::as_ptr(&same), ptr);
     }
 }

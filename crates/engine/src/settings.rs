@@ -24,6 +24,11 @@ pub const HEARTBEAT_CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// how long a crashed pipeline keeps another name out of its tables.
 pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 
+/// Changes queued in memory per sink.
+pub const DEFAULT_QUEUE_CHANGES: usize = 100_000;
+/// MiB of batches a sink whose queue is full keeps in its spill file on disk before the source waits.
+pub const DEFAULT_SPILL_MIB: u64 = 1024;
+
 /// Changes of one source transaction held in memory before they are applied in parts.
 pub const DEFAULT_TRANSACTION_PART_CHANGES: usize = polyrepl_mysql::binlog::PART_CHANGES;
 
@@ -59,6 +64,12 @@ pub struct RunConfig {
     pub on_unmappable: polyrepl_core::OnUnmappable,
     /// An open transaction's changes beyond which they are applied in parts (bounded memory).
     pub transaction_part_changes: usize,
+    /// Changes queued in memory per sink; beyond them, the sink's spill file.
+    pub queue_changes: usize,
+    /// MiB a lagging sink's spill file may hold (0: no spill file).
+    pub spill_mib: u64,
+    /// Where spill files are created (`None`: the system's temporary directory).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl RunConfig {
@@ -81,14 +92,20 @@ impl RunConfig {
             take_over: false,
             on_unmappable: polyrepl_core::OnUnmappable::Stop,
             transaction_part_changes: DEFAULT_TRANSACTION_PART_CHANGES,
+            queue_changes: DEFAULT_QUEUE_CHANGES,
+            spill_mib: DEFAULT_SPILL_MIB,
+            spill_dir: None,
         }
     }
 
-    /// The pipeline's batching bounds for these settings (queue bounds stay the defaults).
+    /// The pipeline's batching and queueing bounds for these settings.
     pub fn pipeline(&self) -> PipelineConfig {
         PipelineConfig {
             max_batch_changes: self.batch_changes,
             max_batch_delay: Duration::from_millis(self.batch_delay_ms),
+            queue_changes: self.queue_changes,
+            spill_bytes: self.spill_mib << 20,
+            spill_dir: self.spill_dir.clone(),
             ..PipelineConfig::default()
         }
     }

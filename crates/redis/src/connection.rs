@@ -191,10 +191,15 @@ pub async fn more_connections(
     let mut more = Vec::with_capacity(count);
     for _ in 0..count {
         let client = redis::Client::open(info.clone()).map_err(|e| classify(name, "reading the Redis URL", &e))?;
-        let manager = tokio::time::timeout(options.connect_timeout * 3, ConnectionManager::new_with_config(client, manager_config(options)))
-            .await
-            .map_err(|_| SinkError::transient(name, format!("connecting timed out after {:?}", options.connect_timeout * 3)))?
-            .map_err(|e| classify(name, "opening a writing connection", &e))?;
+        let manager = tokio::time::timeout(
+            options.connect_timeout * 3,
+            ConnectionManager::new_with_config(client, manager_config(options)),
+        )
+        .await
+        .map_err(|_| {
+            SinkError::transient(name, format!("connecting timed out after {:?}", options.connect_timeout * 3))
+        })?
+        .map_err(|e| classify(name, "opening a writing connection", &e))?;
         more.push(RedisConnection::Single(manager));
     }
     Ok(more)

@@ -200,9 +200,15 @@ mod tests {
 
     #[test]
     fn bad_url_options_are_refused() {
-        for bad in
-            ["redis://h?ttl=0", "redis://h?ttl=abc", "redis://h?ttl=5y", "redis://h?stream=0", "redis://h?stream=-1", "redis://h?connections=0", "redis://h?connections=65"]
-        {
+        for bad in [
+            "redis://h?ttl=0",
+            "redis://h?ttl=abc",
+            "redis://h?ttl=5y",
+            "redis://h?stream=0",
+            "redis://h?stream=-1",
+            "redis://h?connections=0",
+            "redis://h?connections=65",
+        ] {
             assert!(split_url_options(bad, RedisOptions::default()).is_err(), "{bad}");
         }
         assert!(check(&RedisOptions { ttl: Some(Duration::ZERO), ..Default::default() }).is_err());

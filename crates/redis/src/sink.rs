@@ -76,7 +76,15 @@ impl RedisSink {
             lanes.extend(more_connections(&url, &name, &options, options.connections - 1).await?);
             lanes
         };
-        Ok(RedisSink { conn, lanes, name, pipeline: pipeline.to_string(), options, limits, policy: RowPolicy::default() })
+        Ok(RedisSink {
+            conn,
+            lanes,
+            name,
+            pipeline: pipeline.to_string(),
+            options,
+            limits,
+            policy: RowPolicy::default(),
+        })
     }
 
     /// This sink, treating rows the server refuses ([`crate::limits`]) as `policy` says

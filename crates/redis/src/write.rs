@@ -263,8 +263,13 @@ mod tests {
         let appends = (0..10).map(|i| StreamAppend { key: "s".into(), event: format!("{{\"seq\":{i}}}") }).collect();
         let plan = Plan { rows, appends, ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
-        let writes =
-            lane_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)), Lanes::Connections(4));
+        let writes = lane_writes(
+            &plan,
+            &options,
+            "p",
+            &Checkpoint::streaming(Position::new("b.000001", 4)),
+            Lanes::Connections(4),
+        );
         assert_eq!(writes.lanes.len(), 4, "40 keys reach every one of 4 lanes");
         let mut seen = Vec::new();
         for (lane, txs) in &writes.lanes {

@@ -14,15 +14,15 @@
 //!   order, so the order holds across concurrent batches), unlogged batches of 10, 32 in flight;
 //! - MongoDB: `update` (replacement, `upsert: true`) and `delete` (`limit: 1`) commands of up to
 //!   [`PER_COMMAND`] consecutive operations of one kind, ordered — the path MongoDB 4.4–7.x servers get
-//!   from the sink. (On FerretDB, whose `update` scans the collection per `_id`, the sink itself writes
-//!   delete + insert instead, so there cdc/raw can exceed 1.)
+//!   from the sink; on FerretDB, whose `update` scans the collection per `_id` (7 changes/s here), the
+//!   sink's own FerretDB path instead: one `$in` delete and one insert per run of distinct keys.
 
 use super::data::Generated;
 use super::raw::{Rounds, CASSANDRA_BATCHES_IN_FLIGHT, CASSANDRA_ROWS_PER_BATCH};
 use super::{phases, Bench, SinkKind};
 use anyhow::{anyhow, bail, Context, Result};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use mongodb::bson::{RawArrayBuf, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, RawArrayBuf, RawDocumentBuf};
 use polyrepl_core::{Change, Op, Sink, TableFilter, TableSchema};
 use polyrepl_mysql::binlog::{BinlogOptions, BinlogReader, SourceEvent};
 use std::sync::Arc;
@@ -234,85 +234,41 @@ async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) 
 }
 
 async fn mongo(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> Result<Rounds> {
-    use polyrepl_mongo::naming::{document_id, row_document};
+    use polyrepl_mongo::naming::{document_id, id_bytes, row_document};
     let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(SinkKind::Mongodb), "polyrepl_bench").await?;
     let mapping = polyrepl_mongo::Mapping::new(sink.server().features, Default::default());
-    // (id bytes for the split, upsert document or None for a delete, the statement).
-    let statements = changes
+    let ferretdb = sink.server().ferretdb_version.is_some();
+    // (id bytes for the split, id, the document of an upsert or None for a delete).
+    let operations = changes
         .iter()
         .map(|change| {
             let id = document_id(&mapping, table, &change.key).map_err(|m| anyhow!(m))?;
-            let filter = RawDocumentBuf::from_document(&mongodb::bson::doc! { "_id": id.clone() })?;
-            let id_bytes = polyrepl_mongo::naming::id_bytes(&id);
-            let statement = match &change.after {
-                Some(row) if change.op != Op::Delete => {
-                    let document = RawDocumentBuf::from_document(
-                        &row_document(&mapping, table, id, row).map_err(|m| anyhow!(m))?,
-                    )?;
-                    let mut s = RawDocumentBuf::new();
-                    s.append("q", filter);
-                    s.append("u", document);
-                    s.append("upsert", true);
-                    (true, s)
-                }
-                _ => {
-                    let mut s = RawDocumentBuf::new();
-                    s.append("q", filter);
-                    s.append("limit", 1);
-                    (false, s)
-                }
+            let document = match &change.after {
+                Some(row) if change.op != Op::Delete => Some(RawDocumentBuf::from_document(
+                    &row_document(&mapping, table, id.clone(), row).map_err(|m| anyhow!(m))?,
+                )?),
+                _ => None,
             };
-            Ok((id_bytes, statement))
+            Ok((id_bytes(&id), id, document))
         })
-        .collect::<Result<Vec<(Vec<u8>, (bool, RawDocumentBuf))>>>()?;
+        .collect::<Result<Vec<(Vec<u8>, Bson, Option<RawDocumentBuf>)>>>()?;
     let writers = bench.args.writers.max(1);
-    let parts = split_by_key(statements, writers, |(id, _)| id);
-    // Per writer: commands of consecutive operations of one kind, in order.
-    let commands: Vec<Vec<(usize, RawDocumentBuf)>> = parts
-        .into_iter()
-        .map(|part| {
-            let mut commands = Vec::new();
-            let mut run: Vec<&(bool, RawDocumentBuf)> = Vec::new();
-            let flush = |run: &mut Vec<&(bool, RawDocumentBuf)>, commands: &mut Vec<(usize, RawDocumentBuf)>| {
-                if let Some((is_upsert, _)) = run.first() {
-                    let mut array = RawArrayBuf::new();
-                    for (_, s) in run.iter() {
-                        array.push(s.clone());
-                    }
-                    let mut body = RawDocumentBuf::new();
-                    if *is_upsert {
-                        body.append("update", "cdc");
-                        body.append("updates", array);
-                    } else {
-                        body.append("delete", "cdc");
-                        body.append("deletes", array);
-                    }
-                    body.append("ordered", true);
-                    commands.push((run.len(), body));
-                    run.clear();
-                }
-            };
-            for (_, statement) in &part {
-                if run.len() == PER_COMMAND || run.first().is_some_and(|(u, _)| *u != statement.0) {
-                    flush(&mut run, &mut commands);
-                }
-                run.push(statement);
-            }
-            flush(&mut run, &mut commands);
-            commands
-        })
-        .collect();
+    let parts = split_by_key(operations, writers, |(bytes, _, _)| bytes);
+    let commands: Vec<Vec<RawDocumentBuf>> = parts
+        .iter()
+        .map(|part| if ferretdb { delete_insert_commands(part) } else { update_delete_commands(part) })
+        .collect::<Result<_>>()?;
     let database = sink.client().database(&bench.db);
-    let send = |commands: Vec<Vec<(usize, RawDocumentBuf)>>| {
+    let send = |commands: Vec<Vec<RawDocumentBuf>>| {
         let database = database.clone();
         async move {
             futures::future::try_join_all(commands.into_iter().map(|lane| {
                 let database = database.clone();
                 async move {
-                    for (count, body) in lane {
+                    for body in lane {
                         let reply = database.run_raw_command(body).await.context("raw cdc command")?;
                         if reply.get("writeErrors").is_some() {
-                            bail!("raw cdc command of {count} operations failed: {reply:?}");
+                            bail!("a raw cdc command failed: {reply:?}");
                         }
                     }
                     Ok(())
@@ -336,4 +292,77 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> R
     }
     phases::reset_sink(bench, SinkKind::Mongodb, "cdc").await?;
     Ok(rounds)
+}
+
+/// MongoDB: `update` (replacement, upsert) and `delete` commands of up to [`PER_COMMAND`]
+/// consecutive operations of one kind, ordered.
+fn update_delete_commands(part: &[(Vec<u8>, Bson, Option<RawDocumentBuf>)]) -> Result<Vec<RawDocumentBuf>> {
+    let mut commands = Vec::new();
+    for run in part.chunk_by(|a, b| a.2.is_some() == b.2.is_some()) {
+        for chunk in run.chunks(PER_COMMAND) {
+            let mut array = RawArrayBuf::new();
+            for (_, id, document) in chunk {
+                let mut statement = RawDocumentBuf::new();
+                statement.append("q", RawDocumentBuf::from_document(&doc! { "_id": id.clone() })?);
+                match document {
+                    Some(document) => {
+                        statement.append("u", document.clone());
+                        statement.append("upsert", true);
+                    }
+                    None => statement.append("limit", 1),
+                }
+                array.push(statement);
+            }
+            let mut body = RawDocumentBuf::new();
+            if chunk[0].2.is_some() {
+                body.append("update", "cdc");
+                body.append("updates", array);
+            } else {
+                body.append("delete", "cdc");
+                body.append("deletes", array);
+            }
+            body.append("ordered", true);
+            commands.push(body);
+        }
+    }
+    Ok(commands)
+}
+
+/// FerretDB, whose `update` and any `_id` query scan the collection per statement: what the sink
+/// itself does there. The changes are cut into segments in which no key repeats (at most
+/// [`PER_COMMAND`]); each segment is one `delete` of all its keys (`$in`), then one `insert` of its
+/// upserts' documents.
+fn delete_insert_commands(part: &[(Vec<u8>, Bson, Option<RawDocumentBuf>)]) -> Result<Vec<RawDocumentBuf>> {
+    let mut commands = Vec::new();
+    let mut start = 0;
+    while start < part.len() {
+        let mut seen = std::collections::HashSet::new();
+        let mut end = start;
+        while end < part.len() && end - start < PER_COMMAND && seen.insert(&part[end].0) {
+            end += 1;
+        }
+        let segment = &part[start..end];
+        let ids: Vec<Bson> = segment.iter().map(|(_, id, _)| id.clone()).collect();
+        let mut deletes = RawArrayBuf::new();
+        deletes.push(RawDocumentBuf::from_document(&doc! { "q": { "_id": { "$in": ids } }, "limit": 0 })?);
+        let mut body = RawDocumentBuf::new();
+        body.append("delete", "cdc");
+        body.append("deletes", deletes);
+        commands.push(body);
+        let mut documents = RawArrayBuf::new();
+        let mut any = false;
+        for document in segment.iter().filter_map(|(_, _, d)| d.as_ref()) {
+            documents.push(document.clone());
+            any = true;
+        }
+        if any {
+            let mut body = RawDocumentBuf::new();
+            body.append("insert", "cdc");
+            body.append("documents", documents);
+            body.append("ordered", false);
+            commands.push(body);
+        }
+        start = end;
+    }
+    Ok(commands)
 }

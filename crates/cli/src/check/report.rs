@@ -75,6 +75,12 @@ pub fn effective_config(resolved: &Resolved, config_file: Option<&std::path::Pat
     line("batch_delay_ms", r.batch_delay_ms.to_string());
     line("chunk_rows", r.chunk_rows.to_string());
     line("transaction_part_changes", r.transaction_part_changes.to_string());
+    line("queue_changes", r.queue_changes.to_string());
+    line("spill_mib", r.spill_mib.to_string());
+    line(
+        "spill_dir",
+        r.spill_dir.as_ref().map_or_else(|| "(the system's temporary directory)".into(), |d| d.display().to_string()),
+    );
     line("keep_dropped_tables", r.keep_dropped_tables.to_string());
     line("take_over", r.take_over.to_string());
     line("lease_seconds", r.lease_ttl.as_secs().to_string());

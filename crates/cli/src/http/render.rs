@@ -23,6 +23,15 @@ const SINK_SERIES: &[SinkSeries] = &[
     ("polyrepl_sink_last_batch_size", "Changes in the last applied batch.", "gauge", |_, st| {
         st.last_batch_size.load(Relaxed) as f64
     }),
+    (
+        "polyrepl_sink_batches_spilled_total",
+        "Batches written to the sink's spill file on disk because its queue in memory was full.",
+        "counter",
+        |_, st| st.batches_spilled.load(Relaxed) as f64,
+    ),
+    ("polyrepl_sink_spilled_bytes", "Bytes in the sink's spill file not yet applied.", "gauge", |_, st| {
+        st.spilled_bytes.load(Relaxed) as f64
+    }),
     ("polyrepl_sink_errors_total", "Failed apply attempts.", "counter", |_, st| st.errors.load(Relaxed) as f64),
     (
         "polyrepl_sink_lag_seconds",
@@ -149,6 +158,9 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
         lag_seconds: f64,
         rows_skipped: u64,
         dead_letters: u64,
+        /// Batches that went to the sink's spill file because its queue was full, and the bytes there now.
+        batches_spilled: u64,
+        spilled_bytes: u64,
         /// Changes applied per source table.
         tables: std::collections::BTreeMap<String, u64>,
     }
@@ -168,6 +180,8 @@ pub fn status(metrics: &Metrics) -> serde_json::Value {
             lag_seconds: metrics.lag_seconds(st),
             rows_skipped: st.unmappable.skipped().values().sum(),
             dead_letters: st.unmappable.dead_lettered().values().sum(),
+            batches_spilled: st.batches_spilled.load(Relaxed),
+            spilled_bytes: st.spilled_bytes.load(Relaxed),
             tables: st.per_table.lock().unwrap().clone(),
         })
         .collect();
