@@ -26,7 +26,7 @@ pub struct PipelineArgs {
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
     /// http_addr (or metrics_addr), batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, queue_changes,
-    /// spill_mib, spill_dir, keep_dropped_tables,
+    /// queue_mib, spill_mib, spill_dir, keep_dropped_tables,
     /// take_over, lease_seconds, on_unmappable), and `[[sink]]` sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// its batches through its spill file on disk instead, so a slow sink never holds the others back.
     #[arg(long, env = "POLYREPL_QUEUE_CHANGES")]
     pub queue_changes: Option<usize>,
+    /// MiB of changes (estimated, in memory) queued for each sink, the other bound of its queue
+    /// [default: 16].
+    #[arg(long, env = "POLYREPL_QUEUE_MIB")]
+    pub queue_mib: Option<usize>,
     /// MiB of batches a lagging sink may keep in its spill file before the source waits for it (0: no
     /// spill file: a sink a full queue behind holds every sink back) [default: 1024].
     #[arg(long, env = "POLYREPL_SPILL_MIB")]
@@ -138,6 +142,7 @@ pub struct FileConfig {
     chunk_rows: Option<usize>,
     transaction_part_changes: Option<usize>,
     queue_changes: Option<usize>,
+    queue_mib: Option<usize>,
     spill_mib: Option<u64>,
     spill_dir: Option<PathBuf>,
     #[serde(default)]
@@ -289,6 +294,7 @@ impl RunArgs {
                 .unwrap_or(settings::DEFAULT_TRANSACTION_PART_CHANGES)
                 .max(1),
             queue_changes: self.queue_changes.or(file.queue_changes).unwrap_or(settings::DEFAULT_QUEUE_CHANGES).max(1),
+            queue_mib: self.queue_mib.or(file.queue_mib).unwrap_or(settings::DEFAULT_QUEUE_MIB).max(1),
             spill_mib: self.spill_mib.or(file.spill_mib).unwrap_or(settings::DEFAULT_SPILL_MIB),
             spill_dir: self.spill_dir.clone().or(file.spill_dir),
             stop_at_end: self.stop_at_end,

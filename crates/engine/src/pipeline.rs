@@ -6,9 +6,11 @@
 //!   inside a transaction.
 //! - Every sink sees every batch in source order; each sink has a queue bounded by a number of changes
 //!   (`queue_changes`) and by an estimate of their bytes in memory (`queue_bytes`): memory stays
-//!   bounded whatever the row size. A sink whose queue is full gets the batches it has no room for
-//!   through its spill file on disk ([`crate::spill`], up to `spill_bytes`), so a slow sink never holds
-//!   the others back; only a sink that far behind makes the batcher (and so the source reader) wait.
+//!   bounded whatever the row size. A sink whose queue is full while another sink keeps up gets the
+//!   batches it has no room for through its spill file on disk ([`crate::spill`], up to
+//!   `spill_bytes`), so a slow sink never holds the others back. When every sink is behind (the source
+//!   is faster than all of them, as in an initial snapshot), the batcher — and so the source reader —
+//!   waits instead: nothing is spilled that memory would not have held anyway.
 //! - A batch closes by count, by bytes or by time, whichever comes first (`max_batch_*`).
 //! - A sink that is behind may apply the batches waiting in its queue as one (`max_merged_*`), if the
 //!   sink allows it (`Sink::merges_waiting_batches`): same kind, in order, the last one's checkpoint.
@@ -52,46 +54,72 @@ struct Queue {
     stats: Arc<SinkStats>,
 }
 
+/// How long the batcher waits for room in a full queue before it looks again whether that sink should
+/// spill instead (another sink may have caught up meanwhile).
+const RECHECK_ROOM: Duration = Duration::from_millis(100);
+
 impl Queue {
-    /// Enqueues the batch (`kib` its estimated size) when there is room in memory, else spills it when
-    /// the spill file has room, else waits for room in memory; false when the sink has stopped. A
-    /// batch larger than the whole queue waits for an empty queue.
-    async fn send(&self, batch: Arc<Batch>, kib: usize) -> bool {
-        let want = batch.changes.len().clamp(1, self.capacity) as u32;
-        let want_kib = kib.clamp(1, self.capacity_kib) as u32;
-        if let Some(spill) = &self.spill {
-            let in_memory = self.room.clone().try_acquire_many_owned(want).ok().and_then(|changes| {
-                self.room_kib.clone().try_acquire_many_owned(want_kib).ok().map(|bytes| (changes, bytes))
-            });
-            if let Some(room) = in_memory {
-                return self.tx.send(Queued::Memory(batch, room)).is_ok();
+    /// The permits `batch` (`kib` its estimated size) takes; a batch larger than the whole queue takes
+    /// all of it (it waits for an empty queue).
+    fn wants(&self, batch: &Batch, kib: usize) -> (u32, u32) {
+        (batch.changes.len().clamp(1, self.capacity) as u32, kib.clamp(1, self.capacity_kib) as u32)
+    }
+
+    /// Queues `batch` in memory if there is room now; `None` when there is not, else whether the sink
+    /// still runs.
+    fn try_memory(&self, batch: &Arc<Batch>, kib: usize) -> Option<bool> {
+        let (want, want_kib) = self.wants(batch, kib);
+        let changes = self.room.clone().try_acquire_many_owned(want).ok()?;
+        let bytes = self.room_kib.clone().try_acquire_many_owned(want_kib).ok()?;
+        Some(self.tx.send(Queued::Memory(batch.clone(), (changes, bytes))).is_ok())
+    }
+
+    /// Waits up to `wait` for room in memory, then queues `batch`; `None` when the wait ran out, else
+    /// whether the sink still runs.
+    async fn memory_within(&self, batch: &Arc<Batch>, kib: usize, wait: Duration) -> Option<bool> {
+        let (want, want_kib) = self.wants(batch, kib);
+        let acquire = async {
+            let changes = self.room.clone().acquire_many_owned(want).await.ok()?;
+            let bytes = self.room_kib.clone().acquire_many_owned(want_kib).await.ok()?;
+            Some((changes, bytes))
+        };
+        match tokio::time::timeout(wait, acquire).await {
+            Err(_) => None,
+            Ok(None) => Some(false),
+            Ok(Some(room)) => Some(self.tx.send(Queued::Memory(batch.clone(), room)).is_ok()),
+        }
+    }
+
+    /// Writes `batch` to the spill file and queues its token; `None` when there is no spill file, it
+    /// is full or cannot be written, else whether the sink still runs.
+    fn try_spill(&self, batch: &Batch) -> Option<bool> {
+        let spill = self.spill.as_ref()?;
+        let pushed = {
+            let mut spill = spill.lock().unwrap();
+            let was_empty = spill.pending() == 0;
+            let pushed = spill.push(batch);
+            self.stats.spilled_bytes.store(spill.bytes(), Relaxed);
+            if was_empty && matches!(pushed, Ok(true)) {
+                tracing::info!(sink = %self.sink, "sink is a full queue behind the others: its batches go to its spill file on disk while it catches up, so the other sinks go on");
             }
-            let pushed = {
-                let mut spill = spill.lock().unwrap();
-                let was_empty = spill.pending() == 0;
-                let pushed = spill.push(&batch);
-                self.stats.spilled_bytes.store(spill.bytes(), Relaxed);
-                if was_empty && matches!(pushed, Ok(true)) {
-                    tracing::info!(sink = %self.sink, "sink is a full queue behind: its batches go to its spill file on disk while it catches up, so the other sinks go on");
-                }
-                pushed
-            };
-            match pushed {
-                Ok(true) => {
-                    self.stats.batches_spilled.fetch_add(1, Relaxed);
-                    return self.tx.send(Queued::Spilled).is_ok();
-                }
-                Ok(false) => {} // the spill file is full: wait for room in memory
-                Err(e) => {
-                    tracing::warn!(sink = %self.sink, error = %e, "cannot write the spill file; waiting for room in memory instead")
-                }
+            pushed
+        };
+        match pushed {
+            Ok(true) => {
+                self.stats.batches_spilled.fetch_add(1, Relaxed);
+                Some(self.tx.send(Queued::Spilled).is_ok())
+            }
+            Ok(false) => None, // full: the batcher waits for room in memory
+            Err(e) => {
+                tracing::warn!(sink = %self.sink, error = %e, "cannot write the spill file; waiting for room in memory instead");
+                None
             }
         }
-        let Ok(changes) = self.room.clone().acquire_many_owned(want).await else { return false };
-        let Ok(bytes) = self.room_kib.clone().acquire_many_owned(want_kib).await else {
-            return false;
-        };
-        self.tx.send(Queued::Memory(batch, (changes, bytes))).is_ok()
+    }
+
+    /// Whether the sink keeps up: its queue is at most half full.
+    fn keeps_up(&self) -> bool {
+        self.room.available_permits() * 2 >= self.capacity && self.room_kib.available_permits() * 2 >= self.capacity_kib
     }
 }
 
@@ -160,7 +188,7 @@ impl Default for PipelineConfig {
             max_batch_bytes: 8 << 20,
             max_batch_delay: Duration::from_millis(crate::settings::DEFAULT_BATCH_DELAY_MS),
             queue_changes: crate::settings::DEFAULT_QUEUE_CHANGES,
-            queue_bytes: 32 << 20,
+            queue_bytes: crate::settings::DEFAULT_QUEUE_MIB << 20,
             max_backoff: Duration::from_secs(10),
             max_merged_changes: 20_000,
             max_merged_bytes: 16 << 20,
@@ -287,10 +315,28 @@ fn joinable(batch: &Batch, next: &Batch) -> bool {
         && batch.checkpoint.snapshot.is_some() == next.checkpoint.snapshot.is_some()
 }
 
+/// Hands `batch` to every sink: into its queue in memory when there is room; to its spill file when its
+/// queue is full while another sink keeps up (it is the one behind: the others must not wait for it);
+/// else the batcher waits for room (every sink is behind: the source is simply faster than the sinks,
+/// and waiting is what bounds memory). False when a sink has stopped.
 async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
     let kib = bytes.div_ceil(1024);
-    for q in queues {
-        if !q.send(batch.clone(), kib).await {
+    for (i, q) in queues.iter().enumerate() {
+        let sent = loop {
+            if let Some(sent) = q.try_memory(&batch, kib) {
+                break sent;
+            }
+            let others_keep_up = queues.iter().enumerate().any(|(j, other)| j != i && other.keeps_up());
+            if others_keep_up {
+                if let Some(sent) = q.try_spill(&batch) {
+                    break sent;
+                }
+            }
+            if let Some(sent) = q.memory_within(&batch, kib, RECHECK_ROOM).await {
+                break sent;
+            }
+        };
+        if !sent {
             return false;
         }
     }

@@ -26,6 +26,8 @@ pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 
 /// Changes queued in memory per sink.
 pub const DEFAULT_QUEUE_CHANGES: usize = 100_000;
+/// MiB of changes (estimated) queued in memory per sink.
+pub const DEFAULT_QUEUE_MIB: usize = 16;
 /// MiB of batches a sink whose queue is full keeps in its spill file on disk before the source waits.
 pub const DEFAULT_SPILL_MIB: u64 = 1024;
 
@@ -66,6 +68,8 @@ pub struct RunConfig {
     pub transaction_part_changes: usize,
     /// Changes queued in memory per sink; beyond them, the sink's spill file.
     pub queue_changes: usize,
+    /// MiB of changes queued in memory per sink (estimated).
+    pub queue_mib: usize,
     /// MiB a lagging sink's spill file may hold (0: no spill file).
     pub spill_mib: u64,
     /// Where spill files are created (`None`: the system's temporary directory).
@@ -93,6 +97,7 @@ impl RunConfig {
             on_unmappable: polyrepl_core::OnUnmappable::Stop,
             transaction_part_changes: DEFAULT_TRANSACTION_PART_CHANGES,
             queue_changes: DEFAULT_QUEUE_CHANGES,
+            queue_mib: DEFAULT_QUEUE_MIB,
             spill_mib: DEFAULT_SPILL_MIB,
             spill_dir: None,
         }
@@ -104,6 +109,7 @@ impl RunConfig {
             max_batch_changes: self.batch_changes,
             max_batch_delay: Duration::from_millis(self.batch_delay_ms),
             queue_changes: self.queue_changes,
+            queue_bytes: self.queue_mib << 20,
             spill_bytes: self.spill_mib << 20,
             spill_dir: self.spill_dir.clone(),
             ..PipelineConfig::default()

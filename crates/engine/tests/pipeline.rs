@@ -321,3 +321,60 @@ async fn layout_operations_run_in_order_with_the_changes_and_never_share_a_batch
     result.unwrap();
     assert_eq!(rows(&ahead), vec![(6, 6), (9, 9)], "row 9 was written after the truncation it holds");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_sink_beyond_its_queue_spills_and_the_other_gets_everything() {
+    let (_, slow) = MemorySink::new("slow", PIPELINE);
+    let (_, fast) = MemorySink::new("fast", PIPELINE);
+    slow.pause();
+    let cfg = PipelineConfig { queue_changes: 10, ..one_per_batch() };
+    let run = start(vec![slot(&slow), slot(&fast)], cfg);
+    for b in inserts(500) {
+        run.tx.send(b).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fast.checkpoint(), Some(Checkpoint::streaming(at(50_000))), "the fast sink has all 500");
+    let stats = run.metrics.sinks.lock().unwrap()[0].1.clone();
+    let spilled = stats.batches_spilled.load(Relaxed);
+    assert!(spilled >= 480, "the paused sink's batches beyond its queue went to disk: {spilled}");
+    slow.resume();
+    drop(run.tx);
+    run.task.await.unwrap().unwrap();
+    assert_eq!(rows(&slow), rows(&fast), "the spilled batches arrive, in order");
+    assert_eq!(rows(&slow).len(), 500);
+    assert_eq!(stats.spilled_bytes.load(Relaxed), 0, "the spill file is emptied once read back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_sink_is_behind_the_source_waits_and_nothing_is_spilled() {
+    let (_, a) = MemorySink::new("a", PIPELINE);
+    let (_, b) = MemorySink::new("b", PIPELINE);
+    a.pause();
+    b.pause();
+    let cfg = PipelineConfig { queue_changes: 10, ..one_per_batch() };
+    let run = start(vec![slot(&a), slot(&b)], cfg);
+    let tx = run.tx.clone();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let producer = tokio::spawn(async move {
+        for batch in inserts(300) {
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+            counter.fetch_add(1, Relaxed);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = sent.load(Relaxed);
+    assert!(held <= 20, "the source was not held back: {held} batches accepted");
+    for (_, stats) in run.metrics.sinks.lock().unwrap().iter() {
+        assert_eq!(stats.batches_spilled.load(Relaxed), 0, "no sink spills when none keeps up");
+    }
+    a.resume();
+    b.resume();
+    producer.await.unwrap();
+    drop(run.tx);
+    run.task.await.unwrap().unwrap();
+    assert_eq!(rows(&a).len(), 300);
+    assert_eq!(rows(&a), rows(&b));
+}

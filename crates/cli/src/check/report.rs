@@ -76,6 +76,7 @@ pub fn effective_config(resolved: &Resolved, config_file: Option<&std::path::Pat
     line("chunk_rows", r.chunk_rows.to_string());
     line("transaction_part_changes", r.transaction_part_changes.to_string());
     line("queue_changes", r.queue_changes.to_string());
+    line("queue_mib", r.queue_mib.to_string());
     line("spill_mib", r.spill_mib.to_string());
     line(
         "spill_dir",
