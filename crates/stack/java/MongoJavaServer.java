@@ -6,10 +6,13 @@
 // state directory and runs that):
 //   java -cp '<tools>/mongo-java-server-1.46.0/lib/*' MongoJavaServer.java HOST PORT [VERSION]
 //
-// VERSION (default 4.4) is the MongoDB version the server announces. mongo-java-server itself knows
+// VERSION (default 5.0) is the MongoDB version the server announces. mongo-java-server itself knows
 // only 3.6 and 4.0 (wire versions 6 and 7), but the Rust driver polyrepl uses refuses anything below
-// MongoDB 4.4 (wire version 9): the server is told to announce 4.4, which is what polyrepl's MongoDB
-// sink then treats it as (update/delete commands, no client bulkWrite, no `$`/dotted field names).
+// MongoDB 4.4 (wire version 9). polyrepl's MongoDB sink treats the server as the version it announces:
+// update/delete commands (no client bulkWrite) from 4.4 on, and from 5.0 on `$`-prefixed and dotted
+// field names stored as they are. Below 5.0 the sink stores JSON with such keys as text in binary
+// subtype 0x80, which mongo-java-server 1.46.0 keeps as subtype 0 (its BsonDecoder reads 0x80 as
+// generic BinData): with 5.0 that case does not arise.
 // Data lives in memory only: a restart starts empty.
 
 import de.bwaldvogel.mongo.MongoServer;
@@ -52,7 +55,7 @@ public class MongoJavaServer {
         }
         String host = args[0];
         int port = Integer.parseInt(args[1]);
-        Announced version = Announced.parse(args.length == 3 ? args[2] : "4.4");
+        Announced version = Announced.parse(args.length == 3 ? args[2] : "5.0");
 
         MongoServer server = new MongoServer(new MemoryBackend().version(version));
         server.bind(host, port);

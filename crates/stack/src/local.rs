@@ -562,7 +562,8 @@ pub fn mongo_spec(program: &Path, flavor: MongoFlavor, dir: &Path, port: u16) ->
 /// The single-file Java program that runs mongo-java-server (see its header), built into polyrepl.
 pub const MONGO_JAVA_LAUNCHER: &str = include_str!("../java/MongoJavaServer.java");
 
-/// mongo-java-server with its in-memory backend, bound to 127.0.0.1 and announcing MongoDB 4.4: the
+/// mongo-java-server with its in-memory backend, bound to 127.0.0.1 and announcing MongoDB 5.0 (see the
+/// launcher's header for why that version): the
 /// launcher (written to `conf/` at each start) run as a single-file source program by `java`, the jars
 /// on the class path, logs (SLF4J simple: INFO, connections only from WARN) on stderr, i.e. the stack's
 /// `server.log`. Holds every
@@ -583,7 +584,7 @@ pub fn mongo_java_spec(java: &Path, home: &Path, dir: &Path, port: u16, heap: &s
         launcher.display().to_string(),
         "127.0.0.1".into(),
         port.to_string(),
-        "4.4".into(),
+        "5.0".into(),
     ];
     LaunchSpec {
         program: java.to_path_buf(),
@@ -1057,7 +1058,7 @@ mod tests {
                 "/s/mongo-java/conf/MongoJavaServer.java",
                 "127.0.0.1",
                 "1801",
-                "4.4"
+                "5.0"
             ]
         );
         assert_eq!(

@@ -5,7 +5,7 @@
 //! `mongod` can be installed on the machines polyrepl is tested on, and FerretDB 1.x (the default
 //! `mongodb` service there) scans the collection for every `_id` query, so the MongoDB sink takes a
 //! FerretDB-only write path on it. `mongo-java` is mongo-java-server (Java, in memory, with a real
-//! unique `_id` index), announcing MongoDB 4.4: the sink takes the `update`/`delete` command path that
+//! unique `_id` index), announcing MongoDB 5.0: the sink takes the `update`/`delete` command path that
 //! users of MongoDB 4.4–7.x get. Being a separate service on its own port (1801) lets both servers run
 //! at once, so the test suite runs every MongoDB sink test against each of them. (On the Docker backend,
 //! where a real image can be had, the service is a real `mongo:4.4` instead.)

@@ -27,7 +27,7 @@ pub struct Server {
 /// - `POLYREPL_MONGO_URL`, default `mongodb://127.0.0.1:1800`: the stack's `mongodb` service (FerretDB
 ///   1.x where no `mongod` is installed, which the sink writes to with its FerretDB-only path);
 /// - `POLYREPL_MONGO_JAVA_URL`, default `mongodb://127.0.0.1:1801`: the stack's `mongo-java` service,
-///   mongo-java-server announcing MongoDB 4.4 (a real `_id` index: the sink's update/delete command
+///   mongo-java-server announcing MongoDB 5.0 (a real `_id` index: the sink's update/delete command
 ///   path that MongoDB 4.4–7.x users get). `off` leaves it out, said on every test that would use it.
 ///
 /// A server that does not answer fails the test: never a silent skip.
