@@ -19,7 +19,8 @@ pub struct StackArgs {
 #[derive(Subcommand)]
 enum StackAction {
     /// Start every service that is not running and wait until each answers a real query
-    /// (the default four; Kafka when named with --service kafka or --service all).
+    /// (the default four; Kafka and the second MongoDB-wire server mongo-java when named, e.g.
+    /// --service kafka, or with --service all).
     Up,
     /// Create the demo schema: MySQL polyrepl_demo.events, the MongoDB collection with an index on ts,
     /// the Cassandra keyspace and table. Safe to run again.
@@ -60,8 +61,10 @@ pub struct StackOpts {
     /// Where scripts/install-deps put FerretDB and Cassandra's jars [default: ~/.local/share/polyrepl].
     #[arg(long, global = true, env = "POLYREPL_TOOLS_DIR")]
     tools_dir: Option<PathBuf>,
-    /// Only these services (repeatable or comma-separated): mysql, mongodb, redis, cassandra, kafka, or all
-    /// [default: mysql, mongodb, redis and cassandra; status and down also take a Kafka this state dir started].
+    /// Only these services (repeatable or comma-separated): mysql, mongodb, redis, cassandra, kafka,
+    /// mongo-java (mongo-java-server, a second MongoDB-wire server with a real _id index), or all
+    /// [default: mysql, mongodb, redis and cassandra; status and down also take a Kafka or mongo-java this
+    /// state dir started].
     #[arg(long = "service", global = true, env = "POLYREPL_SERVICES", value_delimiter = ',', value_parser = parse_service)]
     services: Vec<ServiceArg>,
     /// MySQL/MariaDB port.
@@ -85,6 +88,9 @@ pub struct StackOpts {
     /// Kafka KRaft controller port, bound on 127.0.0.1.
     #[arg(long, global = true, env = "POLYREPL_KAFKA_CONTROLLER_PORT", default_value_t = 9093)]
     kafka_controller_port: u16,
+    /// Port of the second MongoDB-wire server, mongo-java-server (opt-in service mongo-java).
+    #[arg(long, global = true, env = "POLYREPL_MONGO_JAVA_PORT", default_value_t = 1801)]
+    mongo_java_port: u16,
     /// MySQL user polyrepl connects as (the local stack creates it when it is not root).
     #[arg(long, global = true, env = "POLYREPL_MYSQL_USER", default_value = "root")]
     mysql_user: String,
@@ -107,7 +113,7 @@ pub struct StackOpts {
     /// The Redis server program [default: redis-server from PATH].
     #[arg(long, global = true, env = "POLYREPL_REDIS_BIN")]
     redis_bin: Option<PathBuf>,
-    /// The Java 17 program that runs Cassandra and Kafka [default: java from PATH].
+    /// The Java 17 program that runs Cassandra, Kafka and mongo-java-server [default: java from PATH].
     #[arg(long, global = true, env = "POLYREPL_JAVA_BIN")]
     java_bin: Option<PathBuf>,
     /// Directory holding Cassandra's lib/*.jar [default: <tools dir>/cassandra-5.0.6].
@@ -122,6 +128,12 @@ pub struct StackOpts {
     /// Java heap for Kafka.
     #[arg(long, global = true, env = "POLYREPL_KAFKA_HEAP", default_value = "256m")]
     kafka_heap: String,
+    /// Directory holding mongo-java-server's lib/*.jar [default: <tools dir>/mongo-java-server-1.46.0].
+    #[arg(long, global = true, env = "POLYREPL_MONGO_JAVA_HOME")]
+    mongo_java_home: Option<PathBuf>,
+    /// Java heap for mongo-java-server (it holds every document in memory).
+    #[arg(long, global = true, env = "POLYREPL_MONGO_JAVA_HEAP", default_value = "1g")]
+    mongo_java_heap: String,
 }
 
 /// One `--service` value: a service, or `all` of them.
@@ -138,8 +150,11 @@ fn parse_service(s: &str) -> Result<ServiceArg, String> {
         "redis" => Ok(ServiceArg::One(Service::Redis)),
         "cassandra" => Ok(ServiceArg::One(Service::Cassandra)),
         "kafka" => Ok(ServiceArg::One(Service::Kafka)),
+        "mongo-java" | "mongo-java-server" => Ok(ServiceArg::One(Service::MongoJava)),
         "all" => Ok(ServiceArg::All),
-        other => Err(format!("unknown service '{other}' (expected mysql, mongodb, redis, cassandra, kafka or all)")),
+        other => Err(format!(
+            "unknown service '{other}' (expected mysql, mongodb, redis, cassandra, kafka, mongo-java or all)"
+        )),
     }
 }
 
@@ -155,6 +170,7 @@ impl StackOpts {
             cassandra_storage_port: self.cassandra_storage_port,
             kafka_port: self.kafka_port,
             kafka_controller_port: self.kafka_controller_port,
+            mongo_java_port: self.mongo_java_port,
             mysql_user: self.mysql_user.clone(),
             mysql_password: self.mysql_password.clone(),
             mysqld_bin: self.mysqld_bin.clone(),
@@ -165,6 +181,8 @@ impl StackOpts {
             cassandra_heap: self.cassandra_heap.clone(),
             kafka_home: self.kafka_home.clone(),
             kafka_heap: self.kafka_heap.clone(),
+            mongo_java_home: self.mongo_java_home.clone(),
+            mongo_java_heap: self.mongo_java_heap.clone(),
             ..StackConfig::default()
         };
         if let Some(t) = &self.tools_dir {
@@ -207,7 +225,8 @@ fn say(line: String) {
 
 pub async fn run(args: StackArgs) -> Result<ExitCode> {
     let mut cfg = args.opts.config();
-    // Without --service, status and down also cover an opt-in service (Kafka) this state dir started.
+    // Without --service, status and down also cover an opt-in service (Kafka, mongo-java) this state dir
+    // started.
     if args.opts.default_services() {
         match args.action {
             StackAction::Status { .. } => cfg.add_started_opt_ins(false),

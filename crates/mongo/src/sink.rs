@@ -255,10 +255,23 @@ impl Sink for MongoSink {
     }
 
     /// Drops the table's collection (with its indexes); an absent collection is not an error.
+    ///
+    /// An absent collection is not dropped at all: MongoDB before 7.0 answers that `drop` with error 26
+    /// (NamespaceNotFound, which the driver's `drop` takes for success), but mongo-java-server answers
+    /// it with an error that has no `code`, which the driver cannot read ("missing field `code`").
+    /// A collection dropped by someone else between the check and the `drop` still gives error 26.
     async fn drop_table(&mut self, table: &TableSchema) -> Result<(), SinkError> {
         check_names(table).map_err(|m| SinkError::definite(&self.name, m))?;
-        let collection = self.client.database(&table.id.database).collection::<Document>(&table.id.table);
-        match collection.drop().await {
+        let database = self.client.database(&table.id.database);
+        let exists = database
+            .list_collection_names()
+            .filter(doc! { "name": &table.id.table })
+            .await
+            .map_err(|e| classify(&self.name, &format!("looking for the collection of {}", table.id), &e))?
+            .iter()
+            .any(|name| name == &table.id.table);
+        let collection = database.collection::<Document>(&table.id.table);
+        match if exists { collection.drop().await } else { Ok(()) } {
             Ok(()) => {}
             Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == crate::fence::NAMESPACE_NOT_FOUND) =>
                 {}

@@ -9,10 +9,14 @@ use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn connects_and_names_itself_without_credentials() {
-    let sink = MongoSink::connect(&common::url(), "names").await.expect("server under test reachable");
-    assert!(sink.name().starts_with("mongodb://"), "{}", sink.name());
-    assert!(!sink.name().contains('@') && !sink.name().contains('?'));
-    assert!(sink.server().max_wire_version > 0);
+    common::on_each_server(|server| async move {
+        let sink = MongoSink::connect(&server.url, "names").await.expect("server under test reachable");
+        assert!(sink.name().starts_with("mongodb://"), "{}", sink.name());
+        assert!(!sink.name().contains('@') && !sink.name().contains('?'));
+        assert!(sink.server().max_wire_version > 0);
+        eprintln!("{}: {:?}", server.label, sink.server());
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -291,16 +291,32 @@ async fn json_numbers_are_stored_exactly_and_read_back_equal() {
         sink.prepare(std::slice::from_ref(&t)).await.unwrap();
         sink.apply(&batch(rows.iter().cloned().map(|r| insert(&t, r)).collect(), 300)).await.unwrap();
 
+        // mongo-java-server 1.46.0 keeps binary subtype 0x80 (the mapping's JSON-as-text fallback) as
+        // subtype 0, so such values cannot read back there; real MongoDB and FerretDB keep it.
+        let subtype_lost = |want: &Bson| {
+            server().label == "mongo-java"
+                && matches!(want, Bson::Binary(b) if b.subtype == BinarySubtype::UserDefined(0x80))
+        };
         for (i, (source, with_decimal128, without)) in cases.iter().enumerate() {
             let got = document(&sink, &db, "jsonnum", i as i32 + 1).await.expect("row stored");
             let want = if features.decimal128 { with_decimal128 } else { without };
             let have = got.get("js").unwrap();
+            if subtype_lost(want) {
+                let Bson::Binary(b) = want else { unreachable!() };
+                let generic = Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: b.bytes.clone() });
+                assert_eq!(have, &generic, "{source}: mongo-java-server stores subtype 0x80 as 0 (if not: fixed)");
+                eprintln!("!!! NOT CHECKED on mongo-java-server: {source} (JSON text in binary subtype 0x80, which it keeps as subtype 0)");
+                continue;
+            }
             assert_eq!(have, want, "{source}: stored BSON");
             assert_eq!(have.element_type(), want.element_type(), "{source}: BSON type");
         }
         let keys: Vec<Vec<Value>> = rows.iter().map(|r| vec![r[0].clone()]).collect();
         let back = sink.read_rows(&t, &keys).await.unwrap();
-        for ((source, _, _), (row, got)) in cases.iter().zip(rows.iter().zip(back)) {
+        for ((source, with_decimal128, without), (row, got)) in cases.iter().zip(rows.iter().zip(back)) {
+            if subtype_lost(if features.decimal128 { with_decimal128 } else { without }) {
+                continue;
+            }
             let got = got.unwrap_or_else(|| panic!("{source}: row missing"));
             assert_eq!(&got, row, "{source}: read back");
             assert_eq!(

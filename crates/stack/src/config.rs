@@ -41,6 +41,8 @@ pub struct StackConfig {
     pub kafka_port: u16,
     /// Kafka's KRaft controller port; only bound on 127.0.0.1.
     pub kafka_controller_port: u16,
+    /// Port of the second MongoDB-wire server (mongo-java-server).
+    pub mongo_java_port: u16,
     pub mysql_user: String,
     pub mysql_password: String,
     /// Server program overrides; `None` = look up the default.
@@ -56,12 +58,17 @@ pub struct StackConfig {
     pub kafka_home: Option<PathBuf>,
     /// Java heap for Kafka, e.g. `256m`.
     pub kafka_heap: String,
+    /// Directory holding mongo-java-server's `lib/*.jar`.
+    pub mongo_java_home: Option<PathBuf>,
+    /// Java heap for mongo-java-server (it keeps every document in memory), e.g. `1g`.
+    pub mongo_java_heap: String,
     /// Services to act on (the default four, [`Service::ALL`], unless chosen).
     pub services: Vec<Service>,
 }
 
 pub const CASSANDRA_VERSION: &str = "5.0.6";
 pub const KAFKA_VERSION: &str = "4.4.0";
+pub const MONGO_JAVA_SERVER_VERSION: &str = "1.46.0";
 
 impl Default for StackConfig {
     fn default() -> Self {
@@ -76,6 +83,7 @@ impl Default for StackConfig {
             cassandra_storage_port: 7000,
             kafka_port: 9092,
             kafka_controller_port: 9093,
+            mongo_java_port: 1801,
             mysql_user: "root".into(),
             mysql_password: String::new(),
             mysqld_bin: None,
@@ -86,6 +94,8 @@ impl Default for StackConfig {
             cassandra_heap: "512m".into(),
             kafka_home: None,
             kafka_heap: "256m".into(),
+            mongo_java_home: None,
+            mongo_java_heap: "1g".into(),
             services: Service::ALL.to_vec(),
         }
     }
@@ -99,6 +109,7 @@ impl StackConfig {
             Service::Redis => self.redis_port,
             Service::Cassandra => self.cassandra_port,
             Service::Kafka => self.kafka_port,
+            Service::MongoJava => self.mongo_java_port,
         }
     }
 
@@ -110,6 +121,7 @@ impl StackConfig {
             Service::Redis => format!("redis://127.0.0.1:{}", self.redis_port),
             Service::Cassandra => format!("cassandra://127.0.0.1:{}", self.cassandra_port),
             Service::Kafka => format!("kafka://127.0.0.1:{}", self.kafka_port),
+            Service::MongoJava => format!("mongodb://127.0.0.1:{}", self.mongo_java_port),
         }
     }
 
@@ -131,7 +143,13 @@ impl StackConfig {
         self.kafka_home.clone().unwrap_or_else(|| self.tools_dir.join(format!("kafka-{KAFKA_VERSION}")))
     }
 
-    /// Adds each opt-in service (Kafka) that this state directory has started and not stopped (its pid
+    pub fn mongo_java_home(&self) -> PathBuf {
+        self.mongo_java_home
+            .clone()
+            .unwrap_or_else(|| self.tools_dir.join(format!("mongo-java-server-{MONGO_JAVA_SERVER_VERSION}")))
+    }
+
+    /// Adds each opt-in service (Kafka, mongo-java) that this state directory has started and not stopped (its pid
     /// file is there), and with `purge` also each one whose data is there: what `status` and `down`
     /// act on when no service is named, so that `down` stops everything `up` started.
     pub fn add_started_opt_ins(&mut self, purge: bool) {
@@ -164,6 +182,11 @@ mod tests {
         std::fs::write(state.path().join("kafka/server.pid"), "1\njava\n").unwrap();
         cfg.add_started_opt_ins(false);
         cfg.add_started_opt_ins(false);
-        assert_eq!(cfg.services, Service::KNOWN, "started: taken once");
+        assert_eq!(cfg.services.last(), Some(&Service::Kafka), "started: taken once");
+        assert_eq!(cfg.services.len(), Service::ALL.len() + 1, "started: taken once");
+        std::fs::create_dir_all(state.path().join("mongo-java")).unwrap();
+        std::fs::write(state.path().join("mongo-java/server.pid"), "2\njava\n").unwrap();
+        cfg.add_started_opt_ins(false);
+        assert_eq!(cfg.services, Service::KNOWN, "both opt-ins started: both taken");
     }
 }

@@ -1,5 +1,5 @@
 //! The docker backend: the same services as containers (mysql:8.0, mongo:7, redis:7, cassandra:5, and
-//! apache/kafka:4.4.0 when asked for) through the Docker Engine API. Containers carry the label `dev.polyrepl.stack=<state dir>`, and `down`
+//! apache/kafka:4.4.0 and mongo:4.4 as `mongo-java` when asked for) through the Docker Engine API. Containers carry the label `dev.polyrepl.stack=<state dir>`, and `down`
 //! removes exactly the containers with that label. No engine runs on polyrepl's CI machine: the container
 //! specs are unit-tested, the engine calls are not exercised there.
 
@@ -56,6 +56,16 @@ pub fn container_spec(cfg: &StackConfig, s: Service) -> ContainerSpec {
             vec!["MAX_HEAP_SIZE=512M".into(), "HEAP_NEWSIZE=128M".into()],
             vec![],
             vec!["CMD-SHELL".into(), "cqlsh -e 'SELECT release_version FROM system.local'".into()],
+        ),
+        // The second MongoDB-wire server: locally mongo-java-server, a stand-in for a real mongod of the
+        // 4.4–7.x line where none can be installed; where Docker runs, the real one takes its place on
+        // the same port (4.4: the oldest the driver supports, the same update/delete command path).
+        Service::MongoJava => (
+            "mongo:4.4",
+            27017,
+            vec![],
+            vec![],
+            vec!["CMD".into(), "mongo".into(), "--quiet".into(), "--eval".into(), "db.runCommand({ping:1})".into()],
         ),
         // Written by analogy with the local backend's settings and the image's documented KAFKA_*
         // variables (each becomes a server.properties line); not run here: no Docker engine on the
@@ -246,7 +256,7 @@ mod tests {
     fn every_service_has_an_image_and_a_healthcheck() {
         let cfg = StackConfig::default();
         let images: Vec<String> = Service::KNOWN.iter().map(|&s| container_spec(&cfg, s).image).collect();
-        assert_eq!(images, ["mysql:8.0", "mongo:7", "redis:7", "cassandra:5", "apache/kafka:4.4.0"]);
+        assert_eq!(images, ["mysql:8.0", "mongo:7", "redis:7", "cassandra:5", "apache/kafka:4.4.0", "mongo:4.4"]);
         for s in Service::KNOWN {
             assert!(container_spec(&cfg, s).body.healthcheck.unwrap().test.unwrap().len() >= 2);
         }

@@ -17,7 +17,7 @@ pub async fn init(cfg: &StackConfig) -> Result<Vec<String>, StackError> {
     for &s in &cfg.services {
         let line = match s {
             Service::Mysql => init_mysql(cfg).await?,
-            Service::Mongo => init_mongo(cfg).await?,
+            Service::Mongo | Service::MongoJava => init_mongo(cfg, s).await?,
             Service::Redis => "redis: nothing to create (keys appear as rows replicate)".to_string(),
             Service::Cassandra => init_cassandra(cfg).await?,
             Service::Kafka => "kafka: nothing to create (topics appear as the sink writes)".to_string(),
@@ -46,11 +46,12 @@ async fn init_mysql(cfg: &StackConfig) -> Result<String, StackError> {
     Ok(format!("mysql: database {DEMO_DATABASE}, table {DEMO_TABLE}"))
 }
 
-async fn init_mongo(cfg: &StackConfig) -> Result<String, StackError> {
+/// The demo collection in a MongoDB-wire service (`mongodb`, or the second server `mongo-java`).
+async fn init_mongo(cfg: &StackConfig, service: Service) -> Result<String, StackError> {
     use mongodb::bson::doc;
-    let url = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=5000&directConnection=true", cfg.mongo_port);
+    let url = format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=5000&directConnection=true", cfg.port(service));
     let err = |e: mongodb::error::Error| {
-        StackError::service("mongodb", format!("cannot create the demo collection at {url}: {e}"))
+        StackError::service(service.name(), format!("cannot create the demo collection at {url}: {e}"))
     };
     let client = mongodb::Client::with_uri_str(&url).await.map_err(err)?;
     let db = client.database(DEMO_DATABASE);
@@ -61,7 +62,7 @@ async fn init_mongo(cfg: &StackConfig) -> Result<String, StackError> {
     db.run_command(doc! {"createIndexes": DEMO_TABLE, "indexes": [{"key": {"ts": 1}, "name": "ts_1"}]})
         .await
         .map_err(err)?;
-    Ok(format!("mongodb: collection {DEMO_DATABASE}.{DEMO_TABLE}, index ts_1"))
+    Ok(format!("{service}: collection {DEMO_DATABASE}.{DEMO_TABLE}, index ts_1"))
 }
 
 async fn init_cassandra(cfg: &StackConfig) -> Result<String, StackError> {

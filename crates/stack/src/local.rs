@@ -239,6 +239,29 @@ impl LocalBackend {
                     &new_kafka_cluster_id(),
                 ))
             }
+            Service::MongoJava => {
+                let java = resolve_program(&self.cfg.java_bin, || find_program("java")).ok_or_else(|| {
+                    StackError::MissingBinary {
+                        service: "mongo-java",
+                        program: wanted(&self.cfg.java_bin, "java"),
+                        hint: "mongo-java-server runs on Java 17: Debian's package openjdk-17-jre-headless.".into(),
+                        flag: "--java-bin",
+                        env: "POLYREPL_JAVA_BIN",
+                    }
+                })?;
+                let home = self.cfg.mongo_java_home();
+                if find_jar(&home.join("lib"), "mongo-java-server-memory-backend-").is_none() {
+                    return Err(StackError::MissingBinary {
+                        service: "mongo-java",
+                        program: format!("{}/lib/mongo-java-server-memory-backend-*.jar", home.display()),
+                        hint: "Run scripts/install-deps: it fetches mongo-java-server's jars from Maven Central."
+                            .into(),
+                        flag: "--mongo-java-home",
+                        env: "POLYREPL_MONGO_JAVA_HOME",
+                    });
+                }
+                Ok(mongo_java_spec(&java, &home, &dir, self.cfg.mongo_java_port, &self.cfg.mongo_java_heap))
+            }
             Service::Cassandra => {
                 let java = resolve_program(&self.cfg.java_bin, || find_program("java")).ok_or_else(|| {
                     StackError::MissingBinary {
@@ -534,6 +557,41 @@ pub fn mongo_spec(program: &Path, flavor: MongoFlavor, dir: &Path, port: u16) ->
         ],
     };
     LaunchSpec { program: program.to_path_buf(), args, files: vec![], initialise: None }
+}
+
+/// The single-file Java program that runs mongo-java-server (see its header), built into polyrepl.
+pub const MONGO_JAVA_LAUNCHER: &str = include_str!("../java/MongoJavaServer.java");
+
+/// mongo-java-server with its in-memory backend, bound to 127.0.0.1 and announcing MongoDB 5.0 (see the
+/// launcher's header for why that version): the
+/// launcher (written to `conf/` at each start) run as a single-file source program by `java`, the jars
+/// on the class path, logs (SLF4J simple: INFO, connections only from WARN) on stderr, i.e. the stack's
+/// `server.log`. Holds every
+/// document in the heap: nothing survives a restart.
+pub fn mongo_java_spec(java: &Path, home: &Path, dir: &Path, port: u16, heap: &str) -> LaunchSpec {
+    let launcher = dir.join("conf").join("MongoJavaServer.java");
+    let args = vec![
+        "-Xms64m".to_string(),
+        format!("-Xmx{heap}"),
+        "-Djava.awt.headless=true".into(),
+        "-Djava.net.preferIPv4Stack=true".into(),
+        "-Dorg.slf4j.simpleLogger.showDateTime=true".into(),
+        "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSSZ".into(),
+        // Not two lines per client connection (the tests open thousands).
+        "-Dorg.slf4j.simpleLogger.log.de.bwaldvogel.mongo.wire.MongoWireProtocolHandler=warn".into(),
+        "-cp".into(),
+        format!("{}/*", home.join("lib").display()),
+        launcher.display().to_string(),
+        "127.0.0.1".into(),
+        port.to_string(),
+        "5.0".into(),
+    ];
+    LaunchSpec {
+        program: java.to_path_buf(),
+        args,
+        files: vec![(launcher, MONGO_JAVA_LAUNCHER.to_string())],
+        initialise: None,
+    }
 }
 
 /// Redis without persistence (the stack is for development and tests).
@@ -979,6 +1037,36 @@ mod tests {
         );
         assert!(has(&format, "-Djava.io.tmpdir=/s/kafka/tmp") && !format.iter().any(|a| a.starts_with("-Xm")));
         assert!(spec.files.iter().any(|(p, _)| p == Path::new("/s/kafka/tmp/README")));
+    }
+
+    #[test]
+    fn mongo_java_server_runs_the_built_in_launcher_on_loopback() {
+        let spec = mongo_java_spec(
+            Path::new("/usr/bin/java"),
+            Path::new("/t/mongo-java-server-1.46.0"),
+            Path::new("/s/mongo-java"),
+            1801,
+            "1g",
+        );
+        assert_eq!(spec.program, Path::new("/usr/bin/java"));
+        assert!(spec.args.contains(&"-Xmx1g".to_string()));
+        assert_eq!(
+            &spec.args[spec.args.len() - 6..],
+            [
+                "-cp",
+                "/t/mongo-java-server-1.46.0/lib/*",
+                "/s/mongo-java/conf/MongoJavaServer.java",
+                "127.0.0.1",
+                "1801",
+                "5.0"
+            ]
+        );
+        assert_eq!(
+            spec.files,
+            vec![(PathBuf::from("/s/mongo-java/conf/MongoJavaServer.java"), MONGO_JAVA_LAUNCHER.into())]
+        );
+        assert!(MONGO_JAVA_LAUNCHER.contains("new MongoServer(new MemoryBackend()"));
+        assert!(spec.initialise.is_none(), "in memory: nothing to initialise");
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub async fn version(cfg: &StackConfig, service: Service) -> Result<String, Stri
     let fut = async {
         match service {
             Service::Mysql => mysql_version(cfg).await,
-            Service::Mongo => mongo_version(port).await,
+            Service::Mongo | Service::MongoJava => mongo_version(port, service).await,
             Service::Redis => redis_version(port).await,
             Service::Cassandra => cassandra_version(port).await,
             Service::Kafka => kafka_version(cfg).await,
@@ -33,7 +33,9 @@ async fn mysql_version(cfg: &StackConfig) -> Result<String, String> {
     Ok(if v.contains("MariaDB") { format!("MariaDB {v}") } else { format!("MySQL {v}") })
 }
 
-async fn mongo_version(port: u16) -> Result<String, String> {
+/// `buildInfo`'s version, naming FerretDB (which adds `ferretdbVersion`) and, for the `mongo-java`
+/// service, mongo-java-server (whose `buildInfo` has no `gitVersion`, which every mongod has).
+async fn mongo_version(port: u16, service: Service) -> Result<String, String> {
     use mongodb::bson::doc;
     let url = format!(
         "mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=2000&connectTimeoutMS=2000&directConnection=true"
@@ -43,6 +45,9 @@ async fn mongo_version(port: u16) -> Result<String, String> {
     let mongo = info.get_str("version").unwrap_or("?").to_string();
     Ok(match info.get_str("ferretdbVersion") {
         Ok(f) => format!("FerretDB {f} (MongoDB {mongo} wire)"),
+        Err(_) if service == Service::MongoJava && !info.contains_key("gitVersion") => {
+            format!("mongo-java-server (MongoDB {mongo} wire)")
+        }
         Err(_) => format!("MongoDB {mongo}"),
     })
 }

@@ -3,7 +3,9 @@
 //! sides back in full, and waiting on conditions with a timeout.
 //!
 //! Servers: MariaDB at 127.0.0.1:5600 (root, no password) and a MongoDB-wire server (FerretDB) at
-//! 127.0.0.1:1800, as `polyrepl stack up` starts them.
+//! 127.0.0.1:1800, as `polyrepl stack up` starts them. The MongoDB URL is read when the tests are
+//! built: `POLYREPL_MONGO_URL=mongodb://127.0.0.1:1801 cargo test -p polyrepl --test …` runs them on the
+//! second MongoDB-wire server (`polyrepl stack up --service mongo-java`).
 #![allow(dead_code)]
 
 use futures::TryStreamExt;
@@ -20,7 +22,11 @@ use std::time::{Duration, Instant};
 pub mod three_sinks;
 
 pub const MYSQL: &str = "mysql://root@127.0.0.1:5600";
-pub const MONGO: &str = "mongodb://127.0.0.1:1800";
+/// `POLYREPL_MONGO_URL` at build time (cargo rebuilds the tests when it changes), else FerretDB's port.
+pub const MONGO: &str = match option_env!("POLYREPL_MONGO_URL") {
+    Some(url) => url,
+    None => "mongodb://127.0.0.1:1800",
+};
 pub const REDIS: &str = "redis://127.0.0.1:6379";
 pub const CASSANDRA: &str = "cassandra://127.0.0.1:9042";
 /// The three sinks every full end-to-end test writes to.
