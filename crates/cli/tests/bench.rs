@@ -8,6 +8,7 @@ use mysql_async::prelude::*;
 use std::process::Command;
 
 const MONGO: &str = "mongodb://127.0.0.1:1800";
+const MONGO_JAVA: &str = "mongodb://127.0.0.1:1801";
 
 /// A rate or duration figure: finite and above zero.
 fn positive(report: &serde_json::Value, pointer: &str) -> f64 {
@@ -22,6 +23,7 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     let started = std::time::Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_polyrepl"))
         .args(["bench", "--rows", "1000", "--cdc-changes", "1000", "--rounds", "1", "--lag-seconds", "2", "--json"])
+        .args(["--sinks", "mongodb,mongo-java,redis,cassandra"])
         .env_remove("POLYREPL_SINKS")
         .output()
         .expect("run polyrepl bench");
@@ -35,7 +37,7 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
 
     let sinks = report["sinks"].as_array().expect("sinks");
     let names: Vec<&str> = sinks.iter().map(|s| s["sink"].as_str().unwrap()).collect();
-    assert_eq!(names, ["mongodb", "redis", "cassandra"]);
+    assert_eq!(names, ["mongodb", "mongo-java", "redis", "cassandra"]);
     for i in 0..sinks.len() {
         let at = |field: &str| format!("/sinks/{i}/{field}");
         positive(&report, &at("raw_rows_per_s/median"));
@@ -74,8 +76,10 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
         .unwrap();
     assert!(left.is_empty(), "source database {db} still exists");
     conn.disconnect().await.unwrap();
-    let mongo = mongodb::Client::with_uri_str(MONGO).await.unwrap();
-    assert!(!mongo.list_database_names().await.unwrap().contains(&db), "MongoDB database {db} still exists");
+    for url in [MONGO, MONGO_JAVA] {
+        let mongo = mongodb::Client::with_uri_str(url).await.unwrap();
+        assert!(!mongo.list_database_names().await.unwrap().contains(&db), "{url}: database {db} still exists");
+    }
     let keys = redis_keys(REDIS, &format!("{db}*")).await;
     assert!(keys.is_empty(), "Redis keys left: {:?}", &keys[..keys.len().min(5)]);
     let checkpoints = redis_keys(REDIS, &format!("polyrepl:checkpoint:{db}*")).await;

@@ -45,6 +45,11 @@ use std::time::Instant;
 pub enum SinkKind {
     /// MongoDB (or FerretDB): unordered bulk inserts as the raw path.
     Mongodb,
+    /// A second MongoDB-wire server, at --mongo-java (the stack's mongo-java-server, which has a real
+    /// `_id` index, unlike FerretDB): the same paths as `mongodb`.
+    #[serde(rename = "mongo-java")]
+    #[value(name = "mongo-java")]
+    MongoJava,
     /// Redis: pipelined HSET as the raw path.
     Redis,
     /// Cassandra: concurrent prepared unlogged batches as the raw path.
@@ -56,6 +61,7 @@ impl SinkKind {
     pub fn label(self) -> &'static str {
         match self {
             SinkKind::Mongodb => "mongodb",
+            SinkKind::MongoJava => "mongo-java",
             SinkKind::Redis => "redis",
             SinkKind::Cassandra => "cassandra",
         }
@@ -71,13 +77,18 @@ pub struct BenchArgs {
     /// MongoDB URL.
     #[arg(long, env = "POLYREPL_MONGODB", hide_env_values = true, default_value = "mongodb://127.0.0.1:1800")]
     pub mongodb: String,
+    /// URL of the second MongoDB-wire server (`--sinks mongo-java`; `polyrepl stack up --service
+    /// mongo-java` starts one).
+    #[arg(long, env = "POLYREPL_MONGO_JAVA", hide_env_values = true, default_value = "mongodb://127.0.0.1:1801")]
+    pub mongo_java: String,
     /// Redis URL.
     #[arg(long, env = "POLYREPL_REDIS", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
     /// Cassandra URL.
     #[arg(long, env = "POLYREPL_CASSANDRA", hide_env_values = true, default_value = "cassandra://127.0.0.1:9042")]
     pub cassandra: String,
-    /// Which sinks to bench (comma-separated).
+    /// Which sinks to bench (comma-separated): mongodb, mongo-java, redis, cassandra. The memory
+    /// phases run one child into all of them, except mongo-java when mongodb is also chosen.
     #[arg(
         long,
         env = "POLYREPL_BENCH_SINKS",
@@ -149,9 +160,17 @@ impl Bench {
     pub fn sink_url(&self, kind: SinkKind) -> &str {
         match kind {
             SinkKind::Mongodb => &self.args.mongodb,
+            SinkKind::MongoJava => &self.args.mongo_java,
             SinkKind::Redis => &self.args.redis,
             SinkKind::Cassandra => &self.args.cassandra,
         }
+    }
+
+    /// The sinks of the memory phases: every selected one, but one MongoDB-wire server (mongodb's when
+    /// both mongodb and mongo-java are chosen), so the figures are for one sink of each kind.
+    pub fn memory_sinks(&self) -> Vec<SinkKind> {
+        let both = self.args.sinks.contains(&SinkKind::Mongodb);
+        self.args.sinks.iter().copied().filter(|&k| !(both && k == SinkKind::MongoJava)).collect()
     }
 
     /// A fresh pipeline name for a phase, remembered for clean-up.

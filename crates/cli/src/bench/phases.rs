@@ -313,7 +313,7 @@ pub async fn drop_everything(bench: &Bench) -> Result<()> {
         .await;
         keep(dropped.with_context(|| format!("dropping the bench tables from {}", kind.label())));
         let r = match kind {
-            SinkKind::Mongodb => {
+            SinkKind::Mongodb | SinkKind::MongoJava => {
                 async {
                     let client = mongodb::Client::with_uri_str(bench.sink_url(kind)).await?;
                     client.database(&bench.db).drop().await?;

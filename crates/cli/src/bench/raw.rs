@@ -37,7 +37,7 @@ pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<Rounds> {
     let (table, rows) = phases::load_rows(bench, "snap").await?;
     bench.note(format!("raw {}: {} rows read and converting", kind.label(), rows.len()));
     let rounds = match kind {
-        SinkKind::Mongodb => mongo(bench, &table, &rows).await?,
+        SinkKind::Mongodb | SinkKind::MongoJava => mongo(bench, kind, &table, &rows).await?,
         SinkKind::Redis => redis(bench, &table, &rows).await?,
         SinkKind::Cassandra => cassandra(bench, &table, &rows).await?,
     };
@@ -50,9 +50,9 @@ fn rate(rows: usize, started: Instant) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
-async fn mongo(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<Rounds> {
+async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, rows: &[Row]) -> Result<Rounds> {
     use polyrepl_mongo::naming::{document_id, row_document};
-    let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(SinkKind::Mongodb), "polyrepl_bench").await?;
+    let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(kind), "polyrepl_bench").await?;
     let mapping = polyrepl_mongo::Mapping::new(sink.server().features, Default::default());
     let documents = rows
         .iter()
@@ -101,20 +101,20 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
         }
     };
     let warm = &documents[..documents.len().min(WARM_UP_ROWS)];
-    phases::reset_sink(bench, SinkKind::Mongodb, "snap").await?;
+    phases::reset_sink(bench, kind, "snap").await?;
     send(commands(warm, 1_000), 1).await?;
     // The fastest shape on a trial, then the timed rounds with it.
     let trial = &documents[..documents.len().min(MONGO_TRIAL_ROWS)];
     let mut best = (0.0, MONGO_SHAPES[0]);
     for (per_insert, writers) in MONGO_SHAPES {
         let writers = if writers == 0 { bench.args.writers } else { writers };
-        phases::reset_sink(bench, SinkKind::Mongodb, "snap").await?;
+        phases::reset_sink(bench, kind, "snap").await?;
         database.create_collection("snap").await.context("creating the raw collection")?;
         let commands = commands(trial, per_insert);
         let started = Instant::now();
         send(commands, writers).await?;
         let r = rate(trial.len(), started);
-        bench.note(format!("raw mongodb trial: {per_insert} documents per insert, {writers} writer(s): {r:.0} rows/s"));
+        bench.note(format!("raw {} trial: {per_insert} documents per insert, {writers} writer(s): {r:.0} rows/s", kind.label()));
         if r > best.0 {
             best = (r, (per_insert, writers));
         }
@@ -122,13 +122,13 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
     let (per_insert, writers) = best.1;
     let mut rounds = Vec::new();
     for round in 1..=bench.args.rounds {
-        phases::reset_sink(bench, SinkKind::Mongodb, "snap").await?;
+        phases::reset_sink(bench, kind, "snap").await?;
         database.create_collection("snap").await.context("creating the raw collection")?;
         let commands = commands(&documents, per_insert);
         let started = Instant::now();
         send(commands, writers).await?;
         rounds.push(rate(documents.len(), started));
-        bench.note(format!("raw mongodb round {round}: {:.0} rows/s", rounds.last().unwrap()));
+        bench.note(format!("raw {} round {round}: {:.0} rows/s", kind.label(), rounds.last().unwrap()));
     }
     Ok(rounds)
 }

@@ -36,7 +36,7 @@ pub async fn measure(bench: &Bench, kind: SinkKind, generated: &Generated) -> Re
     let (table, changes) = load_changes(bench, generated).await?;
     bench.note(format!("raw cdc {}: {} changes decoded, converting", kind.label(), changes.len()));
     let rounds = match kind {
-        SinkKind::Mongodb => mongo(bench, &table, &changes).await?,
+        SinkKind::Mongodb | SinkKind::MongoJava => mongo(bench, kind, &table, &changes).await?,
         SinkKind::Redis => redis(bench, &table, &changes).await?,
         SinkKind::Cassandra => cassandra(bench, &table, &changes).await?,
     };
@@ -233,9 +233,9 @@ async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) 
     Ok(rounds)
 }
 
-async fn mongo(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> Result<Rounds> {
+async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, changes: &[Change]) -> Result<Rounds> {
     use polyrepl_mongo::naming::{document_id, id_bytes, row_document};
-    let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(SinkKind::Mongodb), "polyrepl_bench").await?;
+    let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(kind), "polyrepl_bench").await?;
     let mapping = polyrepl_mongo::Mapping::new(sink.server().features, Default::default());
     let ferretdb = sink.server().ferretdb_version.is_some();
     // (id bytes for the split, id, the document of an upsert or None for a delete).
@@ -279,7 +279,7 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> R
     };
     let mut rounds = Vec::new();
     for round in 0..=bench.args.rounds {
-        phases::reset_sink(bench, SinkKind::Mongodb, "cdc").await?;
+        phases::reset_sink(bench, kind, "cdc").await?;
         database.create_collection("cdc").await.context("creating the raw cdc collection")?;
         let owned = commands.clone();
         let started = Instant::now();
@@ -288,9 +288,9 @@ async fn mongo(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> R
             continue; // warm-up
         }
         rounds.push(rate(changes.len(), started));
-        bench.note(format!("raw cdc mongodb round {round}: {:.0} changes/s", rounds.last().unwrap()));
+        bench.note(format!("raw cdc {} round {round}: {:.0} changes/s", kind.label(), rounds.last().unwrap()));
     }
-    phases::reset_sink(bench, SinkKind::Mongodb, "cdc").await?;
+    phases::reset_sink(bench, kind, "cdc").await?;
     Ok(rounds)
 }
 

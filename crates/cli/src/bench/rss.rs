@@ -28,14 +28,14 @@ pub struct ChildRun {
 
 /// Runs `polyrepl run --stop-at-end` on `snap` into every selected sink, as a child.
 pub async fn snapshot_child(bench: &Bench) -> Result<ChildRun> {
-    for &kind in &bench.args.sinks {
+    for kind in bench.memory_sinks() {
         phases::reset_sink(bench, kind, "snap").await?;
     }
     let name = bench.pipeline("rss");
     bench.note(format!(
         "rss: a `polyrepl run` child snapshots {} rows into {} sink(s)",
         bench.args.rows,
-        bench.args.sinks.len()
+        bench.memory_sinks().len()
     ));
     let started = Instant::now();
     let child = RunChild::spawn(bench, &name, "snap", true)?;
@@ -84,7 +84,7 @@ pub async fn streaming_child(bench: &Bench) -> Result<StreamingRss> {
     bench.note(format!(
         "rss: a `polyrepl run` child streams {} changes/s into {} sink(s) for {} s",
         bench.args.lag_rate,
-        bench.args.sinks.len(),
+        bench.memory_sinks().len(),
         bench.args.lag_seconds
     ));
     let child = RunChild::spawn(bench, &name, "lag", false)?;
@@ -139,7 +139,7 @@ impl RunChild {
         if stop_at_end {
             command.arg("--stop-at-end");
         }
-        for &kind in &bench.args.sinks {
+        for kind in bench.memory_sinks() {
             command.args(["--sink", bench.sink_url(kind)]);
         }
         // The source URL may hold a password: pass it through the environment, never the command line.
