@@ -25,8 +25,8 @@ pub struct PipelineArgs {
     #[arg(long = "sink", env = "POLYREPL_SINKS", value_delimiter = ',', hide_env_values = true)]
     pub sinks: Vec<String>,
     /// A TOML file with the same settings (keys: source, tables, exclude, sinks, name, server_id,
-    /// http_addr (or metrics_addr), batch_changes, batch_delay_ms, chunk_rows, transaction_part_changes, queue_changes,
-    /// queue_mib, spill_mib, spill_dir, keep_dropped_tables,
+    /// http_addr (or metrics_addr), batch_changes, batch_delay_ms, chunk_rows, snapshot_parallelism,
+    /// transaction_part_changes, queue_changes, queue_mib, spill_mib, spill_dir, keep_dropped_tables,
     /// take_over, lease_seconds, on_unmappable), and `[[sink]]` sections, each with a
     /// `url` and an `[sink.options]` table of the options its URL query string takes.
     #[arg(long, env = "POLYREPL_CONFIG")]
@@ -58,6 +58,11 @@ pub struct RunArgs {
     /// Rows per snapshot chunk (primary-key range) [default: 5000].
     #[arg(long, env = "POLYREPL_CHUNK_ROWS")]
     pub chunk_rows: Option<usize>,
+    /// Connections that read the initial snapshot at once: each reads key ranges (of about
+    /// --chunk-rows rows) in a consistent snapshot of its own, and the ranges are applied in key
+    /// order, with the same checkpoints; 1 reads every chunk in one transaction [default: 1].
+    #[arg(long, env = "POLYREPL_SNAPSHOT_PARALLELISM")]
+    pub snapshot_parallelism: Option<usize>,
     /// Stop once the end of the binlog is reached (for tests and one-off copies) instead of following it.
     #[arg(long)]
     pub stop_at_end: bool,
@@ -140,6 +145,7 @@ pub struct FileConfig {
     batch_changes: Option<usize>,
     batch_delay_ms: Option<u64>,
     chunk_rows: Option<usize>,
+    snapshot_parallelism: Option<usize>,
     transaction_part_changes: Option<usize>,
     queue_changes: Option<usize>,
     queue_mib: Option<usize>,
@@ -288,6 +294,11 @@ impl RunArgs {
             batch_changes: self.batch_changes.or(file.batch_changes).unwrap_or(settings::DEFAULT_BATCH_CHANGES).max(1),
             batch_delay_ms: self.batch_delay_ms.or(file.batch_delay_ms).unwrap_or(settings::DEFAULT_BATCH_DELAY_MS),
             chunk_rows: self.chunk_rows.or(file.chunk_rows).unwrap_or(settings::DEFAULT_CHUNK_ROWS).max(1),
+            snapshot_parallelism: self
+                .snapshot_parallelism
+                .or(file.snapshot_parallelism)
+                .unwrap_or(settings::DEFAULT_SNAPSHOT_PARALLELISM)
+                .max(1),
             transaction_part_changes: self
                 .transaction_part_changes
                 .or(file.transaction_part_changes)
@@ -366,6 +377,7 @@ mod tests {
             ("--batch-changes", settings::DEFAULT_BATCH_CHANGES.to_string()),
             ("--batch-delay-ms", settings::DEFAULT_BATCH_DELAY_MS.to_string()),
             ("--chunk-rows", settings::DEFAULT_CHUNK_ROWS.to_string()),
+            ("--snapshot-parallelism", settings::DEFAULT_SNAPSHOT_PARALLELISM.to_string()),
             ("--transaction-part-changes", settings::DEFAULT_TRANSACTION_PART_CHANGES.to_string()),
             ("--name", settings::DEFAULT_NAME.to_string()),
             ("--lease-seconds", settings::DEFAULT_LEASE_SECONDS.to_string()),

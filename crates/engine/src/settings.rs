@@ -12,6 +12,10 @@ pub const DEFAULT_BATCH_CHANGES: usize = 5_000;
 pub const DEFAULT_BATCH_DELAY_MS: u64 = 50;
 /// Rows per snapshot chunk (one primary-key range, one batch).
 pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
+/// Connections reading the initial snapshot's key ranges at once (1: one transaction reads every
+/// chunk in turn); see [`crate::snapshot::parallel`]. 1 until the parallel path has been through the
+/// whole crash suite (it is opt-in: `--snapshot-parallelism N`).
+pub const DEFAULT_SNAPSHOT_PARALLELISM: usize = 1;
 /// The name of a pipeline when none is given: the key of its checkpoints in every sink.
 pub const DEFAULT_NAME: &str = "polyrepl";
 /// Longest wait between two attempts to reach a lost source.
@@ -52,6 +56,8 @@ pub struct RunConfig {
     pub batch_changes: usize,
     pub batch_delay_ms: u64,
     pub chunk_rows: usize,
+    /// Connections reading the initial snapshot at once ([`DEFAULT_SNAPSHOT_PARALLELISM`]).
+    pub snapshot_parallelism: usize,
     /// Stop at the end of the binlog instead of following it.
     pub stop_at_end: bool,
     /// Copy every table again, ignoring the checkpoints the sinks hold.
@@ -89,6 +95,7 @@ impl RunConfig {
             batch_changes: DEFAULT_BATCH_CHANGES,
             batch_delay_ms: DEFAULT_BATCH_DELAY_MS,
             chunk_rows: DEFAULT_CHUNK_ROWS,
+            snapshot_parallelism: DEFAULT_SNAPSHOT_PARALLELISM,
             stop_at_end: false,
             resnapshot: false,
             keep_dropped_tables: false,

@@ -10,13 +10,19 @@
 //!   ([`checkpoints::snapshot_resume_point`]) but keeps the *first* snapshot's position: rows copied
 //!   later reflect a newer state, and streaming from the older position replays every change since,
 //!   so every row converges to the source's state.
+//! - With `--snapshot-parallelism` N ≥ 2 the tables are cut into key ranges read on N connections at
+//!   once, each in a consistent snapshot of its own opened right after this one, and handed over in
+//!   the same order with the same checkpoints ([`parallel`], whose notes say why rows read there
+//!   converge too).
+
+pub mod parallel;
 
 use crate::checkpoints;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::settings::RunConfig;
 use crate::sweep;
-use polyrepl_core::{Batch, Checkpoint, Position, SnapshotProgress, TableFilter, TableOp, TableSchema};
+use polyrepl_core::{Batch, Checkpoint, Position, SnapshotProgress, TableFilter, TableId, TableOp, TableSchema};
 use polyrepl_mysql::snapshot::Snapshot;
 use polyrepl_mysql::source_url::SourceUrl;
 use std::sync::atomic::Ordering::Relaxed;
@@ -57,6 +63,14 @@ pub async fn run_snapshot(
         opened = Snapshot::begin(url, cfg.chunk_rows) => opened?,
         Ok(_) = stop.wait_for(|stop| *stop) => return Ok(None),
     };
+    // The parallel copy's readers open right after the first snapshot, as close to its position as can be.
+    let done = start.resume.as_ref().and_then(|c| c.snapshot.as_ref()).map(|p| p.done.as_slice()).unwrap_or_default();
+    let copies_left = tables.iter().any(|t| !done.contains(&t.id));
+    let readers = if cfg.snapshot_parallelism > 1 && copies_left {
+        parallel::open_readers(url, cfg.chunk_rows, cfg.snapshot_parallelism).await?
+    } else {
+        vec![]
+    };
     let (position, mut progress) = match start.resume {
         Some(Checkpoint { position, snapshot: Some(p), .. }) => {
             tracing::info!(%position, done = p.done.len(), "resuming the snapshot after its last applied chunk");
@@ -80,44 +94,20 @@ pub async fn run_snapshot(
         }
     }
     let started = Instant::now();
-    for table in tables {
-        if progress.done.contains(&table.id) {
-            continue;
+    if readers.is_empty() {
+        if !copy_in_one_transaction(&mut snapshot, tables, &position, &mut progress, tx, metrics, shutdown).await? {
+            return Ok(None);
         }
-        let resume_key = match &progress.current {
-            Some((id, key)) if id == &table.id => Some(key.clone()),
-            _ => None,
-        };
-        let estimate = snapshot.estimated_rows(table).await.unwrap_or(0);
-        let name = table.id.to_string();
-        metrics.snapshot_progress(&name, 0, estimate);
-        let mut chunks = snapshot.table_chunks(table.clone(), resume_key);
-        let (mut rows, table_start, mut last_note) = (0u64, Instant::now(), Instant::now());
-        loop {
-            if *shutdown.borrow() {
-                return Ok(None);
-            }
-            let Some(changes) = chunks.next_chunk().await? else { break };
-            rows += changes.len() as u64;
-            metrics.source.snapshot_rows.fetch_add(changes.len() as u64, Relaxed);
-            metrics.snapshot_progress(&name, changes.len() as u64, estimate);
-            let last_key = chunks.last_key().map(|k| k.to_vec()).unwrap_or_default();
-            progress.current = Some((table.id.clone(), last_key));
-            let checkpoint = Checkpoint::snapshotting(position.clone(), progress.clone());
-            if tx.send(Batch::new(changes, checkpoint)).await.is_err() {
-                return Ok(None);
-            }
-            if last_note.elapsed() > PROGRESS_EVERY {
-                last_note = Instant::now();
-                tracing::info!("{}", progress_line(&name, rows, estimate, table_start.elapsed()));
-            }
+        snapshot.finish().await?;
+    } else {
+        tracing::info!(readers = readers.len(), "the snapshot reads key ranges on several connections at once");
+        let copied =
+            parallel::copy(snapshot, readers, tables, &position, &mut progress, cfg.chunk_rows, tx, metrics, shutdown)
+                .await?;
+        if !copied {
+            return Ok(None);
         }
-        tracing::info!("{}", progress_line(&name, rows, rows, table_start.elapsed()));
-        metrics.snapshot_done(&name);
-        progress.done.push(table.id.clone());
-        progress.current = None;
     }
-    snapshot.finish().await?;
     // The snapshot is complete: from here on, sinks hold a streaming checkpoint.
     if tx.send(Batch::new(vec![], checkpoints::snapshot_complete(&position, &start.selection))).await.is_err() {
         return Ok(None);
@@ -128,6 +118,85 @@ pub async fn run_snapshot(
         "snapshot read"
     );
     Ok(Some(position))
+}
+
+/// Copies every table `progress` does not list as done in `snapshot`'s one transaction, chunk after
+/// chunk; false when shut down or when the pipeline is gone.
+async fn copy_in_one_transaction(
+    snapshot: &mut Snapshot,
+    tables: &[Arc<TableSchema>],
+    position: &Position,
+    progress: &mut SnapshotProgress,
+    tx: &mpsc::Sender<Batch>,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<bool> {
+    for table in tables {
+        if progress.done.contains(&table.id) {
+            continue;
+        }
+        let resume_key = match &progress.current {
+            Some((id, key)) if id == &table.id => Some(key.clone()),
+            _ => None,
+        };
+        let estimate = snapshot.estimated_rows(table).await.unwrap_or(0);
+        let mut count = TableCount::start(table, estimate, metrics);
+        let mut chunks = snapshot.table_chunks(table.clone(), resume_key);
+        loop {
+            if *shutdown.borrow() {
+                return Ok(false);
+            }
+            let Some(changes) = chunks.next_chunk().await? else { break };
+            let rows = changes.len();
+            let last_key = chunks.last_key().map(|k| k.to_vec()).unwrap_or_default();
+            progress.current = Some((table.id.clone(), last_key));
+            let checkpoint = Checkpoint::snapshotting(position.clone(), progress.clone());
+            if tx.send(Batch::new(changes, checkpoint)).await.is_err() {
+                return Ok(false);
+            }
+            count.chunk(rows, metrics);
+        }
+        count.done(metrics);
+        progress.done.push(table.id.clone());
+        progress.current = None;
+    }
+    Ok(true)
+}
+
+/// One table's copy as handed over so far: its metrics and progress lines.
+struct TableCount {
+    id: TableId,
+    name: String,
+    estimate: u64,
+    rows: u64,
+    started: Instant,
+    last_note: Instant,
+}
+
+impl TableCount {
+    fn start(table: &TableSchema, estimate: u64, metrics: &Metrics) -> TableCount {
+        let name = table.id.to_string();
+        metrics.snapshot_progress(&name, 0, estimate);
+        let now = Instant::now();
+        TableCount { id: table.id.clone(), name, estimate, rows: 0, started: now, last_note: now }
+    }
+
+    /// A chunk of `rows` rows was handed over.
+    fn chunk(&mut self, rows: usize, metrics: &Metrics) {
+        self.rows += rows as u64;
+        metrics.source.snapshot_rows.fetch_add(rows as u64, Relaxed);
+        metrics.snapshot_progress(&self.name, rows as u64, self.estimate);
+        if self.last_note.elapsed() > PROGRESS_EVERY {
+            self.last_note = Instant::now();
+            tracing::info!("{}", progress_line(&self.name, self.rows, self.estimate, self.started.elapsed()));
+        }
+    }
+
+    /// Every row of the table was handed over.
+    fn done(self, metrics: &Metrics) {
+        tracing::info!("{}", progress_line(&self.name, self.rows, self.rows, self.started.elapsed()));
+        metrics.snapshot_done(&self.name);
+    }
 }
 
 /// `snapshot db.t: 120000/1000000 rows (12%), 45000 rows/s, ETA 20 s`

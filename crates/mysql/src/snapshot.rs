@@ -12,6 +12,11 @@
 //!   could not apply its later `XA COMMIT`;
 //! - a chunk is `WHERE (pk...) > (last...) ORDER BY pk... LIMIT n`: at most `n` rows are in memory,
 //!   and a chunk can resume after any key (a crash resumes after the last applied key);
+//! - a parallel snapshot splits a table into key ranges ahead of reading them
+//!   ([`Snapshot::next_boundary`]: the key `n` rows further on, found by the server without sending
+//!   the rows) and reads each range, bounded above by the next boundary ([`Snapshot::read_range`]),
+//!   on connections of its own opened right after the first ([`Snapshot::alongside`]); the ranges
+//!   cover the key space with no gap and no overlap whatever state the boundaries were read in;
 //! - values are read with the binary protocol on a `time_zone='+00:00'` session and decoded by
 //!   [`crate::decode::from_protocol_in`], which yields the same values as the binlog decoder; text
 //!   arrives unconverted (`character_set_results = NULL`) and is decoded by its column's collation
@@ -54,6 +59,14 @@ impl Snapshot {
         let mut snapshot = Snapshot::open(url, chunk_rows, false).await?;
         snapshot.end_transaction().await?;
         Ok(snapshot)
+    }
+
+    /// Another reader of a parallel snapshot: a connection in a consistent-snapshot transaction of its
+    /// own, opened now (so at or after the position of any snapshot opened before it) and kept until
+    /// [`Snapshot::finish`]. Its [`Snapshot::position`] has no GTID state (see [`Snapshot::renew`]);
+    /// the caller stamps the rows it reads with the first snapshot's position ([`Snapshot::read_range`]).
+    pub async fn alongside(url: &SourceUrl, chunk_rows: usize) -> Result<Snapshot> {
+        Snapshot::open(url, chunk_rows, false).await
     }
 
     /// Connects, sets the session up and starts a snapshot transaction; `stream_start`: streaming will
@@ -123,7 +136,21 @@ impl Snapshot {
     /// first row when `None`), in key order, as `Insert` changes at [`Snapshot::position`].
     /// An empty vector means the table is done.
     pub async fn read_chunk(&mut self, table: &Arc<TableSchema>, after_key: Option<&[Value]>) -> Result<Vec<Change>> {
-        let (sql, params) = chunk_select(table, after_key, self.chunk_rows)?;
+        let position = self.position.clone();
+        self.read_range(table, after_key, None, &position).await
+    }
+
+    /// Up to `chunk_rows` rows of `table` with a key greater than `after_key` (from the first row when
+    /// `None`) and at most `upto` (to the last row when `None`), in key order, as `Insert` changes at
+    /// `position` (a parallel snapshot's rows all carry its first reader's position).
+    pub async fn read_range(
+        &mut self,
+        table: &Arc<TableSchema>,
+        after_key: Option<&[Value]>,
+        upto: Option<&[Value]>,
+        position: &Position,
+    ) -> Result<Vec<Change>> {
+        let (sql, params) = range_select(table, after_key, upto, self.chunk_rows)?;
         let rows: Vec<mysql_async::Row> = self
             .conn
             .exec(sql, params)
@@ -133,7 +160,7 @@ impl Snapshot {
         for (i, row) in rows.into_iter().enumerate() {
             let values = decode_row(table, row, "snapshot")?;
             changes.push(Change {
-                position: self.position.clone(),
+                position: position.clone(),
                 seq: i as u32,
                 table: table.clone(),
                 op: Op::Insert,
@@ -143,6 +170,23 @@ impl Snapshot {
             });
         }
         Ok(changes)
+    }
+
+    /// The key `chunk_rows` rows after `after_key` (from the first row when `None`): the upper end of
+    /// the key range a chunk starting there holds; `None` when fewer rows are left (the range from
+    /// there to the end is the table's last). The server walks the primary key without sending the
+    /// rows it skips.
+    pub async fn next_boundary(
+        &mut self,
+        table: &TableSchema,
+        after_key: Option<&[Value]>,
+    ) -> Result<Option<Vec<Value>>> {
+        let (sql, params) = boundary_select(table, after_key, self.chunk_rows)?;
+        let row: Option<mysql_async::Row> =
+            self.conn.exec_first(sql, params).await.map_err(|e| {
+                SourceError::query(format!("snapshot key-range SELECT of {}", table.id), &self.server, e)
+            })?;
+        row.map(|row| decode_key(table, row, "snapshot key range")).transpose()
     }
 
     /// A cursor over `table`'s chunks, starting after `resume_after` (e.g. from
@@ -295,37 +339,85 @@ pub(crate) async fn mariadb_snapshot_position(conn: &mut Conn, server: &str, wit
 /// `after_key` (all rows when `None`), in key order, at most `limit` rows. Composite keys use a
 /// row-constructor comparison. Shared by the snapshot and the verify reader ([`crate::reader`]).
 pub fn chunk_select(table: &TableSchema, after_key: Option<&[Value]>, limit: usize) -> Result<(String, Params)> {
+    range_select(table, after_key, None, limit)
+}
+
+/// [`chunk_select`] bounded above: only rows with a key at most `upto` (when given).
+pub fn range_select(
+    table: &TableSchema,
+    after_key: Option<&[Value]>,
+    upto: Option<&[Value]>,
+    limit: usize,
+) -> Result<(String, Params)> {
+    let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    keyed_select(table, &select, after_key, upto, &format!("LIMIT {}", limit.max(1)))
+}
+
+/// The SELECT of [`Snapshot::next_boundary`]: the key columns of the `rows`-th row after `after_key`.
+pub fn boundary_select(table: &TableSchema, after_key: Option<&[Value]>, rows: usize) -> Result<(String, Params)> {
+    let key: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
+    keyed_select(table, &key, after_key, None, &format!("LIMIT 1 OFFSET {}", rows.max(1) - 1))
+}
+
+/// `SELECT <columns> FROM t WHERE key > after AND key <= upto ORDER BY key <tail>`, either bound left
+/// out when `None`. Composite keys use a row-constructor comparison, with a leading comparison of the
+/// first key column that lets the optimizer use a range scan (the row comparison is exact).
+fn keyed_select(
+    table: &TableSchema,
+    columns: &[String],
+    after_key: Option<&[Value]>,
+    upto: Option<&[Value]>,
+    tail: &str,
+) -> Result<(String, Params)> {
     if table.primary_key.is_empty() {
         return Err(SourceError::Usage(format!("table {} has no primary key: it cannot be read in chunks", table.id)));
     }
     let key_cols: Vec<String> = table.key_columns().map(|c| quote_ident(&c.name)).collect();
-    let select: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote_table(&table.id));
+    let mut sql = format!("SELECT {} FROM {}", columns.join(", "), quote_table(&table.id));
     let mut params: Vec<mysql_async::Value> = Vec::new();
-    if let Some(after) = after_key {
-        if after.len() != key_cols.len() {
+    let mut conditions: Vec<String> = Vec::new();
+    for (bound, (op, first_op)) in [(after_key, (">", ">=")), (upto, ("<=", "<="))] {
+        let Some(bound) = bound else { continue };
+        if bound.len() != key_cols.len() {
             return Err(SourceError::Usage(format!(
-                "resume key for {} has {} values, the primary key has {} columns",
+                "key bound for {} has {} values, the primary key has {} columns",
                 table.id,
-                after.len(),
+                bound.len(),
                 key_cols.len()
             )));
         }
-        let key_params = table.key_columns().zip(after).map(|(c, v)| to_param(c, v));
+        let key_params = table.key_columns().zip(bound).map(|(c, v)| to_param(c, v));
         if key_cols.len() == 1 {
-            sql.push_str(&format!(" WHERE {} > ?", key_cols[0]));
+            conditions.push(format!("{} {op} ?", key_cols[0]));
             params.extend(key_params);
         } else {
-            // The leading `>=` lets the optimizer use a range scan; the row comparison is exact.
             let marks = vec!["?"; key_cols.len()].join(", ");
-            sql.push_str(&format!(" WHERE {} >= ? AND ({}) > ({marks})", key_cols[0], key_cols.join(", ")));
-            params.push(to_param(table.key_columns().next().expect("non-empty key"), &after[0]));
+            conditions.push(format!("{} {first_op} ? AND ({}) {op} ({marks})", key_cols[0], key_cols.join(", ")));
+            params.push(to_param(table.key_columns().next().expect("non-empty key"), &bound[0]));
             params.extend(key_params);
         }
     }
-    sql.push_str(&format!(" ORDER BY {} LIMIT {}", key_cols.join(", "), limit.max(1)));
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    sql.push_str(&format!(" ORDER BY {} {tail}", key_cols.join(", ")));
     let params = if params.is_empty() { Params::Empty } else { Params::Positional(params) };
     Ok((sql, params))
+}
+
+/// Decodes a result row holding only `table`'s key columns (in key order).
+fn decode_key(table: &TableSchema, row: mysql_async::Row, context: &str) -> Result<Vec<Value>> {
+    let charsets: Vec<u16> = row.columns_ref().iter().map(|c| c.character_set()).collect();
+    let mut key = Vec::with_capacity(table.primary_key.len());
+    for ((column, v), charset) in table.key_columns().zip(row.unwrap()).zip(charsets) {
+        key.push(from_protocol_in(column, v, charset).map_err(|message| SourceError::Decode {
+            table: table.id.to_string(),
+            column: column.name.clone(),
+            context: context.into(),
+            message,
+        })?);
+    }
+    Ok(key)
 }
 
 /// Decodes a result row of a `SELECT` of every column of `table` (in column order); `context` names
@@ -389,4 +481,70 @@ pub(crate) async fn estimated_rows(conn: &mut Conn, server: &str, table: &TableS
         .await
         .map_err(|e| SourceError::query("reading TABLE_ROWS", server, e))?;
     Ok(n.flatten().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polyrepl_core::{Column, ColumnKind, TableId};
+
+    fn table(key: &[&str]) -> TableSchema {
+        let column = |name: &str, kind| Column { name: name.into(), kind, unsigned: false, nullable: false };
+        TableSchema {
+            id: TableId::new("d", "t"),
+            columns: vec![column("g", ColumnKind::VarChar), column("n", ColumnKind::Int), column("v", ColumnKind::Int)],
+            primary_key: key.iter().map(|k| if *k == "g" { 0 } else { 1 }).collect(),
+        }
+    }
+
+    fn params(p: Params) -> usize {
+        match p {
+            Params::Positional(p) => p.len(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn ranges_are_bounded_on_either_side_or_both() {
+        let t = table(&["n"]);
+        let (sql, p) = range_select(&t, None, None, 10).unwrap();
+        assert_eq!(sql, "SELECT `g`, `n`, `v` FROM `d`.`t` ORDER BY `n` LIMIT 10");
+        assert_eq!(params(p), 0);
+        let (sql, p) = range_select(&t, Some(&[Value::Int(5)]), Some(&[Value::Int(9)]), 10).unwrap();
+        assert_eq!(sql, "SELECT `g`, `n`, `v` FROM `d`.`t` WHERE `n` > ? AND `n` <= ? ORDER BY `n` LIMIT 10");
+        assert_eq!(params(p), 2);
+        let (sql, _) = range_select(&t, None, Some(&[Value::Int(9)]), 10).unwrap();
+        assert_eq!(sql, "SELECT `g`, `n`, `v` FROM `d`.`t` WHERE `n` <= ? ORDER BY `n` LIMIT 10");
+        assert_eq!(
+            chunk_select(&t, Some(&[Value::Int(5)]), 7).unwrap().0,
+            range_select(&t, Some(&[Value::Int(5)]), None, 7).unwrap().0
+        );
+    }
+
+    #[test]
+    fn composite_keys_compare_as_rows_and_boundaries_skip_a_chunk() {
+        let t = table(&["g", "n"]);
+        let after = [Value::String("a".into()), Value::Int(1)];
+        let upto = [Value::String("m".into()), Value::Int(2)];
+        let (sql, p) = range_select(&t, Some(&after), Some(&upto), 3).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT `g`, `n`, `v` FROM `d`.`t` WHERE `g` >= ? AND (`g`, `n`) > (?, ?) \
+             AND `g` <= ? AND (`g`, `n`) <= (?, ?) ORDER BY `g`, `n` LIMIT 3"
+        );
+        assert_eq!(params(p), 6);
+        let (sql, p) = boundary_select(&t, Some(&after), 500).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT `g`, `n` FROM `d`.`t` WHERE `g` >= ? AND (`g`, `n`) > (?, ?) ORDER BY `g`, `n` LIMIT 1 OFFSET 499"
+        );
+        assert_eq!(params(p), 3);
+        assert_eq!(
+            boundary_select(&t, None, 1).unwrap().0,
+            "SELECT `g`, `n` FROM `d`.`t` ORDER BY `g`, `n` LIMIT 1 OFFSET 0"
+        );
+        // A bound of the wrong width, a table without a key: said, not queried.
+        assert!(range_select(&t, None, Some(&[Value::Int(1)]), 3).is_err());
+        assert!(boundary_select(&table(&[]), None, 3).is_err());
+    }
 }

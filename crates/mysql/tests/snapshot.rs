@@ -59,3 +59,66 @@ async fn chunks_cover_the_table_once_in_key_order_and_resume_after_a_key() {
     snap.finish().await.unwrap();
     db.drop_db().await;
 }
+
+/// The keys of `schema`'s table in the key ranges `next_boundary` cuts (`chunk_rows` rows each), each
+/// range read on a reader of its own bounded above by the next boundary: every key once, in key order,
+/// and the ranges' sizes.
+async fn keys_by_ranges(schema: &Arc<polyrepl_core::TableSchema>, chunk_rows: usize) -> (Vec<Vec<Value>>, Vec<usize>) {
+    let mut planner = Snapshot::begin(&url(), chunk_rows).await.unwrap();
+    let position = planner.position().clone();
+    let mut reader = Snapshot::alongside(&url(), chunk_rows).await.unwrap();
+    let (mut keys, mut sizes, mut after) = (Vec::new(), Vec::new(), None::<Vec<Value>>);
+    loop {
+        let upto = planner.next_boundary(schema, after.as_deref()).await.unwrap();
+        let rows = reader.read_range(schema, after.as_deref(), upto.as_deref(), &position).await.unwrap();
+        assert!(rows.iter().all(|c| c.position == position), "rows carry the first snapshot's position");
+        if let Some(upto) = &upto {
+            assert_eq!(rows.last().map(|c| &c.key), Some(upto), "a range ends at its boundary");
+        }
+        sizes.push(rows.len());
+        keys.extend(rows.into_iter().map(|c| c.key));
+        match upto {
+            Some(upto) => after = Some(upto),
+            None => break,
+        }
+    }
+    planner.finish().await.unwrap();
+    reader.finish().await.unwrap();
+    (keys, sizes)
+}
+
+#[tokio::test]
+async fn key_ranges_cover_a_table_once_whatever_its_key() {
+    let mut db = TestDb::create("ranges").await;
+    // A composite key with a case-insensitive VARCHAR part, an integer key with gaps, a tiny table.
+    db.exec("CREATE TABLE c (g VARCHAR(20) NOT NULL, n INT NOT NULL, v INT, PRIMARY KEY (g, n))").await;
+    db.exec("CREATE TABLE i (id BIGINT NOT NULL PRIMARY KEY, v INT)").await;
+    db.exec("CREATE TABLE s (id INT NOT NULL PRIMARY KEY)").await;
+    let mut values = Vec::new();
+    for (k, g) in ["Zeta", "alpha", "Beta", "émile", "beta2", "ALPHA2", "😀"].iter().enumerate() {
+        for n in 0..150 {
+            values.push(format!("('{g}', {}, {k})", 1000 - n * 7));
+        }
+    }
+    db.exec(&format!("INSERT INTO c VALUES {}", values.join(","))).await;
+    let values: Vec<String> = (0..2345).map(|i| format!("({}, {i})", i * i - 50_000)).collect();
+    db.exec(&format!("INSERT INTO i VALUES {}", values.join(","))).await;
+    db.exec("INSERT INTO s VALUES (1), (2), (3)").await;
+
+    let mut conn = polyrepl_mysql::checks::connect(&url()).await.unwrap();
+    for (table, chunk_rows, rows) in
+        [("c", 100, 1050), ("c", 1, 1050), ("i", 500, 2345), ("i", 2345, 2345), ("s", 10, 3)]
+    {
+        let schema = Arc::new(discover_tables(&mut conn, &db.filter(table), "test").await.unwrap().remove(0));
+        let sequential: Vec<Vec<Value>> = snapshot_changes(&schema, 333).await.into_iter().map(|c| c.key).collect();
+        assert_eq!(sequential.len(), rows);
+        let (keys, sizes) = keys_by_ranges(&schema, chunk_rows).await;
+        assert_eq!(keys, sequential, "{table} in ranges of {chunk_rows}: every key once, in key order");
+        let full = rows / chunk_rows;
+        let mut expected = vec![chunk_rows; full];
+        // The last range is open-ended: what is left, possibly nothing.
+        expected.push(rows - full * chunk_rows);
+        assert_eq!(sizes, expected, "{table} in ranges of {chunk_rows}");
+    }
+    db.drop_db().await;
+}

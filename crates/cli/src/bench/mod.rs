@@ -21,12 +21,16 @@
 //! 7. lag: a writer at a steady `--lag-rate` while `run` streams into one sink, whose applies are
 //!    timed against the commit time each row carries ([`lag`]).
 //!
+//! `--snapshot-parallelism 1,2,4` runs only the data phase and the snapshot phase once per
+//! parallelism ([`parallel`]).
+//!
 //! Every timed phase runs `--rounds` times (fresh pipeline names, sinks reset where the state would
 //! change the work) after an untimed warm-up, and the median is reported ([`report`]).
 
 mod data;
 mod kafka;
 mod lag;
+mod parallel;
 mod phases;
 mod raw;
 mod raw_cdc;
@@ -139,6 +143,11 @@ pub struct BenchArgs {
     /// (polyrepl stack up --service kafka).
     #[arg(long, conflicts_with_all = ["decode_only", "online_copy"])]
     pub kafka: bool,
+    /// Run only the snapshot phase, once per parallelism of this list (e.g. 1,2,4: `run
+    /// --snapshot-parallelism` readers), into each --sinks sink; reports rows/s and the speed-up over
+    /// the list's first.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["decode_only", "online_copy", "kafka"])]
+    pub snapshot_parallelism: Vec<usize>,
     /// Kafka URL for --kafka.
     #[arg(long, env = "POLYREPL_KAFKA", hide_env_values = true, default_value = "kafka://127.0.0.1:9092")]
     pub kafka_url: String,
@@ -202,9 +211,10 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
         || args.lag_rate == 0
         || args.lag_seconds.is_nan()
         || args.lag_seconds <= 0.0
+        || args.snapshot_parallelism.contains(&0)
     {
         return Err(anyhow!(
-            "--rows, --cdc-changes, --rounds, --writers, --lag-rate and --lag-seconds must all be greater than zero"
+            "--rows, --cdc-changes, --rounds, --writers, --lag-rate, --lag-seconds and --snapshot-parallelism must all be greater than zero"
         ));
     }
     let url = SourceUrl::parse(&args.source).map_err(|e| anyhow!("{e}"))?;
@@ -227,6 +237,12 @@ pub async fn run(mut args: BenchArgs) -> Result<ExitCode> {
         clean_up(&bench).await;
         let figures = outcome?;
         return print_report(&bench, &figures, || lag::copy_table(&figures));
+    }
+    if !bench.args.snapshot_parallelism.is_empty() {
+        let outcome = parallel::measure(&bench).await;
+        clean_up(&bench).await;
+        let figures = outcome?;
+        return print_report(&bench, &figures, || parallel::table(&figures, bench.args.rows, bench.args.rounds));
     }
     if bench.args.kafka {
         let outcome = kafka_path(&bench).await;

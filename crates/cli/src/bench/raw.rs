@@ -114,7 +114,10 @@ async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, rows: &[
         let started = Instant::now();
         send(commands, writers).await?;
         let r = rate(trial.len(), started);
-        bench.note(format!("raw {} trial: {per_insert} documents per insert, {writers} writer(s): {r:.0} rows/s", kind.label()));
+        bench.note(format!(
+            "raw {} trial: {per_insert} documents per insert, {writers} writer(s): {r:.0} rows/s",
+            kind.label()
+        ));
         if r > best.0 {
             best = (r, (per_insert, writers));
         }

@@ -182,7 +182,11 @@ impl Report {
             target(format!("{l} cdc/raw"), "≥ 0.8", s.cdc_over_raw, s.cdc_over_raw >= 0.8);
             if let Some(lag) = &s.lag {
                 // FerretDB's writes scan its collection; the 100 ms goal is Redis's and Cassandra's.
-                let (goal, limit) = if matches!(s.sink, SinkKind::Mongodb | SinkKind::MongoJava) { ("< 1 s", 1.0) } else { ("< 0.1 s", 0.1) };
+                let (goal, limit) = if matches!(s.sink, SinkKind::Mongodb | SinkKind::MongoJava) {
+                    ("< 1 s", 1.0)
+                } else {
+                    ("< 0.1 s", 0.1)
+                };
                 target(
                     format!("{l} lag p99 at {} changes/s (s)", bench.args.lag_rate),
                     goal,

@@ -74,6 +74,7 @@ pub fn effective_config(resolved: &Resolved, config_file: Option<&std::path::Pat
     line("batch_changes", r.batch_changes.to_string());
     line("batch_delay_ms", r.batch_delay_ms.to_string());
     line("chunk_rows", r.chunk_rows.to_string());
+    line("snapshot_parallelism", r.snapshot_parallelism.to_string());
     line("transaction_part_changes", r.transaction_part_changes.to_string());
     line("queue_changes", r.queue_changes.to_string());
     line("queue_mib", r.queue_mib.to_string());
