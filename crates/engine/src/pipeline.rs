@@ -191,7 +191,7 @@ impl Default for PipelineConfig {
             queue_bytes: crate::settings::DEFAULT_QUEUE_MIB << 20,
             max_backoff: Duration::from_secs(10),
             max_merged_changes: 20_000,
-            max_merged_bytes: 16 << 20,
+            max_merged_bytes: 8 << 20,
             spill_bytes: crate::settings::DEFAULT_SPILL_MIB << 20,
             spill_dir: None,
         }
@@ -405,6 +405,10 @@ async fn sink_worker(
     Ok(())
 }
 
+/// A batch taken from a sink's queue, with the room it holds in memory (none when read back from the
+/// spill file).
+type Taken = (Arc<Batch>, Option<Room>);
+
 /// A sink's side of its queue: batches in order, from memory or read back from the spill file.
 struct QueueReader<'a> {
     rx: &'a mut mpsc::UnboundedReceiver<Queued>,
@@ -412,12 +416,12 @@ struct QueueReader<'a> {
     stats: &'a SinkStats,
     sink: &'a str,
     /// A batch taken from the queue that could not join the previous merge.
-    next: Option<(Arc<Batch>, Option<Room>)>,
+    next: Option<Taken>,
 }
 
 impl QueueReader<'_> {
     /// The next batch, waiting for one; `None` once the queue is closed and empty.
-    async fn next(&mut self) -> Result<Option<(Arc<Batch>, Option<Room>)>, SinkError> {
+    async fn next(&mut self) -> Result<Option<Taken>, SinkError> {
         if let Some(waiting) = self.next.take() {
             return Ok(Some(waiting));
         }
@@ -428,7 +432,7 @@ impl QueueReader<'_> {
     }
 
     /// The next batch already waiting, without waiting.
-    fn try_next(&mut self) -> Result<Option<(Arc<Batch>, Option<Room>)>, SinkError> {
+    fn try_next(&mut self) -> Result<Option<Taken>, SinkError> {
         if let Some(waiting) = self.next.take() {
             return Ok(Some(waiting));
         }
@@ -438,7 +442,7 @@ impl QueueReader<'_> {
         }
     }
 
-    fn resolve(&mut self, item: Queued) -> Result<(Arc<Batch>, Option<Room>), SinkError> {
+    fn resolve(&mut self, item: Queued) -> Result<Taken, SinkError> {
         match item {
             Queued::Memory(batch, room) => Ok((batch, Some(room))),
             Queued::Spilled => {

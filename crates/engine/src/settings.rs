@@ -31,7 +31,7 @@ pub const DEFAULT_LEASE_SECONDS: u64 = 30;
 /// Changes queued in memory per sink.
 pub const DEFAULT_QUEUE_CHANGES: usize = 100_000;
 /// MiB of changes (estimated) queued in memory per sink.
-pub const DEFAULT_QUEUE_MIB: usize = 16;
+pub const DEFAULT_QUEUE_MIB: usize = 8;
 /// MiB of batches a sink whose queue is full keeps in its spill file on disk before the source waits.
 pub const DEFAULT_SPILL_MIB: u64 = 1024;
 

@@ -3,13 +3,11 @@
 //! sink from an emptied sink, `--rounds` times, the median reported with its ratio to the first
 //! parallelism of the list.
 
-use super::phases::{reset_sink, run_config, run_to_end};
 use super::report::Measured;
 use super::{Bench, SinkKind};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// The snapshot's rows/s into one sink at one parallelism.
 #[derive(Debug, Clone, Serialize)]
@@ -25,36 +23,13 @@ pub async fn measure(bench: &Bench) -> Result<Vec<ParallelSnapshot>> {
     let mut out = Vec::new();
     for &sink in &bench.args.sinks {
         for &parallelism in &bench.args.snapshot_parallelism {
-            let rows_per_s = rounds(bench, sink, parallelism)
+            let rows_per_s = super::phases::snapshot(bench, sink, Some(parallelism))
                 .await
                 .with_context(|| format!("snapshot into {} at parallelism {parallelism}", sink.label()))?;
             out.push(ParallelSnapshot { sink, parallelism, rows_per_s: Measured::from(rows_per_s) });
         }
     }
     Ok(out)
-}
-
-/// `--rounds` timed snapshots of `snap` into `kind` with `parallelism` readers.
-async fn rounds(bench: &Bench, kind: SinkKind, parallelism: usize) -> Result<Vec<f64>> {
-    let mut rounds = Vec::new();
-    for round in 1..=bench.args.rounds {
-        reset_sink(bench, kind, "snap").await?;
-        let mut cfg = run_config(bench, "snap", &[kind], &bench.pipeline("par"), true)?;
-        cfg.snapshot_parallelism = parallelism;
-        let (elapsed, metrics) = run_to_end(cfg).await?;
-        let rows = metrics.source.snapshot_rows.load(Relaxed);
-        if rows != bench.args.rows as u64 {
-            bail!("the snapshot read {rows} rows, expected {}", bench.args.rows);
-        }
-        rounds.push(rows as f64 / elapsed.as_secs_f64());
-        bench.note(format!(
-            "snapshot {} parallelism {parallelism} round {round}: {:.0} rows/s ({:.2} s)",
-            kind.label(),
-            rounds.last().unwrap(),
-            elapsed.as_secs_f64()
-        ));
-    }
-    Ok(rounds)
 }
 
 /// The human-readable lines.

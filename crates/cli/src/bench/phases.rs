@@ -119,12 +119,17 @@ pub async fn run_to_end(cfg: polyrepl_engine::RunConfig) -> Result<(Duration, Ar
     Ok((started.elapsed(), metrics))
 }
 
-/// Snapshot phase: `run` copies `snap` into `kind` alone, `--rounds` times from an emptied sink.
-pub async fn snapshot(bench: &Bench, kind: SinkKind) -> Result<Rounds> {
+/// Snapshot phase: `run` copies `snap` into `kind` alone, `--rounds` times from an emptied sink, with
+/// `parallelism` snapshot readers (`None`: `run`'s default).
+pub async fn snapshot(bench: &Bench, kind: SinkKind, parallelism: Option<usize>) -> Result<Rounds> {
     let mut rounds = Vec::new();
+    let with = parallelism.map_or(String::new(), |p| format!(" parallelism {p}"));
     for round in 1..=bench.args.rounds {
         reset_sink(bench, kind, "snap").await?;
-        let cfg = run_config(bench, "snap", &[kind], &bench.pipeline("snap"), true)?;
+        let mut cfg = run_config(bench, "snap", &[kind], &bench.pipeline("snap"), true)?;
+        if let Some(p) = parallelism {
+            cfg.snapshot_parallelism = p;
+        }
         let (elapsed, metrics) = run_to_end(cfg).await?;
         let rows = metrics.source.snapshot_rows.load(Relaxed);
         if rows != bench.args.rows as u64 {
@@ -132,7 +137,7 @@ pub async fn snapshot(bench: &Bench, kind: SinkKind) -> Result<Rounds> {
         }
         rounds.push(rows as f64 / elapsed.as_secs_f64());
         bench.note(format!(
-            "snapshot {} round {round}: {:.0} rows/s ({:.2} s)",
+            "snapshot {}{with} round {round}: {:.0} rows/s ({:.2} s)",
             kind.label(),
             rounds.last().unwrap(),
             elapsed.as_secs_f64()

@@ -189,18 +189,11 @@ async fn redis(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
 
 async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<Rounds> {
     use polyrepl_cassandra::mapping::MappingStats;
-    use polyrepl_cassandra::write::{insert_cql, row_values};
+    use polyrepl_cassandra::write::row_values;
     use scylla::statement::batch::{Batch, BatchType};
     use scylla::value::CqlValue;
-    let mut sink = polyrepl_cassandra::CassandraSink::connect(
-        bench.sink_url(SinkKind::Cassandra),
-        "polyrepl_bench",
-        Default::default(),
-    )
-    .await?;
-    sink.prepare(std::slice::from_ref(table)).await?;
+    let (sink, insert) = cassandra_table(bench, table).await?;
     let session = sink.session();
-    let insert = session.prepare(insert_cql(table, false)).await.context("preparing the raw INSERT")?;
     let stats = MappingStats::default();
     // Timestamp 1: older than anything the pipeline writes later, so raw rows never shadow its rows.
     let values = rows
@@ -228,6 +221,23 @@ async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Res
         bench.note(format!("raw cassandra round {round}: {:.0} rows/s", rounds.last().unwrap()));
     }
     Ok(rounds)
+}
+
+/// A Cassandra sink with `table` prepared, and its prepared raw `INSERT … USING TIMESTAMP ?`.
+pub async fn cassandra_table(
+    bench: &Bench,
+    table: &Arc<TableSchema>,
+) -> Result<(polyrepl_cassandra::CassandraSink, scylla::statement::prepared::PreparedStatement)> {
+    let mut sink = polyrepl_cassandra::CassandraSink::connect(
+        bench.sink_url(SinkKind::Cassandra),
+        "polyrepl_bench",
+        Default::default(),
+    )
+    .await?;
+    sink.prepare(std::slice::from_ref(table)).await?;
+    let cql = polyrepl_cassandra::write::insert_cql(table, false);
+    let insert = sink.session().prepare(cql).await.context("preparing the raw INSERT")?;
+    Ok((sink, insert))
 }
 
 /// Sends `values` as unlogged batches of [`CASSANDRA_ROWS_PER_BATCH`] rows (`full`; the last one from
