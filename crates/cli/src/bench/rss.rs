@@ -110,7 +110,9 @@ pub async fn streaming_child(bench: &Bench) -> Result<StreamingRss> {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     writing.store(false, Relaxed);
     let max_kib = sampler.await.context("the RSS sampler")?;
-    let peak_kib = status_kib(&format!("/proc/{pid}/status"), "VmHWM:").unwrap_or(0);
+    // Linux updates the high-water mark lazily (on unmapping, at exit): memory returned to the system
+    // otherwise can leave VmHWM below an RSS sampled earlier, so the peak is the larger of the two.
+    let peak_kib = status_kib(&format!("/proc/{pid}/status"), "VmHWM:").unwrap_or(0).max(max_kib);
     // SAFETY: plain libc call; `pid` is our own child, still running (not reaped).
     unsafe { libc::kill(pid, libc::SIGTERM) };
     child.wait().await?;
