@@ -9,8 +9,8 @@
 //!   bounded whatever the row size. A sink whose queue is full while another sink keeps up gets the
 //!   batches it has no room for through its spill file on disk ([`crate::spill`], up to
 //!   `spill_bytes`), so a slow sink never holds the others back. When every sink is behind (the source
-//!   is faster than all of them, as in an initial snapshot), the batcher — and so the source reader —
-//!   waits instead: nothing is spilled that memory would not have held anyway.
+//!   is faster than all of them), and for the initial snapshot's batches, the batcher — and so the
+//!   source reader — waits instead.
 //! - A batch closes by count, by bytes or by time, whichever comes first (`max_batch_*`).
 //! - A sink that is behind may apply the batches waiting in its queue as one (`max_merged_*`), if the
 //!   sink allows it (`Sink::merges_waiting_batches`): same kind, in order, the last one's checkpoint.
@@ -316,7 +316,8 @@ fn joinable(batch: &Batch, next: &Batch) -> bool {
 }
 
 /// Hands `batch` to every sink: into its queue in memory when there is room; to its spill file when its
-/// queue is full while another sink keeps up (it is the one behind: the others must not wait for it);
+/// queue is full while another sink keeps up (it is the one behind: the others must not wait for it) and
+/// the batch is not one of the initial snapshot's;
 /// else the batcher waits for room (every sink is behind: the source is simply faster than the sinks,
 /// and waiting is what bounds memory). False when a sink has stopped.
 async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
@@ -326,8 +327,12 @@ async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
             if let Some(sent) = q.try_memory(&batch, kib) {
                 break sent;
             }
+            // Initial-snapshot batches never spill: a copy can wait, and spilling it cost more than it
+            // saved (1M rows into FerretDB + Redis + Cassandra: 207 MiB and 103 s with, 91 MiB and 69 s
+            // without).
+            let streaming = batch.checkpoint.snapshot.is_none();
             let others_keep_up = queues.iter().enumerate().any(|(j, other)| j != i && other.keeps_up());
-            if others_keep_up {
+            if streaming && others_keep_up {
                 if let Some(sent) = q.try_spill(&batch) {
                     break sent;
                 }

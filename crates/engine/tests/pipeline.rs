@@ -378,3 +378,36 @@ async fn when_every_sink_is_behind_the_source_waits_and_nothing_is_spilled() {
     assert_eq!(rows(&a).len(), 300);
     assert_eq!(rows(&a), rows(&b));
 }
+
+#[tokio::test(start_paused = true)]
+async fn initial_snapshot_batches_never_spill() {
+    let (_, slow) = MemorySink::new("slow", PIPELINE);
+    let (_, fast) = MemorySink::new("fast", PIPELINE);
+    slow.pause();
+    let cfg = PipelineConfig { queue_changes: 10, ..one_per_batch() };
+    let run = start(vec![slot(&slow), slot(&fast)], cfg);
+    let tx = run.tx.clone();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let producer = tokio::spawn(async move {
+        for mut batch in inserts(300) {
+            let progress = polyrepl_core::SnapshotProgress { done: vec![], current: None };
+            batch.checkpoint = Checkpoint::snapshotting(at(1), progress);
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+            counter.fetch_add(1, Relaxed);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = sent.load(Relaxed);
+    assert!(held <= 20, "a copy waits for its slowest sink: {held} batches accepted");
+    let stats = run.metrics.sinks.lock().unwrap()[0].1.clone();
+    assert_eq!(stats.batches_spilled.load(Relaxed), 0, "snapshot batches are not spilled");
+    slow.resume();
+    producer.await.unwrap();
+    drop(run.tx);
+    run.task.await.unwrap().unwrap();
+    assert_eq!(rows(&slow).len(), 300);
+    assert_eq!(rows(&slow), rows(&fast));
+}
