@@ -30,6 +30,8 @@ use crate::options::{check, split_url_options, RedisOptions};
 use crate::plan::{plan_within, DeadLetterWrite};
 use crate::write::{lane_writes, send_lanes, Lanes};
 
+/// Immediate re-sends of a batch after a transient failure on a single server (see `apply`).
+const IMMEDIATE_RETRIES: usize = 2;
 /// Keys per pipelined round trip in `read_rows`.
 const READ_CHUNK: usize = 1000;
 /// `HGETALL`s in flight at once in `read_rows` on a cluster (one key each: keys span slots).
@@ -192,14 +194,16 @@ impl Sink for RedisSink {
             Lanes::PerSlot => self.conn.clone(),
             Lanes::Connections(_) => self.lanes[lane as usize].clone(),
         };
-        match send_lanes(connection, &self.name, &writes, &what).await {
-            // After an outage the connection manager answers the first call with the error of its
-            // last failed reconnect, and only then reconnects: try again at once rather than a
-            // backoff later. Re-sending is safe: every transaction is idempotent.
-            Err(e) if e.is_transient() && !self.conn.is_cluster() => {
-                send_lanes(connection, &self.name, &writes, &what).await?
+        // After an outage each connection answers its first call with a broken pipe, or with the error
+        // of its last failed reconnect, and only then reconnects; with several connections a batch can
+        // meet that on one lane after another: try again at once (up to IMMEDIATE_RETRIES times)
+        // rather than a backoff later. Re-sending is safe: every transaction is idempotent.
+        let mut retries = 0;
+        loop {
+            match send_lanes(connection, &self.name, &writes, &what).await {
+                Err(e) if e.is_transient() && !self.conn.is_cluster() && retries < IMMEDIATE_RETRIES => retries += 1,
+                done => break done?,
             }
-            done => done?,
         }
         self.policy.record(&self.name, &unmappable);
         Ok(())
