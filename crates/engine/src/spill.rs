@@ -111,6 +111,10 @@ impl Spill {
 
     /// Appends `batch`; `Ok(false)` when it would pass the limit (nothing written).
     pub fn push(&mut self, batch: &Batch) -> io::Result<bool> {
+        // A full file refuses before the batch is encoded: the batcher asks again every 100 ms.
+        if self.bytes() >= self.limit {
+            return Ok(false);
+        }
         let changes = batch
             .changes
             .iter()
