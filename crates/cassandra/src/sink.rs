@@ -17,7 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use polyrepl_core::{
-    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, Sink, SinkError, TableSchema, Value,
+    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, LeftOut, Row, RowPolicy, Sink, SinkError, StagedBatch,
+    TableSchema, Value,
 };
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
@@ -36,7 +37,8 @@ use crate::write::{delete_cql, execute_all, insert_cql, key_values, row_values, 
 /// A Cassandra sink: one keyspace per source database, one table per source table, one partition per
 /// row keyed by the source primary key, every write timestamped by its source position.
 pub struct CassandraSink {
-    session: Session,
+    /// Shared with batches being sent ([`CassandraStaged`]).
+    session: Arc<Session>,
     name: String,
     pipeline: String,
     options: CassandraOptions,
@@ -65,7 +67,7 @@ impl CassandraSink {
         let (session, name) = connect(url, &options).await?;
         let limits = crate::limits::read(&session, &name).await;
         Ok(CassandraSink {
-            session,
+            session: Arc::new(session),
             name,
             pipeline: pipeline.to_string(),
             replication: options.replication.cql(),
@@ -160,6 +162,52 @@ impl CassandraSink {
     }
 }
 
+/// A batch's bound statements, its dead-letter records and its checkpoint, ready to send.
+struct CassandraStaged {
+    session: Arc<Session>,
+    sink: String,
+    pipeline: String,
+    bound: Vec<Bound>,
+    /// Per statement: an upsert?, its table and key (for errors).
+    described: Vec<(bool, Arc<TableSchema>, Vec<Value>)>,
+    max_in_flight: usize,
+    letters: Vec<DeadLetter>,
+    checkpoint_statement: PreparedStatement,
+    checkpoint: Checkpoint,
+    /// The checkpoint's write timestamp, above every earlier checkpoint's of this sink.
+    timestamp: i64,
+    policy: RowPolicy,
+    left_out: LeftOut,
+}
+
+#[async_trait]
+impl StagedBatch for CassandraStaged {
+    async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        let this = *self;
+        let described = &this.described;
+        let describe = |i: usize| {
+            let (upsert, table, key) = &described[i];
+            let verb = if *upsert { "writing" } else { "deleting" };
+            format!("{verb} key {key:?} of {}", table.id)
+        };
+        execute_all(&this.session, &this.sink, this.bound, this.max_in_flight, &describe).await?;
+        if !this.letters.is_empty() {
+            crate::dead_letter::store(&this.session, &this.sink, &this.letters).await?;
+        }
+        checkpoint::store(
+            &this.session,
+            &this.sink,
+            &this.checkpoint_statement,
+            &this.pipeline,
+            &this.checkpoint,
+            this.timestamp,
+        )
+        .await?;
+        this.policy.record_left_out(&this.sink, &this.left_out);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Sink for CassandraSink {
     fn name(&self) -> &str {
@@ -183,7 +231,7 @@ impl Sink for CassandraSink {
         true
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError> {
         let (writes, unmappable) = plan_within(batch, &self.limits).map_err(|m| SinkError::definite(&self.name, m))?;
         self.policy.check(&self.name, &unmappable, crate::dead_letter::PLACE)?;
         // Every schema of the batch (compared by pointer first, then by column list in the catalog).
@@ -194,6 +242,7 @@ impl Sink for CassandraSink {
             }
         }
         let mut bound = Vec::with_capacity(writes.len());
+        let mut described = Vec::with_capacity(writes.len());
         // One statement per table and kind, looked up once per batch rather than once per row.
         let mut statements: HashMap<(usize, bool), PreparedStatement> = HashMap::new();
         for (index, write) in writes.iter().enumerate() {
@@ -225,25 +274,29 @@ impl Sink for CassandraSink {
                 }
             };
             bound.push(Bound { index, statement, values });
+            described.push((upsert, write.table.clone(), write.key.to_vec()));
         }
-        let describe = |i: usize| {
-            let write = &writes[i];
-            let verb = if matches!(write.kind, WriteKind::Upsert(_)) { "writing" } else { "deleting" };
-            format!("{verb} key {:?} of {}", write.key, write.table.id)
-        };
-        execute_all(&self.session, &self.name, bound, self.options.max_in_flight, &describe).await?;
         let letters = self.policy.dead_letters(&self.name, &self.pipeline, &unmappable);
         if !letters.is_empty() {
             self.ensure_dead_letter_table().await?;
-            crate::dead_letter::store(&self.session, &self.name, &letters).await?;
         }
         self.ensure_checkpoint_table().await?;
         let timestamp = now_micros().max(self.last_checkpoint_timestamp + 1);
-        let statement = self.statements.get(&self.session, &self.name, &checkpoint::store_cql()).await?;
-        checkpoint::store(&self.session, &self.name, &statement, &self.pipeline, &batch.checkpoint, timestamp).await?;
         self.last_checkpoint_timestamp = timestamp;
-        self.policy.record(&self.name, &unmappable);
-        Ok(())
+        Ok(Box::new(CassandraStaged {
+            session: self.session.clone(),
+            sink: self.name.clone(),
+            pipeline: self.pipeline.clone(),
+            bound,
+            described,
+            max_in_flight: self.options.max_in_flight,
+            letters,
+            checkpoint_statement: self.statements.get(&self.session, &self.name, &checkpoint::store_cql()).await?,
+            checkpoint: batch.checkpoint.clone(),
+            timestamp,
+            policy: self.policy.clone(),
+            left_out: self.policy.left_out(&unmappable),
+        }))
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {

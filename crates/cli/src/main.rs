@@ -17,6 +17,12 @@ mod verify;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
+// The system allocator took about a third of the pipeline's CPU in a snapshot into Redis (malloc, free
+// and their consolidation, per row and per value). jemalloc cut the process's CPU by ~28% for +10% RSS;
+// mimalloc saved as much CPU but held ~60% more memory (A/B in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Keeps MongoDB, Redis and Cassandra in step with MySQL/MariaDB tables, and stands up the whole
 /// database stack for a developer.
 ///

@@ -17,6 +17,7 @@ pub mod sink;
 pub mod tables;
 #[cfg(feature = "test-utils")]
 pub mod testkit;
+pub mod text;
 pub mod unmappable;
 pub mod value;
 
@@ -26,7 +27,8 @@ pub use collapse::{collapse, CollapsedKey};
 pub use lease::{Lease, LeaseRequest};
 pub use position::{parse_gtid_state, Position};
 pub use schema::{Column, ColumnKind, TableId, TableSchema};
-pub use sink::{Sink, SinkError};
+pub use sink::{Sink, SinkError, StagedBatch, Written};
 pub use tables::TableFilter;
-pub use unmappable::{DeadLetter, OnUnmappable, RowPolicy, Unmappable};
+pub use text::Text;
+pub use unmappable::{DeadLetter, LeftOut, OnUnmappable, RowPolicy, Unmappable};
 pub use value::{Date, DateTime, Time, Value};

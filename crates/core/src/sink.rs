@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 /// A sink failure, split the way the pipeline must react to it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
     /// The sink is unreachable or overloaded: retry the same batch with backoff.
     #[error("{sink}: {message} (will retry)")]
@@ -40,6 +40,24 @@ impl SinkError {
     }
 }
 
+/// A batch turned into a sink's writes by [`Sink::stage`].
+#[async_trait]
+pub trait StagedBatch: Send {
+    /// Writes the rows, then the checkpoint; `Ok` once the batch is stored. On a failure nothing is
+    /// known of what landed: the batch is applied again (a replay has the effect of applying it once).
+    async fn send(self: Box<Self>) -> Result<(), SinkError>;
+}
+
+/// What [`Sink::stage`] returns when it already wrote the batch (a sink that does not pipeline).
+pub struct Written;
+
+#[async_trait]
+impl StagedBatch for Written {
+    async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
 /// A target database kept in step with the source.
 #[async_trait]
 pub trait Sink: Send {
@@ -54,7 +72,19 @@ pub trait Sink: Send {
     /// as its [`crate::RowPolicy`] says, found before anything is written: the batch fails definitely
     /// (`stop`), or the row is left out (its key deleted where the sink can address it) and the rest
     /// applied (`skip`), and recorded with the batch (`dead-letter`, see [`Sink::read_dead_letters`]).
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    /// It is [`Sink::stage`] followed by [`StagedBatch::send`].
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.stage(batch).await?.send().await
+    }
+
+    /// The first half of [`Sink::apply`]: everything before the first write of the batch's rows —
+    /// mapping, the row policy (a `stop` fails here), whatever the tables need first — returning the
+    /// writes, which own their data and shared handles to the sink's connections. The pipeline sends
+    /// them (in a task of their own) while it stages the next batch, and sends that one only once they
+    /// are stored, so the sink's server is not idle while batches are converted, and batches and
+    /// checkpoints still land in order. A sink that cannot split its work writes the batch here and
+    /// returns [`Written`].
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError>;
 
     /// Whether the pipeline may hand this sink, when it is behind, the batches waiting in its queue as
     /// one larger batch. Say no when a larger apply is unsafe or no faster: e.g. a server that keeps

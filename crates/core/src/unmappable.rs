@@ -170,29 +170,64 @@ impl RowPolicy {
 
     /// Counts and logs `rows` once the batch that left them out is stored.
     pub fn record(&self, sink: &str, rows: &[Unmappable]) {
-        for row in rows {
+        self.record_left_out(sink, &self.left_out(rows))
+    }
+
+    /// What [`RowPolicy::record`] says of `rows`, owned, for a batch whose writes are sent after the
+    /// batch itself is gone ([`crate::Sink::stage`]).
+    pub fn left_out(&self, rows: &[Unmappable]) -> LeftOut {
+        if self.on_unmappable == OnUnmappable::Stop {
+            return LeftOut::default();
+        }
+        LeftOut(
+            rows.iter()
+                .map(|row| LeftOutRow {
+                    table: row.change.table.id.clone(),
+                    key: key_json(&row.change.table, &row.change.key).to_string(),
+                    position: row.change.position.to_string(),
+                    reason: row.reason.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Counts and logs rows left out (see [`RowPolicy::left_out`]) once their batch is stored.
+    pub fn record_left_out(&self, sink: &str, left_out: &LeftOut) {
+        for row in &left_out.0 {
             let what = match self.on_unmappable {
                 OnUnmappable::Stop => return,
                 OnUnmappable::Skip => {
-                    self.counts.add_skipped(&row.change.table.id);
+                    self.counts.add_skipped(&row.table);
                     "skipped"
                 }
                 OnUnmappable::DeadLetter => {
-                    self.counts.add_dead_lettered(&row.change.table.id);
+                    self.counts.add_dead_lettered(&row.table);
                     "dead-lettered"
                 }
             };
             tracing::warn!(
                 sink,
-                table = %row.change.table.id,
-                key = %key_json(&row.change.table, &row.change.key),
-                position = %row.change.position,
+                table = %row.table,
+                key = %row.key,
+                position = %row.position,
                 reason = %row.reason,
                 "a row this sink cannot hold was {what} ({FLAG} {})",
                 self.on_unmappable
             );
         }
     }
+}
+
+/// Rows a batch left out, as [`RowPolicy::record_left_out`] reports them.
+#[derive(Debug, Clone, Default)]
+pub struct LeftOut(Vec<LeftOutRow>);
+
+#[derive(Debug, Clone)]
+struct LeftOutRow {
+    table: TableId,
+    key: String,
+    position: String,
+    reason: String,
 }
 
 /// `table db.t row {"id":7} (change at binlog.000001:4, seq 0)`.

@@ -22,7 +22,7 @@ impl Date {
 
 impl std::fmt::Display for Date {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        f.write_str(crate::text::ShortText::of_date(self).as_str())
     }
 }
 
@@ -40,9 +40,7 @@ pub struct DateTime {
 impl DateTime {
     /// `YYYY-MM-DD HH:MM:SS[.ffffff]` with exactly `fsp` fractional digits, as MySQL prints it.
     pub fn mysql_text(&self) -> String {
-        let mut s = format!("{} {:02}:{:02}:{:02}", self.date, self.hour, self.minute, self.second);
-        push_fraction(&mut s, self.micros, self.fsp);
-        s
+        crate::text::ShortText::of_datetime(self).as_str().to_string()
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.ffffff` (always six digits), the ISO form used where a sink stores text.
@@ -90,23 +88,7 @@ pub struct Time {
 impl Time {
     /// `[-]HH:MM:SS[.ffffff]` with exactly `fsp` fractional digits, as MySQL prints it.
     pub fn mysql_text(&self) -> String {
-        let mut s = format!(
-            "{}{:02}:{:02}:{:02}",
-            if self.negative { "-" } else { "" },
-            self.hours,
-            self.minutes,
-            self.seconds
-        );
-        push_fraction(&mut s, self.micros, self.fsp);
-        s
-    }
-}
-
-fn push_fraction(s: &mut String, micros: u32, fsp: u8) {
-    if fsp > 0 {
-        let digits = format!("{:06}", micros);
-        s.push('.');
-        s.push_str(&digits[..fsp.min(6) as usize]);
+        crate::text::ShortText::of_time(self).as_str().to_string()
     }
 }
 
@@ -203,24 +185,12 @@ impl Value {
     /// The value as MySQL's client prints it (`SELECT` output); `None` for NULL.
     /// Used by sinks that store text (Redis) and for display and key strings.
     pub fn mysql_text(&self) -> Option<String> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Int(v) => v.to_string(),
-            Value::UInt(v) => v.to_string(),
-            Value::Float(v) => v.to_string(),
-            Value::Double(v) => v.to_string(),
-            Value::Decimal(v) => v.clone(),
-            Value::String(v) => v.clone(),
-            Value::Bytes(v) => String::from_utf8_lossy(v).into_owned(),
-            Value::Date(v) => v.to_string(),
-            Value::Time(v) => v.mysql_text(),
-            Value::DateTime(v) | Value::Timestamp(v) => v.mysql_text(),
-            Value::Year(v) => format!("{v:04}"),
-            Value::Json(v) => v.to_string(),
-            Value::Bit(v) => v.to_string(),
-            Value::Enum(v) => v.clone(),
-            Value::Set(v) => v.join(","),
-        })
+        self.text().map(crate::Text::into_owned)
+    }
+
+    /// [`Value::mysql_text`] without allocating where it can (see [`crate::text`]).
+    pub fn text(&self) -> Option<crate::Text<'_>> {
+        crate::text::text_of(self)
     }
 }
 

@@ -348,7 +348,9 @@ async fn send_all(queues: &[Queue], batch: Arc<Batch>, bytes: usize) -> bool {
     true
 }
 
-/// Applies batches to one sink in order, retrying transient failures.
+/// Applies batches to one sink in order, retrying transient failures. One batch may be in flight (its
+/// writes sent by a task of their own) while the next is staged ([`Sink::stage`]); that one is sent only
+/// once the one in flight is stored.
 async fn sink_worker(
     mut slot: SinkSlot,
     mut rx: mpsc::UnboundedReceiver<Queued>,
@@ -363,51 +365,153 @@ async fn sink_worker(
         cfg.max_merged_changes = 0;
     }
     let mut source = QueueReader { rx: &mut rx, spill: spill.as_deref(), stats: &stats, sink: &name, next: None };
+    let mut worker = Worker { stats: &stats, name: &name, max_backoff: cfg.max_backoff };
     set_state(&stats, "ok");
+    let mut in_flight: Option<InFlight> = None;
     loop {
-        let Some((first, room)) = source.next().await? else {
+        // While a batch is in flight: whichever comes first, it is stored or the next batch is waiting.
+        let taken = match in_flight.as_mut() {
+            None => source.next().await?,
+            Some(flight) => tokio::select! {
+                sent = &mut flight.send => {
+                    let flight = in_flight.take().expect("in flight");
+                    worker.land(slot.sink.as_mut(), flight, sent).await?;
+                    continue;
+                }
+                taken = source.next() => taken?,
+            },
+        };
+        let Some((first, room)) = taken else {
             break;
         };
         if already_applied(&first.checkpoint, &slot.resume_from) {
             stats.batches_skipped.fetch_add(1, Relaxed);
             continue;
         }
-        // The rooms (queue permits) are released once the merged batch is applied.
-        let (batch, _rooms) = merge_waiting(first, room, &mut source, &cfg)?;
-        let mut backoff = Duration::from_millis(100);
-        let mut failing = false;
-        loop {
-            match apply(slot.sink.as_mut(), &batch).await {
-                Ok(()) => break,
-                Err(e) if e.is_transient() => {
-                    stats.errors.fetch_add(1, Relaxed);
-                    *stats.last_error.lock().unwrap() = Some(e.to_string());
-                    if !failing {
-                        tracing::warn!(sink = %name, error = %e, "sink unavailable; retrying with backoff until it is back");
-                        set_state(&stats, "retrying");
-                        failing = true;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(cfg.max_backoff);
-                }
-                Err(e) => {
-                    stats.errors.fetch_add(1, Relaxed);
-                    *stats.last_error.lock().unwrap() = Some(e.to_string());
-                    set_state(&stats, "failed");
-                    return Err(e);
-                }
-            }
-        }
-        if failing {
-            tracing::info!(sink = %name, "sink is back; applying again");
-            *stats.last_error.lock().unwrap() = None;
-            set_state(&stats, "ok");
-        }
-        record_applied(&stats, &batch);
         // Once the sink holds newer changes than its loaded checkpoint, it skips nothing more.
         slot.resume_from = None;
+        // The rooms (queue permits) are released once the merged batch is applied.
+        let (batch, rooms) = merge_waiting(first, room, &mut source, &cfg)?;
+        if !batch.table_ops.is_empty() {
+            // Layout operations run with nothing in flight.
+            if let Some(flight) = in_flight.take() {
+                worker.land_now(slot.sink.as_mut(), flight).await?;
+            }
+            worker.apply_until_stored(slot.sink.as_mut(), &batch).await?;
+            record_applied(&stats, &batch);
+            continue;
+        }
+        // Staged while the previous batch is sent.
+        let staged = slot.sink.stage(&batch).await;
+        if let Some(flight) = in_flight.take() {
+            worker.land_now(slot.sink.as_mut(), flight).await?;
+        }
+        match staged {
+            Ok(staged) => in_flight = Some(InFlight { send: tokio::spawn(staged.send()), batch, _rooms: rooms }),
+            Err(e) => {
+                worker.retry_until_stored(slot.sink.as_mut(), &batch, e).await?;
+                record_applied(&stats, &batch);
+            }
+        }
+    }
+    if let Some(flight) = in_flight.take() {
+        worker.land_now(slot.sink.as_mut(), flight).await?;
     }
     Ok(())
+}
+
+/// A staged batch being sent by a task of its own, and the queue room it holds until it is stored.
+struct InFlight {
+    send: tokio::task::JoinHandle<Result<(), SinkError>>,
+    batch: Arc<Batch>,
+    _rooms: Vec<Room>,
+}
+
+impl Drop for InFlight {
+    /// A worker that stops (a definite error elsewhere) does not leave a send running.
+    fn drop(&mut self) {
+        self.send.abort();
+    }
+}
+
+/// One sink worker's failure handling: retry with backoff while transient, stop when definite, and
+/// the state and log lines that go with it.
+struct Worker<'a> {
+    stats: &'a SinkStats,
+    name: &'a str,
+    max_backoff: Duration,
+}
+
+impl Worker<'_> {
+    /// Waits for `flight`'s send to end, then [`Worker::land`]s it.
+    async fn land_now(&mut self, sink: &mut dyn Sink, mut flight: InFlight) -> Result<(), SinkError> {
+        let sent = (&mut flight.send).await;
+        self.land(sink, flight, sent).await
+    }
+
+    /// `flight`'s send ended with `sent`: counted when stored; applied again from the start (staged
+    /// anew) until stored when it failed transiently; the worker's error when definitely.
+    async fn land(
+        &mut self,
+        sink: &mut dyn Sink,
+        flight: InFlight,
+        sent: Result<Result<(), SinkError>, tokio::task::JoinError>,
+    ) -> Result<(), SinkError> {
+        let sent = sent.unwrap_or_else(|join| {
+            Err(SinkError::definite(self.name, format!("the task sending a batch failed: {join}")))
+        });
+        if let Err(e) = sent {
+            self.retry_until_stored(sink, &flight.batch, e).await?;
+        }
+        record_applied(self.stats, &flight.batch);
+        Ok(())
+    }
+
+    /// Counts a failure; `Err` (the worker stops) when it is definite.
+    fn failed(&mut self, e: &SinkError) -> Result<(), SinkError> {
+        self.stats.errors.fetch_add(1, Relaxed);
+        *self.stats.last_error.lock().unwrap() = Some(e.to_string());
+        if e.is_transient() {
+            return Ok(());
+        }
+        set_state(self.stats, "failed");
+        Err(e.clone())
+    }
+
+    /// Applies `batch` (layout operations, then stage and send) until it is stored, retrying transient
+    /// failures with backoff; the first definite failure is the worker's error.
+    async fn apply_until_stored(&mut self, sink: &mut dyn Sink, batch: &Batch) -> Result<(), SinkError> {
+        match apply(sink, batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.retry_until_stored(sink, batch, e).await,
+        }
+    }
+
+    /// `batch` failed with `error`: applied again after a backoff while the failures are transient
+    /// (capped exponential, logged once per change of state); the definite one is the worker's error.
+    async fn retry_until_stored(
+        &mut self,
+        sink: &mut dyn Sink,
+        batch: &Batch,
+        error: SinkError,
+    ) -> Result<(), SinkError> {
+        self.failed(&error)?;
+        tracing::warn!(sink = %self.name, error = %error, "sink unavailable; retrying with backoff until it is back");
+        set_state(self.stats, "retrying");
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.max_backoff);
+            match apply(sink, batch).await {
+                Ok(()) => break,
+                Err(e) => self.failed(&e)?,
+            }
+        }
+        tracing::info!(sink = %self.name, "sink is back; applying again");
+        *self.stats.last_error.lock().unwrap() = None;
+        set_state(self.stats, "ok");
+        Ok(())
+    }
 }
 
 /// A batch taken from a sink's queue, with the room it holds in memory (none when read back from the

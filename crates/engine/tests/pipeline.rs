@@ -411,3 +411,27 @@ async fn initial_snapshot_batches_never_spill() {
     assert_eq!(rows(&slow).len(), 300);
     assert_eq!(rows(&slow), rows(&fast));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_next_batch_is_staged_while_one_is_sent_and_they_land_in_order() {
+    let (_, sink) = MemorySink::new("mem", PIPELINE);
+    sink.pause();
+    let run = start(vec![slot(&sink)], one_per_batch());
+    for b in inserts(3) {
+        run.tx.send(b).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Batch 1 is being sent (its send waits on the pause), batch 2 is staged behind it; batch 3 waits
+    // in the queue until batch 1 is stored.
+    assert_eq!((sink.staged(), sink.calls()), (2, 1), "one batch staged while one is in flight");
+    assert_eq!(sink.checkpoint(), None, "nothing stored while paused");
+    sink.resume();
+    drop(run.tx);
+    run.task.await.unwrap().unwrap();
+    let order: Vec<Checkpoint> = sink.applied().into_iter().map(|a| a.checkpoint).collect();
+    assert_eq!(
+        order,
+        vec![Checkpoint::streaming(at(100)), Checkpoint::streaming(at(200)), Checkpoint::streaming(at(300))]
+    );
+    assert_eq!(rows(&sink), vec![(1, 1), (2, 2), (3, 3)]);
+}

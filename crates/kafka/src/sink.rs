@@ -6,8 +6,8 @@ use crate::options::{self, KafkaOptions};
 use crate::topics::{self, Record, TopicSpec, DEAD_LETTERS, LEASES, SHARED_CHECKPOINTS};
 use async_trait::async_trait;
 use polyrepl_core::{
-    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Op, Row, RowPolicy, Sink, SinkError, TableId, TableSchema,
-    Unmappable, Value,
+    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Op, Row, RowPolicy, Sink, SinkError, StagedBatch, TableId,
+    TableSchema, Unmappable, Value, Written,
 };
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -443,7 +443,9 @@ impl Sink for KafkaSink {
         self.start_transactions().await
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    // Not pipelined: a batch and its checkpoint are one Kafka transaction of one transactional
+    // producer, written here; the next batch's transaction cannot begin before this one commits.
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError> {
         let snapshot = batch.checkpoint.snapshot.is_some();
         let now = now_ms();
         let mut messages = Vec::with_capacity(batch.changes.len() + 1);
@@ -493,7 +495,7 @@ impl Sink for KafkaSink {
         messages.push(self.checkpoint_message(&batch.checkpoint));
         self.transaction(messages).await?;
         self.policy.record(&self.name, &unmappable);
-        Ok(())
+        Ok(Box::new(Written))
     }
 
     fn merges_waiting_batches(&self) -> bool {

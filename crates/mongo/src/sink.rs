@@ -15,7 +15,8 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
 use polyrepl_core::{
-    Batch, Change, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, Sink, SinkError, TableSchema, Value,
+    Batch, Change, Checkpoint, DeadLetter, Lease, LeaseRequest, LeftOut, Row, RowPolicy, Sink, SinkError, StagedBatch,
+    TableSchema, Value,
 };
 
 use crate::checkpoint::{self, CHECKPOINT_COLLECTION, CHECKPOINT_DATABASE};
@@ -24,7 +25,7 @@ use crate::error::classify;
 use crate::fence::{ids_per_delete, wait_out_previous_run, DocCounts};
 use crate::mapping::{Mapping, MappingCounts, MappingStats};
 use crate::naming::{check_names, check_table, document_id, id_bytes, ID_FIELD};
-use crate::plan::{plan, WriteOp};
+use crate::plan::{plan, CollectionWrites, WriteOp};
 use crate::write::{send, WriteLimits};
 
 /// Keys per `find` in `read_rows`.
@@ -130,6 +131,34 @@ impl MongoSink {
     }
 }
 
+/// A batch's write commands, its dead-letter records and its checkpoint, ready to send.
+struct MongoStaged {
+    client: Client,
+    sink: String,
+    pipeline: String,
+    server: ServerInfo,
+    limits: WriteLimits,
+    writes: Vec<CollectionWrites>,
+    delete_caps: Vec<usize>,
+    snapshot: bool,
+    letters: Vec<DeadLetter>,
+    checkpoint: Checkpoint,
+    policy: RowPolicy,
+    left_out: LeftOut,
+}
+
+#[async_trait]
+impl StagedBatch for MongoStaged {
+    async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        let s = *self;
+        send(&s.client, &s.sink, &s.server, s.limits, &s.writes, &s.delete_caps, s.snapshot).await?;
+        crate::dead_letter::store(&s.client, &s.sink, &s.letters).await?;
+        checkpoint::store(&s.client, &s.sink, &s.pipeline, &s.checkpoint).await?;
+        s.policy.record_left_out(&s.sink, &s.left_out);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Sink for MongoSink {
     fn name(&self) -> &str {
@@ -162,7 +191,7 @@ impl Sink for MongoSink {
         self.server.ferretdb_version.is_some()
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError> {
         let planned = plan(&self.mapping, batch, self.limits.max_command_bytes)
             .map_err(|m| SinkError::definite(&self.name, m))?;
         self.policy.check(&self.name, &planned.unmappable, crate::dead_letter::PLACE)?;
@@ -186,17 +215,26 @@ impl Sink for MongoSink {
                 delete_caps.push(ids_per_delete(documents, self.limits.max_ops));
             }
         }
-        let snapshot = batch.checkpoint.snapshot.is_some();
-        send(&self.client, &self.name, &self.server, self.limits, &writes, &delete_caps, snapshot).await?;
+        // Counted when staged: the counts only size FerretDB's delete commands, and a batch that fails
+        // is applied again.
         for group in &writes {
             let upserts = group.ops.iter().filter(|op| matches!(op, WriteOp::Upsert { .. })).count();
             self.doc_counts.add(&group.database, &group.collection, upserts as u64);
         }
-        let letters = self.policy.dead_letters(&self.name, &self.pipeline, &planned.unmappable);
-        crate::dead_letter::store(&self.client, &self.name, &letters).await?;
-        checkpoint::store(&self.client, &self.name, &self.pipeline, &batch.checkpoint).await?;
-        self.policy.record(&self.name, &planned.unmappable);
-        Ok(())
+        Ok(Box::new(MongoStaged {
+            client: self.client.clone(),
+            sink: self.name.clone(),
+            pipeline: self.pipeline.clone(),
+            server: self.server.clone(),
+            limits: self.limits,
+            writes,
+            delete_caps,
+            snapshot: batch.checkpoint.snapshot.is_some(),
+            letters: self.policy.dead_letters(&self.name, &self.pipeline, &planned.unmappable),
+            checkpoint: batch.checkpoint.clone(),
+            policy: self.policy.clone(),
+            left_out: self.policy.left_out(&planned.unmappable),
+        }))
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {

@@ -59,7 +59,7 @@ pub fn field_len(value: &Value) -> usize {
         Value::Bytes(b) => b.len(),
         Value::Set(items) => items.iter().map(|i| i.len() + 1).sum::<usize>().saturating_sub(1),
         Value::Json(j) => polyrepl_core::unmappable::json_text_len(j),
-        other => other.mysql_text().map_or(0, |t| t.len()),
+        other => other.text().map_or(0, |t| t.len()),
     }
 }
 

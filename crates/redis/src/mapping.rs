@@ -42,14 +42,12 @@ pub fn to_field(value: &Value) -> Option<Vec<u8>> {
 }
 
 /// Writes the field bytes of a non-NULL `value` as one command argument, straight into the command's
-/// buffer (the same bytes as [`to_field`]; integers without an intermediate string).
+/// buffer (the same bytes as [`to_field`]; numbers and temporal values without an intermediate string).
 pub fn write_field<W: ?Sized + redis::RedisWrite>(value: &Value, out: &mut W) {
     match value {
         Value::String(s) => out.write_arg(s.as_bytes()),
         Value::Bytes(b) => out.write_arg(b),
-        Value::Int(i) => out.write_arg_fmt(i),
-        Value::UInt(u) => out.write_arg_fmt(u),
-        v => out.write_arg(v.mysql_text().unwrap_or_default().as_bytes()),
+        v => out.write_arg(v.text().as_deref().unwrap_or_default().as_bytes()),
     }
 }
 

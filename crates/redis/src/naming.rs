@@ -110,7 +110,7 @@ pub fn row_key(prefix: Option<&str>, table: &TableSchema, key: &[Value]) -> Resu
 fn key_text(value: &Value) -> Option<Vec<u8>> {
     match value {
         Value::Bytes(b) => Some(b.clone()),
-        v => v.mysql_text().map(String::into_bytes),
+        v => v.text().map(|t| t.as_bytes().to_vec()),
     }
 }
 

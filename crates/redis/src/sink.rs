@@ -17,7 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use polyrepl_core::{
-    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, Row, RowPolicy, Sink, SinkError, TableSchema, Value,
+    Batch, Checkpoint, DeadLetter, Lease, LeaseRequest, LeftOut, Row, RowPolicy, Sink, SinkError, StagedBatch,
+    TableSchema, Value,
 };
 
 use crate::checkpoint;
@@ -28,9 +29,9 @@ use crate::mapping::from_field;
 use crate::naming::{check_names, check_table, dead_letter_key, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
 use crate::plan::{plan_within, DeadLetterWrite};
-use crate::write::{lane_writes, send_lanes, Lanes};
+use crate::write::{lane_writes, send_lanes, LaneWrites, Lanes};
 
-/// Immediate re-sends of a batch after a transient failure on a single server (see `apply`).
+/// Immediate re-sends of a batch after a transient failure on a single server (see `StagedWrites::send`).
 const IMMEDIATE_RETRIES: usize = 2;
 /// Keys per pipelined round trip in `read_rows`.
 const READ_CHUNK: usize = 1000;
@@ -127,6 +128,45 @@ impl RedisSink {
     }
 }
 
+/// A batch's Redis writes, ready to send on the sink's connections (shared handles).
+struct StagedWrites {
+    writes: LaneWrites,
+    /// One per lane on a single server; the cluster connection (which routes by slot) otherwise.
+    connections: Vec<RedisConnection>,
+    cluster: bool,
+    sink: String,
+    /// What the batch writes, for errors.
+    what: String,
+    policy: RowPolicy,
+    left_out: LeftOut,
+}
+
+#[async_trait]
+impl StagedBatch for StagedWrites {
+    async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        let connection = |lane: u16| {
+            if self.cluster {
+                self.connections[0].clone()
+            } else {
+                self.connections[lane as usize].clone()
+            }
+        };
+        // After an outage each connection answers its first call with a broken pipe, or with the error
+        // of its last failed reconnect, and only then reconnects; with several connections a batch can
+        // meet that on one lane after another: try again at once (up to IMMEDIATE_RETRIES times)
+        // rather than a backoff later. Re-sending is safe: every transaction is idempotent.
+        let mut retries = 0;
+        loop {
+            match send_lanes(connection, &self.sink, &self.writes, &self.what).await {
+                Err(e) if e.is_transient() && !self.cluster && retries < IMMEDIATE_RETRIES => retries += 1,
+                done => break done?,
+            }
+        }
+        self.policy.record_left_out(&self.sink, &self.left_out);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Sink for RedisSink {
     fn name(&self) -> &str {
@@ -165,7 +205,7 @@ impl Sink for RedisSink {
         true
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError> {
         let (mut planned, unmappable) =
             plan_within(batch, self.options.key_prefix.as_deref(), self.options.stream.is_some(), &self.limits)
                 .map_err(|m| SinkError::definite(&self.name, m))?;
@@ -189,24 +229,18 @@ impl Sink for RedisSink {
             self.pipeline
         );
         let lanes = if self.conn.is_cluster() { Lanes::PerSlot } else { Lanes::Connections(self.lanes.len()) };
-        let writes = lane_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes);
-        let connection = |lane: u16| match lanes {
-            Lanes::PerSlot => self.conn.clone(),
-            Lanes::Connections(_) => self.lanes[lane as usize].clone(),
-        };
-        // After an outage each connection answers its first call with a broken pipe, or with the error
-        // of its last failed reconnect, and only then reconnects; with several connections a batch can
-        // meet that on one lane after another: try again at once (up to IMMEDIATE_RETRIES times)
-        // rather than a backoff later. Re-sending is safe: every transaction is idempotent.
-        let mut retries = 0;
-        loop {
-            match send_lanes(connection, &self.name, &writes, &what).await {
-                Err(e) if e.is_transient() && !self.conn.is_cluster() && retries < IMMEDIATE_RETRIES => retries += 1,
-                done => break done?,
-            }
-        }
-        self.policy.record(&self.name, &unmappable);
-        Ok(())
+        Ok(Box::new(StagedWrites {
+            writes: lane_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes),
+            connections: match lanes {
+                Lanes::PerSlot => vec![self.conn.clone()],
+                Lanes::Connections(_) => self.lanes.clone(),
+            },
+            cluster: self.conn.is_cluster(),
+            sink: self.name.clone(),
+            what,
+            policy: self.policy.clone(),
+            left_out: self.policy.left_out(&unmappable),
+        }))
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {

@@ -1,6 +1,8 @@
 //! Sending a planned batch: its writes spread over lanes sent concurrently, the checkpoint after all.
 //!
-//! A *lane* is an ordered sequence of MULTI/EXEC transactions. Every key of a batch belongs to exactly
+//! A *lane* is an ordered sequence of pipelines: first the writes of one command each (a row's lone
+//! `HSET` or `DEL`, a stream entry, a dead-letter record), sent as they are, since one command is
+//! atomic; then the rows of several commands, in MULTI/EXEC transactions. Every key of a batch belongs to exactly
 //! one lane, chosen from the key alone, so a key's commands are always sent in order on one lane, and
 //! lanes touch disjoint keys and may run at the same time:
 //! - single server: [`RedisOptions::connections`] lanes, one connection each (the key's hash slot
@@ -18,8 +20,9 @@
 //!   once). So: atomic per transaction, checkpoint last, replay-safe. Meanwhile a reader may see part
 //!   of a batch, never a partial row: all commands of one row (DEL or HDEL, HSET, PEXPIRE) are in the
 //!   same transaction.
-//! - A lane's transactions stay within the chunk bounds (`max_chunk_commands`, `max_chunk_bytes`) and
-//!   are sent in order; a stream key's entries all go to one lane, in batch order.
+//! - A lane's pipelines stay within the chunk bounds (`max_chunk_commands`, `max_chunk_bytes`) and
+//!   are sent in order; a stream key's entries all go to one lane, in batch order (all of them single
+//!   commands, so in the lane's first pipelines, in order).
 //! - Runtime errors inside EXEC (a key of the wrong type) do not undo the other commands — Redis has no
 //!   rollback; they are reported as definite errors that say so. polyrepl's own commands cannot hit one
 //!   unless another application writes a non-stream value at a stream key.
@@ -96,15 +99,32 @@ pub fn lane_writes(
     for (i, letter) in plan.dead_letters.iter().enumerate() {
         groups.entry(lanes.of(letter.key.as_bytes())).or_default().push(Item::DeadLetter(i));
     }
-    let lanes = groups.into_iter().map(|(lane, items)| (lane, chunked(plan, &items, options))).collect();
+    let ttl = options.ttl.is_some();
+    let lanes = groups
+        .into_iter()
+        .map(|(lane, items)| {
+            // A write of one command is atomic by itself; only rows of several commands (DEL or HDEL
+            // with HSET, PEXPIRE) need MULTI/EXEC, which costs the server a queued copy and a reply per
+            // command (snapshot rows are a single HSET each).
+            let (single, several): (Vec<Item>, Vec<Item>) =
+                items.into_iter().partition(|item| !matches!(item, Item::Row(i) if plan.rows[*i].commands(ttl) > 1));
+            let mut txs = Vec::new();
+            for (items, atomic) in [(single, false), (several, true)] {
+                if !items.is_empty() {
+                    txs.extend(chunked(plan, &items, options, atomic));
+                }
+            }
+            (lane, txs)
+        })
+        .collect();
     let mut set = redis::cmd("SET");
     set.arg(checkpoint_key(pipeline)).arg(checkpoint.to_json());
     LaneWrites { lanes, checkpoint: set }
 }
 
-/// `items` as MULTI/EXEC transactions within the chunk bounds (at least one, possibly empty, with
-/// room left for the checkpoint `SET`).
-fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline> {
+/// `items` as pipelines within the chunk bounds (at least one, possibly empty, with room left for the
+/// checkpoint `SET`), each a MULTI/EXEC transaction when `atomic`.
+fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions, atomic: bool) -> Vec<Pipeline> {
     let ttl_ms = options.ttl.map(|t| t.as_millis().clamp(1, i64::MAX as u128) as i64);
     let sizes: Vec<(usize, usize)> = items
         .iter()
@@ -128,7 +148,9 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions) -> Vec<Pipeline>
         .map(|range| {
             let commands: usize = sizes[range.clone()].iter().map(|(c, _)| c).sum();
             let mut tx = redis::Pipeline::with_capacity(commands + 1);
-            tx.atomic();
+            if atomic {
+                tx.atomic();
+            }
             for item in &items[range] {
                 match *item {
                     Item::Row(i) => add_row(&mut tx, &plan.rows[i], ttl_ms),
@@ -367,7 +389,12 @@ mod tests {
             ..Default::default()
         };
         let options = RedisOptions { ttl: Some(std::time::Duration::from_secs(2)), ..Default::default() };
-        assert_eq!(commands(&one_lane(&plan, &options)[0]), ["DEL", "HSET", "PEXPIRE", "DEL"]);
+        let txs = one_lane(&plan, &options);
+        // The empty row is one DEL, sent as it is; the other's three commands are one transaction.
+        assert_eq!(
+            txs.iter().map(|tx| (commands(tx), tx.is_transaction())).collect::<Vec<_>>(),
+            [(vec!["DEL".to_string()], false), (vec!["DEL".into(), "HSET".into(), "PEXPIRE".into()], true)]
+        );
         // A born key: no DEL; its NULL columns are removed.
         let two = [Value::Int(2), Value::Null];
         let mut columns = column_a();
@@ -377,7 +404,10 @@ mod tests {
             appends: vec![],
             ..Default::default()
         };
-        assert_eq!(commands(&one_lane(&plan, &RedisOptions::default())[0]), ["HSET", "HDEL"]);
+        let txs = one_lane(&plan, &RedisOptions::default());
+        assert_eq!(txs.len(), 1);
+        assert_eq!(commands(&txs[0]), ["HSET", "HDEL"]);
+        assert!(txs[0].is_transaction(), "a row's HSET and HDEL in one transaction");
     }
 
     /// The transactions of `plan` on one connection.

@@ -10,7 +10,7 @@ use super::{phases, Bench, SinkKind};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use mysql_async::prelude::*;
-use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, TableId, TableSchema, Value};
+use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, StagedBatch, TableId, TableSchema, Value};
 use polyrepl_engine::pipeline::SinkSlot;
 use polyrepl_mysql::binlog::current_position;
 use std::sync::atomic::Ordering::Relaxed;
@@ -53,6 +53,24 @@ struct LagProbe {
     since_us: i64,
 }
 
+/// A batch staged by the real sink, whose rows' lag is taken when its send ends.
+struct TimedSend {
+    inner: Box<dyn StagedBatch>,
+    written: Vec<i64>,
+    samples: Samples,
+}
+
+#[async_trait]
+impl StagedBatch for TimedSend {
+    async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        self.inner.send().await?;
+        let now = now_us();
+        let mut samples = self.samples.lock().unwrap();
+        samples.extend(self.written.iter().map(|&written| (written, (now - written) as f64 / 1e6)));
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Sink for LagProbe {
     fn name(&self) -> &str {
@@ -67,21 +85,21 @@ impl Sink for LagProbe {
         self.inner.merges_waiting_batches()
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        self.inner.apply(batch).await?;
-        let now = now_us();
-        let mut samples = self.samples.lock().unwrap();
-        for change in &batch.changes {
-            let column = change.table.column_index("written_us");
-            if let (Some(i), Some(row)) = (column, &change.after) {
-                if let Some(Value::Int(written)) =
-                    row.get(i).filter(|v| matches!(v, Value::Int(w) if *w >= self.since_us))
-                {
-                    samples.push((*written, (now - written) as f64 / 1e6));
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError> {
+        // The `written_us` of every row of the phase; their lag is taken once the batch is stored.
+        let written = batch
+            .changes
+            .iter()
+            .filter_map(|change| {
+                let i = change.table.column_index("written_us")?;
+                match change.after.as_ref()?.get(i)? {
+                    Value::Int(w) if *w >= self.since_us => Some(*w),
+                    _ => None,
                 }
-            }
-        }
-        Ok(())
+            })
+            .collect();
+        let inner = self.inner.stage(batch).await?;
+        Ok(Box::new(TimedSend { inner, written, samples: self.samples.clone() }))
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {

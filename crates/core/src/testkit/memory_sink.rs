@@ -15,7 +15,7 @@ use crate::collapse::check_change;
 use crate::lease::{Lease, LeaseRequest};
 use crate::rowhash::row_bytes;
 use crate::unmappable::{DeadLetter, RowPolicy, Unmappable};
-use crate::{Batch, Change, Checkpoint, Op, Row, Sink, SinkError, TableId, TableSchema, Value};
+use crate::{Batch, Change, Checkpoint, Op, Row, Sink, SinkError, StagedBatch, TableId, TableSchema, Value};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -53,6 +53,8 @@ struct State {
     applied: Vec<Applied>,
     /// Apply calls so far (successful or not).
     calls: u64,
+    /// Batches staged ([`Sink::stage`]), sent or not.
+    staged: u64,
     /// Faults by 1-based apply call number.
     faults: HashMap<u64, Fault>,
     /// Time each apply takes.
@@ -147,9 +149,14 @@ impl MemoryHandle {
         self.paused.send_replace(false);
     }
 
-    /// Apply calls so far, successful or not.
+    /// Apply calls (sends of a staged batch) so far, successful or not.
     pub fn calls(&self) -> u64 {
         self.state().calls
+    }
+
+    /// Batches staged so far, sent or not.
+    pub fn staged(&self) -> u64 {
+        self.state().staged
     }
 
     /// Every successful apply, in order.
@@ -240,6 +247,61 @@ fn write_changes(state: &mut State, batch: &Batch, left_out: &[Unmappable]) -> R
     Ok(())
 }
 
+/// A batch staged by the memory sink: written when sent (after a pause, a delay or a fault, as asked).
+struct MemoryStaged {
+    handle: MemoryHandle,
+    paused: watch::Receiver<bool>,
+    policy: RowPolicy,
+    batch: Batch,
+}
+
+#[async_trait]
+impl StagedBatch for MemoryStaged {
+    async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        let MemoryStaged { handle, mut paused, policy, batch } = *self;
+        let (fault, delay) = {
+            let mut s = handle.state();
+            s.calls += 1;
+            let call = s.calls;
+            (s.faults.remove(&call), s.delay)
+        };
+        let _ = paused.wait_for(|p| !p).await;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let sink = handle.name.clone();
+        let mut s = handle.state();
+        let left_out = unmappable(&batch, s.max_value_bytes);
+        match fault {
+            Some(Fault::Transient) => {
+                return Err(SinkError::Transient { sink, message: "injected transient fault".into() })
+            }
+            Some(Fault::Definite) => {
+                return Err(SinkError::Definite { sink, message: "injected definite fault".into() })
+            }
+            Some(Fault::DieAfterData) => {
+                write_changes(&mut s, &batch, &left_out)
+                    .map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
+                return Err(SinkError::Transient {
+                    sink,
+                    message: "injected death after the data, before the checkpoint".into(),
+                });
+            }
+            None => {}
+        }
+        write_changes(&mut s, &batch, &left_out)
+            .map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
+        for letter in policy.dead_letters(&sink, &handle.pipeline, &left_out) {
+            s.dead_letters.insert((letter.pipeline.clone(), letter.id()), letter);
+        }
+        s.checkpoints.insert(handle.pipeline.clone(), batch.checkpoint.clone());
+        s.applied.push(Applied { checkpoint: batch.checkpoint.clone(), changes: batch.changes.len() });
+        drop(s);
+        policy.record(&sink, &left_out);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Sink for MemorySink {
     fn name(&self) -> &str {
@@ -255,49 +317,21 @@ impl Sink for MemorySink {
         Ok(())
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let (fault, delay) = {
+    async fn stage(&mut self, batch: &Batch) -> Result<Box<dyn StagedBatch>, SinkError> {
+        // Rows are checked against the policy when staged, as real sinks do before anything is
+        // written; a call is counted (and its fault picked) when the batch is sent.
+        let max_value_bytes = {
             let mut s = self.handle.state();
-            s.calls += 1;
-            let call = s.calls;
-            (s.faults.remove(&call), s.delay)
+            s.staged += 1;
+            s.max_value_bytes
         };
-        let mut paused = self.paused.clone();
-        let _ = paused.wait_for(|p| !p).await;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let sink = self.handle.name.clone();
-        let mut s = self.handle.state();
-        let left_out = unmappable(batch, s.max_value_bytes);
-        self.policy.check(&sink, &left_out, "the memory sink's dead letters")?;
-        match fault {
-            Some(Fault::Transient) => {
-                return Err(SinkError::Transient { sink, message: "injected transient fault".into() })
-            }
-            Some(Fault::Definite) => {
-                return Err(SinkError::Definite { sink, message: "injected definite fault".into() })
-            }
-            Some(Fault::DieAfterData) => {
-                write_changes(&mut s, batch, &left_out)
-                    .map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
-                return Err(SinkError::Transient {
-                    sink,
-                    message: "injected death after the data, before the checkpoint".into(),
-                });
-            }
-            None => {}
-        }
-        write_changes(&mut s, batch, &left_out)
-            .map_err(|message| SinkError::Definite { sink: sink.clone(), message })?;
-        for letter in self.policy.dead_letters(&sink, &self.handle.pipeline, &left_out) {
-            s.dead_letters.insert((letter.pipeline.clone(), letter.id()), letter);
-        }
-        s.checkpoints.insert(self.handle.pipeline.clone(), batch.checkpoint.clone());
-        s.applied.push(Applied { checkpoint: batch.checkpoint.clone(), changes: batch.changes.len() });
-        drop(s);
-        self.policy.record(&sink, &left_out);
-        Ok(())
+        self.policy.check(&self.handle.name, &unmappable(batch, max_value_bytes), "the memory sink's dead letters")?;
+        Ok(Box::new(MemoryStaged {
+            handle: self.handle.clone(),
+            paused: self.paused.clone(),
+            policy: self.policy.clone(),
+            batch: batch.clone(),
+        }))
     }
 
     fn merges_waiting_batches(&self) -> bool {
