@@ -132,7 +132,11 @@ async fn send_bulk_write(client: &Client, sink: &str, writes: &[CollectionWrites
     Ok(())
 }
 
-/// Before MongoDB 8.0 and on FerretDB: `update` and `delete` commands per collection.
+/// Before MongoDB 8.0: `insert` of the documents first written in the batch (`fresh`: most likely
+/// absent; an insert costs the server less than an upsert, which looks the `_id` up first), then
+/// `update` (replacement, upsert) of the others and of the fresh ones that were there after all (a
+/// replay), and `delete` commands, per collection. The batch holds one operation per key, so their
+/// order does not matter.
 async fn send_commands(
     client: &Client,
     sink: &str,
@@ -140,24 +144,43 @@ async fn send_commands(
     group: &CollectionWrites,
 ) -> Result<(), SinkError> {
     let namespace = format!("{}.{}", group.database, group.collection);
+    let fresh: Vec<(&Bson, &RawDocumentBuf)> = group
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Upsert { id, document, fresh: true } => Some((id, document)),
+            _ => None,
+        })
+        .collect();
+    let existing =
+        if fresh.is_empty() { Vec::new() } else { insert_documents(client, sink, limits, group, &fresh, true).await? };
     let mut upserts: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     let mut deletes: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
-    for op in &group.ops {
-        let encoding = |e: mongodb::bson::raw::Error| {
-            SinkError::definite(sink, format!("encoding a write to {namespace} for _id {}: {e}", op.id()))
-        };
-        let query = RawDocumentBuf::from_document(&doc! { "_id": op.id().clone() }).map_err(encoding)?;
+    let statement = |id: &Bson| {
+        let query = RawDocumentBuf::from_document(&doc! { "_id": id.clone() }).map_err(|e| {
+            SinkError::definite(sink, format!("encoding a write to {namespace} for _id {id}: {e}"))
+        })?;
         let mut statement = RawDocumentBuf::new();
         statement.append("q", query);
-        match op {
-            WriteOp::Upsert { document, .. } => {
+        Ok::<_, SinkError>(statement)
+    };
+    let replays = existing.iter().map(|&i| fresh[i]);
+    let others = group.ops.iter().filter_map(|op| match op {
+        WriteOp::Upsert { id, document, fresh: false } => Some((id, Some(document))),
+        WriteOp::Upsert { fresh: true, .. } => None,
+        WriteOp::Delete { id } => Some((id, None)),
+    });
+    for (id, document) in replays.map(|(id, document)| (id, Some(document))).chain(others) {
+        let mut statement = statement(id)?;
+        match document {
+            Some(document) => {
                 statement.append("u", document.clone());
                 statement.append("upsert", true);
-                upserts.push((op.id(), statement));
+                upserts.push((id, statement));
             }
-            WriteOp::Delete { .. } => {
+            None => {
                 statement.append("limit", 1);
-                deletes.push((op.id(), statement));
+                deletes.push((id, statement));
             }
         }
     }
