@@ -18,8 +18,13 @@
 //!   order with the changes around them, before that batch's checkpoint is stored.
 //! - A sink skips batches it already holds (streaming batches at or before its loaded checkpoint), so a
 //!   restart that resumes the source from the smallest checkpoint never applies a change twice.
-//! - A transient sink error retries the same batch with capped exponential backoff, logging once per
-//!   change of state; a definite error stops the pipeline with that error.
+//! - Each sink has at most one batch in flight: its writes are sent by a task of their own while the
+//!   worker stages the next batch ([`polyrepl_core::Sink::stage`]: mapping, row policy), and that next
+//!   batch is sent only once the one in flight is stored; so batches and checkpoints land in order,
+//!   and the sink's server is not left idle while a batch is converted. A batch with layout operations
+//!   waits until nothing is in flight.
+//! - A transient sink error retries the same batch with capped exponential backoff (staged anew),
+//!   logging once per change of state; a definite error stops the pipeline with that error.
 
 use crate::checkpoints::already_applied;
 use crate::metrics::{now_millis, Metrics, SinkStats};

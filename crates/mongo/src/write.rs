@@ -157,9 +157,8 @@ async fn send_commands(
     let mut upserts: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     let mut deletes: Vec<(&Bson, RawDocumentBuf)> = Vec::new();
     let statement = |id: &Bson| {
-        let query = RawDocumentBuf::from_document(&doc! { "_id": id.clone() }).map_err(|e| {
-            SinkError::definite(sink, format!("encoding a write to {namespace} for _id {id}: {e}"))
-        })?;
+        let query = RawDocumentBuf::from_document(&doc! { "_id": id.clone() })
+            .map_err(|e| SinkError::definite(sink, format!("encoding a write to {namespace} for _id {id}: {e}")))?;
         let mut statement = RawDocumentBuf::new();
         statement.append("q", query);
         Ok::<_, SinkError>(statement)

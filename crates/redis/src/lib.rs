@@ -1,6 +1,6 @@
-//! Redis sink of polyrepl: one HASH per row, each batch in one MULTI/EXEC with its checkpoint (on a
-//! Redis Cluster: one MULTI/EXEC per hash slot, the checkpoint last), an optional TTL and an optional
-//! per-table change stream.
+//! Redis sink of polyrepl: one HASH per row, a batch's writes spread over several connections (on a
+//! Redis Cluster: over the hash slots) with the checkpoint written last, an optional TTL and an
+//! optional per-table change stream.
 //!
 //! Layout in Redis:
 //! - row `[prefix]DB:TABLE:PK` → HASH, one field per non-NULL column named like the column; a NULL column
@@ -13,17 +13,18 @@
 //!   refuses under `--on-unmappable dead-letter` ([`limits`] says which).
 //!
 //! Writes: an insert or update is `DEL` + `HSET` of the whole row (so fields of columns that became NULL
-//! vanish), a delete is `DEL`; several changes to one key in a batch collapse to the last ([`plan`]). The
-//! batch's writes and its checkpoint go in one MULTI/EXEC, so they land together or not at all; huge
-//! batches are split into several transactions, the checkpoint in the last ([`write`](mod@write)).
+//! vanish), a delete is `DEL`; several changes to one key in a batch collapse to the last ([`plan`]). A
+//! batch's keys are spread over lanes (a key always on the same one), a row of several commands is one
+//! MULTI/EXEC, a row of one command is sent as it is, and the checkpoint is written alone after every
+//! lane succeeded ([`write`](mod@write) says why a replay after a crash in between converges).
 //!
 //! Redis Cluster (`redis+cluster://HOST:PORT[,HOST:PORT…]`, or a `redis://` URL whose server reports
 //! `cluster_enabled:1`, which is then used as the cluster's seed): key names are the same, so a table's
 //! rows spread over all hash slots, and a cluster runs a transaction only within one slot. Atomicity is
 //! therefore relaxed:
-//! - single server: a batch and its checkpoint are atomic (one MULTI/EXEC);
+//! - single server: one lane per connection (`connections`, default 4), as below;
 //! - cluster: each hash slot's part of the batch (its row writes, and the entries of stream keys in that
-//!   slot) is one MULTI/EXEC, slots are written concurrently, and the checkpoint (its own slot) is
+//!   slot) is one lane, slots are written concurrently, and the checkpoint (its own slot) is
 //!   written alone, last, only after every slot succeeded. A crash in between leaves the old checkpoint,
 //!   the batch is replayed, and since every write is a full-row DEL + HSET or a DEL the replay is
 //!   harmless (stream entries are at least once, as always). A reader may briefly see part of a batch,
@@ -40,7 +41,7 @@
 //!
 //! Modules, one job each: [`connection`] (URL, probe, handshake), [`options`] (what to write besides
 //! rows), [`naming`] (where a row lives), [`mapping`] (values ⇄ field bytes), [`plan`] (collapse a batch
-//! per key), [`stream`] (change-stream entries), [`write`](mod@write) (MULTI/EXEC chunks), [`checkpoint`] (resume
+//! per key), [`stream`] (change-stream entries), [`write`](mod@write) (lanes and their pipelines), [`checkpoint`] (resume
 //! point), [`error`] (transient vs definite), [`layout`] (removing a table's keys), [`lease`] (who owns
 //! a table's keys), [`limits`] (what the server refuses, `--on-unmappable`).
 
