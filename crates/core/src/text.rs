@@ -94,6 +94,16 @@ impl ShortText {
         }
     }
 
+    /// `HH:MM:SS[.ffffff]` (hours at least two digits).
+    fn push_clock(&mut self, hours: u32, minutes: u8, seconds: u8, micros: u32, fsp: u8) {
+        self.push_padded(hours, 2);
+        self.push(b':');
+        self.push_padded(minutes.into(), 2);
+        self.push(b':');
+        self.push_padded(seconds.into(), 2);
+        self.push_fraction(micros, fsp);
+    }
+
     fn integer(v: impl itoa::Integer) -> ShortText {
         let mut buffer = itoa::Buffer::new();
         let mut out = ShortText::new();
@@ -121,12 +131,7 @@ impl ShortText {
         let mut out = ShortText::new();
         ShortText::date(&v.date, &mut out);
         out.push(b' ');
-        out.push_padded(v.hour.into(), 2);
-        out.push(b':');
-        out.push_padded(v.minute.into(), 2);
-        out.push(b':');
-        out.push_padded(v.second.into(), 2);
-        out.push_fraction(v.micros, v.fsp);
+        out.push_clock(v.hour.into(), v.minute, v.second, v.micros, v.fsp);
         out
     }
 
@@ -136,12 +141,7 @@ impl ShortText {
         if v.negative {
             out.push(b'-');
         }
-        out.push_padded(v.hours, 2);
-        out.push(b':');
-        out.push_padded(v.minutes.into(), 2);
-        out.push(b':');
-        out.push_padded(v.seconds.into(), 2);
-        out.push_fraction(v.micros, v.fsp);
+        out.push_clock(v.hours, v.minutes, v.seconds, v.micros, v.fsp);
         out
     }
 }
