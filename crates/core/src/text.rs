@@ -111,25 +111,20 @@ impl ShortText {
         out
     }
 
-    fn date(d: &Date, out: &mut ShortText) {
+    /// `YYYY-MM-DD`.
+    pub fn of_date(d: &Date) -> ShortText {
+        let mut out = ShortText::new();
         out.push_padded(d.year.into(), 4);
         out.push(b'-');
         out.push_padded(d.month.into(), 2);
         out.push(b'-');
         out.push_padded(d.day.into(), 2);
-    }
-
-    /// `YYYY-MM-DD`.
-    pub fn of_date(d: &Date) -> ShortText {
-        let mut out = ShortText::new();
-        ShortText::date(d, &mut out);
         out
     }
 
     /// `YYYY-MM-DD HH:MM:SS[.ffffff]` with exactly `fsp` fractional digits.
     pub fn of_datetime(v: &DateTime) -> ShortText {
-        let mut out = ShortText::new();
-        ShortText::date(&v.date, &mut out);
+        let mut out = ShortText::of_date(&v.date);
         out.push(b' ');
         out.push_clock(v.hour.into(), v.minute, v.second, v.micros, v.fsp);
         out
