@@ -46,13 +46,6 @@ impl<'a, K> CollapsedKey<'a, K> {
     pub fn first_inserted(&self) -> bool {
         self.first.op == Op::Insert
     }
-
-    /// Whether the key was born in this batch with one schema: first change an insert and every change
-    /// of the same schema. Its final image then covers every column anything of this batch could have
-    /// written to it (on a replay too).
-    pub fn born(&self) -> bool {
-        self.first_inserted() && self.one_schema
-    }
 }
 
 /// Checks one change's shape: a non-empty key of the primary key's length without NULLs, and for an
@@ -223,7 +216,7 @@ mod tests {
         assert_eq!(keys[1].row(), Some(&changes[2].after.as_ref().unwrap()[..]));
         assert_eq!(keys.iter().map(|k| k.first_inserted()).collect::<Vec<_>>(), vec![false, true, true]);
         // Inserted then deleted: still first inserted, and what remains is the delete.
-        assert!(keys[2].born() && keys[2].row().is_none());
+        assert!(keys[2].first_inserted() && keys[2].one_schema && keys[2].row().is_none());
     }
 
     #[test]
@@ -239,8 +232,8 @@ mod tests {
             change(&a, Op::Update, 2),
         ];
         let keys = by_key(&changes).unwrap();
-        assert!(keys[0].one_schema && keys[0].born(), "an equal schema in another Arc is the same schema");
-        assert!(!keys[1].one_schema && !keys[1].born(), "a key that changed schema meanwhile is not born");
+        assert!(keys[0].one_schema, "an equal schema in another Arc is the same schema");
+        assert!(!keys[1].one_schema, "a key that changed schema meanwhile is seen");
         assert!(keys[1].first_inserted());
         assert_eq!(keys[1].row().map(<[Value]>::len), Some(2));
     }

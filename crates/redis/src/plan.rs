@@ -4,13 +4,18 @@
 //! Invariants:
 //! - Changes to the same key (same Redis key bytes) collapse to the last one in batch order, so per-key
 //!   order is kept and the order of writes between different keys no longer matters.
-//! - An insert or update becomes `DEL key` + `HSET key <every non-NULL column>` (+ `PEXPIRE` with a TTL):
-//!   the hash is exactly the row image, so a column that became NULL or a stale field vanishes. A delete
-//!   becomes `DEL key`. Both are idempotent: replaying a batch has the effect of applying it once.
-//! - A key whose first change in the batch is an insert, and whose changes all have one schema, was
-//!   absent when the batch began: it skips the `DEL` and gets `HSET` + `HDEL <its NULL columns>`. The
-//!   only thing it can meet is an image of the same row from an interrupted earlier attempt (a replay),
-//!   and every column of the schema is then set or removed, so the hash is still exactly the image.
+//! - An insert or update becomes `HSET key <every non-NULL column>` + `HDEL key <every NULL column>`
+//!   (+ `PEXPIRE` with a TTL): every column of the schema is set or removed, so the hash is exactly the
+//!   row image. That holds because a row hash only ever holds fields of its table's current columns:
+//!   polyrepl writes nothing else, and every schema change that changes a table's columns or stored
+//!   values removes the table's keys in every sink before the first row of the new shape
+//!   ([`polyrepl_core::TableOp::Drop`], followed by an online copy). A delete becomes `DEL key`. Both are
+//!   idempotent: replaying a batch has the effect of applying it once.
+//! - A key whose changes in the batch do not all have one schema (a schema change that kept the
+//!   columns, inside the batch) is written as `DEL key` + `HSET`, replacing the whole hash.
+//! - Before (issue #15): every key not first inserted in the batch got `DEL` + `HSET`, two commands in
+//!   a MULTI/EXEC for every update; now a row without NULL columns is one `HSET`, the same work as the
+//!   benchmark's raw writer.
 //! - Stream entries are not collapsed: one per change, in batch order.
 //! - Collapsing and the shape checks (key of the wrong length or NULL, row of the wrong length, no row
 //!   image: an error, never skipped) are core's ([`polyrepl_core::collapse`]).
@@ -33,10 +38,10 @@ use crate::stream::envelope;
 /// time went to copying field names and values before they were copied again into commands).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowWrite<'a> {
-    /// Replace the hash at `key` by the row's non-NULL columns (`row` holds a value per column of
-    /// `columns`). `born` when the key was absent at the batch's start (see the module notes): no `DEL`,
-    /// but `HDEL` of the NULL columns.
-    Upsert { key: Vec<u8>, columns: &'a [Column], row: &'a [Value], born: bool },
+    /// Make the hash at `key` the row: its non-NULL columns set, its NULL columns removed (`row` holds
+    /// a value per column of `columns`). `replace`: delete the whole hash first instead (see the module
+    /// notes).
+    Upsert { key: Vec<u8>, columns: &'a [Column], row: &'a [Value], replace: bool },
     /// Remove the hash at `key`, if present.
     Delete { key: Vec<u8> },
 }
@@ -58,7 +63,7 @@ impl<'a> RowWrite<'a> {
         columns.iter().zip(row).filter(|(_, v)| !v.is_null()).map(|(c, v)| (c.name.as_str(), v))
     }
 
-    /// The NULL columns of an upsert (removed from the hash of a born key).
+    /// The NULL columns of an upsert (removed from the hash unless it is replaced).
     pub fn nulls(&self) -> impl Iterator<Item = &'a str> + 'a {
         let (columns, row): (&'a [Column], &'a [Value]) = match self {
             RowWrite::Upsert { columns, row, .. } => (columns, row),
@@ -70,8 +75,8 @@ impl<'a> RowWrite<'a> {
     /// Commands this write takes: DEL or HDEL, HSET, PEXPIRE.
     pub fn commands(&self, ttl: bool) -> usize {
         match self {
-            RowWrite::Upsert { born, .. } if self.fields().next().is_some() => {
-                let clear = if *born { usize::from(self.nulls().next().is_some()) } else { 1 };
+            RowWrite::Upsert { replace, .. } if self.fields().next().is_some() => {
+                let clear = if *replace { 1 } else { usize::from(self.nulls().next().is_some()) };
                 1 + clear + usize::from(ttl)
             }
             _ => 1,
@@ -169,7 +174,7 @@ pub fn plan_within<'a>(
                 set_aside.insert(k.identity.clone());
                 rows.push(RowWrite::Delete { key: k.identity });
             }
-            None => rows.push(RowWrite::Upsert { born: k.born(), key: k.identity, columns, row }),
+            None => rows.push(RowWrite::Upsert { replace: !k.one_schema, key: k.identity, columns, row }),
         }
     }
     let snapshot = batch.checkpoint.snapshot.is_some();
@@ -282,17 +287,17 @@ mod tests {
         assert_eq!(p.rows.len(), 2);
         assert_eq!(p.rows[0].key(), b"x:d:t:1");
         assert_eq!(p.rows[0].fields().map(|(n, v)| (n, v.clone())).collect::<Vec<_>>(), vec![("id", Value::Int(1))]);
-        // Inserted, then updated with v NULL: no DEL needed, but v is removed.
-        assert!(matches!(p.rows[0], RowWrite::Upsert { born: true, .. }));
+        // Inserted, then updated with v NULL: no DEL, v is removed.
+        assert!(matches!(p.rows[0], RowWrite::Upsert { replace: false, .. }));
         assert_eq!(p.rows[0].nulls().collect::<Vec<_>>(), vec!["v"]);
         assert_eq!(p.rows[1], RowWrite::Delete { key: b"x:d:t:2".to_vec() });
-        // Deleted then inserted again, or only updated: the key existed, so DEL comes first.
+        // Deleted then inserted again, or only updated: HSET + HDEL of the NULL columns all the same.
         let again = Batch::new(
             vec![change(Op::Delete, 3, None), change(Op::Insert, 3, Some("c")), change(Op::Update, 4, Some("d"))],
             Checkpoint::streaming(Position::new("b.000001", 10)),
         );
         let rows = plan(&again, None, false).unwrap().rows;
-        assert!(rows.iter().all(|r| matches!(r, RowWrite::Upsert { born: false, .. })), "{rows:?}");
+        assert!(rows.iter().all(|r| matches!(r, RowWrite::Upsert { replace: false, .. })), "{rows:?}");
         assert_eq!(p.appends.len(), 4);
         assert!(p.appends.iter().all(|a| a.key == "polyrepl:stream:d:t"));
         assert!(plan(&batch, None, false).unwrap().appends.is_empty());

@@ -28,7 +28,7 @@
 //!   unless another application writes a non-stream value at a stream key.
 //! - Before: on a single server a batch and its checkpoint were one MULTI/EXEC. Giving that up for
 //!   lanes was decided for speed (issue #15); it costs nothing in correctness, because a replay of
-//!   full row images converges (the born-key plan in [`crate::plan`] holds for a replay too).
+//!   full row images converges (every column is set or removed, see [`crate::plan`]).
 
 use std::collections::BTreeMap;
 
@@ -179,12 +179,12 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions, atomic: bool) ->
 }
 
 fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
-    let RowWrite::Upsert { key, born, .. } = write else {
+    let RowWrite::Upsert { key, replace, .. } = write else {
         tx.cmd("DEL").arg(write.key()).ignore();
         return;
     };
     let has_fields = write.fields().next().is_some();
-    if !born || !has_fields {
+    if *replace || !has_fields {
         tx.cmd("DEL").arg(key).ignore();
     }
     if !has_fields {
@@ -199,7 +199,7 @@ fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
         hset.arg(name).arg(FieldArg(value));
     }
     tx.add_command(hset).ignore();
-    if *born && write.nulls().next().is_some() {
+    if !*replace && write.nulls().next().is_some() {
         tx.cmd("HDEL").arg(key);
         for name in write.nulls() {
             tx.arg(name);
@@ -280,7 +280,7 @@ mod tests {
     fn single_server_lanes_split_by_key_with_the_checkpoint_apart() {
         let columns = column_a();
         let rows = (0..40)
-            .map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, born: false })
+            .map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, replace: true })
             .collect();
         let appends = (0..10).map(|i| StreamAppend { key: "s".into(), event: format!("{{\"seq\":{i}}}") }).collect();
         let plan = Plan { rows, appends, ..Default::default() };
@@ -338,7 +338,7 @@ mod tests {
                 key: format!("d:t:{i}").into_bytes(),
                 columns: &columns,
                 row: &ONE,
-                born: false,
+                replace: true,
             })
             .collect();
         let appends = (0..30)
@@ -382,8 +382,8 @@ mod tests {
         let columns = column_a();
         let plan = Plan {
             rows: vec![
-                RowWrite::Upsert { key: b"k".to_vec(), columns: &columns, row: &ONE, born: false },
-                RowWrite::Upsert { key: b"e".to_vec(), columns: &columns, row: &NULL, born: false },
+                RowWrite::Upsert { key: b"k".to_vec(), columns: &columns, row: &ONE, replace: true },
+                RowWrite::Upsert { key: b"e".to_vec(), columns: &columns, row: &NULL, replace: true },
             ],
             appends: vec![],
             ..Default::default()
@@ -395,12 +395,12 @@ mod tests {
             txs.iter().map(|tx| (commands(tx), tx.is_transaction())).collect::<Vec<_>>(),
             [(vec!["DEL".to_string()], false), (vec!["DEL".into(), "HSET".into(), "PEXPIRE".into()], true)]
         );
-        // A born key: no DEL; its NULL columns are removed.
+        // A key not replaced: no DEL; its NULL columns are removed.
         let two = [Value::Int(2), Value::Null];
         let mut columns = column_a();
         columns.push(Column { name: "b".into(), ..columns[0].clone() });
         let plan = Plan {
-            rows: vec![RowWrite::Upsert { key: b"n".to_vec(), columns: &columns, row: &two, born: true }],
+            rows: vec![RowWrite::Upsert { key: b"n".to_vec(), columns: &columns, row: &two, replace: false }],
             appends: vec![],
             ..Default::default()
         };

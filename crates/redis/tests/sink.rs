@@ -52,10 +52,11 @@ async fn upsert_update_to_null_and_delete() {
     .await;
 }
 
-/// A key first inserted in its batch skips the DEL; what an interrupted earlier attempt left there (a
-/// later image of the row, with other columns set) must still end up exactly the batch's image.
+/// An upsert sets every non-NULL column and removes every NULL one, without a DEL: whatever the hash
+/// held (an interrupted earlier attempt's later image, the previous row image) it ends exactly the
+/// batch's image.
 #[tokio::test]
-async fn a_key_born_in_the_batch_overwrites_a_partial_earlier_attempt_exactly() {
+async fn an_upsert_makes_the_hash_exactly_the_row_whatever_it_held() {
     with_sink(RedisOptions { stream: None, ..Default::default() }, |mut sink, db| async move {
         let t = simple_table(&db);
         let key = format!("{db}:t:9");
@@ -75,6 +76,9 @@ async fn a_key_born_in_the_batch_overwrites_a_partial_earlier_attempt_exactly() 
             hash(&mut conn, key.as_bytes()).await,
             vec![("id".into(), b"9".to_vec()), ("v".into(), b"y".to_vec())]
         );
+        // An update alone (the key existed before the batch) that makes v NULL.
+        sink.apply(&batch(vec![upsert(&t, simple_row(9, None))], 330)).await.unwrap();
+        assert_eq!(hash(&mut conn, key.as_bytes()).await, vec![("id".into(), b"9".to_vec())], "v was removed");
     })
     .await;
 }
