@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 
 use crate::error::classify;
 use crate::options::RedisOptions;
+use crate::resp::{Encoded, LaneConnection};
 
 /// A connection to a standalone Redis or to a Redis Cluster; cheap to clone (both share one
 /// multiplexed, auto-reconnecting connection). Commands with keys are routed by the cluster client to
@@ -179,30 +180,24 @@ pub async fn connect(url: &str, options: &RedisOptions) -> Result<(RedisConnecti
     Ok((RedisConnection::Single(conn), name))
 }
 
-/// `count` more connections to the single server `conn` was opened on (`url` without polyrepl's
-/// options), each its own TCP stream, for writing lanes ([`crate::write`]); the first lane is `conn`.
-pub async fn more_connections(
+/// The writing connections of the single server at `url` (without polyrepl's options):
+/// [`RedisOptions::connections`] of them, each its own TCP stream ([`crate::resp`]), each checked with a
+/// `PING` here so that a refused password or an unreachable server shows at start-up.
+pub async fn writing_connections(
     url: &str,
     name: &str,
     options: &RedisOptions,
-    count: usize,
-) -> Result<Vec<RedisConnection>, SinkError> {
+) -> Result<Vec<std::sync::Arc<LaneConnection>>, SinkError> {
     let info = url.into_connection_info().map_err(|e| classify(name, "reading the Redis URL", &e))?;
-    let mut more = Vec::with_capacity(count);
-    for _ in 0..count {
-        let client = redis::Client::open(info.clone()).map_err(|e| classify(name, "reading the Redis URL", &e))?;
-        let manager = tokio::time::timeout(
-            options.connect_timeout * 3,
-            ConnectionManager::new_with_config(client, manager_config(options)),
-        )
-        .await
-        .map_err(|_| {
-            SinkError::transient(name, format!("connecting timed out after {:?}", options.connect_timeout * 3))
-        })?
-        .map_err(|e| classify(name, "opening a writing connection", &e))?;
-        more.push(RedisConnection::Single(manager));
+    let mut ping = Encoded::default();
+    ping.command("PING", 0);
+    let mut lanes = Vec::with_capacity(options.connections);
+    for _ in 0..options.connections {
+        let lane = LaneConnection::new(info.clone(), options.connect_timeout, options.response_timeout);
+        lane.send(&ping).await.map_err(|e| classify(name, "opening a writing connection", &e))?;
+        lanes.push(std::sync::Arc::new(lane));
     }
-    Ok(more)
+    Ok(lanes)
 }
 
 fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {

@@ -12,8 +12,9 @@
 //! - dead letters `polyrepl:dead_letters:<pipeline>` → HASH record id → record JSON, for rows the server
 //!   refuses under `--on-unmappable dead-letter` ([`limits`] says which).
 //!
-//! Writes: an insert or update is `DEL` + `HSET` of the whole row (so fields of columns that became NULL
-//! vanish), a delete is `DEL`; several changes to one key in a batch collapse to the last ([`plan`]). A
+//! Writes: an insert or update is `HSET` of the row's non-NULL columns + `HDEL` of its NULL ones (so the
+//! hash is exactly the row), a delete is `DEL`; several changes to one key in a batch collapse to the
+//! last ([`plan`]). A
 //! batch's keys are spread over lanes (a key always on the same one), a row of several commands is one
 //! MULTI/EXEC, a row of one command is sent as it is, and the checkpoint is written alone after every
 //! lane succeeded ([`write`](mod@write) says why a replay after a crash in between converges).
@@ -26,7 +27,7 @@
 //! - cluster: each hash slot's part of the batch (its row writes, and the entries of stream keys in that
 //!   slot) is one lane, slots are written concurrently, and the checkpoint (its own slot) is
 //!   written alone, last, only after every slot succeeded. A crash in between leaves the old checkpoint,
-//!   the batch is replayed, and since every write is a full-row DEL + HSET or a DEL the replay is
+//!   the batch is replayed, and since every write sets or removes every column of a row, or is a DEL, the replay is
 //!   harmless (stream entries are at least once, as always). A reader may briefly see part of a batch,
 //!   never part of a row.
 //! - A key prefix with a hash tag (`?prefix={app}:`) puts every row in one slot (one node): each
@@ -41,7 +42,8 @@
 //!
 //! Modules, one job each: [`connection`] (URL, probe, handshake), [`options`] (what to write besides
 //! rows), [`naming`] (where a row lives), [`mapping`] (values ⇄ field bytes), [`plan`] (collapse a batch
-//! per key), [`stream`] (change-stream entries), [`write`](mod@write) (lanes and their pipelines), [`checkpoint`] (resume
+//! per key), [`stream`] (change-stream entries), [`write`](mod@write) (lanes and their chunks), [`resp`] (a single server's
+//! writing connections, RESP bytes), [`checkpoint`] (resume
 //! point), [`error`] (transient vs definite), [`layout`] (removing a table's keys), [`lease`] (who owns
 //! a table's keys), [`limits`] (what the server refuses, `--on-unmappable`).
 
@@ -55,6 +57,7 @@ pub mod mapping;
 pub mod naming;
 pub mod options;
 pub mod plan;
+pub mod resp;
 pub mod scan;
 pub mod sink;
 pub mod stream;

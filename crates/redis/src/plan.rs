@@ -9,8 +9,9 @@
 //!   row image. That holds because a row hash only ever holds fields of its table's current columns:
 //!   polyrepl writes nothing else, and every schema change that changes a table's columns or stored
 //!   values removes the table's keys in every sink before the first row of the new shape
-//!   ([`polyrepl_core::TableOp::Drop`], followed by an online copy). A delete becomes `DEL key`. Both are
-//!   idempotent: replaying a batch has the effect of applying it once.
+//!   ([`polyrepl_core::TableOp::Drop`], followed by an online copy). A field no column has (another
+//!   application's) is left as it is. A delete becomes `DEL key`. Both are idempotent: replaying a
+//!   batch has the effect of applying it once.
 //! - A key whose changes in the batch do not all have one schema (a schema change that kept the
 //!   columns, inside the batch) is written as `DEL key` + `HSET`, replacing the whole hash.
 //! - Before (issue #15): every key not first inserted in the batch got `DEL` + `HSET`, two commands in

@@ -3,9 +3,9 @@
 //!
 //! Invariants:
 //! - `apply` spreads the batch's row writes and stream entries over lanes — on a single server one per
-//!   connection (`connections`, default 4), on a Redis Cluster one per hash slot — each lane a sequence
-//!   of MULTI/EXEC transactions, a key always in the same lane; then writes the checkpoint alone, only
-//!   after every lane succeeded (see [`crate::write`]).
+//!   writing connection (`connections`, default 4), on a Redis Cluster one per hash slot — each lane a
+//!   sequence of pipelined chunks (MULTI/EXEC for rows of several commands), a key always in the same
+//!   lane; then writes the checkpoint alone, only after every lane succeeded (see [`crate::write`]).
 //! - Any failure returns an error, and the checkpoint is then the previous one, so the pipeline retries
 //!   the whole batch; every write is idempotent, so the retry converges.
 //! - `read_rows` decodes with the same mapping that wrote, so a row read back equals the source row
@@ -22,14 +22,15 @@ use polyrepl_core::{
 };
 
 use crate::checkpoint;
-use crate::connection::{connect, more_connections, RedisConnection};
+use crate::connection::{connect, writing_connections, RedisConnection};
 use crate::error::classify;
 use crate::limits::ServerLimits;
 use crate::mapping::from_field;
 use crate::naming::{check_names, check_table, dead_letter_key, row_key, stream_key};
 use crate::options::{check, split_url_options, RedisOptions};
 use crate::plan::{plan_within, DeadLetterWrite};
-use crate::write::{lane_writes, send_lanes, LaneWrites, Lanes};
+use crate::resp::{Encoded, LaneConnection};
+use crate::write::{lane_writes, send_lanes, LaneBuffer, LaneSender, LaneWrites, Lanes};
 
 /// Immediate re-sends of a batch after a transient failure on a single server (see `StagedWrites::send`).
 const IMMEDIATE_RETRIES: usize = 2;
@@ -42,8 +43,8 @@ const CLUSTER_READS_IN_FLIGHT: usize = 64;
 /// `polyrepl:checkpoint:<pipeline>`, written after the batch's lanes of MULTI/EXEC transactions.
 pub struct RedisSink {
     conn: RedisConnection,
-    /// The connections a single server is written through, `conn` first (empty on a cluster).
-    lanes: Vec<RedisConnection>,
+    /// The connections a single server's rows are written through (empty on a cluster).
+    lanes: Arc<Vec<Arc<LaneConnection>>>,
     name: String,
     pipeline: String,
     options: RedisOptions,
@@ -72,13 +73,8 @@ impl RedisSink {
         }
         let (mut conn, name) = connect(&url, &options).await?;
         let limits = crate::limits::read(&mut conn, &name).await;
-        let lanes = if conn.is_cluster() {
-            Vec::new()
-        } else {
-            let mut lanes = vec![conn.clone()];
-            lanes.extend(more_connections(&url, &name, &options, options.connections - 1).await?);
-            lanes
-        };
+        let lanes = if conn.is_cluster() { Vec::new() } else { writing_connections(&url, &name, &options).await? };
+        let lanes = Arc::new(lanes);
         Ok(RedisSink {
             conn,
             lanes,
@@ -128,12 +124,13 @@ impl RedisSink {
     }
 }
 
-/// A batch's Redis writes, ready to send on the sink's connections (shared handles).
-struct StagedWrites {
-    writes: LaneWrites,
-    /// One per lane on a single server; the cluster connection (which routes by slot) otherwise.
-    connections: Vec<RedisConnection>,
-    cluster: bool,
+/// A batch's Redis writes, ready to send on the sink's connections (shared handles): RESP bytes on a
+/// single server's writing connections, or redis-rs pipelines through a cluster connection.
+struct StagedWrites<B, S> {
+    writes: LaneWrites<B>,
+    sender: S,
+    /// Where the checkpoint is written.
+    conn: RedisConnection,
     sink: String,
     /// What the batch writes, for errors.
     what: String,
@@ -142,28 +139,32 @@ struct StagedWrites {
 }
 
 #[async_trait]
-impl StagedBatch for StagedWrites {
+impl<B: LaneBuffer + 'static, S: LaneSender<B> + 'static> StagedBatch for StagedWrites<B, S> {
     async fn send(self: Box<Self>) -> Result<(), SinkError> {
-        let connection = |lane: u16| {
-            if self.cluster {
-                self.connections[0].clone()
-            } else {
-                self.connections[lane as usize].clone()
-            }
-        };
-        // After an outage each connection answers its first call with a broken pipe, or with the error
-        // of its last failed reconnect, and only then reconnects; with several connections a batch can
+        // After an outage a connection answers its first call with a broken pipe, or with the error of
+        // its last failed reconnect, and only then reconnects; with several connections a batch can
         // meet that on one lane after another: try again at once (up to IMMEDIATE_RETRIES times)
-        // rather than a backoff later. Re-sending is safe: every transaction is idempotent.
+        // rather than a backoff later. Re-sending is safe: every write is idempotent.
+        let cluster = self.conn.is_cluster();
         let mut retries = 0;
         loop {
-            match send_lanes(connection, &self.sink, &self.writes, &self.what).await {
-                Err(e) if e.is_transient() && !self.cluster && retries < IMMEDIATE_RETRIES => retries += 1,
+            match send_lanes(&self.sender, &self.conn, &self.sink, &self.writes, &self.what).await {
+                Err(e) if e.is_transient() && !cluster && retries < IMMEDIATE_RETRIES => retries += 1,
                 done => break done?,
             }
         }
         self.policy.record_left_out(&self.sink, &self.left_out);
         Ok(())
+    }
+}
+
+/// The lanes of a single server, shared by the sink and its staged batches.
+struct SharedLanes(Arc<Vec<Arc<LaneConnection>>>);
+
+#[async_trait]
+impl LaneSender<Encoded> for SharedLanes {
+    async fn send(&self, lane: u16, chunk: &Encoded) -> redis::RedisResult<()> {
+        self.0[lane as usize].send(chunk).await
     }
 }
 
@@ -228,18 +229,33 @@ impl Sink for RedisSink {
             batch.checkpoint.position,
             self.pipeline
         );
-        let lanes = if self.conn.is_cluster() { Lanes::PerSlot } else { Lanes::Connections(self.lanes.len()) };
+        let left_out = self.policy.left_out(&unmappable);
+        if self.conn.is_cluster() {
+            return Ok(Box::new(StagedWrites {
+                writes: lane_writes::<redis::Pipeline>(
+                    &planned,
+                    &self.options,
+                    &self.pipeline,
+                    &batch.checkpoint,
+                    Lanes::PerSlot,
+                ),
+                sender: self.conn.clone(),
+                conn: self.conn.clone(),
+                sink: self.name.clone(),
+                what,
+                policy: self.policy.clone(),
+                left_out,
+            }));
+        }
+        let lanes = Lanes::Connections(self.lanes.len());
         Ok(Box::new(StagedWrites {
-            writes: lane_writes(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes),
-            connections: match lanes {
-                Lanes::PerSlot => vec![self.conn.clone()],
-                Lanes::Connections(_) => self.lanes.clone(),
-            },
-            cluster: self.conn.is_cluster(),
+            writes: lane_writes::<Encoded>(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes),
+            sender: SharedLanes(self.lanes.clone()),
+            conn: self.conn.clone(),
             sink: self.name.clone(),
             what,
             policy: self.policy.clone(),
-            left_out: self.policy.left_out(&unmappable),
+            left_out,
         }))
     }
 

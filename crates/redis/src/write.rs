@@ -1,17 +1,18 @@
 //! Sending a planned batch: its writes spread over lanes sent concurrently, the checkpoint after all.
 //!
-//! A *lane* is an ordered sequence of pipelines: first the writes of one command each (a row's lone
+//! A *lane* is an ordered sequence of chunks: first the writes of one command each (a row's lone
 //! `HSET` or `DEL`, a stream entry, a dead-letter record), sent as they are, since one command is
-//! atomic; then the rows of several commands, in MULTI/EXEC transactions. Every key of a batch belongs to exactly
-//! one lane, chosen from the key alone, so a key's commands are always sent in order on one lane, and
-//! lanes touch disjoint keys and may run at the same time:
-//! - single server: [`RedisOptions::connections`] lanes, one connection each (the key's hash slot
-//!   modulo the number of connections) — one connection is one TCP stream served by one server
-//!   thread, and a single ordered stream left the server idle between replies (issue: snapshot/raw was
-//!   0.42 with one MULTI/EXEC per batch);
+//! atomic; then the rows of several commands, in MULTI/EXEC transactions. Every key of a batch belongs
+//! to exactly one lane, chosen from the key alone, so a key's commands are always sent in order on one
+//! lane, and lanes touch disjoint keys and may run at the same time:
+//! - single server: [`RedisOptions::connections`] lanes, one writing connection each (the key's hash
+//!   slot modulo the number of connections), chunks encoded as RESP bytes ([`crate::resp`]) — one
+//!   connection is one TCP stream served by one server thread, and a single ordered stream left the
+//!   server idle between replies (issue: snapshot/raw was 0.42 with one MULTI/EXEC per batch);
 //! - Redis Cluster: one lane per hash slot the batch touches (a cluster runs a transaction only when
-//!   all its keys are in one slot), sent through the cluster connection, which routes it to the slot's
-//!   node.
+//!   all its keys are in one slot), chunks as redis-rs pipelines sent through the cluster connection,
+//!   which routes them to the slot's node.
+//! Both encodings come from the same code ([`LaneBuffer`]) and are the same bytes (unit test).
 //!
 //! Invariants (both modes):
 //! - The checkpoint `SET` is sent alone, only after every lane succeeded. A failure or crash before it
@@ -20,9 +21,9 @@
 //!   once). So: atomic per transaction, checkpoint last, replay-safe. Meanwhile a reader may see part
 //!   of a batch, never a partial row: all commands of one row (DEL or HDEL, HSET, PEXPIRE) are in the
 //!   same transaction.
-//! - A lane's pipelines stay within the chunk bounds (`max_chunk_commands`, `max_chunk_bytes`) and
+//! - A lane's chunks stay within the chunk bounds (`max_chunk_commands`, `max_chunk_bytes`) and
 //!   are sent in order; a stream key's entries all go to one lane, in batch order (all of them single
-//!   commands, so in the lane's first pipelines, in order).
+//!   commands, so in the lane's first chunks, in order).
 //! - Runtime errors inside EXEC (a key of the wrong type) do not undo the other commands — Redis has no
 //!   rollback; they are reported as definite errors that say so. polyrepl's own commands cannot hit one
 //!   unless another application writes a non-stream value at a stream key.
@@ -32,16 +33,18 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use futures::TryStreamExt;
-use polyrepl_core::{Checkpoint, SinkError};
-use redis::aio::ConnectionLike;
-use redis::Pipeline;
+use polyrepl_core::{Checkpoint, SinkError, Value};
+use redis::{Pipeline, RedisResult};
 
+use crate::connection::RedisConnection;
 use crate::error::classify;
 use crate::mapping::FieldArg;
 use crate::naming::{checkpoint_key, hash_slot};
 use crate::options::RedisOptions;
 use crate::plan::{chunk_ranges, Plan, RowWrite};
+use crate::resp::Encoded;
 
 /// Lanes in flight at once (on a cluster: slot groups; on a single server there are fewer lanes).
 const LANES_IN_FLIGHT: usize = 32;
@@ -72,23 +75,82 @@ impl Lanes {
     }
 }
 
-/// What a batch sends: per lane its transactions (in order), and the checkpoint `SET`, to send after
-/// all of them succeeded.
-pub struct LaneWrites {
-    /// (lane, its transactions in order), by lane number.
-    pub lanes: Vec<(u16, Vec<Pipeline>)>,
+/// What a lane's commands are written into: redis-rs pipelines (a cluster, whose client routes them
+/// by slot) or RESP bytes (a single server, [`crate::resp`]). Both get the same commands.
+pub trait LaneBuffer: Sized + Send + Sync {
+    /// An empty chunk with room for about `commands` commands of `bytes` bytes; a MULTI/EXEC
+    /// transaction when `atomic`.
+    fn begin(commands: usize, bytes: usize, atomic: bool) -> Self;
+    /// Starts the command `name`, `args` arguments to follow.
+    fn command(&mut self, name: &str, args: usize);
+    fn arg(&mut self, arg: &[u8]);
+    /// A non-NULL value's field bytes as one argument.
+    fn field(&mut self, value: &Value);
+    /// Closes the chunk begun with the same `atomic`.
+    fn end(&mut self, atomic: bool);
+}
+
+impl LaneBuffer for Pipeline {
+    fn begin(commands: usize, _bytes: usize, atomic: bool) -> Self {
+        let mut pipeline = Pipeline::with_capacity(commands + 1);
+        if atomic {
+            pipeline.atomic();
+        }
+        pipeline
+    }
+    fn command(&mut self, name: &str, _args: usize) {
+        self.cmd(name).ignore();
+    }
+    fn arg(&mut self, arg: &[u8]) {
+        Pipeline::arg(self, arg);
+    }
+    fn field(&mut self, value: &Value) {
+        Pipeline::arg(self, FieldArg(value));
+    }
+    fn end(&mut self, _atomic: bool) {}
+}
+
+impl LaneBuffer for Encoded {
+    fn begin(_commands: usize, bytes: usize, atomic: bool) -> Self {
+        let mut encoded = Encoded::with_capacity(bytes + 64);
+        if atomic {
+            encoded.command("MULTI", 0);
+        }
+        encoded
+    }
+    fn command(&mut self, name: &str, args: usize) {
+        Encoded::command(self, name, args);
+    }
+    fn arg(&mut self, arg: &[u8]) {
+        Encoded::arg(self, arg);
+    }
+    fn field(&mut self, value: &Value) {
+        Encoded::field(self, value);
+    }
+    fn end(&mut self, atomic: bool) {
+        if atomic {
+            Encoded::command(self, "EXEC", 0);
+        }
+    }
+}
+
+/// What a batch sends: per lane its chunks (in order), and the checkpoint `SET`, to send after all of
+/// them succeeded.
+pub struct LaneWrites<B> {
+    /// (lane, its chunks in order), by lane number.
+    pub lanes: Vec<(u16, Vec<B>)>,
     /// The checkpoint write, a single command.
     pub checkpoint: redis::Cmd,
 }
 
 /// Groups `plan` into lanes (see the module notes).
-pub fn lane_writes(
+pub fn lane_writes<B: LaneBuffer>(
     plan: &Plan,
     options: &RedisOptions,
     pipeline: &str,
     checkpoint: &Checkpoint,
     lanes: Lanes,
-) -> LaneWrites {
+) -> LaneWrites<B> {
     let mut groups: BTreeMap<u16, Vec<Item>> = BTreeMap::new();
     for (i, write) in plan.rows.iter().enumerate() {
         groups.entry(lanes.of(write.key())).or_default().push(Item::Row(i));
@@ -103,18 +165,18 @@ pub fn lane_writes(
     let lanes = groups
         .into_iter()
         .map(|(lane, items)| {
-            // A write of one command is atomic by itself; only rows of several commands (DEL or HDEL
-            // with HSET, PEXPIRE) need MULTI/EXEC, which costs the server a queued copy and a reply per
-            // command (snapshot rows are a single HSET each).
+            // A write of one command is atomic by itself; only rows of several commands (DEL with
+            // HSET, HSET with HDEL, PEXPIRE) need MULTI/EXEC, which costs the server a queued copy
+            // and a reply per command.
             let (single, several): (Vec<Item>, Vec<Item>) =
                 items.into_iter().partition(|item| !matches!(item, Item::Row(i) if plan.rows[*i].commands(ttl) > 1));
-            let mut txs = Vec::new();
+            let mut chunks = Vec::new();
             for (items, atomic) in [(single, false), (several, true)] {
                 if !items.is_empty() {
-                    txs.extend(chunked(plan, &items, options, atomic));
+                    chunks.extend(chunked(plan, &items, options, atomic));
                 }
             }
-            (lane, txs)
+            (lane, chunks)
         })
         .collect();
     let mut set = redis::cmd("SET");
@@ -122,9 +184,9 @@ pub fn lane_writes(
     LaneWrites { lanes, checkpoint: set }
 }
 
-/// `items` as pipelines within the chunk bounds (at least one, possibly empty, with room left for the
+/// `items` as chunks within the chunk bounds (at least one, possibly empty, with room left for the
 /// checkpoint `SET`), each a MULTI/EXEC transaction when `atomic`.
-fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions, atomic: bool) -> Vec<Pipeline> {
+fn chunked<B: LaneBuffer>(plan: &Plan, items: &[Item], options: &RedisOptions, atomic: bool) -> Vec<B> {
     let ttl_ms = options.ttl.map(|t| t.as_millis().clamp(1, i64::MAX as u128) as i64);
     let sizes: Vec<(usize, usize)> = items
         .iter()
@@ -143,101 +205,112 @@ fn chunked(plan: &Plan, items: &[Item], options: &RedisOptions, atomic: bool) ->
     if ranges.is_empty() {
         ranges.push(0..0);
     }
+    let maxlen = options.stream.unwrap_or(usize::MAX).to_string();
     ranges
         .into_iter()
         .map(|range| {
-            let commands: usize = sizes[range.clone()].iter().map(|(c, _)| c).sum();
-            let mut tx = redis::Pipeline::with_capacity(commands + 1);
-            if atomic {
-                tx.atomic();
-            }
+            let (commands, bytes) =
+                sizes[range.clone()].iter().fold((0, 0), |(c, b), (commands, bytes)| (c + commands, b + bytes));
+            let mut chunk = B::begin(commands, bytes, atomic);
             for item in &items[range] {
                 match *item {
-                    Item::Row(i) => add_row(&mut tx, &plan.rows[i], ttl_ms),
+                    Item::Row(i) => add_row(&mut chunk, &plan.rows[i], ttl_ms),
                     Item::Append(i) => {
                         let append = &plan.appends[i];
-                        let maxlen = options.stream.unwrap_or(usize::MAX);
-                        tx.cmd("XADD")
-                            .arg(&append.key)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(maxlen)
-                            .arg("*")
-                            .arg("event")
-                            .arg(&append.event)
-                            .ignore();
+                        chunk.command("XADD", 7);
+                        for arg in [append.key.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event"] {
+                            chunk.arg(arg);
+                        }
+                        chunk.arg(append.event.as_bytes());
                     }
                     Item::DeadLetter(i) => {
                         let letter = &plan.dead_letters[i];
-                        tx.cmd("HSET").arg(&letter.key).arg(&letter.field).arg(&letter.json).ignore();
+                        chunk.command("HSET", 3);
+                        chunk.arg(letter.key.as_bytes());
+                        chunk.arg(letter.field.as_bytes());
+                        chunk.arg(letter.json.as_bytes());
                     }
                 }
             }
-            tx
+            chunk.end(atomic);
+            chunk
         })
         .collect()
 }
 
-fn add_row(tx: &mut Pipeline, write: &RowWrite, ttl_ms: Option<i64>) {
-    let RowWrite::Upsert { key, replace, .. } = write else {
-        tx.cmd("DEL").arg(write.key()).ignore();
+fn add_row<B: LaneBuffer>(chunk: &mut B, write: &RowWrite, ttl_ms: Option<i64>) {
+    let RowWrite::Upsert { key, replace, row, .. } = write else {
+        chunk.command("DEL", 1);
+        chunk.arg(write.key());
         return;
     };
-    let has_fields = write.fields().next().is_some();
-    if *replace || !has_fields {
-        tx.cmd("DEL").arg(key).ignore();
+    let fields = row.iter().filter(|v| !v.is_null()).count();
+    if *replace || fields == 0 {
+        chunk.command("DEL", 1);
+        chunk.arg(key);
     }
-    if !has_fields {
+    if fields == 0 {
         return; // HSET without fields would abort the whole transaction
     }
-    // Sized up front: growing the command's buffer argument by argument was a large part of the
-    // sink's time.
-    let (fields, bytes) = write.fields().fold((0, 0), |(n, b), (name, _)| (n + 1, b + name.len() + 24));
-    let mut hset = redis::Cmd::with_capacity(2 + 2 * fields, 4 + key.len() + bytes.max(write.bytes()));
-    hset.arg("HSET").arg(key);
+    chunk.command("HSET", 1 + 2 * fields);
+    chunk.arg(key);
     for (name, value) in write.fields() {
-        hset.arg(name).arg(FieldArg(value));
+        chunk.arg(name.as_bytes());
+        chunk.field(value);
     }
-    tx.add_command(hset).ignore();
-    if !*replace && write.nulls().next().is_some() {
-        tx.cmd("HDEL").arg(key);
+    let nulls = row.len() - fields;
+    if !*replace && nulls > 0 {
+        chunk.command("HDEL", 1 + nulls);
+        chunk.arg(key);
         for name in write.nulls() {
-            tx.arg(name);
+            chunk.arg(name.as_bytes());
         }
-        tx.ignore();
     }
     if let Some(ms) = ttl_ms {
-        tx.cmd("PEXPIRE").arg(key).arg(ms).ignore();
+        chunk.command("PEXPIRE", 2);
+        chunk.arg(key);
+        chunk.arg(itoa::Buffer::new().format(ms).as_bytes());
     }
 }
 
-/// Sends a batch's lanes concurrently (each lane's transactions in order, on `connection(lane)`), then
-/// — only when all succeeded — the checkpoint on `connection(0)`. Stops at the first failure without
-/// writing the checkpoint.
-pub async fn send_lanes<C: ConnectionLike + Send>(
-    connection: impl Fn(u16) -> C,
+/// Where a batch's lanes are sent.
+#[async_trait]
+pub trait LaneSender<B>: Send + Sync {
+    /// Sends one chunk of `lane`.
+    async fn send(&self, lane: u16, chunk: &B) -> RedisResult<()>;
+}
+
+/// A cluster: every lane through the cluster connection, which routes a chunk to its slot's node.
+#[async_trait]
+impl LaneSender<Pipeline> for RedisConnection {
+    async fn send(&self, _lane: u16, chunk: &Pipeline) -> RedisResult<()> {
+        chunk.query_async::<()>(&mut self.clone()).await
+    }
+}
+
+/// Sends a batch's lanes concurrently (each lane's chunks in order), then — only when all succeeded —
+/// the checkpoint on `checkpoint_on`. Stops at the first failure without writing the checkpoint.
+pub async fn send_lanes<B: LaneBuffer, S: LaneSender<B>>(
+    sender: &S,
+    checkpoint_on: &RedisConnection,
     sink: &str,
-    writes: &LaneWrites,
+    writes: &LaneWrites<B>,
     what: &str,
 ) -> Result<(), SinkError> {
     let count = writes.lanes.len();
     futures::stream::iter(writes.lanes.iter().map(Ok))
-        .try_for_each_concurrent(LANES_IN_FLIGHT, |(lane, txs)| {
-            let mut conn = connection(*lane);
-            async move {
-                let total = txs.len();
-                for (n, tx) in txs.iter().enumerate() {
-                    tx.query_async::<()>(&mut conn).await.map_err(|e| {
-                        let part = if total > 1 { format!(", transaction {} of {total}", n + 1) } else { String::new() };
-                        classify(sink, &format!("writing {what} (lane {lane} of {count} touched{part}; checkpoint not written, the batch will be replayed)"), &e)
-                    })?;
-                }
-                Ok::<(), SinkError>(())
+        .try_for_each_concurrent(LANES_IN_FLIGHT, |(lane, chunks)| async move {
+            let total = chunks.len();
+            for (n, chunk) in chunks.iter().enumerate() {
+                sender.send(*lane, chunk).await.map_err(|e| {
+                    let part = if total > 1 { format!(", part {} of {total}", n + 1) } else { String::new() };
+                    classify(sink, &format!("writing {what} (lane {lane} of {count} touched{part}; checkpoint not written, the batch will be replayed)"), &e)
+                })?;
             }
+            Ok::<(), SinkError>(())
         })
         .await?;
-    let mut conn = connection(0);
-    writes.checkpoint.query_async::<()>(&mut conn).await.map_err(|e| {
+    writes.checkpoint.query_async::<()>(&mut checkpoint_on.clone()).await.map_err(|e| {
         classify(
             sink,
             &format!("writing the checkpoint after {what} (the data is written; the batch will be replayed)"),
@@ -249,7 +322,7 @@ pub async fn send_lanes<C: ConnectionLike + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::StreamAppend;
+    use crate::plan::{DeadLetterWrite, StreamAppend};
     use polyrepl_core::{Column, ColumnKind, Position, Value};
 
     /// One INT column `a`, and the rows `a = 1` and `a = NULL` to borrow.
@@ -280,12 +353,17 @@ mod tests {
     fn single_server_lanes_split_by_key_with_the_checkpoint_apart() {
         let columns = column_a();
         let rows = (0..40)
-            .map(|i| RowWrite::Upsert { key: format!("k{i}").into_bytes(), columns: &columns, row: &ONE, replace: true })
+            .map(|i| RowWrite::Upsert {
+                key: format!("k{i}").into_bytes(),
+                columns: &columns,
+                row: &ONE,
+                replace: true,
+            })
             .collect();
         let appends = (0..10).map(|i| StreamAppend { key: "s".into(), event: format!("{{\"seq\":{i}}}") }).collect();
         let plan = Plan { rows, appends, ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
-        let writes = lane_writes(
+        let writes = lane_writes::<Pipeline>(
             &plan,
             &options,
             "p",
@@ -310,7 +388,7 @@ mod tests {
         let events: Vec<_> = writes.lanes.iter().filter(|(l, _)| *l == stream_lane).flat_map(|(_, t)| t).collect();
         assert!(events.len() > 1);
         assert_eq!(writes.checkpoint.args_iter().count(), 3, "SET key value");
-        let empty = lane_writes(
+        let empty = lane_writes::<Pipeline>(
             &Plan::default(),
             &RedisOptions::default(),
             "p",
@@ -346,8 +424,13 @@ mod tests {
             .collect();
         let plan = Plan { rows, appends, ..Default::default() };
         let options = RedisOptions { max_chunk_commands: 8, ..Default::default() };
-        let writes =
-            lane_writes(&plan, &options, "p", &Checkpoint::streaming(Position::new("b.000001", 4)), Lanes::PerSlot);
+        let writes = lane_writes::<Pipeline>(
+            &plan,
+            &options,
+            "p",
+            &Checkpoint::streaming(Position::new("b.000001", 4)),
+            Lanes::PerSlot,
+        );
         let mut seen_rows = 0;
         let mut seen_appends = 0;
         for (slot, txs) in &writes.lanes {
@@ -367,7 +450,7 @@ mod tests {
         assert!(stream_txs.len() >= 6, "the stream's 30 entries are chunked within their slot");
         assert_eq!(writes.checkpoint.args_iter().count(), 3, "SET key value");
         assert!(writes.lanes.windows(2).all(|w| w[0].0 < w[1].0), "one group per slot, by slot number");
-        let empty = lane_writes(
+        let empty = lane_writes::<Pipeline>(
             &Plan::default(),
             &options,
             "p",
@@ -410,10 +493,47 @@ mod tests {
         assert!(txs[0].is_transaction(), "a row's HSET and HDEL in one transaction");
     }
 
+    #[test]
+    fn single_server_bytes_are_the_cluster_pipelines_packed() {
+        let mut columns = column_a();
+        columns.push(Column { name: "b".into(), ..columns[0].clone() });
+        let (full, half) = ([Value::Int(1), Value::String("x\r\ny".into())], [Value::Int(2), Value::Null]);
+        let rows = (0..30)
+            .map(|i| RowWrite::Upsert {
+                key: format!("d:t:{i}").into_bytes(),
+                columns: &columns,
+                row: if i % 3 == 0 { &half } else { &full },
+                replace: i % 5 == 0,
+            })
+            .chain([RowWrite::Delete { key: b"d:t:gone".to_vec() }])
+            .collect();
+        let appends = (0..4).map(|i| StreamAppend { key: "s".into(), event: format!("{{\"seq\":{i}}}") }).collect();
+        let dead_letters = vec![DeadLetterWrite { key: "dl".into(), field: "f".into(), json: "{}".into() }];
+        let plan = Plan { rows, appends, dead_letters };
+        let checkpoint = Checkpoint::streaming(Position::new("b.000001", 4));
+        for options in [
+            RedisOptions { max_chunk_commands: 8, ..Default::default() },
+            RedisOptions { ttl: Some(std::time::Duration::from_secs(9)), stream: Some(100), ..Default::default() },
+        ] {
+            let pipelines = lane_writes::<Pipeline>(&plan, &options, "p", &checkpoint, Lanes::Connections(4));
+            let encoded = lane_writes::<Encoded>(&plan, &options, "p", &checkpoint, Lanes::Connections(4));
+            assert_eq!(pipelines.lanes.len(), encoded.lanes.len());
+            for ((lane, txs), (same_lane, chunks)) in pipelines.lanes.iter().zip(&encoded.lanes) {
+                assert_eq!(lane, same_lane);
+                assert_eq!(txs.len(), chunks.len());
+                for (tx, chunk) in txs.iter().zip(chunks) {
+                    assert_eq!(tx.get_packed_pipeline(), chunk.bytes, "lane {lane}");
+                    let replies = tx.len() + if tx.is_transaction() { 2 } else { 0 };
+                    assert_eq!(chunk.replies, replies, "lane {lane}");
+                }
+            }
+        }
+    }
+
     /// The transactions of `plan` on one connection.
     fn one_lane(plan: &Plan, options: &RedisOptions) -> Vec<Pipeline> {
         let checkpoint = Checkpoint::streaming(Position::new("b.000001", 4));
-        let mut writes = lane_writes(plan, options, "p", &checkpoint, Lanes::Connections(1));
+        let mut writes = lane_writes::<Pipeline>(plan, options, "p", &checkpoint, Lanes::Connections(1));
         assert_eq!(writes.lanes.len(), 1);
         writes.lanes.pop().unwrap().1
     }
