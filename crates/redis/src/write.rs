@@ -12,6 +12,7 @@
 //! - Redis Cluster: one lane per hash slot the batch touches (a cluster runs a transaction only when
 //!   all its keys are in one slot), chunks as redis-rs pipelines sent through the cluster connection,
 //!   which routes them to the slot's node.
+//!
 //! Both encodings come from the same code ([`LaneBuffer`]) and are the same bytes (unit test).
 //!
 //! Invariants (both modes):
