@@ -23,7 +23,7 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     let started = std::time::Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_polyrepl"))
         .args(["bench", "--rows", "1000", "--cdc-changes", "1000", "--rounds", "1", "--lag-seconds", "2", "--json"])
-        .args(["--sinks", "mongodb,mongo-java,redis,cassandra"])
+        .args(["--sinks", "mongodb,mongo-java,redis,cassandra", "--slow-sink", "mongo-java"])
         .env_remove("POLYREPL_SINKS")
         .output()
         .expect("run polyrepl bench");
@@ -63,6 +63,13 @@ async fn bench_runs_reports_sane_numbers_and_cleans_up() {
     positive(&report, "/streaming_child/max_rss_bytes");
     positive(&report, "/streaming_child/peak_rss_bytes");
     assert!(positive(&report, "/streaming_child/changes") >= 1000.0, "the writer ran");
+    // --slow-sink: every other sink's lag was measured beside the slowed one, which fell behind.
+    assert_eq!(report.pointer("/beside_slow/slow"), Some(&serde_json::json!("mongo-java")));
+    let others = report.pointer("/beside_slow/others").and_then(|v| v.as_array()).expect("beside_slow/others");
+    let labels: Vec<&str> = others.iter().map(|o| o[0].as_str().unwrap()).collect();
+    assert_eq!(labels, ["mongodb", "redis", "cassandra"]);
+    assert!(others.iter().all(|o| o[1]["samples"].as_u64().unwrap() > 0), "{others:?}");
+    assert!(positive(&report, "/beside_slow/slow_max_lag_s") > 0.1, "the slowed sink waited 100 ms per batch");
     positive(&report, "/bench_peak_rss_bytes");
     assert_eq!(report["rows"], 1000);
     assert_eq!(report["cdc_changes"], 1000);

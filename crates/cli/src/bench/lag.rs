@@ -13,6 +13,7 @@ use mysql_async::prelude::*;
 use polyrepl_core::{Batch, Checkpoint, Row, Sink, SinkError, StagedBatch, TableId, TableSchema, Value};
 use polyrepl_engine::pipeline::SinkSlot;
 use polyrepl_mysql::binlog::current_position;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,12 +46,17 @@ fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// Each batch send of the sink slowed on purpose waits this long first (while the writer runs).
+const SLOW_SEND: Duration = Duration::from_millis(100);
+
 /// A sink that forwards to the real one and timestamps every applied `lag` row.
 struct LagProbe {
     inner: Box<dyn Sink>,
     samples: Samples,
     /// Rows written before this (µs) belong to an earlier phase and are not recorded.
     since_us: i64,
+    /// Slowed on purpose: every send waits [`SLOW_SEND`] while the flag is set.
+    slowed: Option<Arc<AtomicBool>>,
 }
 
 /// A batch staged by the real sink, whose rows' lag is taken when its send ends.
@@ -58,11 +64,15 @@ struct TimedSend {
     inner: Box<dyn StagedBatch>,
     written: Vec<i64>,
     samples: Samples,
+    slowed: Option<Arc<AtomicBool>>,
 }
 
 #[async_trait]
 impl StagedBatch for TimedSend {
     async fn send(self: Box<Self>) -> Result<(), SinkError> {
+        if self.slowed.as_ref().is_some_and(|on| on.load(Relaxed)) {
+            tokio::time::sleep(SLOW_SEND).await;
+        }
         self.inner.send().await?;
         let now = now_us();
         let mut samples = self.samples.lock().unwrap();
@@ -99,7 +109,7 @@ impl Sink for LagProbe {
             })
             .collect();
         let inner = self.inner.stage(batch).await?;
-        Ok(Box::new(TimedSend { inner, written, samples: self.samples.clone() }))
+        Ok(Box::new(TimedSend { inner, written, samples: self.samples.clone(), slowed: self.slowed.clone() }))
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
@@ -195,7 +205,7 @@ pub async fn measure_during_copy(
         .slots
         .into_iter()
         .map(|slot| SinkSlot {
-            sink: Box::new(LagProbe { inner: slot.sink, samples: samples.clone(), since_us }),
+            sink: Box::new(LagProbe { inner: slot.sink, samples: samples.clone(), since_us, slowed: None }),
             resume_from: slot.resume_from,
         })
         .collect();
@@ -252,19 +262,7 @@ pub async fn measure_during_copy(
             DRAIN_TIMEOUT.as_secs()
         );
     }
-    let counted_from = started_us + (WARM_UP_SECONDS * 1e6) as i64;
-    let mut lags: Vec<f64> = all.iter().filter(|(w, _)| *w >= counted_from).map(|(_, l)| *l).collect();
-    if lags.is_empty() {
-        lags = all.iter().map(|(_, l)| *l).collect();
-    }
-    lags.sort_by(|a, b| a.total_cmp(b));
-    let figures = LagFigures {
-        p50_s: quantile(&lags, 0.50),
-        p99_s: quantile(&lags, 0.99),
-        max_s: lags.last().copied().unwrap_or(f64::NAN),
-        samples: lags.len(),
-        achieved_rate: written as f64 / writer_seconds,
-    };
+    let figures = lag_figures(&all, written, writer_seconds, started_us);
     bench.note(format!(
         "lag {}: p50 {:.3} s, p99 {:.3} s over {} rows at {:.0} changes/s",
         kind.label(),
@@ -289,6 +287,133 @@ pub async fn measure_during_copy(
         ));
     }
     Ok((figures, copy_figures))
+}
+
+/// The lag figures of `samples` (the warm-up left out) of a writer that wrote `written` rows in
+/// `writer_seconds` from `started_us`.
+fn lag_figures(samples: &[(i64, f64)], written: u64, writer_seconds: f64, started_us: i64) -> LagFigures {
+    let counted_from = started_us + (WARM_UP_SECONDS * 1e6) as i64;
+    let mut lags: Vec<f64> = samples.iter().filter(|(w, _)| *w >= counted_from).map(|(_, l)| *l).collect();
+    if lags.is_empty() {
+        lags = samples.iter().map(|(_, l)| *l).collect();
+    }
+    lags.sort_by(|a, b| a.total_cmp(b));
+    LagFigures {
+        p50_s: quantile(&lags, 0.50),
+        p99_s: quantile(&lags, 0.99),
+        max_s: lags.last().copied().unwrap_or(f64::NAN),
+        samples: lags.len(),
+        achieved_rate: written as f64 / writer_seconds,
+    }
+}
+
+/// What `--slow-sink` measured: the other sinks' lag while one sink was slowed on purpose.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BesideSlow {
+    /// The sink slowed on purpose.
+    pub slow: &'static str,
+    /// Each other sink's lag meanwhile.
+    pub others: Vec<(&'static str, LagFigures)>,
+    /// How far behind the slowed sink fell (its largest lag, seconds).
+    pub slow_max_lag_s: f64,
+    /// Batches sent to spill files meanwhile (the slowed sink's: the others keep up).
+    pub slow_batches_spilled: u64,
+}
+
+/// One `run` into every sink of `kinds` while the writer runs at `--lag-rate` for `--lag-seconds`,
+/// `slow` among them slowed on purpose (each batch send waits [`SLOW_SEND`] while the writer runs, so
+/// it falls behind); the lag of every other sink meanwhile.
+pub async fn measure_beside_slow(bench: &Bench, kinds: &[SinkKind], slow: SinkKind) -> Result<BesideSlow> {
+    for &kind in kinds {
+        phases::reset_sink(bench, kind, "lag").await?;
+    }
+    let name = bench.pipeline("lag");
+    phases::prestore_checkpoint(bench, kinds, &name, &current_position(&bench.url).await?).await?;
+    let cfg = phases::run_config(bench, "lag", kinds, &name, false)?;
+    let mut prepared = polyrepl_engine::prepare(&cfg).await?;
+    let since_us = now_us();
+    let slowed = Arc::new(AtomicBool::new(true));
+    // The slots are in the order of the sink URLs, which is the order of `kinds`.
+    let samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
+    prepared.slots = prepared
+        .slots
+        .into_iter()
+        .zip(kinds.iter().zip(&samples))
+        .map(|(slot, (&kind, samples))| SinkSlot {
+            sink: Box::new(LagProbe {
+                inner: slot.sink,
+                samples: samples.clone(),
+                since_us,
+                slowed: (kind == slow).then(|| slowed.clone()),
+            }),
+            resume_from: slot.resume_from,
+        })
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(polyrepl_engine::Metrics::default());
+    let (_controller, inbox) = polyrepl_engine::control::channel();
+    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics.clone(), stopped, inbox));
+    bench.note(format!(
+        "lag beside a slow sink: writing {} changes/s for {} s into {} with {} slowed on purpose",
+        bench.args.lag_rate,
+        bench.args.lag_seconds,
+        kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("+"),
+        slow.label()
+    ));
+    let writer = write_steadily(bench, || false).await;
+    // The slowed sink catches up at its own speed from here.
+    slowed.store(false, Relaxed);
+    let (written, writer_seconds, started_us) = match writer {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = stop.send(true);
+            let _ = pipeline.await;
+            return Err(e);
+        }
+    };
+    let drain_started = Instant::now();
+    while samples.iter().any(|s| s.lock().unwrap().len() < written as usize)
+        && drain_started.elapsed() < DRAIN_TIMEOUT
+        && !pipeline.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    pipeline.await.context("lag pipeline task")?.context("lag pipeline")?;
+    let mut others = Vec::new();
+    let mut slow_max_lag_s = f64::NAN;
+    for (&kind, samples) in kinds.iter().zip(&samples) {
+        let all = samples.lock().unwrap().clone();
+        if all.len() < written as usize {
+            anyhow::bail!(
+                "{} applied {} of {written} lag rows within {} s of the writer's end",
+                kind.label(),
+                all.len(),
+                DRAIN_TIMEOUT.as_secs()
+            );
+        }
+        let figures = lag_figures(&all, written, writer_seconds, started_us);
+        if kind == slow {
+            slow_max_lag_s = figures.max_s;
+        } else {
+            bench.note(format!(
+                "lag {} beside a slowed {}: p50 {:.3} s, p99 {:.3} s over {} rows",
+                kind.label(),
+                slow.label(),
+                figures.p50_s,
+                figures.p99_s,
+                figures.samples
+            ));
+            others.push((kind.label(), figures));
+        }
+    }
+    let slow_batches_spilled =
+        metrics.sinks.lock().unwrap().iter().map(|(_, stats)| stats.batches_spilled.load(Relaxed)).sum();
+    bench.note(format!(
+        "the slowed {} was up to {slow_max_lag_s:.1} s behind; {slow_batches_spilled} batches went to spill files",
+        slow.label()
+    ));
+    Ok(BesideSlow { slow: slow.label(), others, slow_max_lag_s, slow_batches_spilled })
 }
 
 /// The `--online-copy` report: one line per sink.

@@ -120,6 +120,11 @@ pub struct BenchArgs {
     /// Seconds the lag phase's writer runs per sink.
     #[arg(long, env = "POLYREPL_BENCH_LAG_SECONDS", default_value_t = 10.0)]
     pub lag_seconds: f64,
+    /// Also measure the lag of the other --sinks while this one is slowed on purpose (each of its batch
+    /// sends waits 100 ms while the writer runs, so it falls behind and spills): one `run` into all of
+    /// them. A slow sink must not hold back the others.
+    #[arg(long, value_enum)]
+    pub slow_sink: Option<SinkKind>,
     /// Seed of the generated data (same seed, same rows and changes).
     #[arg(long, env = "POLYREPL_BENCH_SEED", default_value_t = 42)]
     pub seed: u64,
@@ -336,5 +341,18 @@ async fn measure(bench: &Bench) -> Result<report::Report> {
             .with_context(|| format!("lag phase of {}", figures.sink.label()))?;
         figures.set_lag(lag);
     }
-    Ok(report::Report::new(bench, &generated, decode, sinks, cdc_all, child, streaming))
+    let mut report = report::Report::new(bench, &generated, decode, sinks, cdc_all, child, streaming);
+    if let Some(slow) = args.slow_sink {
+        let mut kinds = args.sinks.clone();
+        if !kinds.contains(&slow) {
+            kinds.push(slow);
+        }
+        if kinds.len() > 1 {
+            let beside = lag::measure_beside_slow(bench, &kinds, slow).await.context("lag beside a slow sink")?;
+            report.set_beside_slow(beside);
+        } else {
+            bench.note("--slow-sink: no other sink to measure beside it");
+        }
+    }
+    Ok(report)
 }

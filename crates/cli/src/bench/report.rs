@@ -1,7 +1,7 @@
 //! The bench's result: medians of the rounds, ratios, targets with ✔/✘, as a table or one JSON document.
 
 use super::data::Generated;
-use super::lag::LagFigures;
+use super::lag::{BesideSlow, LagFigures};
 use super::phases::DecodeRounds;
 use super::raw::Rounds;
 use super::rss::{own_peak_rss, ChildRun, StreamingRss};
@@ -157,11 +157,28 @@ pub struct Report {
     pub streaming_child: StreamingRss,
     /// The bench process's own peak RSS (it holds pre-converted rows; not the pipeline's figure).
     pub bench_peak_rss_bytes: u64,
+    /// The other sinks' lag while one was slowed on purpose (`--slow-sink`).
+    pub beside_slow: Option<BesideSlow>,
     pub targets: Vec<Target>,
     pub seconds: f64,
 }
 
 impl Report {
+    /// Adds what `--slow-sink` measured, with a target per other sink.
+    pub fn set_beside_slow(&mut self, beside: BesideSlow) {
+        for (label, lag) in &beside.others {
+            let (goal, limit) =
+                if matches!(*label, "mongodb" | "mongo-java") { ("< 1 s", 1.0) } else { ("< 0.1 s", 0.1) };
+            self.targets.push(Target {
+                what: format!("{label} lag p99 beside a slowed {} (s)", beside.slow),
+                goal: goal.into(),
+                value: lag.p99_s,
+                met: lag.p99_s < limit,
+            });
+        }
+        self.beside_slow = Some(beside);
+    }
+
     pub fn new(
         bench: &Bench,
         generated: &Generated,
@@ -235,6 +252,7 @@ impl Report {
             snapshot_child: child,
             streaming_child: streaming,
             bench_peak_rss_bytes: own_peak_rss(),
+            beside_slow: None,
             targets,
             seconds: bench.started.elapsed().as_secs_f64(),
         }
@@ -308,6 +326,21 @@ impl Report {
             "bench process peak RSS (holds pre-converted rows; not the pipeline's): {:.0} MiB",
             self.bench_peak_rss_bytes as f64 / (1 << 20) as f64
         );
+        if let Some(b) = &self.beside_slow {
+            let others: Vec<String> = b
+                .others
+                .iter()
+                .map(|(label, lag)| format!("{label} p50 {:.3} s / p99 {:.3} s", lag.p50_s, lag.p99_s))
+                .collect();
+            let _ = writeln!(
+                out,
+                "lag beside a slowed {} (up to {:.1} s behind, {} batches spilled): {}",
+                b.slow,
+                b.slow_max_lag_s,
+                b.slow_batches_spilled,
+                others.join(", ")
+            );
+        }
         let _ = writeln!(out, "\ntargets:");
         for t in &self.targets {
             let _ = writeln!(
