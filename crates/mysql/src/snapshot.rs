@@ -424,11 +424,11 @@ fn decode_key(table: &TableSchema, row: mysql_async::Row, context: &str) -> Resu
 /// the reader in errors. Text is decoded in the character set of its result column's collation: the
 /// column's own on a session with [`RAW_RESULTS`], the connection's otherwise.
 pub fn decode_row(table: &TableSchema, row: mysql_async::Row, context: &str) -> Result<Vec<Value>> {
-    let charsets: Vec<u16> = row.columns_ref().iter().map(|c| c.character_set()).collect();
+    let result_columns = row.columns();
     let raw = row.unwrap();
     let mut values = Vec::with_capacity(raw.len());
-    for ((column, v), charset) in table.columns.iter().zip(raw).zip(charsets) {
-        values.push(from_protocol_in(column, v, charset).map_err(|message| SourceError::Decode {
+    for ((column, v), result_column) in table.columns.iter().zip(raw).zip(result_columns.iter()) {
+        values.push(from_protocol_in(column, v, result_column.character_set()).map_err(|message| SourceError::Decode {
             table: table.id.to_string(),
             column: column.name.clone(),
             context: context.into(),

@@ -209,7 +209,7 @@ pub fn plan_within<'a>(
 fn refused_row(key: &[u8], columns: &[Column], row: &[Value], limits: &ServerLimits) -> Option<String> {
     let mut total = key.len() + 16;
     for (column, value) in columns.iter().zip(row).filter(|(_, v)| !v.is_null()) {
-        let len = field_len(value);
+        let len = field_len_bound(value);
         if len > limits.bulk || column.name.len() > limits.bulk {
             return Some(format!(
                 "column '{}' holds {len} bytes, more than the server's proto-max-bulk-len of {} bytes",
@@ -225,6 +225,26 @@ fn refused_row(key: &[u8], columns: &[Column], row: &[Value], limits: &ServerLim
         )
     })
 }
+
+/// At least the length of `value`'s field bytes, exact for every kind whose text can be long (a
+/// number, date or time is at most [`SHORT_TEXT`] bytes: not formatted here, only when written).
+fn field_len_bound(value: &Value) -> usize {
+    match value {
+        Value::Int(_)
+        | Value::UInt(_)
+        | Value::Date(_)
+        | Value::Time(_)
+        | Value::DateTime(_)
+        | Value::Timestamp(_)
+        | Value::Year(_)
+        | Value::Bit(_) => SHORT_TEXT,
+        other => field_len(other),
+    }
+}
+
+/// The longest text of an integer, date, time, datetime, year or bit value (`-9223372036854775808`,
+/// `-838:59:59.000000`, `YYYY-MM-DD HH:MM:SS.ffffff`).
+const SHORT_TEXT: usize = 32;
 
 /// Splits items of the given (commands, bytes) sizes, in order, into consecutive ranges of at most
 /// `max_commands` commands and `max_bytes` bytes. An item larger than a bound gets a range of its own.

@@ -65,9 +65,16 @@ impl Encoded {
     }
 
     fn header(&mut self, kind: u8, n: usize) {
-        self.bytes.push(kind);
-        self.bytes.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        self.bytes.extend_from_slice(b"\r\n");
+        // Most lengths have one or two digits: written as bytes, not through a formatter and a copy.
+        match n {
+            0..=9 => self.bytes.extend_from_slice(&[kind, b'0' + n as u8, b'\r', b'\n']),
+            10..=99 => self.bytes.extend_from_slice(&[kind, b'0' + (n / 10) as u8, b'0' + (n % 10) as u8, b'\r', b'\n']),
+            _ => {
+                self.bytes.push(kind);
+                self.bytes.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                self.bytes.extend_from_slice(b"\r\n");
+            }
+        }
     }
 }
 
@@ -243,11 +250,15 @@ mod tests {
         ours.field(&Value::Int(-42));
         ours.arg(b"b");
         ours.field(&Value::Bytes(vec![0, 13, 10, 255]));
+        ours.command("SET", 2);
+        ours.arg(&[b'x'; 10]);
+        ours.arg(&[b'y'; 1234]);
         ours.command("EXEC", 0);
         let mut theirs = redis::pipe();
         theirs.atomic().cmd("HSET").arg("k:1").arg("a").arg("-42").arg("b").arg(&[0u8, 13, 10, 255][..]);
+        theirs.cmd("SET").arg(&[b'x'; 10][..]).arg(&[b'y'; 1234][..]);
         assert_eq!(ours.bytes, theirs.get_packed_pipeline());
-        assert_eq!(ours.replies, 3, "+OK, +QUEUED, EXEC's array");
+        assert_eq!(ours.replies, 4, "+OK, two +QUEUED, EXEC's array");
     }
 
     /// Replies as a server sends them, through a socket pair.
