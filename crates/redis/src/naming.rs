@@ -131,17 +131,29 @@ pub fn hash_slot(key: &[u8]) -> u16 {
     crc16_xmodem(tagged.unwrap_or(key)) % HASH_SLOTS
 }
 
-/// CRC16-CCITT, XMODEM variant (polynomial 0x1021, initial value 0), as Redis Cluster uses it.
+/// CRC16-CCITT, XMODEM variant (polynomial 0x1021, initial value 0), as Redis Cluster uses it; a byte
+/// at a time from a table (bit by bit it was 5 % of a snapshot's CPU: every row key is hashed to pick
+/// its lane).
 fn crc16_xmodem(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in bytes {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
+    bytes.iter().fold(0u16, |crc, &b| (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)])
 }
+
+/// [`crc16_xmodem`]'s table: the CRC of each byte value.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
 
 /// The checkpoint key of `pipeline`.
 pub fn checkpoint_key(pipeline: &str) -> String {
