@@ -87,7 +87,7 @@ pub struct RunArgs {
     #[arg(long, env = "POLYREPL_QUEUE_CHANGES")]
     pub queue_changes: Option<usize>,
     /// MiB of changes (estimated, in memory) queued for each sink, the other bound of its queue
-    /// [default: 8].
+    /// [default: 16].
     #[arg(long, env = "POLYREPL_QUEUE_MIB")]
     pub queue_mib: Option<usize>,
     /// MiB of batches a lagging sink may keep in its spill file before the source waits for it (0: no

@@ -428,11 +428,13 @@ pub fn decode_row(table: &TableSchema, row: mysql_async::Row, context: &str) -> 
     let raw = row.unwrap();
     let mut values = Vec::with_capacity(raw.len());
     for ((column, v), result_column) in table.columns.iter().zip(raw).zip(result_columns.iter()) {
-        values.push(from_protocol_in(column, v, result_column.character_set()).map_err(|message| SourceError::Decode {
-            table: table.id.to_string(),
-            column: column.name.clone(),
-            context: context.into(),
-            message,
+        values.push(from_protocol_in(column, v, result_column.character_set()).map_err(|message| {
+            SourceError::Decode {
+                table: table.id.to_string(),
+                column: column.name.clone(),
+                context: context.into(),
+                message,
+            }
         })?);
     }
     Ok(values)

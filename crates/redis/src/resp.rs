@@ -68,7 +68,9 @@ impl Encoded {
         // Most lengths have one or two digits: written as bytes, not through a formatter and a copy.
         match n {
             0..=9 => self.bytes.extend_from_slice(&[kind, b'0' + n as u8, b'\r', b'\n']),
-            10..=99 => self.bytes.extend_from_slice(&[kind, b'0' + (n / 10) as u8, b'0' + (n % 10) as u8, b'\r', b'\n']),
+            10..=99 => {
+                self.bytes.extend_from_slice(&[kind, b'0' + (n / 10) as u8, b'0' + (n % 10) as u8, b'\r', b'\n'])
+            }
             _ => {
                 self.bytes.push(kind);
                 self.bytes.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
