@@ -17,7 +17,7 @@
 //!   EXEC's array, fails the send as a `RedisError` built by redis-rs's own parser, so it is classified
 //!   like any other Redis error ([`crate::error::classify`]).
 //! - A connection whose replies might be out of step — an I/O error, a timeout, an unreadable reply,
-//!   an error reply — is dropped; the next send opens a new one (TCP or Unix socket, `AUTH` and
+//!   an error reply, a send cancelled half way — is dropped; the next send opens a new one (TCP or Unix socket, `AUTH` and
 //!   `SELECT` as the URL says). Re-sending a lane's writes is safe: they are idempotent
 //!   ([`crate::write`]).
 
@@ -102,21 +102,30 @@ impl LaneConnection {
     /// reply (after reading them all).
     pub async fn send(&self, commands: &Encoded) -> RedisResult<()> {
         let mut guard = self.stream.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.open().await?);
-        }
-        let stream = guard.as_mut().expect("opened above");
-        let outcome = match tokio::time::timeout(self.response_timeout, exchange(stream, commands)).await {
+        // Out of the slot for the exchange, back only once it completed: a send cancelled half way
+        // (its batch's other lane failed, its task was aborted) drops the connection rather than leave
+        // its replies to the next send; so does a failed one.
+        let mut stream = match guard.take() {
+            Some(stream) => stream,
+            None => self.open().await?,
+        };
+        let outcome = match tokio::time::timeout(self.response_timeout, exchange(&mut stream, commands)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("no complete reply within {:?}", self.response_timeout),
             ))),
         };
-        if outcome.is_err() {
-            *guard = None;
+        if outcome.is_ok() {
+            *guard = Some(stream);
         }
         outcome
+    }
+
+    /// Closes the connection (the next send opens a new one): after another lane of the server failed,
+    /// this one's socket is likely dead too.
+    pub async fn reset(&self) {
+        *self.stream.lock().await = None;
     }
 
     async fn open(&self) -> RedisResult<BufStream<Box<dyn Io>>> {

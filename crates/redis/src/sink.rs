@@ -141,15 +141,19 @@ struct StagedWrites<B, S> {
 #[async_trait]
 impl<B: LaneBuffer + 'static, S: LaneSender<B> + 'static> StagedBatch for StagedWrites<B, S> {
     async fn send(self: Box<Self>) -> Result<(), SinkError> {
-        // After an outage a connection answers its first call with a broken pipe, or with the error of
-        // its last failed reconnect, and only then reconnects; with several connections a batch can
-        // meet that on one lane after another: try again at once (up to IMMEDIATE_RETRIES times)
-        // rather than a backoff later. Re-sending is safe: every write is idempotent.
+        // After an outage a connection answers its first call with a broken pipe or a closed stream;
+        // with several connections a batch could meet that on one lane after another: on a transient
+        // failure every lane starts afresh and the batch is sent again at once (up to
+        // IMMEDIATE_RETRIES times) rather than after a backoff. Re-sending is safe: every write is
+        // idempotent.
         let cluster = self.conn.is_cluster();
         let mut retries = 0;
         loop {
             match send_lanes(&self.sender, &self.conn, &self.sink, &self.writes, &self.what).await {
-                Err(e) if e.is_transient() && !cluster && retries < IMMEDIATE_RETRIES => retries += 1,
+                Err(e) if e.is_transient() && !cluster && retries < IMMEDIATE_RETRIES => {
+                    self.sender.reset().await;
+                    retries += 1;
+                }
                 done => break done?,
             }
         }
@@ -165,6 +169,12 @@ struct SharedLanes(Arc<Vec<Arc<LaneConnection>>>);
 impl LaneSender<Encoded> for SharedLanes {
     async fn send(&self, lane: u16, chunk: &Encoded) -> redis::RedisResult<()> {
         self.0[lane as usize].send(chunk).await
+    }
+
+    async fn reset(&self) {
+        for lane in self.0.iter() {
+            lane.reset().await;
+        }
     }
 }
 

@@ -279,6 +279,8 @@ fn add_row<B: LaneBuffer>(chunk: &mut B, write: &RowWrite, ttl_ms: Option<i64>) 
 pub trait LaneSender<B>: Send + Sync {
     /// Sends one chunk of `lane`.
     async fn send(&self, lane: u16, chunk: &B) -> RedisResult<()>;
+    /// Starts every lane afresh (after a failure that likely broke them all: a restarted server).
+    async fn reset(&self) {}
 }
 
 /// A cluster: every lane through the cluster connection, which routes a chunk to its slot's node.
