@@ -187,7 +187,7 @@ pub async fn writing_connections(
     url: &str,
     name: &str,
     options: &RedisOptions,
-) -> Result<Vec<std::sync::Arc<LaneConnection>>, SinkError> {
+) -> Result<Vec<LaneConnection>, SinkError> {
     let info = url.into_connection_info().map_err(|e| classify(name, "reading the Redis URL", &e))?;
     let mut ping = Encoded::default();
     ping.command("PING", 0);
@@ -195,7 +195,7 @@ pub async fn writing_connections(
     for _ in 0..options.connections {
         let lane = LaneConnection::new(info.clone(), options.connect_timeout, options.response_timeout);
         lane.send(&ping).await.map_err(|e| classify(name, "opening a writing connection", &e))?;
-        lanes.push(std::sync::Arc::new(lane));
+        lanes.push(lane);
     }
     Ok(lanes)
 }

@@ -44,7 +44,7 @@ const CLUSTER_READS_IN_FLIGHT: usize = 64;
 pub struct RedisSink {
     conn: RedisConnection,
     /// The connections a single server's rows are written through (empty on a cluster).
-    lanes: Arc<Vec<Arc<LaneConnection>>>,
+    lanes: Arc<[LaneConnection]>,
     name: String,
     pipeline: String,
     options: RedisOptions,
@@ -74,7 +74,7 @@ impl RedisSink {
         let (mut conn, name) = connect(&url, &options).await?;
         let limits = crate::limits::read(&mut conn, &name).await;
         let lanes = if conn.is_cluster() { Vec::new() } else { writing_connections(&url, &name, &options).await? };
-        let lanes = Arc::new(lanes);
+        let lanes = Arc::from(lanes);
         Ok(RedisSink {
             conn,
             lanes,
@@ -122,6 +122,25 @@ impl RedisSink {
     pub fn is_cluster(&self) -> bool {
         self.conn.is_cluster()
     }
+
+    /// `writes`, to be sent through `sender` with the checkpoint on the sink's connection.
+    fn staged<B: LaneBuffer + 'static, S: LaneSender<B> + 'static>(
+        &self,
+        writes: LaneWrites<B>,
+        sender: S,
+        what: String,
+        left_out: LeftOut,
+    ) -> Box<dyn StagedBatch> {
+        Box::new(StagedWrites {
+            writes,
+            sender,
+            conn: self.conn.clone(),
+            sink: self.name.clone(),
+            what,
+            policy: self.policy.clone(),
+            left_out,
+        })
+    }
 }
 
 /// A batch's Redis writes, ready to send on the sink's connections (shared handles): RESP bytes on a
@@ -163,7 +182,7 @@ impl<B: LaneBuffer + 'static, S: LaneSender<B> + 'static> StagedBatch for Staged
 }
 
 /// The lanes of a single server, shared by the sink and its staged batches.
-struct SharedLanes(Arc<Vec<Arc<LaneConnection>>>);
+struct SharedLanes(Arc<[LaneConnection]>);
 
 #[async_trait]
 impl LaneSender<Encoded> for SharedLanes {
@@ -241,32 +260,18 @@ impl Sink for RedisSink {
         );
         let left_out = self.policy.left_out(&unmappable);
         if self.conn.is_cluster() {
-            return Ok(Box::new(StagedWrites {
-                writes: lane_writes::<redis::Pipeline>(
-                    &planned,
-                    &self.options,
-                    &self.pipeline,
-                    &batch.checkpoint,
-                    Lanes::PerSlot,
-                ),
-                sender: self.conn.clone(),
-                conn: self.conn.clone(),
-                sink: self.name.clone(),
-                what,
-                policy: self.policy.clone(),
-                left_out,
-            }));
+            let writes = lane_writes::<redis::Pipeline>(
+                &planned,
+                &self.options,
+                &self.pipeline,
+                &batch.checkpoint,
+                Lanes::PerSlot,
+            );
+            return Ok(self.staged(writes, self.conn.clone(), what, left_out));
         }
         let lanes = Lanes::Connections(self.lanes.len());
-        Ok(Box::new(StagedWrites {
-            writes: lane_writes::<Encoded>(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes),
-            sender: SharedLanes(self.lanes.clone()),
-            conn: self.conn.clone(),
-            sink: self.name.clone(),
-            what,
-            policy: self.policy.clone(),
-            left_out,
-        }))
+        let writes = lane_writes::<Encoded>(&planned, &self.options, &self.pipeline, &batch.checkpoint, lanes);
+        Ok(self.staged(writes, SharedLanes(self.lanes.clone()), what, left_out))
     }
 
     async fn load_checkpoint(&mut self, pipeline: &str) -> Result<Option<Checkpoint>, SinkError> {
