@@ -193,76 +193,10 @@ pub async fn measure_during_copy(
     kind: SinkKind,
     copy: Option<&str>,
 ) -> Result<(LagFigures, Option<CopyFigures>)> {
-    phases::reset_sink(bench, kind, "lag").await?;
-    let name = bench.pipeline("lag");
-    phases::prestore_checkpoint(bench, &[kind], &name, &current_position(&bench.url).await?).await?;
-    let tables = copy.map_or("lag".to_string(), |t| format!("lag,{t}"));
-    let cfg = phases::run_config(bench, &tables, &[kind], &name, false)?;
-    let mut prepared = polyrepl_engine::prepare(&cfg).await?;
-    let samples: Samples = Default::default();
-    let since_us = now_us();
-    prepared.slots = prepared
-        .slots
-        .into_iter()
-        .map(|slot| SinkSlot {
-            sink: Box::new(LagProbe { inner: slot.sink, samples: samples.clone(), since_us, slowed: None }),
-            resume_from: slot.resume_from,
-        })
-        .collect();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(polyrepl_engine::Metrics::default());
-    let (controller, inbox) = polyrepl_engine::control::channel();
-    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics.clone(), stopped, inbox));
-    let copied_in: Arc<Mutex<Option<f64>>> = Default::default();
-    if let Some(table) = copy {
-        let table = TableId::new(&bench.db, table);
-        bench.note(format!("lag {}: copying {table} online meanwhile", kind.label()));
-        controller.copy(vec![table]).await.map_err(|e| anyhow::anyhow!("asking for the online copy: {e}"))?;
-        let copy_started = Instant::now();
-        let (metrics, copied_in) = (metrics.clone(), copied_in.clone());
-        tokio::spawn(async move {
-            while metrics.source.copies_completed.load(Relaxed) == 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            *copied_in.lock().unwrap() = Some(copy_started.elapsed().as_secs_f64());
-        });
-    }
-
-    bench.note(format!(
-        "lag {}: writing {} changes/s for {} s",
-        kind.label(),
-        bench.args.lag_rate,
-        bench.args.lag_seconds
-    ));
-    let copying = || copy.is_some() && copied_in.lock().unwrap().is_none();
-    let writer = write_steadily(bench, copying).await;
-    let (written, writer_seconds, started_us) = match writer {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = stop.send(true);
-            let _ = pipeline.await;
-            return Err(e);
-        }
-    };
-    let drain_started = Instant::now();
-    while samples.lock().unwrap().len() < written as usize
-        && drain_started.elapsed() < DRAIN_TIMEOUT
-        && !pipeline.is_finished()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = stop.send(true);
-    pipeline.await.context("lag pipeline task")?.context("lag pipeline")?;
-    let all = samples.lock().unwrap().clone();
-    if all.len() < written as usize {
-        anyhow::bail!(
-            "{} applied {} of {written} lag rows within {} s of the writer's end",
-            kind.label(),
-            all.len(),
-            DRAIN_TIMEOUT.as_secs()
-        );
-    }
-    let figures = lag_figures(&all, written, writer_seconds, started_us);
+    let writing =
+        format!("lag {}: writing {} changes/s for {} s", kind.label(), bench.args.lag_rate, bench.args.lag_seconds);
+    let run = run_under_writer(bench, &[kind], None, copy, writing).await?;
+    let figures = lag_figures(&run.samples[0], run.written, run.writer_seconds, run.started_us);
     bench.note(format!(
         "lag {}: p50 {:.3} s, p99 {:.3} s over {} rows at {:.0} changes/s",
         kind.label(),
@@ -272,8 +206,8 @@ pub async fn measure_during_copy(
         figures.achieved_rate
     ));
     let copy_figures = copy.map(|_| {
-        let rows = metrics.source.snapshot_rows.load(Relaxed);
-        let seconds = copied_in.lock().unwrap().unwrap_or(f64::NAN);
+        let rows = run.metrics.source.snapshot_rows.load(Relaxed);
+        let seconds = run.copy_seconds.unwrap_or(f64::NAN);
         CopyFigures { rows, seconds, rows_per_s: rows as f64 / seconds, peak_rss_bytes: super::rss::own_peak_rss() }
     });
     if let Some(c) = &copy_figures {
@@ -287,6 +221,114 @@ pub async fn measure_during_copy(
         ));
     }
     Ok((figures, copy_figures))
+}
+
+/// What one `run` under the lag writer gave ([`run_under_writer`]).
+struct WriterRun {
+    /// Per sink, in the order asked for: (written_us, lag) of every applied row.
+    samples: Vec<Vec<(i64, f64)>>,
+    written: u64,
+    writer_seconds: f64,
+    started_us: i64,
+    metrics: Arc<polyrepl_engine::Metrics>,
+    /// Seconds the online copy took, when one was asked for and finished.
+    copy_seconds: Option<f64>,
+}
+
+/// One `run` of the `lag` table (and `copy`, copied online) into every sink of `kinds`, `slow` among
+/// them slowed on purpose (each batch send waits [`SLOW_SEND`] while the writer runs), while the
+/// writer runs at `--lag-rate` for `--lag-seconds` (and on until the copy is done); then until every
+/// sink applied every row, at most [`DRAIN_TIMEOUT`]. `writing` is the note said when the writer starts.
+async fn run_under_writer(
+    bench: &Bench,
+    kinds: &[SinkKind],
+    slow: Option<SinkKind>,
+    copy: Option<&str>,
+    writing: String,
+) -> Result<WriterRun> {
+    for &kind in kinds {
+        phases::reset_sink(bench, kind, "lag").await?;
+    }
+    let name = bench.pipeline("lag");
+    phases::prestore_checkpoint(bench, kinds, &name, &current_position(&bench.url).await?).await?;
+    let tables = copy.map_or("lag".to_string(), |t| format!("lag,{t}"));
+    let cfg = phases::run_config(bench, &tables, kinds, &name, false)?;
+    let mut prepared = polyrepl_engine::prepare(&cfg).await?;
+    let since_us = now_us();
+    let slowed = Arc::new(AtomicBool::new(true));
+    // The slots are in the order of the sink URLs, which is the order of `kinds`.
+    let samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
+    prepared.slots = prepared
+        .slots
+        .into_iter()
+        .zip(kinds.iter().zip(&samples))
+        .map(|(slot, (&kind, samples))| SinkSlot {
+            sink: Box::new(LagProbe {
+                inner: slot.sink,
+                samples: samples.clone(),
+                since_us,
+                slowed: (Some(kind) == slow).then(|| slowed.clone()),
+            }),
+            resume_from: slot.resume_from,
+        })
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(polyrepl_engine::Metrics::default());
+    let (controller, inbox) = polyrepl_engine::control::channel();
+    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics.clone(), stopped, inbox));
+    let copied_in: Arc<Mutex<Option<f64>>> = Default::default();
+    if let Some(table) = copy {
+        let table = TableId::new(&bench.db, table);
+        let into = kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("+");
+        bench.note(format!("lag {into}: copying {table} online meanwhile"));
+        controller.copy(vec![table]).await.map_err(|e| anyhow::anyhow!("asking for the online copy: {e}"))?;
+        let copy_started = Instant::now();
+        let (metrics, copied_in) = (metrics.clone(), copied_in.clone());
+        tokio::spawn(async move {
+            while metrics.source.copies_completed.load(Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            *copied_in.lock().unwrap() = Some(copy_started.elapsed().as_secs_f64());
+        });
+    }
+
+    bench.note(writing);
+    let copying = || copy.is_some() && copied_in.lock().unwrap().is_none();
+    let writer = write_steadily(bench, copying).await;
+    // A slowed sink catches up at its own speed from here.
+    slowed.store(false, Relaxed);
+    let (written, writer_seconds, started_us) = match writer {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = stop.send(true);
+            let _ = pipeline.await;
+            return Err(e);
+        }
+    };
+    let drain_started = Instant::now();
+    while samples.iter().any(|s| s.lock().unwrap().len() < written as usize)
+        && drain_started.elapsed() < DRAIN_TIMEOUT
+        && !pipeline.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    pipeline.await.context("lag pipeline task")?.context("lag pipeline")?;
+    let mut all = Vec::new();
+    for (&kind, samples) in kinds.iter().zip(&samples) {
+        let samples = samples.lock().unwrap().clone();
+        if samples.len() < written as usize {
+            anyhow::bail!(
+                "{} applied {} of {written} lag rows within {} s of the writer's end",
+                kind.label(),
+                samples.len(),
+                DRAIN_TIMEOUT.as_secs()
+            );
+        }
+        all.push(samples);
+    }
+    let copy_seconds = *copied_in.lock().unwrap();
+    Ok(WriterRun { samples: all, written, writer_seconds, started_us, metrics, copy_seconds })
 }
 
 /// The lag figures of `samples` (the warm-up left out) of a writer that wrote `written` rows in
@@ -324,75 +366,18 @@ pub struct BesideSlow {
 /// `slow` among them slowed on purpose (each batch send waits [`SLOW_SEND`] while the writer runs, so
 /// it falls behind); the lag of every other sink meanwhile.
 pub async fn measure_beside_slow(bench: &Bench, kinds: &[SinkKind], slow: SinkKind) -> Result<BesideSlow> {
-    for &kind in kinds {
-        phases::reset_sink(bench, kind, "lag").await?;
-    }
-    let name = bench.pipeline("lag");
-    phases::prestore_checkpoint(bench, kinds, &name, &current_position(&bench.url).await?).await?;
-    let cfg = phases::run_config(bench, "lag", kinds, &name, false)?;
-    let mut prepared = polyrepl_engine::prepare(&cfg).await?;
-    let since_us = now_us();
-    let slowed = Arc::new(AtomicBool::new(true));
-    // The slots are in the order of the sink URLs, which is the order of `kinds`.
-    let samples: Vec<Samples> = kinds.iter().map(|_| Samples::default()).collect();
-    prepared.slots = prepared
-        .slots
-        .into_iter()
-        .zip(kinds.iter().zip(&samples))
-        .map(|(slot, (&kind, samples))| SinkSlot {
-            sink: Box::new(LagProbe {
-                inner: slot.sink,
-                samples: samples.clone(),
-                since_us,
-                slowed: (kind == slow).then(|| slowed.clone()),
-            }),
-            resume_from: slot.resume_from,
-        })
-        .collect();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(polyrepl_engine::Metrics::default());
-    let (_controller, inbox) = polyrepl_engine::control::channel();
-    let pipeline = tokio::spawn(polyrepl_engine::run(cfg, prepared, metrics.clone(), stopped, inbox));
-    bench.note(format!(
+    let writing = format!(
         "lag beside a slow sink: writing {} changes/s for {} s into {} with {} slowed on purpose",
         bench.args.lag_rate,
         bench.args.lag_seconds,
         kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("+"),
         slow.label()
-    ));
-    let writer = write_steadily(bench, || false).await;
-    // The slowed sink catches up at its own speed from here.
-    slowed.store(false, Relaxed);
-    let (written, writer_seconds, started_us) = match writer {
-        Ok(w) => w,
-        Err(e) => {
-            let _ = stop.send(true);
-            let _ = pipeline.await;
-            return Err(e);
-        }
-    };
-    let drain_started = Instant::now();
-    while samples.iter().any(|s| s.lock().unwrap().len() < written as usize)
-        && drain_started.elapsed() < DRAIN_TIMEOUT
-        && !pipeline.is_finished()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = stop.send(true);
-    pipeline.await.context("lag pipeline task")?.context("lag pipeline")?;
+    );
+    let run = run_under_writer(bench, kinds, Some(slow), None, writing).await?;
     let mut others = Vec::new();
     let mut slow_max_lag_s = f64::NAN;
-    for (&kind, samples) in kinds.iter().zip(&samples) {
-        let all = samples.lock().unwrap().clone();
-        if all.len() < written as usize {
-            anyhow::bail!(
-                "{} applied {} of {written} lag rows within {} s of the writer's end",
-                kind.label(),
-                all.len(),
-                DRAIN_TIMEOUT.as_secs()
-            );
-        }
-        let figures = lag_figures(&all, written, writer_seconds, started_us);
+    for (&kind, samples) in kinds.iter().zip(&run.samples) {
+        let figures = lag_figures(samples, run.written, run.writer_seconds, run.started_us);
         if kind == slow {
             slow_max_lag_s = figures.max_s;
         } else {
@@ -408,7 +393,7 @@ pub async fn measure_beside_slow(bench: &Bench, kinds: &[SinkKind], slow: SinkKi
         }
     }
     let slow_batches_spilled =
-        metrics.sinks.lock().unwrap().iter().map(|(_, stats)| stats.batches_spilled.load(Relaxed)).sum();
+        run.metrics.sinks.lock().unwrap().iter().map(|(_, stats)| stats.batches_spilled.load(Relaxed)).sum();
     bench.note(format!(
         "the slowed {} was up to {slow_max_lag_s:.1} s behind; {slow_batches_spilled} batches went to spill files",
         slow.label()
