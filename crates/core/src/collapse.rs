@@ -94,7 +94,9 @@ where
 {
     let mut checked = SchemasSeen::default();
     // The map owns each identity; `keys[slot]` holds the rest until the identities are moved out.
-    let mut slot_of: HashMap<K, usize> = HashMap::with_capacity(changes.len());
+    // foldhash: SipHash was a tenth of the collapse; foldhash's seed is still random per process.
+    let mut slot_of: HashMap<K, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(changes.len(), Default::default());
     let mut keys: Vec<(&'a Change, &'a Change, bool)> = Vec::new();
     for change in changes {
         if checked.first_time(&change.table) {

@@ -130,6 +130,17 @@ impl ShortText {
         out
     }
 
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff` (always six fractional digits), then `Z` when `utc`.
+    pub fn of_iso_micros(v: &DateTime, utc: bool) -> ShortText {
+        let mut out = ShortText::of_date(&v.date);
+        out.push(b'T');
+        out.push_clock(v.hour.into(), v.minute, v.second, v.micros, 6);
+        if utc {
+            out.push(b'Z');
+        }
+        out
+    }
+
     /// `[-]HH:MM:SS[.ffffff]` with exactly `fsp` fractional digits.
     pub fn of_time(v: &Time) -> ShortText {
         let mut out = ShortText::new();
@@ -206,5 +217,14 @@ mod tests {
             assert_eq!(&*text_of(&value).unwrap(), expected, "{value:?}");
         }
         assert!(text_of(&Value::Null).is_none());
+    }
+
+    #[test]
+    fn iso_micros_matches_the_formatting_it_replaces() {
+        for v in [dt(2024, 120, 0), dt(999, 123_456, 3), dt(65535, 999_999, 6), dt(0, 0, 6)] {
+            let old = format!("{}T{:02}:{:02}:{:02}.{:06}", v.date, v.hour, v.minute, v.second, v.micros);
+            assert_eq!(ShortText::of_iso_micros(&v, false).as_str(), old);
+            assert_eq!(ShortText::of_iso_micros(&v, true).as_str(), format!("{old}Z"));
+        }
     }
 }

@@ -45,7 +45,7 @@ impl DateTime {
 
     /// `YYYY-MM-DDTHH:MM:SS.ffffff` (always six digits), the ISO form used where a sink stores text.
     pub fn iso_micros(&self) -> String {
-        format!("{}T{:02}:{:02}:{:02}.{:06}", self.date, self.hour, self.minute, self.second, self.micros)
+        crate::text::ShortText::of_iso_micros(self, false).as_str().to_string()
     }
 
     /// Milliseconds since the Unix epoch, reading the value as UTC; `None` for a zero date.

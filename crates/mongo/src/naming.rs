@@ -145,22 +145,44 @@ pub fn row_raw_document(
     row: &[Value],
 ) -> Result<RawDocumentBuf, String> {
     check_row_len(table, row)?;
-    let raw = |value: Bson, what: &str| {
-        RawBson::try_from(value).map_err(|e| format!("table {}: encoding {what} as BSON: {e}", table.id))
-    };
     let mut doc = RawDocumentBuf::new();
-    doc.append(ID_FIELD, raw(id.clone(), ID_FIELD)?);
+    let encoding =
+        |what: &str, e: mongodb::bson::raw::Error| format!("table {}: encoding {what} as BSON: {e}", table.id);
+    doc.append(ID_FIELD, RawBson::try_from(id.clone()).map_err(|e| encoding(ID_FIELD, e))?);
     for (column, value) in table.columns.iter().zip(row) {
         if column.name == ID_FIELD {
             continue;
         }
-        doc.append(&column.name, raw(mapping.to_bson(column, value), &column.name)?);
+        mapping.append_raw(&mut doc, &column.name, column, value).map_err(|e| encoding(&column.name, e))?;
     }
     Ok(doc)
 }
 
 /// Bytes that identify an `_id` exactly (BSON equality of the value, including its type).
 pub fn id_bytes(id: &Bson) -> Vec<u8> {
+    // The common `_id`s written by hand (one per change of every batch); the bytes are those of the
+    // wrapper document below, `{k: id}` (unit test).
+    let wrapped = |tag: u8, value: &[u8]| {
+        let len = 4 + 1 + 2 + value.len() + 1;
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(&(len as i32).to_le_bytes());
+        bytes.extend_from_slice(&[tag, b'k', 0]);
+        bytes.extend_from_slice(value);
+        bytes.push(0);
+        bytes
+    };
+    match id {
+        Bson::Int32(v) => return wrapped(0x10, &v.to_le_bytes()),
+        Bson::Int64(v) => return wrapped(0x12, &v.to_le_bytes()),
+        Bson::String(s) if !s.is_empty() && s.len() < 1 << 20 => {
+            let mut value = Vec::with_capacity(4 + s.len() + 1);
+            value.extend_from_slice(&((s.len() + 1) as i32).to_le_bytes());
+            value.extend_from_slice(s.as_bytes());
+            value.push(0);
+            return wrapped(0x02, &value);
+        }
+        _ => {}
+    }
     match RawBson::try_from(id.clone()) {
         Ok(raw) => {
             let mut wrapper = RawDocumentBuf::new();
@@ -179,6 +201,61 @@ mod tests {
     fn table(db: &str, name: &str) -> TableSchema {
         let id = Column { name: "id".into(), kind: ColumnKind::Int, unsigned: false, nullable: false };
         TableSchema { id: TableId::new(db, name), columns: vec![id], primary_key: vec![0] }
+    }
+
+    #[test]
+    fn id_bytes_written_by_hand_are_the_wrapper_document() {
+        let ids = [Bson::Int32(-7), Bson::Int64(i64::MIN), Bson::String("ké\0y".into()), Bson::String(String::new())];
+        for id in ids {
+            let mut wrapper = RawDocumentBuf::new();
+            wrapper.append("k", RawBson::try_from(id.clone()).unwrap());
+            assert_eq!(id_bytes(&id), wrapper.into_bytes(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn raw_rows_are_the_bytes_of_the_document_rows() {
+        use polyrepl_core::{Date, DateTime};
+        let column = |name: &str, kind: ColumnKind| Column { name: name.into(), kind, unsigned: false, nullable: true };
+        let table = TableSchema {
+            id: TableId::new("d", "t"),
+            columns: vec![
+                column("id", ColumnKind::BigInt),
+                column("s", ColumnKind::VarChar),
+                column("b", ColumnKind::VarBinary),
+                column("dt6", ColumnKind::DateTime { fsp: 6 }),
+                column("ts6", ColumnKind::Timestamp { fsp: 6 }),
+                column("dt3", ColumnKind::DateTime { fsp: 3 }),
+                column("zero", ColumnKind::DateTime { fsp: 6 }),
+                column("n", ColumnKind::Int),
+                column("none", ColumnKind::Int),
+            ],
+            primary_key: vec![0],
+        };
+        let at = |year, fsp| DateTime {
+            date: Date { year, month: 2, day: 3 },
+            hour: 4,
+            minute: 5,
+            second: 6,
+            micros: 789_012,
+            fsp,
+        };
+        let row = vec![
+            Value::Int(1),
+            Value::String("a\0é".into()),
+            Value::Bytes(vec![0, 255]),
+            Value::DateTime(at(2024, 6)),
+            Value::Timestamp(at(1999, 6)),
+            Value::DateTime(at(2024, 3)),
+            Value::DateTime(DateTime { date: Date { year: 0, month: 0, day: 0 }, ..at(0, 6) }),
+            Value::Int(-5),
+            Value::Null,
+        ];
+        let mapping = Mapping::new(crate::mapping::ServerFeatures::MONGODB, Default::default());
+        let id = Bson::Int64(1);
+        let expected =
+            RawDocumentBuf::from_document(&row_document(&mapping, &table, id.clone(), &row).unwrap()).unwrap();
+        assert_eq!(row_raw_document(&mapping, &table, &id, &row).unwrap().as_bytes(), expected.as_bytes());
     }
 
     #[test]

@@ -75,12 +75,12 @@ pub fn plan<'a>(mapping: &Mapping, batch: &'a Batch, max_write_bytes: usize) -> 
     for key in keys {
         let table = &*key.last.table;
         let (row, fresh) = (key.row(), key.first_inserted());
-        let DocumentKey { collection, id, .. } = key.identity;
+        let DocumentKey { collection, id, bytes: key_bytes } = key.identity;
         let op = match row {
             None => WriteOp::Delete { id },
             Some(row) => {
                 let document = row_raw_document(mapping, table, &id, row)?;
-                let bytes = document.as_bytes().len() + id_bytes(&id).len() + STATEMENT_OVERHEAD;
+                let bytes = document.as_bytes().len() + key_bytes.len() + STATEMENT_OVERHEAD;
                 if bytes > max_write_bytes {
                     unmappable.push(Unmappable {
                         change: key.last,

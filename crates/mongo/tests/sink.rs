@@ -159,6 +159,41 @@ async fn batches_are_split_into_bounded_commands() {
     .await;
 }
 
+/// A batch larger than one command is sent as several commands at once (not on FerretDB): replayed
+/// over rows it had already written, with new rows, updates and deletes mixed in, it converges to its
+/// images — the duplicates each command meets are rewritten, whichever command finishes first.
+#[tokio::test]
+async fn a_replayed_batch_sent_as_concurrent_commands_converges() {
+    with_sink(|mut sink, db| async move {
+        let t = people(&db);
+        sink.prepare(std::slice::from_ref(&t)).await.unwrap();
+        const WRITTEN: i64 = 2_500;
+        const ALL: i64 = 4_000;
+        sink.apply(&batch((1..=WRITTEN).map(|i| insert(&t, person(i, "first", 1))).collect(), 1)).await.unwrap();
+        // Inserts of every key (most of them already there), then an update and a delete of some.
+        let mut changes: Vec<_> = (1..=ALL).map(|i| insert(&t, person(i, "replayed", 2))).collect();
+        changes.extend((1..=ALL).filter(|i| i % 7 == 0).map(|i| upsert(&t, person(i, "updated", 3))));
+        changes.extend((1..=ALL).filter(|i| i % 11 == 0).map(|i| delete(&t, vec![Value::Int(i)])));
+        sink.apply(&batch(changes, 2)).await.unwrap();
+        let docs = documents(&sink, &db, "people").await;
+        let expected = (1..=ALL).filter(|i| i % 11 != 0).count();
+        assert_eq!(docs.len(), expected);
+        let keys: Vec<Vec<Value>> = (1..=ALL).map(|i| vec![Value::Int(i)]).collect();
+        let rows = sink.read_rows(&t, &keys).await.unwrap();
+        for (i, row) in (1..=ALL).zip(rows) {
+            let want = if i % 11 == 0 {
+                None
+            } else if i % 7 == 0 {
+                Some(person(i, "updated", 3))
+            } else {
+                Some(person(i, "replayed", 2))
+            };
+            assert_eq!(row, want, "key {i}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bad_changes_are_definite_errors_and_store_no_checkpoint() {
     with_sink(|mut sink, db| async move {
