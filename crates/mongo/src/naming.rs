@@ -174,7 +174,8 @@ pub fn id_bytes(id: &Bson) -> Vec<u8> {
     match id {
         Bson::Int32(v) => return wrapped(0x10, &v.to_le_bytes()),
         Bson::Int64(v) => return wrapped(0x12, &v.to_le_bytes()),
-        Bson::String(s) if !s.is_empty() && s.len() < 1 << 20 => {
+        // Under 1 MiB every length below fits BSON's i32 (a key's text is at most a few KiB).
+        Bson::String(s) if s.len() < 1 << 20 => {
             let mut value = Vec::with_capacity(4 + s.len() + 1);
             value.extend_from_slice(&((s.len() + 1) as i32).to_le_bytes());
             value.extend_from_slice(s.as_bytes());

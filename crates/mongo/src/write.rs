@@ -241,17 +241,12 @@ async fn send_commands(
             commands.push((format!("{command} of {} document(s) in {namespace}", chunk.len()), ids, body));
         }
         let database = &database;
-        stream::iter(commands)
-            .map(|(doing, ids, body)| async move {
-                let reply = database.run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
-                let ids: Vec<&Bson> = ids.iter().collect();
-                check_write_reply(sink, &doing, &reply, &ids)
-            })
-            .buffer_unordered(COMMANDS_IN_FLIGHT)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<(), SinkError>>()?;
+        send_all(commands, COMMANDS_IN_FLIGHT, |(doing, ids, body)| async move {
+            let reply = database.run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
+            let ids: Vec<&Bson> = ids.iter().collect();
+            check_write_reply(sink, &doing, &reply, &ids)
+        })
+        .await?;
     }
     Ok(())
 }
@@ -403,44 +398,49 @@ async fn insert_documents(
     }
     let database = client.database(&group.database);
     let database = &database;
-    let existing: Vec<Vec<usize>> = stream::iter(commands)
-        .map(|(start, doing, ids, body)| async move {
-            let reply = database.run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
-            let mut existing = Vec::new();
-            let mut rest = reply.clone();
-            if tolerate_existing {
-                if let Ok(errors) = reply.get_array("writeErrors") {
-                    let mut others = Vec::new();
-                    for e in errors {
-                        match e.as_document() {
-                            Some(d) if d.get_i32("code").ok() == Some(DUPLICATE_KEY) => {
-                                if let Some(i) = d.get_i32("index").ok().and_then(|i| usize::try_from(i).ok()) {
-                                    existing.push(start + i);
-                                }
+    let existing = send_all(commands, in_flight, |(start, doing, ids, body)| async move {
+        let reply = database.run_raw_command(body).await.map_err(|e| classify(sink, &doing, &e))?;
+        let mut existing = Vec::new();
+        let mut rest = reply.clone();
+        if tolerate_existing {
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                let mut others = Vec::new();
+                for e in errors {
+                    match e.as_document() {
+                        Some(d) if d.get_i32("code").ok() == Some(DUPLICATE_KEY) => {
+                            if let Some(i) = d.get_i32("index").ok().and_then(|i| usize::try_from(i).ok()) {
+                                existing.push(start + i);
                             }
-                            _ => others.push(e.clone()),
                         }
-                    }
-                    if others.is_empty() {
-                        rest.remove("writeErrors");
-                    } else {
-                        rest.insert("writeErrors", others);
+                        _ => others.push(e.clone()),
                     }
                 }
+                if others.is_empty() {
+                    rest.remove("writeErrors");
+                } else {
+                    rest.insert("writeErrors", others);
+                }
             }
-            let ids: Vec<&Bson> = ids.iter().collect();
-            check_write_reply(sink, &doing, &rest, &ids)?;
-            Ok::<_, SinkError>(existing)
-        })
-        .buffer_unordered(in_flight.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, SinkError>>()?;
+        }
+        let ids: Vec<&Bson> = ids.iter().collect();
+        check_write_reply(sink, &doing, &rest, &ids)?;
+        Ok(existing)
+    })
+    .await?;
     let mut existing: Vec<usize> = existing.into_iter().flatten().collect();
     // Commands finish in any order; callers pair these indexes with `documents` in order.
     existing.sort_unstable();
     Ok(existing)
+}
+
+/// Sends `commands` with `send`, `in_flight` at a time; their results in the order they finished, or
+/// the first error — once every command has finished (see [`COMMANDS_IN_FLIGHT`]: none is abandoned).
+async fn send_all<C, R, F, Fut>(commands: Vec<C>, in_flight: usize, send: F) -> Result<Vec<R>, SinkError>
+where
+    F: FnMut(C) -> Fut,
+    Fut: std::future::Future<Output = Result<R, SinkError>>,
+{
+    stream::iter(commands).map(send).buffer_unordered(in_flight.max(1)).collect::<Vec<_>>().await.into_iter().collect()
 }
 
 /// Bytes an `_id` takes in a command, for chunking.

@@ -17,9 +17,9 @@
 //!   EXEC's array, fails the send as a `RedisError` built by redis-rs's own parser, so it is classified
 //!   like any other Redis error ([`crate::error::classify`]).
 //! - A connection whose replies might be out of step — an I/O error, a timeout, an unreadable reply,
-//!   an error reply, a send cancelled half way — is dropped; the next send opens a new one (TCP or Unix socket, `AUTH` and
-//!   `SELECT` as the URL says). Re-sending a lane's writes is safe: they are idempotent
-//!   ([`crate::write`]).
+//!   an error reply, a send cancelled half way — is dropped; the next send opens a new one (TCP or
+//!   Unix socket, `AUTH` and `SELECT` as the URL says). Re-sending a lane's writes is safe: they are
+//!   idempotent ([`crate::write`]).
 
 use std::time::Duration;
 
