@@ -380,7 +380,7 @@ async fn sink_worker(
             Some(flight) => tokio::select! {
                 sent = &mut flight.send => {
                     let flight = in_flight.take().expect("in flight");
-                    worker.land(slot.sink.as_mut(), flight, sent).await?;
+                    drop(worker.land(slot.sink.as_mut(), flight, sent).await?);
                     continue;
                 }
                 taken = source.next() => taken?,
@@ -400,7 +400,7 @@ async fn sink_worker(
         if !batch.table_ops.is_empty() {
             // Layout operations run with nothing in flight.
             if let Some(flight) = in_flight.take() {
-                worker.land_now(slot.sink.as_mut(), flight).await?;
+                drop(worker.land_now(slot.sink.as_mut(), flight).await?);
             }
             worker.apply_until_stored(slot.sink.as_mut(), &batch).await?;
             record_applied(&stats, &batch);
@@ -408,9 +408,12 @@ async fn sink_worker(
         }
         // Staged while the previous batch is sent.
         let staged = slot.sink.stage(&batch).await;
-        if let Some(flight) = in_flight.take() {
-            worker.land_now(slot.sink.as_mut(), flight).await?;
-        }
+        // The batch stored here is freed only once the next send has started: freeing a batch's
+        // thousands of rows takes about a millisecond, which the sink would spend waiting.
+        let landed = match in_flight.take() {
+            Some(flight) => Some(worker.land_now(slot.sink.as_mut(), flight).await?),
+            None => None,
+        };
         match staged {
             Ok(staged) => {
                 in_flight = Some(InFlight { send: tokio::spawn(staged.send()), batch, _rooms: rooms });
@@ -425,9 +428,10 @@ async fn sink_worker(
                 record_applied(&stats, &batch);
             }
         }
+        drop(landed);
     }
     if let Some(flight) = in_flight.take() {
-        worker.land_now(slot.sink.as_mut(), flight).await?;
+        drop(worker.land_now(slot.sink.as_mut(), flight).await?);
     }
     Ok(())
 }
@@ -456,19 +460,20 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     /// Waits for `flight`'s send to end, then [`Worker::land`]s it.
-    async fn land_now(&mut self, sink: &mut dyn Sink, mut flight: InFlight) -> Result<(), SinkError> {
+    async fn land_now(&mut self, sink: &mut dyn Sink, mut flight: InFlight) -> Result<InFlight, SinkError> {
         let sent = (&mut flight.send).await;
         self.land(sink, flight, sent).await
     }
 
     /// `flight`'s send ended with `sent`: counted when stored; applied again from the start (staged
-    /// anew) until stored when it failed transiently; the worker's error when definitely.
+    /// anew) until stored when it failed transiently; the worker's error when definitely. Returns the
+    /// stored flight for the caller to drop when it suits (freeing a batch takes time).
     async fn land(
         &mut self,
         sink: &mut dyn Sink,
         flight: InFlight,
         sent: Result<Result<(), SinkError>, tokio::task::JoinError>,
-    ) -> Result<(), SinkError> {
+    ) -> Result<InFlight, SinkError> {
         let sent = sent.unwrap_or_else(|join| {
             Err(SinkError::definite(self.name, format!("the task sending a batch failed: {join}")))
         });
@@ -476,7 +481,7 @@ impl Worker<'_> {
             self.retry_until_stored(sink, &flight.batch, e).await?;
         }
         record_applied(self.stats, &flight.batch);
-        Ok(())
+        Ok(flight)
     }
 
     /// Counts a failure; `Err` (the worker stops) when it is definite.
@@ -671,7 +676,8 @@ pub(crate) fn record_applied(stats: &SinkStats, batch: &Batch) {
     let mut changes = batch.changes.iter().peekable();
     while let Some(first) = changes.next() {
         let mut count = 1;
-        while changes.next_if(|c| c.table.id == first.table.id).is_some() {
+        let same_table = |c: &&Change| Arc::ptr_eq(&c.table, &first.table) || c.table.id == first.table.id;
+        while changes.next_if(same_table).is_some() {
             count += 1;
         }
         *per_table.entry(first.table.id.to_string()).or_default() += count;
