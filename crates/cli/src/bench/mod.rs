@@ -25,7 +25,11 @@
 //! parallelism ([`parallel`]).
 //!
 //! Every timed phase runs `--rounds` times (fresh pipeline names, sinks reset where the state would
-//! change the work) after an untimed warm-up, and the median is reported ([`report`]).
+//! change the work) after an untimed warm-up, and the median is reported ([`report`]). Phases 3 to 5
+//! alternate per sink: raw round 1, snapshot round 1, raw round 2, … then raw cdc round 1, cdc round
+//! 1, …; each ratio is the median of the ratios of rounds of the same number, which a slower spell of
+//! the machine (shared, noisy) affects on both sides. Before, all raw rounds ran before all snapshot
+//! rounds, and the same binary's Redis snapshot/raw read 0.54 to 0.89 in four runs of one afternoon.
 
 mod data;
 mod kafka;
@@ -318,14 +322,29 @@ async fn measure(bench: &Bench) -> Result<report::Report> {
     let decode = phases::decode(bench, &generated).await.context("decode phase")?;
     let mut sinks = Vec::new();
     for &kind in &args.sinks {
-        let raw = raw::measure(bench, kind).await.with_context(|| format!("raw phase of {}", kind.label()))?;
-        let snapshot =
-            phases::snapshot(bench, kind, None).await.with_context(|| format!("snapshot phase of {}", kind.label()))?;
-        let raw_cdc = raw_cdc::measure(bench, kind, &generated)
-            .await
-            .with_context(|| format!("raw cdc phase of {}", kind.label()))?;
-        let cdc =
-            phases::cdc(bench, &[kind], &generated).await.with_context(|| format!("cdc phase of {}", kind.label()))?;
+        // Each snapshot (cdc) round runs right after the raw round of the same number, so that each
+        // ratio compares two rounds taken under the same conditions of a shared machine.
+        let mut snapshot = Vec::new();
+        let raw = raw::measure(bench, kind, async |round| {
+            let rate = phases::snapshot_round(bench, kind, None, round).await;
+            snapshot.push(rate.with_context(|| format!("snapshot phase of {}", kind.label()))?);
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("raw phase of {}", kind.label()))?;
+        let mut cdc = Vec::new();
+        let raw_cdc = raw_cdc::measure(bench, kind, &generated, async |round| {
+            let rate = phases::cdc_round(bench, &[kind], &generated, round).await;
+            cdc.push(rate.with_context(|| format!("cdc phase of {}", kind.label()))?);
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("raw cdc phase of {}", kind.label()))?;
+        if raw_cdc.is_none() {
+            cdc = phases::cdc(bench, &[kind], &generated)
+                .await
+                .with_context(|| format!("cdc phase of {}", kind.label()))?;
+        }
         sinks.push(report::SinkFigures::new(kind, raw, snapshot, raw_cdc, cdc));
     }
     let cdc_all = if args.sinks.len() > 1 {

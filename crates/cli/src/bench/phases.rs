@@ -123,59 +123,66 @@ pub async fn run_to_end(cfg: polyrepl_engine::RunConfig) -> Result<(Duration, Ar
 /// `parallelism` snapshot readers (`None`: `run`'s default).
 pub async fn snapshot(bench: &Bench, kind: SinkKind, parallelism: Option<usize>) -> Result<Rounds> {
     let mut rounds = Vec::new();
-    let with = parallelism.map_or(String::new(), |p| format!(" parallelism {p}"));
     for round in 1..=bench.args.rounds {
-        reset_sink(bench, kind, "snap").await?;
-        let mut cfg = run_config(bench, "snap", &[kind], &bench.pipeline("snap"), true)?;
-        if let Some(p) = parallelism {
-            cfg.snapshot_parallelism = p;
-        }
-        let (elapsed, metrics) = run_to_end(cfg).await?;
-        let rows = metrics.source.snapshot_rows.load(Relaxed);
-        if rows != bench.args.rows as u64 {
-            bail!("the snapshot read {rows} rows, expected {}", bench.args.rows);
-        }
-        rounds.push(rows as f64 / elapsed.as_secs_f64());
-        bench.note(format!(
-            "snapshot {}{with} round {round}: {:.0} rows/s ({:.2} s)",
-            kind.label(),
-            rounds.last().unwrap(),
-            elapsed.as_secs_f64()
-        ));
+        rounds.push(snapshot_round(bench, kind, parallelism, round).await?);
     }
     Ok(rounds)
+}
+
+/// One round of the snapshot phase (see [`snapshot`]): rows/s.
+pub async fn snapshot_round(bench: &Bench, kind: SinkKind, parallelism: Option<usize>, round: usize) -> Result<f64> {
+    let with = parallelism.map_or(String::new(), |p| format!(" parallelism {p}"));
+    reset_sink(bench, kind, "snap").await?;
+    let mut cfg = run_config(bench, "snap", &[kind], &bench.pipeline("snap"), true)?;
+    if let Some(p) = parallelism {
+        cfg.snapshot_parallelism = p;
+    }
+    let (elapsed, metrics) = run_to_end(cfg).await?;
+    let rows = metrics.source.snapshot_rows.load(Relaxed);
+    if rows != bench.args.rows as u64 {
+        bail!("the snapshot read {rows} rows, expected {}", bench.args.rows);
+    }
+    let rate = rows as f64 / elapsed.as_secs_f64();
+    bench.note(format!(
+        "snapshot {}{with} round {round}: {rate:.0} rows/s ({:.2} s)",
+        kind.label(),
+        elapsed.as_secs_f64()
+    ));
+    Ok(rate)
 }
 
 /// Cdc phase: `run` streams the pre-generated `cdc` range into `kinds` (one sink, or all at once),
 /// each round from a pre-stored checkpoint at the start of the range into emptied sinks.
 pub async fn cdc(bench: &Bench, kinds: &[SinkKind], generated: &Generated) -> Result<Rounds> {
-    let label = kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("+");
     let mut rounds = Vec::new();
     for round in 1..=bench.args.rounds {
-        for &kind in kinds {
-            reset_sink(bench, kind, "cdc").await?;
-        }
-        let name = bench.pipeline("cdc");
-        prestore_checkpoint(bench, kinds, &name, &generated.cdc_from).await?;
-        let (elapsed, metrics) = run_to_end(run_config(bench, "cdc", kinds, &name, true)?).await?;
-        let read = metrics.source.changes_read.load(Relaxed);
-        if read != generated.cdc_changes {
-            bail!("the cdc run read {read} changes, expected {}", generated.cdc_changes);
-        }
-        for (sink, stats) in metrics.sinks.lock().unwrap().iter() {
-            let applied = stats.changes_applied.load(Relaxed);
-            if applied != read {
-                bail!("{sink} applied {applied} of {read} changes");
-            }
-        }
-        rounds.push(read as f64 / elapsed.as_secs_f64());
-        bench.note(format!(
-            "cdc {label} round {round}: {:.0} changes/s ({:.2} s)",
-            rounds.last().unwrap(),
-            elapsed.as_secs_f64()
-        ));
+        rounds.push(cdc_round(bench, kinds, generated, round).await?);
     }
     Ok(rounds)
+}
+
+/// One round of the cdc phase (see [`cdc`]): changes/s.
+pub async fn cdc_round(bench: &Bench, kinds: &[SinkKind], generated: &Generated, round: usize) -> Result<f64> {
+    let label = kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join("+");
+    for &kind in kinds {
+        reset_sink(bench, kind, "cdc").await?;
+    }
+    let name = bench.pipeline("cdc");
+    prestore_checkpoint(bench, kinds, &name, &generated.cdc_from).await?;
+    let (elapsed, metrics) = run_to_end(run_config(bench, "cdc", kinds, &name, true)?).await?;
+    let read = metrics.source.changes_read.load(Relaxed);
+    if read != generated.cdc_changes {
+        bail!("the cdc run read {read} changes, expected {}", generated.cdc_changes);
+    }
+    for (sink, stats) in metrics.sinks.lock().unwrap().iter() {
+        let applied = stats.changes_applied.load(Relaxed);
+        if applied != read {
+            bail!("{sink} applied {applied} of {read} changes");
+        }
+    }
+    let rate = read as f64 / elapsed.as_secs_f64();
+    bench.note(format!("cdc {label} round {round}: {rate:.0} changes/s ({:.2} s)", elapsed.as_secs_f64()));
+    Ok(rate)
 }
 
 /// What the decode phase measured, per round.

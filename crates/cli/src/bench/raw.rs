@@ -32,14 +32,21 @@ const WARM_UP_ROWS: usize = 10_000;
 /// Rows/s of each timed round.
 pub type Rounds = Vec<f64>;
 
-/// Measures `kind`'s raw ingest rate over `--rounds` rounds.
-pub async fn measure(bench: &Bench, kind: SinkKind) -> Result<Rounds> {
+/// Measures `kind`'s raw ingest rate over `--rounds` rounds, calling `after_round(round)` after each
+/// timed round (the snapshot phase's round of the same number runs there, so that each ratio compares
+/// two rounds measured under the same conditions of a shared machine).
+pub async fn measure<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    kind: SinkKind,
+    mut after_round: A,
+) -> Result<Rounds> {
     let (table, rows) = phases::load_rows(bench, "snap").await?;
     bench.note(format!("raw {}: {} rows read and converting", kind.label(), rows.len()));
+    let after_round = &mut after_round;
     let rounds = match kind {
-        SinkKind::Mongodb | SinkKind::MongoJava => mongo(bench, kind, &table, &rows).await?,
-        SinkKind::Redis => redis(bench, &table, &rows).await?,
-        SinkKind::Cassandra => cassandra(bench, &table, &rows).await?,
+        SinkKind::Mongodb | SinkKind::MongoJava => mongo(bench, kind, &table, &rows, after_round).await?,
+        SinkKind::Redis => redis(bench, &table, &rows, after_round).await?,
+        SinkKind::Cassandra => cassandra(bench, &table, &rows, after_round).await?,
     };
     // The snapshot phase starts from an empty sink.
     phases::reset_sink(bench, kind, "snap").await?;
@@ -50,7 +57,13 @@ fn rate(rows: usize, started: Instant) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
-async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, rows: &[Row]) -> Result<Rounds> {
+async fn mongo<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    kind: SinkKind,
+    table: &Arc<TableSchema>,
+    rows: &[Row],
+    after_round: &mut A,
+) -> Result<Rounds> {
     use polyrepl_mongo::naming::{document_id, row_document};
     let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(kind), "polyrepl_bench").await?;
     let mapping = polyrepl_mongo::Mapping::new(sink.server().features, Default::default());
@@ -132,11 +145,17 @@ async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, rows: &[
         send(commands, writers).await?;
         rounds.push(rate(documents.len(), started));
         bench.note(format!("raw {} round {round}: {:.0} rows/s", kind.label(), rounds.last().unwrap()));
+        after_round(round).await?;
     }
     Ok(rounds)
 }
 
-async fn redis(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<Rounds> {
+async fn redis<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    table: &Arc<TableSchema>,
+    rows: &[Row],
+    after_round: &mut A,
+) -> Result<Rounds> {
     use polyrepl_redis::mapping::to_field;
     use polyrepl_redis::naming::row_key;
     let client = redis::Client::open(bench.sink_url(SinkKind::Redis)).context("the Redis URL")?;
@@ -183,11 +202,17 @@ async fn redis(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<
         send(owned).await?;
         rounds.push(rate(rows.len(), started));
         bench.note(format!("raw redis round {round}: {:.0} rows/s", rounds.last().unwrap()));
+        after_round(round).await?;
     }
     Ok(rounds)
 }
 
-async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Result<Rounds> {
+async fn cassandra<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    table: &Arc<TableSchema>,
+    rows: &[Row],
+    after_round: &mut A,
+) -> Result<Rounds> {
     use polyrepl_cassandra::mapping::MappingStats;
     use polyrepl_cassandra::write::row_values;
     use scylla::statement::batch::{Batch, BatchType};
@@ -219,6 +244,7 @@ async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, rows: &[Row]) -> Res
         send_batches(session, &full, &batch_of, &values).await?;
         rounds.push(rate(rows.len(), started));
         bench.note(format!("raw cassandra round {round}: {:.0} rows/s", rounds.last().unwrap()));
+        after_round(round).await?;
     }
     Ok(rounds)
 }

@@ -34,7 +34,14 @@ const PER_COMMAND: usize = 1_000;
 
 /// Measures `kind`'s raw rate on the cdc range's changes over `--rounds` rounds (changes/s); `None` on
 /// FerretDB (see the module notes).
-pub async fn measure(bench: &Bench, kind: SinkKind, generated: &Generated) -> Result<Option<Rounds>> {
+/// `after_round(round)` runs after each timed round (the cdc phase's round of the same number; see
+/// [`super::raw::measure`]); not at all on FerretDB.
+pub async fn measure<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    kind: SinkKind,
+    generated: &Generated,
+    mut after_round: A,
+) -> Result<Option<Rounds>> {
     if matches!(kind, SinkKind::Mongodb | SinkKind::MongoJava) {
         let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(kind), "polyrepl_bench").await?;
         if sink.server().ferretdb_version.is_some() {
@@ -44,10 +51,11 @@ pub async fn measure(bench: &Bench, kind: SinkKind, generated: &Generated) -> Re
     }
     let (table, changes) = load_changes(bench, generated).await?;
     bench.note(format!("raw cdc {}: {} changes decoded, converting", kind.label(), changes.len()));
+    let after_round = &mut after_round;
     let rounds = match kind {
-        SinkKind::Mongodb | SinkKind::MongoJava => mongo(bench, kind, &table, &changes).await?,
-        SinkKind::Redis => redis(bench, &table, &changes).await?,
-        SinkKind::Cassandra => cassandra(bench, &table, &changes).await?,
+        SinkKind::Mongodb | SinkKind::MongoJava => mongo(bench, kind, &table, &changes, after_round).await?,
+        SinkKind::Redis => redis(bench, &table, &changes, after_round).await?,
+        SinkKind::Cassandra => cassandra(bench, &table, &changes, after_round).await?,
     };
     Ok(Some(rounds))
 }
@@ -95,7 +103,12 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-async fn redis(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> Result<Rounds> {
+async fn redis<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    table: &Arc<TableSchema>,
+    changes: &[Change],
+    after_round: &mut A,
+) -> Result<Rounds> {
     use polyrepl_redis::mapping::to_field;
     use polyrepl_redis::naming::row_key;
     let client = redis::Client::open(bench.sink_url(SinkKind::Redis)).context("the Redis URL")?;
@@ -170,12 +183,18 @@ async fn redis(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> R
         }
         rounds.push(rate(changes.len(), started));
         bench.note(format!("raw cdc redis round {round}: {:.0} changes/s", rounds.last().unwrap()));
+        after_round(round).await?;
     }
     phases::reset_sink(bench, SinkKind::Redis, "cdc").await?;
     Ok(rounds)
 }
 
-async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) -> Result<Rounds> {
+async fn cassandra<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    table: &Arc<TableSchema>,
+    changes: &[Change],
+    after_round: &mut A,
+) -> Result<Rounds> {
     use polyrepl_cassandra::mapping::MappingStats;
     use polyrepl_cassandra::write::{delete_cql, key_values, row_values};
     use scylla::statement::batch::{Batch, BatchStatement, BatchType};
@@ -231,11 +250,18 @@ async fn cassandra(bench: &Bench, table: &Arc<TableSchema>, changes: &[Change]) 
         }
         rounds.push(rate(changes.len(), started));
         bench.note(format!("raw cdc cassandra round {round}: {:.0} changes/s", rounds.last().unwrap()));
+        after_round(round).await?;
     }
     Ok(rounds)
 }
 
-async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, changes: &[Change]) -> Result<Rounds> {
+async fn mongo<A: AsyncFnMut(usize) -> Result<()>>(
+    bench: &Bench,
+    kind: SinkKind,
+    table: &Arc<TableSchema>,
+    changes: &[Change],
+    after_round: &mut A,
+) -> Result<Rounds> {
     use polyrepl_mongo::naming::{document_id, id_bytes, row_document};
     let sink = polyrepl_mongo::MongoSink::connect(bench.sink_url(kind), "polyrepl_bench").await?;
     let mapping = polyrepl_mongo::Mapping::new(sink.server().features, Default::default());
@@ -288,6 +314,7 @@ async fn mongo(bench: &Bench, kind: SinkKind, table: &Arc<TableSchema>, changes:
         }
         rounds.push(rate(changes.len(), started));
         bench.note(format!("raw cdc {} round {round}: {:.0} changes/s", kind.label(), rounds.last().unwrap()));
+        after_round(round).await?;
     }
     phases::reset_sink(bench, kind, "cdc").await?;
     Ok(rounds)
