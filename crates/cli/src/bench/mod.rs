@@ -112,7 +112,8 @@ pub struct BenchArgs {
     /// Row changes in the pre-generated binlog (decode and cdc phases).
     #[arg(long, env = "POLYREPL_BENCH_CDC_CHANGES", default_value_t = 50_000)]
     pub cdc_changes: usize,
-    /// Timed rounds per phase; the median is reported.
+    /// Timed rounds per phase; the median is reported. A sink's raw and snapshot (raw cdc and cdc) rounds
+    /// alternate, and each ratio is the median of the ratios of rounds of the same number.
     #[arg(long, env = "POLYREPL_BENCH_ROUNDS", default_value_t = 3)]
     pub rounds: usize,
     /// Concurrent writers of the raw phase.
