@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// A batch closes at this many changes [default: 5000].
     #[arg(long, env = "POLYREPL_BATCH_CHANGES")]
     pub batch_changes: Option<usize>,
-    /// …or this many milliseconds after it opened [default: 50].
+    /// …or this many milliseconds after it opened [default: 50]; at once when every sink is idle.
     #[arg(long, env = "POLYREPL_BATCH_DELAY_MS")]
     pub batch_delay_ms: Option<u64>,
     /// Rows per snapshot chunk (primary-key range) [default: 5000].

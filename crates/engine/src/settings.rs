@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// A batch closes once it holds this many changes…
 pub const DEFAULT_BATCH_CHANGES: usize = 5_000;
-/// …or this many milliseconds after its first transaction arrived.
+/// …or this many milliseconds after its first transaction arrived (at once when every sink is idle).
 pub const DEFAULT_BATCH_DELAY_MS: u64 = 50;
 /// Rows per snapshot chunk (one primary-key range, one batch).
 pub const DEFAULT_CHUNK_ROWS: usize = 5_000;
