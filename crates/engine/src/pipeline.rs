@@ -66,13 +66,13 @@ struct Queue {
 const RECHECK_ROOM: Duration = Duration::from_millis(100);
 
 impl Queue {
-    /// The permits `batch` (`kib` its estimated size) takes; a batch larger than the whole queue takes
-    /// all of it (it waits for an empty queue).
     /// Nothing queued in memory and nothing being written (a batch holds its room until stored).
     fn idle(&self) -> bool {
         self.room.available_permits() == self.capacity && self.room_kib.available_permits() == self.capacity_kib
     }
 
+    /// The permits `batch` (`kib` its estimated size) takes; a batch larger than the whole queue takes
+    /// all of it (it waits for an empty queue).
     fn wants(&self, batch: &Batch, kib: usize) -> (u32, u32) {
         (batch.changes.len().clamp(1, self.capacity) as u32, kib.clamp(1, self.capacity_kib) as u32)
     }
